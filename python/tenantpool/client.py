@@ -1,0 +1,76 @@
+"""TenantClient: what ``get_client(user_id)`` returns, a MongoClient-like view of one tenant's pool."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from bson.codec_options import CodecOptions
+
+from .database import Database
+
+if TYPE_CHECKING:
+    from .manager import UserConnectionManager
+
+
+class TenantClient:
+    """The tenant's client. ``client[name]`` and ``get_database()`` work as on pymongo's MongoClient;
+    every operation runs on this tenant's own pool."""
+
+    __slots__ = ("_manager", "_user_id")
+
+    def __init__(self, manager: UserConnectionManager, user_id: str) -> None:
+        self._manager = manager
+        self._user_id = user_id
+
+    @property
+    def user_id(self) -> str:
+        return self._user_id
+
+    @property
+    def manager(self) -> UserConnectionManager:
+        return self._manager
+
+    @property
+    def codec_options(self) -> CodecOptions:
+        return self._manager.codec_options
+
+    def get_database(self, name: str | None = None, codec_options: CodecOptions | None = None) -> Database:
+        """``name``, or by default the tenant's own database from the manager's template."""
+        if name is None:
+            name = self._manager._core.db_name(self._user_id)
+        return Database(self, name, codec_options=codec_options)
+
+    get_default_database = get_database
+
+    def __getitem__(self, name: str) -> Database:
+        return Database(self, name)
+
+    def __getattr__(self, name: str) -> Database:
+        if name.startswith("_"):
+            raise AttributeError(
+                f"TenantClient has no attribute {name!r}. To access the {name} database, use client[{name!r}]."
+            )
+        return Database(self, name)
+
+    @property
+    def admin(self) -> Database:
+        return Database(self, "admin")
+
+    def list_database_names(self) -> list[str]:
+        reply = self.admin.command("listDatabases", nameOnly=True)
+        return [d["name"] for d in reply["databases"]]
+
+    def close(self) -> None:
+        """Closes this tenant's pool; the next operation opens a new one."""
+        self._manager.close_user_connection(self._user_id)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, TenantClient):
+            return self._manager is other._manager and self._user_id == other._user_id
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash((id(self._manager), self._user_id))
+
+    def __repr__(self) -> str:
+        return f"TenantClient(user_id={self._user_id!r}, manager={self._manager!r})"

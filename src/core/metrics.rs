@@ -1,0 +1,98 @@
+//! Process-wide counters of pool lifecycle events, cheap enough to bump on every event.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Why a pool left the registry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseCause {
+    Idle,
+    Lru,
+    Manual,
+    Error,
+    Shutdown,
+}
+
+#[derive(Default)]
+pub struct Counters {
+    created: AtomicU64,
+    closed: AtomicU64,
+    retired_idle: AtomicU64,
+    retired_lru: AtomicU64,
+    retired_manual: AtomicU64,
+    retired_error: AtomicU64,
+    retired_shutdown: AtomicU64,
+    operation_errors: AtomicU64,
+}
+
+/// A consistent-enough copy of the counters for reporting.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CountersSnapshot {
+    pub created: u64,
+    /// Pools actually closed (after their last lease was returned).
+    pub closed: u64,
+    pub closed_idle: u64,
+    pub closed_lru: u64,
+    pub closed_manual: u64,
+    pub closed_error: u64,
+    pub closed_shutdown: u64,
+    pub operation_errors: u64,
+}
+
+impl Counters {
+    pub fn created(&self) {
+        self.created.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn closed(&self) {
+        self.closed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn operation_error(&self) {
+        self.operation_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn retired(&self, cause: CloseCause) {
+        let c = match cause {
+            CloseCause::Idle => &self.retired_idle,
+            CloseCause::Lru => &self.retired_lru,
+            CloseCause::Manual => &self.retired_manual,
+            CloseCause::Error => &self.retired_error,
+            CloseCause::Shutdown => &self.retired_shutdown,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> CountersSnapshot {
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        CountersSnapshot {
+            created: l(&self.created),
+            closed: l(&self.closed),
+            closed_idle: l(&self.retired_idle),
+            closed_lru: l(&self.retired_lru),
+            closed_manual: l(&self.retired_manual),
+            closed_error: l(&self.retired_error),
+            closed_shutdown: l(&self.retired_shutdown),
+            operation_errors: l(&self.operation_errors),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_by_cause() {
+        let c = Counters::default();
+        c.created();
+        c.created();
+        c.retired(CloseCause::Idle);
+        c.retired(CloseCause::Lru);
+        c.retired(CloseCause::Lru);
+        c.closed();
+        c.operation_error();
+        let s = c.snapshot();
+        assert_eq!((s.created, s.closed, s.closed_idle, s.closed_lru), (2, 1, 1, 2));
+        assert_eq!((s.closed_manual, s.closed_error, s.operation_errors), (0, 0, 1));
+    }
+}

@@ -1,0 +1,434 @@
+//! The operations a tenant can run, on the driver's raw-document API so documents cross from Python to
+//! the server as the BSON bytes pymongo's encoder made, without a detour through Rust types.
+//!
+//! Each operation takes a spec document (the arguments, with driver options under `options` in the
+//! server's camelCase names) and returns a reply document shaped like the server's, which the Python
+//! layer turns into pymongo's result classes.
+
+use std::time::Duration;
+
+use mongodb::bson::{self, rawdoc, Bson, Document, RawArrayBuf, RawDocument, RawDocumentBuf};
+use mongodb::error::{Error, Result};
+use mongodb::options::{
+    AggregateOptions, CountOptions, CreateCollectionOptions, DeleteOptions, DistinctOptions,
+    EstimatedDocumentCountOptions, FindOneAndDeleteOptions, FindOneAndReplaceOptions,
+    FindOneAndUpdateOptions, FindOneOptions, FindOptions, InsertManyOptions, InsertOneOptions,
+    ReplaceOptions, ReturnDocument, UpdateModifications, UpdateOptions,
+};
+use mongodb::raw_batch_cursor::RawBatchCursor;
+use mongodb::{Collection, Database, IndexModel};
+use serde::de::DeserializeOwned;
+
+/// Operations that return one reply document.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    InsertOne,
+    InsertMany,
+    FindOne,
+    UpdateOne,
+    UpdateMany,
+    ReplaceOne,
+    DeleteOne,
+    DeleteMany,
+    CountDocuments,
+    EstimatedDocumentCount,
+    Distinct,
+    FindOneAndUpdate,
+    FindOneAndReplace,
+    FindOneAndDelete,
+    CreateIndexes,
+    DropIndex,
+    DropIndexes,
+    DropCollection,
+    CreateCollection,
+    ListCollectionNames,
+    Command,
+    DropDatabase,
+}
+
+impl Op {
+    pub fn parse(name: &str) -> Option<Op> {
+        Some(match name {
+            "insert_one" => Op::InsertOne,
+            "insert_many" => Op::InsertMany,
+            "find_one" => Op::FindOne,
+            "update_one" => Op::UpdateOne,
+            "update_many" => Op::UpdateMany,
+            "replace_one" => Op::ReplaceOne,
+            "delete_one" => Op::DeleteOne,
+            "delete_many" => Op::DeleteMany,
+            "count_documents" => Op::CountDocuments,
+            "estimated_document_count" => Op::EstimatedDocumentCount,
+            "distinct" => Op::Distinct,
+            "find_one_and_update" => Op::FindOneAndUpdate,
+            "find_one_and_replace" => Op::FindOneAndReplace,
+            "find_one_and_delete" => Op::FindOneAndDelete,
+            "create_indexes" => Op::CreateIndexes,
+            "drop_index" => Op::DropIndex,
+            "drop_indexes" => Op::DropIndexes,
+            "drop_collection" => Op::DropCollection,
+            "create_collection" => Op::CreateCollection,
+            "list_collection_names" => Op::ListCollectionNames,
+            "command" => Op::Command,
+            "drop_database" => Op::DropDatabase,
+            _ => return None,
+        })
+    }
+
+    /// Whether the operation works on a collection (the spec then names it under `collection`).
+    pub fn on_collection(self) -> bool {
+        !matches!(
+            self,
+            Op::CreateCollection | Op::ListCollectionNames | Op::Command | Op::DropDatabase
+        )
+    }
+}
+
+/// Operations that open a cursor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CursorOp {
+    Find,
+    Aggregate,
+    ListIndexes,
+    ListCollections,
+}
+
+impl CursorOp {
+    pub fn parse(name: &str) -> Option<CursorOp> {
+        Some(match name {
+            "find" => CursorOp::Find,
+            "aggregate" => CursorOp::Aggregate,
+            "list_indexes" => CursorOp::ListIndexes,
+            "list_collections" => CursorOp::ListCollections,
+            _ => return None,
+        })
+    }
+}
+
+/// A malformed operation spec: a bug in the caller's arguments, reported as InvalidOperation.
+#[derive(Debug)]
+pub struct InvalidSpec(pub String);
+
+fn invalid(message: impl Into<String>) -> Error {
+    Error::custom(InvalidSpec(message.into()))
+}
+
+fn doc_field(spec: &RawDocument, key: &str) -> Result<Document> {
+    match spec.get(key).map_err(|e| invalid(format!("{key}: {e}")))? {
+        Some(v) => match v.as_document() {
+            Some(d) => Document::try_from(d).map_err(|e| invalid(format!("{key}: {e}"))),
+            None => Err(invalid(format!("{key} must be a document"))),
+        },
+        None => Ok(Document::new()),
+    }
+}
+
+fn raw_doc_field(spec: &RawDocument, key: &str) -> Result<RawDocumentBuf> {
+    match spec.get_document(key) {
+        Ok(d) => Ok(d.to_raw_document_buf()),
+        Err(e) => Err(invalid(format!("{key}: {e}"))),
+    }
+}
+
+fn pipeline_field(spec: &RawDocument, key: &str) -> Result<Vec<Document>> {
+    let arr = spec.get_array(key).map_err(|e| invalid(format!("{key}: {e}")))?;
+    arr.into_iter()
+        .map(|v| {
+            let v = v.map_err(|e| invalid(format!("{key}: {e}")))?;
+            let d = v.as_document().ok_or_else(|| invalid(format!("{key} must hold documents")))?;
+            Document::try_from(d).map_err(|e| invalid(format!("{key}: {e}")))
+        })
+        .collect()
+}
+
+fn str_field<'a>(spec: &'a RawDocument, key: &str) -> Result<&'a str> {
+    spec.get_str(key).map_err(|e| invalid(format!("{key}: {e}")))
+}
+
+/// Deserializes the driver's options struct from `spec.options`. `maxTimeMS` is taken apart because
+/// the driver's options hold it as a `Duration`, which does not deserialize from milliseconds.
+fn options<T: DeserializeOwned + Default>(spec: &RawDocument) -> Result<(T, Option<Duration>)> {
+    let mut d = doc_field(spec, "options")?;
+    let max_time = match d.remove("maxTimeMS") {
+        None | Some(Bson::Null) => None,
+        Some(Bson::Int32(n)) if n >= 0 => Some(Duration::from_millis(n as u64)),
+        Some(Bson::Int64(n)) if n >= 0 => Some(Duration::from_millis(n as u64)),
+        Some(other) => return Err(invalid(format!("maxTimeMS must be a non-negative integer, got {other}"))),
+    };
+    if d.is_empty() {
+        return Ok((T::default(), max_time));
+    }
+    let opts = bson::from_document(d).map_err(|e| invalid(format!("invalid option: {e}")))?;
+    Ok((opts, max_time))
+}
+
+fn update_modifications(spec: &RawDocument) -> Result<UpdateModifications> {
+    match spec.get("update").map_err(|e| invalid(e.to_string()))? {
+        Some(v) if v.as_array().is_some() => Ok(UpdateModifications::Pipeline(pipeline_field(spec, "update")?)),
+        Some(_) => Ok(UpdateModifications::Document(doc_field(spec, "update")?)),
+        None => Err(invalid("update is required")),
+    }
+}
+
+fn update_reply(r: mongodb::results::UpdateResult) -> RawDocumentBuf {
+    // The server's shape: `n` counts the upserted document too, as pymongo's UpdateResult expects.
+    let upserted = r.upserted_id.is_some() as u64;
+    let mut reply = rawdoc! { "n": (r.matched_count + upserted) as i64, "nModified": r.modified_count as i64 };
+    if let Some(id) = r.upserted_id {
+        if let Ok(raw) = bson::RawBson::try_from(id) {
+            reply.append("upserted", raw);
+        }
+    }
+    reply
+}
+
+fn value_reply(doc: Option<RawDocumentBuf>) -> RawDocumentBuf {
+    let mut reply = RawDocumentBuf::new();
+    match doc {
+        Some(d) => reply.append("value", d),
+        None => reply.append("value", bson::RawBson::Null),
+    }
+    reply
+}
+
+fn return_document(spec: &RawDocument) -> Option<ReturnDocument> {
+    match spec.get_bool("returnNew") {
+        Ok(true) => Some(ReturnDocument::After),
+        Ok(false) => Some(ReturnDocument::Before),
+        Err(_) => None,
+    }
+}
+
+fn to_raw(doc: Document) -> Result<RawDocumentBuf> {
+    RawDocumentBuf::from_document(&doc).map_err(|e| invalid(e.to_string()))
+}
+
+/// Runs a one-reply operation. `docs` are the documents of an insert, each as pymongo encoded it.
+pub async fn execute(
+    db: &Database,
+    op: Op,
+    spec: &RawDocument,
+    docs: Vec<RawDocumentBuf>,
+) -> Result<Option<RawDocumentBuf>> {
+    let coll = || -> Result<Collection<RawDocumentBuf>> { Ok(db.collection(str_field(spec, "collection")?)) };
+    let reply = match op {
+        Op::InsertOne => {
+            let (o, _) = options::<InsertOneOptions>(spec)?;
+            let doc = docs.into_iter().next().ok_or_else(|| invalid("insert_one needs a document"))?;
+            coll()?.insert_one(doc).with_options(o).await?;
+            RawDocumentBuf::new()
+        }
+        Op::InsertMany => {
+            let (o, _) = options::<InsertManyOptions>(spec)?;
+            if docs.is_empty() {
+                return Err(invalid("documents must be a non-empty list"));
+            }
+            coll()?.insert_many(docs).with_options(o).await?;
+            RawDocumentBuf::new()
+        }
+        Op::FindOne => {
+            let (mut o, mt) = options::<FindOneOptions>(spec)?;
+            o.max_time = mt;
+            return coll()?.find_one(doc_field(spec, "filter")?).with_options(o).await;
+        }
+        Op::UpdateOne | Op::UpdateMany => {
+            let (o, _) = options::<UpdateOptions>(spec)?;
+            let (c, filter, update) = (coll()?, doc_field(spec, "filter")?, update_modifications(spec)?);
+            let r = if op == Op::UpdateOne {
+                c.update_one(filter, update).with_options(o).await?
+            } else {
+                c.update_many(filter, update).with_options(o).await?
+            };
+            update_reply(r)
+        }
+        Op::ReplaceOne => {
+            let (o, _) = options::<ReplaceOptions>(spec)?;
+            let replacement = raw_doc_field(spec, "replacement")?;
+            update_reply(coll()?.replace_one(doc_field(spec, "filter")?, replacement).with_options(o).await?)
+        }
+        Op::DeleteOne | Op::DeleteMany => {
+            let (o, _) = options::<DeleteOptions>(spec)?;
+            let (c, filter) = (coll()?, doc_field(spec, "filter")?);
+            let r = if op == Op::DeleteOne {
+                c.delete_one(filter).with_options(o).await?
+            } else {
+                c.delete_many(filter).with_options(o).await?
+            };
+            rawdoc! { "n": r.deleted_count as i64 }
+        }
+        Op::CountDocuments => {
+            let (mut o, mt) = options::<CountOptions>(spec)?;
+            o.max_time = mt;
+            let n = coll()?.count_documents(doc_field(spec, "filter")?).with_options(o).await?;
+            rawdoc! { "n": n as i64 }
+        }
+        Op::EstimatedDocumentCount => {
+            let (mut o, mt) = options::<EstimatedDocumentCountOptions>(spec)?;
+            o.max_time = mt;
+            let n = coll()?.estimated_document_count().with_options(o).await?;
+            rawdoc! { "n": n as i64 }
+        }
+        Op::Distinct => {
+            let (mut o, mt) = options::<DistinctOptions>(spec)?;
+            o.max_time = mt;
+            let key = str_field(spec, "key")?;
+            let values = coll()?.distinct(key, doc_field(spec, "filter")?).with_options(o).await?;
+            let mut arr = RawArrayBuf::new();
+            for v in values {
+                arr.push(bson::RawBson::try_from(v).map_err(|e| invalid(e.to_string()))?);
+            }
+            rawdoc! { "values": arr }
+        }
+        Op::FindOneAndUpdate => {
+            let (mut o, mt) = options::<FindOneAndUpdateOptions>(spec)?;
+            o.max_time = mt;
+            o.return_document = return_document(spec);
+            let c = coll()?;
+            value_reply(c.find_one_and_update(doc_field(spec, "filter")?, update_modifications(spec)?).with_options(o).await?)
+        }
+        Op::FindOneAndReplace => {
+            let (mut o, mt) = options::<FindOneAndReplaceOptions>(spec)?;
+            o.max_time = mt;
+            o.return_document = return_document(spec);
+            let replacement = raw_doc_field(spec, "replacement")?;
+            value_reply(coll()?.find_one_and_replace(doc_field(spec, "filter")?, replacement).with_options(o).await?)
+        }
+        Op::FindOneAndDelete => {
+            let (mut o, mt) = options::<FindOneAndDeleteOptions>(spec)?;
+            o.max_time = mt;
+            value_reply(coll()?.find_one_and_delete(doc_field(spec, "filter")?).with_options(o).await?)
+        }
+        Op::CreateIndexes => {
+            let models = pipeline_field(spec, "indexes")?
+                .into_iter()
+                .map(|d| bson::from_document::<IndexModel>(d).map_err(|e| invalid(format!("index: {e}"))))
+                .collect::<Result<Vec<_>>>()?;
+            let r = coll()?.create_indexes(models).await?;
+            let mut names = RawArrayBuf::new();
+            for n in r.index_names {
+                names.push(n);
+            }
+            rawdoc! { "names": names }
+        }
+        Op::DropIndex => {
+            coll()?.drop_index(str_field(spec, "name")?).await?;
+            RawDocumentBuf::new()
+        }
+        Op::DropIndexes => {
+            coll()?.drop_indexes().await?;
+            RawDocumentBuf::new()
+        }
+        Op::DropCollection => {
+            coll()?.drop().await?;
+            RawDocumentBuf::new()
+        }
+        Op::CreateCollection => {
+            let (o, _) = options::<CreateCollectionOptions>(spec)?;
+            db.create_collection(str_field(spec, "name")?).with_options(o).await?;
+            RawDocumentBuf::new()
+        }
+        Op::ListCollectionNames => {
+            let names = db.list_collection_names().filter(doc_field(spec, "filter")?).await?;
+            let mut arr = RawArrayBuf::new();
+            for n in names {
+                arr.push(n);
+            }
+            rawdoc! { "names": arr }
+        }
+        Op::Command => to_raw(db.run_raw_command(raw_doc_field(spec, "command")?).await?)?,
+        Op::DropDatabase => {
+            db.drop().await?;
+            RawDocumentBuf::new()
+        }
+    };
+    Ok(Some(reply))
+}
+
+/// Opens a cursor; its first batch arrives with the reply, later ones on demand.
+pub async fn open_cursor(db: &Database, op: CursorOp, spec: &RawDocument) -> Result<RawBatchCursor> {
+    let coll = || -> Result<Collection<RawDocumentBuf>> { Ok(db.collection(str_field(spec, "collection")?)) };
+    match op {
+        CursorOp::Find => {
+            let (mut o, mt) = options::<FindOptions>(spec)?;
+            o.max_time = mt;
+            coll()?.find(doc_field(spec, "filter")?).with_options(o).batch().await
+        }
+        CursorOp::Aggregate => {
+            let (mut o, mt) = options::<AggregateOptions>(spec)?;
+            o.max_time = mt;
+            let pipeline = pipeline_field(spec, "pipeline")?;
+            match spec.get_str("collection") {
+                Ok(name) => db.collection::<RawDocumentBuf>(name).aggregate(pipeline).with_options(o).batch().await,
+                Err(_) => db.aggregate(pipeline).with_options(o).batch().await,
+            }
+        }
+        CursorOp::ListIndexes => coll()?.list_indexes().batch().await,
+        CursorOp::ListCollections => db.list_collections().filter(doc_field(spec, "filter")?).batch().await,
+    }
+}
+
+/// A cursor's documents, one server batch at a time, as consecutive BSON documents.
+pub async fn next_batch(cursor: &mut RawBatchCursor) -> Result<Option<Vec<u8>>> {
+    use futures_util::StreamExt;
+    while let Some(batch) = cursor.next().await {
+        let batch = batch?;
+        let mut out = Vec::new();
+        for item in batch.doc_slices()? {
+            let item = item.map_err(|e| invalid(e.to_string()))?;
+            let d = item.as_document().ok_or_else(|| invalid("cursor returned a non-document"))?;
+            out.extend_from_slice(d.as_bytes());
+        }
+        // An empty batch of a live cursor is not the end (the server may still be producing).
+        if !out.is_empty() {
+            return Ok(Some(out));
+        }
+    }
+    Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mongodb::bson::doc;
+
+    #[test]
+    fn parses_every_op_name() {
+        for name in ["insert_one", "find_one", "update_many", "command", "drop_database"] {
+            assert!(Op::parse(name).is_some(), "{name}");
+        }
+        assert!(Op::parse("nope").is_none());
+        assert!(CursorOp::parse("aggregate").is_some());
+        assert!(!Op::Command.on_collection());
+        assert!(Op::FindOne.on_collection());
+    }
+
+    #[test]
+    fn options_deserialize_from_camel_case() {
+        let spec = rawdoc! { "options": { "sort": { "a": 1 }, "skip": 2_i32, "limit": 3_i64, "maxTimeMS": 50_i32,
+            "hint": "a_1", "batchSize": 10_i32, "allowDiskUse": true, "comment": "c" } };
+        let (o, mt) = options::<FindOptions>(&spec).unwrap();
+        assert_eq!(mt, Some(Duration::from_millis(50)));
+        assert_eq!(o.skip, Some(2));
+        assert_eq!(o.limit, Some(3));
+        assert_eq!(o.batch_size, Some(10));
+        assert_eq!(o.sort, Some(doc! { "a": 1 }));
+        assert!(o.hint.is_some());
+        assert_eq!(o.allow_disk_use, Some(true));
+    }
+
+    #[test]
+    fn rejects_negative_max_time() {
+        let spec = rawdoc! { "options": { "maxTimeMS": -1_i32 } };
+        assert!(options::<FindOptions>(&spec).is_err());
+    }
+
+    #[test]
+    fn update_reply_counts_upsert_in_n() {
+        let mut r = mongodb::results::UpdateResult::default();
+        r.matched_count = 0;
+        r.upserted_id = Some(Bson::Int32(7));
+        let reply = update_reply(r);
+        assert_eq!(reply.get_i64("n").unwrap(), 1);
+        assert_eq!(reply.get_i32("upserted").unwrap(), 7);
+    }
+}

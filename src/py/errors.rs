@@ -1,0 +1,152 @@
+//! Driver and core errors as instances of pymongo's exception classes, so applications' existing
+//! `except pymongo.errors.X` clauses keep working.
+
+use mongodb::bson::{doc, Bson, Document};
+use mongodb::error::{Error, ErrorKind, WriteFailure};
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::core::manager::CoreError;
+use crate::core::ops::InvalidSpec;
+
+fn class<'py>(py: Python<'py>, module: &str, name: &str) -> PyResult<Bound<'py, PyAny>> {
+    py.import(module)?.getattr(name)
+}
+
+fn errors_class<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+    class(py, "pymongo.errors", name)
+}
+
+/// A BSON document as the Python dict pymongo would have produced.
+fn to_dict<'py>(py: Python<'py>, d: &Document) -> PyResult<Bound<'py, PyAny>> {
+    let bytes = mongodb::bson::to_vec(d).map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+    class(py, "bson", "decode")?.call1((PyBytes::new(py, &bytes),))
+}
+
+fn make<'py, A>(py: Python<'py>, cls: &str, args: A) -> PyErr
+where
+    A: pyo3::call::PyCallArgs<'py>,
+{
+    match errors_class(py, cls).and_then(|c| c.call1(args)) {
+        Ok(exc) => PyErr::from_value(exc),
+        Err(e) => e,
+    }
+}
+
+fn make_failure(py: Python<'_>, cls: &str, message: String, code: i32, details: Document) -> PyErr {
+    match to_dict(py, &details) {
+        Ok(d) => make(py, cls, (message, code, d)),
+        Err(e) => e,
+    }
+}
+
+fn with_labels(mut details: Document, e: &Error) -> Document {
+    let labels: Vec<Bson> = e.labels().iter().map(|l| Bson::String(l.clone())).collect();
+    if !labels.is_empty() {
+        details.insert("errorLabels", labels);
+    }
+    details
+}
+
+fn is_duplicate_key(code: i32) -> bool {
+    matches!(code, 11000 | 11001 | 12582)
+}
+
+pub fn core_error(py: Python<'_>, e: CoreError, scrub: &dyn Fn(&str) -> String) -> PyErr {
+    match e {
+        CoreError::Closed => make(py, "InvalidOperation", (e.to_string(),)),
+        CoreError::InvalidName(m) => make(py, "InvalidName", (m,)),
+        CoreError::Configuration(m) => make(py, "ConfigurationError", (scrub(&m),)),
+        CoreError::Driver(e) => driver_error(py, &e, scrub),
+    }
+}
+
+pub fn driver_error(py: Python<'_>, e: &Error, scrub: &dyn Fn(&str) -> String) -> PyErr {
+    match e.kind.as_ref() {
+        ErrorKind::Command(c) => {
+            let cls = match c.code {
+                50 => "ExecutionTimeout",
+                43 => "CursorNotFound",
+                code if is_duplicate_key(code) => "DuplicateKeyError",
+                _ => "OperationFailure",
+            };
+            let details = doc! { "ok": 0.0, "errmsg": &c.message, "code": c.code, "codeName": &c.code_name };
+            make_failure(py, cls, scrub(&c.message), c.code, with_labels(details, e))
+        }
+        ErrorKind::Write(WriteFailure::WriteError(w)) => {
+            let cls = if is_duplicate_key(w.code) { "DuplicateKeyError" } else { "WriteError" };
+            let mut details = doc! { "index": 0, "code": w.code, "errmsg": &w.message };
+            if let Some(name) = &w.code_name {
+                details.insert("codeName", name);
+            }
+            if let Some(info) = &w.details {
+                details.insert("errInfo", info.clone());
+            }
+            make_failure(py, cls, scrub(&w.message), w.code, details)
+        }
+        ErrorKind::Write(WriteFailure::WriteConcernError(w)) => {
+            let mut details = doc! { "code": w.code, "codeName": &w.code_name, "errmsg": &w.message };
+            if let Some(info) = &w.details {
+                details.insert("errInfo", info.clone());
+            }
+            make_failure(py, "WriteConcernError", scrub(&w.message), w.code, with_labels(details, e))
+        }
+        ErrorKind::InsertMany(m) => {
+            let write_errors: Vec<Bson> = m
+                .write_errors
+                .iter()
+                .flatten()
+                .map(|w| {
+                    let mut d = doc! { "index": w.index as i64, "code": w.code, "errmsg": &w.message };
+                    if let Some(name) = &w.code_name {
+                        d.insert("codeName", name);
+                    }
+                    if let Some(info) = &w.details {
+                        d.insert("errInfo", info.clone());
+                    }
+                    Bson::Document(d)
+                })
+                .collect();
+            let concern: Vec<Bson> = m
+                .write_concern_error
+                .iter()
+                .map(|w| Bson::Document(doc! { "code": w.code, "codeName": &w.code_name, "errmsg": &w.message }))
+                .collect();
+            let details = doc! {
+                "writeErrors": write_errors, "writeConcernErrors": concern,
+                // nInserted is filled in by the Python layer, which knows how many documents it sent.
+                "nInserted": 0_i64, "nUpserted": 0_i64, "nMatched": 0_i64,
+                "nModified": 0_i64, "nRemoved": 0_i64, "upserted": [],
+            };
+            match to_dict(py, &details) {
+                Ok(d) => make(py, "BulkWriteError", (d,)),
+                Err(err) => err,
+            }
+        }
+        ErrorKind::ServerSelection { message, .. } => make(py, "ServerSelectionTimeoutError", (scrub(message),)),
+        ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+            make(py, "NetworkTimeout", (scrub(&e.to_string()),))
+        }
+        ErrorKind::Io(_) | ErrorKind::ConnectionPoolCleared { .. } => make(py, "AutoReconnect", (scrub(&e.to_string()),)),
+        ErrorKind::Authentication { message, .. } => {
+            make_failure(py, "OperationFailure", scrub(message), 18, doc! { "ok": 0.0, "errmsg": message, "code": 18 })
+        }
+        ErrorKind::InvalidArgument { message, .. } => make(py, "InvalidOperation", (scrub(message),)),
+        ErrorKind::BsonSerialization(_) | ErrorKind::BsonDeserialization(_) => {
+            match class(py, "bson.errors", "InvalidDocument").and_then(|c| c.call1((e.to_string(),))) {
+                Ok(exc) => PyErr::from_value(exc),
+                Err(err) => err,
+            }
+        }
+        ErrorKind::Shutdown => make(py, "InvalidOperation", ("this tenant's client was shut down; retry the operation",)),
+        ErrorKind::DnsResolve { message, .. } | ErrorKind::IncompatibleServer { message, .. } => {
+            make(py, "ConfigurationError", (scrub(message),))
+        }
+        ErrorKind::Transaction { message, .. } => make(py, "InvalidOperation", (scrub(message),)),
+        ErrorKind::Custom(c) => match c.downcast_ref::<InvalidSpec>() {
+            Some(InvalidSpec(m)) => make(py, "InvalidOperation", (scrub(m),)),
+            None => make(py, "PyMongoError", (scrub(&e.to_string()),)),
+        },
+        _ => make(py, "PyMongoError", (scrub(&e.to_string()),)),
+    }
+}

@@ -1,0 +1,202 @@
+//! `_core.Manager`: the Python handle on the Rust tenant manager. The public `UserConnectionManager`
+//! (Python) wraps it; this class only moves bytes and releases the GIL.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mongodb::bson::RawDocumentBuf;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList};
+
+use super::cursor::PyRawCursor;
+use super::errors::core_error;
+use crate::core::manager::{Config, CoreError, Manager};
+use crate::core::ops::{self, CursorOp, Op};
+use crate::core::runtime;
+
+#[pyclass(module = "tenantpool._core", name = "Manager", frozen)]
+pub struct PyManager {
+    inner: Arc<Manager>,
+}
+
+fn raw(bytes: &[u8]) -> PyResult<RawDocumentBuf> {
+    RawDocumentBuf::from_bytes(bytes.to_vec())
+        .map_err(|e| pyo3::exceptions::PyValueError::new_err(format!("malformed BSON: {e}")))
+}
+
+impl PyManager {
+    fn err(&self, py: Python<'_>, e: CoreError) -> PyErr {
+        let m = Arc::clone(&self.inner);
+        core_error(py, e, &move |s: &str| m.scrub(s))
+    }
+}
+
+#[pymethods]
+impl PyManager {
+    #[new]
+    #[pyo3(signature = (uri, user_pool_size, idle_timeout, max_connections, db_name_template, options))]
+    fn new(
+        py: Python<'_>,
+        uri: String,
+        user_pool_size: u32,
+        idle_timeout: Option<f64>,
+        max_connections: Option<usize>,
+        db_name_template: String,
+        options: Vec<(String, String)>,
+    ) -> PyResult<Self> {
+        let config = Config {
+            uri,
+            options,
+            pool_size: user_pool_size,
+            idle_timeout: idle_timeout.map(Duration::from_secs_f64),
+            max_pools: max_connections,
+            db_name_template,
+        };
+        let scrub_uri = config.uri.clone();
+        let inner = py
+            .detach(|| Manager::new(config))
+            .map_err(|e| core_error(py, e, &|s: &str| crate::core::options::scrub(s, &scrub_uri)))?;
+        Ok(PyManager { inner })
+    }
+
+    /// The database name the template gives this tenant; raises InvalidName for an invalid id.
+    fn db_name(&self, py: Python<'_>, tenant: &str) -> PyResult<String> {
+        self.inner.db_name(tenant).map_err(|e| self.err(py, e))
+    }
+
+    /// Creates the tenant's pool if it has none and marks it used. No network I/O.
+    fn ensure(&self, py: Python<'_>, tenant: &str) -> PyResult<()> {
+        let inner = &self.inner;
+        py.detach(|| inner.lease(tenant).map(drop)).map_err(|e| self.err(py, e))
+    }
+
+    /// Runs a one-reply operation and returns the reply as BSON bytes (None: no document).
+    #[pyo3(signature = (tenant, db_name, op, spec, docs=None))]
+    fn execute<'py>(
+        &self,
+        py: Python<'py>,
+        tenant: &str,
+        db_name: &str,
+        op: &str,
+        spec: &[u8],
+        docs: Option<Vec<Vec<u8>>>,
+    ) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let op = Op::parse(op).ok_or_else(|| pyo3::exceptions::PyValueError::new_err(format!("unknown op {op}")))?;
+        let spec = raw(spec)?;
+        let docs = docs
+            .unwrap_or_default()
+            .into_iter()
+            .map(|d| RawDocumentBuf::from_bytes(d).map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string())))
+            .collect::<PyResult<Vec<_>>>()?;
+        let inner = &self.inner;
+        let result = py.detach(|| {
+            let (lease, db) = inner.database(tenant, Some(db_name))?;
+            let r = runtime::get().block_on(ops::execute(&db, op, &spec, docs));
+            if r.is_err() {
+                lease.record_error();
+                inner.registry().counters.operation_error();
+            }
+            r.map_err(CoreError::Driver)
+        });
+        match result {
+            Ok(Some(reply)) => Ok(Some(PyBytes::new(py, reply.as_bytes()))),
+            Ok(None) => Ok(None),
+            Err(e) => Err(self.err(py, e)),
+        }
+    }
+
+    /// Opens a cursor. It holds a lease on the tenant's pool until exhausted, closed or dropped, so the
+    /// reaper never closes a pool under a live cursor.
+    fn open_cursor(&self, py: Python<'_>, tenant: &str, db_name: &str, op: &str, spec: &[u8]) -> PyResult<PyRawCursor> {
+        let op = CursorOp::parse(op)
+            .ok_or_else(|| pyo3::exceptions::PyValueError::new_err(format!("unknown cursor op {op}")))?;
+        let spec = raw(spec)?;
+        let inner = &self.inner;
+        let opened = py.detach(|| {
+            let (lease, db) = inner.database(tenant, Some(db_name))?;
+            match runtime::get().block_on(ops::open_cursor(&db, op, &spec)) {
+                Ok(cursor) => Ok((cursor, lease)),
+                Err(e) => {
+                    lease.record_error();
+                    inner.registry().counters.operation_error();
+                    Err(CoreError::Driver(e))
+                }
+            }
+        });
+        match opened {
+            Ok((cursor, lease)) => Ok(PyRawCursor::new(Arc::clone(&self.inner), cursor, lease)),
+            Err(e) => Err(self.err(py, e)),
+        }
+    }
+
+    fn close_tenant(&self, tenant: &str) -> bool {
+        self.inner.close_tenant(tenant)
+    }
+
+    /// Closes every pool (each once its in-flight operations finish); further use raises.
+    fn close(&self) -> usize {
+        self.inner.close()
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+
+    #[getter]
+    fn redacted_uri(&self) -> String {
+        self.inner.redacted_uri()
+    }
+
+    /// Raises InvalidOperation if the manager is closed.
+    fn check_open(&self, py: Python<'_>) -> PyResult<()> {
+        if self.inner.is_closed() {
+            return Err(self.err(py, CoreError::Closed));
+        }
+        Ok(())
+    }
+
+    /// Tenants with a live pool, oldest first.
+    fn tenants<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        PyList::new(py, self.inner.registry().tenants())
+    }
+
+    /// Registry-wide counters.
+    fn counters<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let c = self.inner.registry().counters.snapshot();
+        let d = PyDict::new(py);
+        d.set_item("live_pools", self.inner.registry().len())?;
+        d.set_item("pools_created", c.created)?;
+        d.set_item("pools_closed", c.closed)?;
+        d.set_item("closed_idle", c.closed_idle)?;
+        d.set_item("closed_lru", c.closed_lru)?;
+        d.set_item("closed_manual", c.closed_manual)?;
+        d.set_item("closed_error", c.closed_error)?;
+        d.set_item("closed_shutdown", c.closed_shutdown)?;
+        d.set_item("operation_errors", c.operation_errors)?;
+        Ok(d)
+    }
+
+    /// Per-tenant figures, or None if the tenant has no live pool.
+    fn tenant_info<'py>(&self, py: Python<'py>, tenant: &str) -> PyResult<Option<Bound<'py, PyDict>>> {
+        match self.inner.registry().info(tenant) {
+            None => Ok(None),
+            Some(i) => {
+                let d = PyDict::new(py);
+                d.set_item("user_id", i.tenant)?;
+                d.set_item("pool_size", i.pool_size)?;
+                d.set_item("in_use", i.in_use)?;
+                d.set_item("operations", i.operations)?;
+                d.set_item("errors", i.errors)?;
+                d.set_item("age_seconds", i.age.as_secs_f64())?;
+                d.set_item("idle_seconds", i.idle.as_secs_f64())?;
+                Ok(Some(d))
+            }
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Manager({:?})", self.inner.redacted_uri())
+    }
+}
+
