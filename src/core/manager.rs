@@ -140,7 +140,7 @@ impl Manager {
     /// A lease on the tenant's pool, creating the pool if needed. No network I/O happens here: the
     /// driver connects lazily and its monitor, not a ping per call, tracks the server's health.
     pub fn lease(&self, tenant: &str) -> Result<Lease<TenantPool>, CoreError> {
-        crate::core::naming::check_tenant_id(tenant).map_err(CoreError::InvalidName)?;
+        self.template.check_tenant(tenant).map_err(CoreError::InvalidName)?;
         self.check_fork();
         let lease = self.registry.lease(tenant, || {
             let mut options = self.client_options.clone();
@@ -200,10 +200,14 @@ impl Manager {
             if self.registry.limits().max_pools.is_none() {
                 return;
             }
-            return self.spawn_sweeper(stop, Duration::from_secs(1));
+            return self.spawn_sweeper(stop, Duration::from_millis(250));
         };
-        // Sweep often enough that a pool outlives its timeout by at most a quarter of it.
-        let every = (timeout / 4).clamp(Duration::from_millis(20), Duration::from_secs(30));
+        // Sweep often enough that a pool outlives its timeout by at most a quarter of it, and, under a
+        // cap, that pools kept over it while all were busy are trimmed soon after they become idle.
+        let mut every = (timeout / 4).clamp(Duration::from_millis(20), Duration::from_secs(30));
+        if self.registry.limits().max_pools.is_some() {
+            every = every.min(Duration::from_millis(250));
+        }
         self.spawn_sweeper(stop, every);
     }
 

@@ -30,17 +30,22 @@ impl Template {
     /// The database name of a tenant. A fixed prefix and suffix around the id make this injective;
     /// ids are validated, never rewritten, so no two ids can meet.
     pub fn db_name(&self, tenant: &str) -> Result<String, String> {
+        self.check_tenant(tenant)?;
+        Ok(format!("{}{}{}", self.prefix, tenant, self.suffix))
+    }
+
+    /// Checks that the tenant id is valid and short enough for its database name, without building it.
+    pub fn check_tenant(&self, tenant: &str) -> Result<(), String> {
         check_tenant_id(tenant)?;
-        let name = format!("{}{}{}", self.prefix, tenant, self.suffix);
-        if name.len() > MAX_DB_NAME_BYTES {
+        let max = MAX_DB_NAME_BYTES - self.prefix.len() - self.suffix.len();
+        if tenant.len() > max {
             return Err(format!(
-                "tenant id {tenant:?} is too long: its database name {name:?} would be {} bytes, \
-                 MongoDB allows {MAX_DB_NAME_BYTES}; use ids of at most {} characters",
-                name.len(),
-                MAX_DB_NAME_BYTES - self.prefix.len() - self.suffix.len()
+                "tenant id {tenant:?} is too long: with the template its database name would be {} \
+                 bytes, MongoDB allows {MAX_DB_NAME_BYTES}; use ids of at most {max} characters",
+                tenant.len() + self.prefix.len() + self.suffix.len(),
             ));
         }
-        Ok(name)
+        Ok(())
     }
 }
 
