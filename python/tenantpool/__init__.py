@@ -8,18 +8,37 @@
 """
 
 from ._core import __version__
+from .cache import CachedDatabaseWrapper
 from .client import TenantClient
 from .collection import Collection
 from .cursor import CommandCursor, Cursor
 from .database import Database
-from .manager import UserConnectionManager
+from .manager import DEFAULT_TIER_POOL_SIZES, UserConnectionManager
+from .variants import (
+    GroupConnectionManager,
+    MemoryEfficientConnectionManager,
+    MonitoredUserConnectionManager,
+    OptimizedConnectionManager,
+    TieredUserConnectionManager,
+    calculate_pool_size,
+    get_user_group,
+)
 
 __all__ = [
+    "DEFAULT_TIER_POOL_SIZES",
+    "CachedDatabaseWrapper",
     "Collection",
     "CommandCursor",
     "Cursor",
     "Database",
+    "GroupConnectionManager",
+    "MemoryEfficientConnectionManager",
+    "MonitoredUserConnectionManager",
+    "OptimizedConnectionManager",
     "TenantClient",
+    "TieredUserConnectionManager",
     "UserConnectionManager",
     "__version__",
+    "calculate_pool_size",
+    "get_user_group",
 ]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import weakref
 from types import TracebackType
+from collections.abc import Callable
 from typing import Any
 
 from bson.codec_options import CodecOptions
@@ -19,14 +21,34 @@ logger = logging.getLogger("tenantpool")
 # The document's defaults, except minPoolSize: it set 1, which keeps a socket open per idle tenant.
 _DEFAULT_OPTIONS = {"minPoolSize": 0, "connectTimeoutMS": 5000, "serverSelectionTimeoutMS": 5000}
 
+#: The design document's tiers and their pool sizes (per_user) or quotas (grouped, shared).
+DEFAULT_TIER_POOL_SIZES = {"free": 3, "basic": 5, "premium": 10, "enterprise": 20}
+
+# The design document's per-group pool for grouped, pymongo's default for shared.
+_SHARED_POOL_SIZE = {"grouped": 50, "shared": 100}
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigurationError(f"{name} must be a positive int, got {value!r}")
+    return value
+
 
 class UserConnectionManager:
     """One isolated MongoDB connection pool per tenant, created on first use and closed when idle.
 
     ``get_database(user_id)`` returns a pymongo-compatible ``Database`` named from
-    ``db_name_template`` (default ``user_{user_id}_db``). Each tenant's operations use that tenant's own
-    pool of at most ``user_pool_size`` connections, so one tenant's load cannot exhaust another's.
+    ``db_name_template`` (default ``user_{user_id}_db``). Each tenant has at most ``user_pool_size``
+    operations in flight, so one tenant's load cannot exhaust another's share.
+
+    ``strategy`` decides how tenants map onto driver clients: ``"per_user"`` (a client and pool per
+    tenant), ``"grouped"`` (``groups`` shared clients, a tenant always in the same one) or ``"shared"``
+    (one client). In every strategy a tenant waits for a slot of its own quota for at most
+    ``waitQueueTimeoutMS`` and then gets ``WaitQueueTimeoutError``. ``tier_pool_sizes`` with ``tier_of``
+    (or an overridden ``get_user_tier``) gives tenants of different tiers different shares.
     """
+
+    tier_pool_sizes: dict[str, int] | None = None
 
     def __init__(
         self,
@@ -36,12 +58,35 @@ class UserConnectionManager:
         max_connections: int | None = None,
         db_name_template: str = "user_{user_id}_db",
         use_weak_ref: bool = False,
+        *,
+        strategy: str = "per_user",
+        groups: int = 10,
+        shared_pool_size: int | None = None,
+        tier_pool_sizes: dict[str, int] | None = None,
+        tier_of: Callable[[str], str] | None = None,
+        slow_query_ms: int | None = None,
         **mongo_options: Any,
     ) -> None:
         if not isinstance(connection_string, str):
             raise TypeError(f"connection_string must be a str, not {type(connection_string).__name__}")
-        if not isinstance(user_pool_size, int) or isinstance(user_pool_size, bool) or user_pool_size < 1:
-            raise ConfigurationError(f"user_pool_size must be a positive int, got {user_pool_size!r}")
+        _positive_int("user_pool_size", user_pool_size)
+        _positive_int("groups", groups)
+        if strategy not in ("per_user", "grouped", "shared"):
+            raise ConfigurationError(f"strategy must be 'per_user', 'grouped' or 'shared', got {strategy!r}")
+        if shared_pool_size is None:
+            shared_pool_size = _SHARED_POOL_SIZE.get(strategy, 100)
+        _positive_int("shared_pool_size", shared_pool_size)
+        if slow_query_ms is not None:
+            _positive_int("slow_query_ms", slow_query_ms)
+        if tier_pool_sizes is not None:
+            if not isinstance(tier_pool_sizes, dict):
+                raise ConfigurationError("tier_pool_sizes must be a dict of tier name -> pool size")
+            for tier, size in tier_pool_sizes.items():
+                _positive_int(f"tier_pool_sizes[{tier!r}]", size)
+            self.tier_pool_sizes = dict(tier_pool_sizes)
+        if tier_of is not None and not callable(tier_of):
+            raise ConfigurationError("tier_of must be a callable taking a user id and returning a tier name")
+        self._tier_of = tier_of
         if idle_timeout is not None and (
             not isinstance(idle_timeout, (int, float)) or isinstance(idle_timeout, bool) or idle_timeout <= 0
         ):
@@ -61,10 +106,17 @@ class UserConnectionManager:
             options["maxIdleTimeMS"] = int(idle_timeout * 1000)
         options.update(mongo_options)
         # An explicit maxPoolSize keyword wins over user_pool_size, as it does in the document.
+        wait_queue_timeout_ms = None
         for key in list(options):
             if key.lower() == "maxpoolsize":
-                user_pool_size = options.pop(key)
+                user_pool_size = _positive_int(key, options.pop(key))
+            elif key.lower() in ("waitqueuetimeoutms", "wait_queue_timeout_ms"):
+                wait_queue_timeout_ms = options.pop(key)
+                if wait_queue_timeout_ms is not None:
+                    _positive_int(key, wait_queue_timeout_ms)
         uri_options, codec, credentials = split_options(options)
+        self.strategy = strategy
+        self.groups = groups if strategy == "grouped" else None
         self._codec: CodecOptions = codec
         self.user_pool_size: int = user_pool_size
         self.idle_timeout = idle_timeout
@@ -76,6 +128,12 @@ class UserConnectionManager:
             max_connections,
             db_name_template,
             uri_options,
+            strategy=strategy,
+            groups=groups,
+            shared_pool_size=shared_pool_size,
+            wait_queue_timeout_ms=wait_queue_timeout_ms,
+            pool_size_of=self._tier_callback() if self._uses_tiers() else None,
+            slow_query_ms=slow_query_ms,
         )
         logger.info("UserConnectionManager for %s: pool_size=%s idle_timeout=%s max_connections=%s",
                     self._core.redacted_uri, user_pool_size, idle_timeout, max_connections)
@@ -83,6 +141,38 @@ class UserConnectionManager:
     @property
     def codec_options(self) -> CodecOptions:
         return self._codec
+
+    # -- tiers ----------------------------------------------------------------------------------------
+
+    def get_user_tier(self, user_id: str) -> str | None:
+        """The tenant's tier, or None for the default share. Override it, or pass ``tier_of``."""
+        if self._tier_of is not None:
+            return self._tier_of(user_id)
+        return None
+
+    def _uses_tiers(self) -> bool:
+        overridden = type(self).get_user_tier is not UserConnectionManager.get_user_tier
+        return overridden or self._tier_of is not None or self.tier_pool_sizes is not None
+
+    def _tier_callback(self) -> Callable[[str], tuple[int, str]]:
+        # A weak reference: the Rust core holds the callback, and a strong one would keep this manager
+        # (and every tenant's pool) alive after the application dropped it.
+        method = weakref.WeakMethod(self._pool_size_for)
+        default = self.user_pool_size
+
+        def pool_size_of(user_id: str) -> tuple[int, str]:
+            bound = method()
+            return bound(user_id) if bound is not None else (default, "default")
+
+        return pool_size_of
+
+    def _pool_size_for(self, user_id: str) -> tuple[int, str]:
+        # Called by the core once per pool creation (not per operation).
+        tier = self.get_user_tier(user_id)
+        if tier is None:
+            return self.user_pool_size, "default"
+        sizes = self.tier_pool_sizes if self.tier_pool_sizes is not None else DEFAULT_TIER_POOL_SIZES
+        return int(sizes.get(tier, self.user_pool_size)), str(tier)
 
     def _check_user(self, user_id: Any) -> str:
         if not isinstance(user_id, str):
@@ -123,8 +213,27 @@ class UserConnectionManager:
             "active_users": users,
             "total_potential_connections": len(users) * self.user_pool_size,
             "max_connections": self.max_connections,
+            "strategy": self.strategy,
             "pools": self._core.counters(),
         }
+
+    def get_tier_stats(self) -> dict[str, dict[str, Any]]:
+        """Live pools per tier (or group): count, capacity, operations in flight and waiting."""
+        self._core.check_open()
+        tiers: dict[str, dict[str, Any]] = {}
+        for info in self._core.all_tenant_info():
+            t = tiers.setdefault(info["tier"], {"pools": 0, "capacity": 0, "in_flight": 0, "waiting": 0,
+                                                "operations": 0, "errors": 0})
+            t["pools"] += 1
+            t["capacity"] += info["pool_size"]
+            for key in ("in_flight", "waiting", "operations", "errors"):
+                t[key] += info[key]
+        return tiers
+
+    def metrics_text(self, top: int = 10) -> str:
+        """Prometheus text exposition: totals, per tier/group series, and the ``top`` busiest tenants."""
+        self._core.check_open()
+        return self._core.metrics_text(top)
 
     def get_user_stats(self, user_id: str) -> dict[str, Any] | None:
         """The tenant's pool: size, operations and errors, leases in use, age and idle time."""
@@ -151,7 +260,8 @@ class UserConnectionManager:
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({self._core.redacted_uri!r}, user_pool_size={self.user_pool_size}, "
-                f"idle_timeout={self.idle_timeout!r}, max_connections={self.max_connections!r})")
+                f"idle_timeout={self.idle_timeout!r}, max_connections={self.max_connections!r}, "
+                f"strategy={self.strategy!r})")
 
 
 __all__ = ["UserConnectionManager"]

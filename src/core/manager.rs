@@ -8,21 +8,33 @@ use std::time::{Duration, Instant};
 use mongodb::options::ClientOptions;
 use mongodb::{Client, Database};
 use parking_lot::Mutex;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 
 use super::naming::{check_db_name, Template};
 use super::options::{merge_uri_options, redact, scrub};
-use super::registry::{Lease, Limits, Pool, Registry, RegistryError};
+use super::policy::Strategy;
+use super::registry::{Lease, Limits, Made, Pool, Registry, RegistryError};
 use super::runtime;
 
-/// One tenant's driver client. Closing shuts it down in the background: the caller never waits on I/O.
+/// The driver client serving one tenant: its own (per_user), or a handle on a shared one. Closing an
+/// owned client shuts it down in the background; the caller never waits on I/O.
 pub struct TenantPool {
     client: ManuallyDrop<Client>,
+    owned: bool,
 }
 
 impl TenantPool {
     pub fn client(&self) -> &Client {
         &self.client
+    }
+}
+
+impl Pool for TenantPool {
+    fn close(&self) {
+        if self.owned {
+            let client = Client::clone(&self.client);
+            runtime::get().spawn(async move { client.shutdown().await });
+        }
     }
 }
 
@@ -37,13 +49,6 @@ impl Drop for TenantPool {
     }
 }
 
-impl Pool for TenantPool {
-    fn close(&self) {
-        let client = Client::clone(&self.client);
-        runtime::get().spawn(async move { client.shutdown().await });
-    }
-}
-
 #[derive(Debug)]
 pub enum CoreError {
     /// The manager was closed.
@@ -51,6 +56,12 @@ pub enum CoreError {
     InvalidName(String),
     Configuration(String),
     Driver(mongodb::error::Error),
+    /// The tenant's quota stayed full for the whole wait queue timeout.
+    WaitQueueTimeout {
+        tenant: String,
+        quota: u32,
+        waited: Duration,
+    },
 }
 
 impl fmt::Display for CoreError {
@@ -59,23 +70,44 @@ impl fmt::Display for CoreError {
             CoreError::Closed => write!(f, "the UserConnectionManager is closed; create a new one"),
             CoreError::InvalidName(m) | CoreError::Configuration(m) => f.write_str(m),
             CoreError::Driver(e) => write!(f, "{e}"),
+            CoreError::WaitQueueTimeout { tenant, quota, waited } => write!(
+                f,
+                "tenant {tenant:?} already has {quota} operations in flight (its quota) and waited \
+                 {} ms for a slot (waitQueueTimeoutMS); raise its pool size or tier, or retry later",
+                waited.as_millis()
+            ),
         }
     }
 }
 
 impl From<RegistryError> for CoreError {
-    fn from(_: RegistryError) -> Self {
-        CoreError::Closed
+    fn from(e: RegistryError) -> Self {
+        match e {
+            RegistryError::Closed => CoreError::Closed,
+            RegistryError::Make(m) => CoreError::Configuration(m),
+        }
     }
 }
+
+/// Decides a tenant's share (pool size or quota) and its tier label when its pool is created.
+pub type Sizer = Box<dyn Fn(&str) -> Result<(u32, String), String> + Send + Sync>;
 
 pub struct Config {
     pub uri: String,
     pub options: Vec<(String, String)>,
+    /// Each tenant's share unless `sizer` says otherwise.
     pub pool_size: u32,
     pub idle_timeout: Option<Duration>,
     pub max_pools: Option<usize>,
     pub db_name_template: String,
+    pub strategy: Strategy,
+    /// maxPoolSize of each shared client (grouped and shared strategies).
+    pub shared_pool_size: u32,
+    /// How long an operation may wait for a slot in its tenant's quota. None: as long as it takes.
+    pub wait_queue_timeout: Option<Duration>,
+    pub sizer: Option<Sizer>,
+    /// Operations slower than this are counted as slow.
+    pub slow_operation: Option<Duration>,
 }
 
 pub struct Manager {
@@ -84,6 +116,13 @@ pub struct Manager {
     client_options: ClientOptions,
     template: Template,
     pool_size: u32,
+    strategy: Strategy,
+    shared_pool_size: u32,
+    wait_queue_timeout: Option<Duration>,
+    sizer: Option<Sizer>,
+    slow_operation: Option<Duration>,
+    /// The strategy's shared clients, created on first use.
+    shared: Mutex<Vec<Option<Client>>>,
     uri: String,
     reaper_stop: Arc<Notify>,
     /// The process that owns the clients; a forked child starts over with none.
@@ -92,10 +131,13 @@ pub struct Manager {
 
 impl Manager {
     pub fn new(config: Config) -> Result<Arc<Manager>, CoreError> {
-        if config.pool_size == 0 {
-            return Err(CoreError::Configuration("user_pool_size must be at least 1".into()));
+        if config.pool_size == 0 || config.shared_pool_size == 0 {
+            return Err(CoreError::Configuration(
+                "pool sizes must be at least 1".into(),
+            ));
         }
-        let template = Template::parse(&config.db_name_template).map_err(CoreError::Configuration)?;
+        let template =
+            Template::parse(&config.db_name_template).map_err(CoreError::Configuration)?;
         let uri = merge_uri_options(&config.uri, &config.options);
         // Parsing may resolve SRV records: a network round trip, so it runs without the GIL (the caller
         // makes sure) and once per manager, not once per tenant.
@@ -104,10 +146,19 @@ impl Manager {
             .map_err(|e| CoreError::Configuration(scrub(&config_error(&e), &config.uri)))?;
         let manager = Arc::new_cyclic(|me| Manager {
             me: me.clone(),
-            registry: Registry::new(Limits { idle_timeout: config.idle_timeout, max_pools: config.max_pools }),
+            registry: Registry::new(Limits {
+                idle_timeout: config.idle_timeout,
+                max_pools: config.max_pools,
+            }),
             client_options,
             template,
             pool_size: config.pool_size,
+            strategy: config.strategy,
+            shared_pool_size: config.shared_pool_size,
+            wait_queue_timeout: config.wait_queue_timeout,
+            sizer: config.sizer,
+            slow_operation: config.slow_operation,
+            shared: Mutex::new(vec![None; config.strategy.shared_clients()]),
             uri: config.uri,
             reaper_stop: Arc::new(Notify::new()),
             owner_pid: Mutex::new(std::process::id()),
@@ -129,33 +180,119 @@ impl Manager {
         self.pool_size
     }
 
+    pub fn strategy(&self) -> Strategy {
+        self.strategy
+    }
+
+    pub fn shared_pool_size(&self) -> u32 {
+        self.shared_pool_size
+    }
+
+    /// Shared clients opened so far (grouped and shared strategies).
+    pub fn shared_clients_open(&self) -> usize {
+        self.shared.lock().iter().filter(|c| c.is_some()).count()
+    }
+
     pub fn registry(&self) -> &Registry<TenantPool> {
         &self.registry
     }
 
     pub fn db_name(&self, tenant: &str) -> Result<String, CoreError> {
-        self.template.db_name(tenant).map_err(CoreError::InvalidName)
+        self.template
+            .db_name(tenant)
+            .map_err(CoreError::InvalidName)
     }
 
     /// A lease on the tenant's pool, creating the pool if needed. No network I/O happens here: the
     /// driver connects lazily and its monitor, not a ping per call, tracks the server's health.
     pub fn lease(&self, tenant: &str) -> Result<Lease<TenantPool>, CoreError> {
-        self.template.check_tenant(tenant).map_err(CoreError::InvalidName)?;
+        self.template
+            .check_tenant(tenant)
+            .map_err(CoreError::InvalidName)?;
         self.check_fork();
-        let lease = self.registry.lease(tenant, || {
-            let mut options = self.client_options.clone();
-            options.max_pool_size = Some(self.pool_size);
-            // The driver spawns its monitors on the ambient runtime.
-            let _rt = runtime::get();
-            let _guard = _rt.enter();
-            let client = Client::with_options(options).expect("options were validated at construction");
-            (TenantPool { client: ManuallyDrop::new(client) }, self.pool_size)
-        })?;
-        Ok(lease)
+        Ok(self.registry.lease(tenant, || self.make(tenant))?)
+    }
+
+    fn make(&self, tenant: &str) -> Result<Made<TenantPool>, String> {
+        let slot = self.strategy.client_slot(tenant);
+        let (size, label) = match &self.sizer {
+            Some(sizer) => sizer(tenant)?,
+            None => (
+                self.pool_size,
+                slot.filter(|_| self.strategy != Strategy::Shared)
+                    .map_or_else(|| "default".to_owned(), |g| format!("group_{g}")),
+            ),
+        };
+        if size == 0 {
+            return Err(format!(
+                "the pool size of tenant {tenant:?} must be at least 1"
+            ));
+        }
+        let pool = match slot {
+            None => TenantPool {
+                client: ManuallyDrop::new(self.new_client(size)),
+                owned: true,
+            },
+            Some(slot) => {
+                let mut shared = self.shared.lock();
+                let client =
+                    shared[slot].get_or_insert_with(|| self.new_client(self.shared_pool_size));
+                TenantPool {
+                    client: ManuallyDrop::new(client.clone()),
+                    owned: false,
+                }
+            }
+        };
+        Ok(Made { pool, size, label })
+    }
+
+    fn new_client(&self, max_pool_size: u32) -> Client {
+        let mut options = self.client_options.clone();
+        options.max_pool_size = Some(max_pool_size);
+        // The driver spawns its monitors on the ambient runtime.
+        let rt = runtime::get();
+        let _guard = rt.enter();
+        Client::with_options(options).expect("options were validated at construction")
+    }
+
+    /// Counts the operation as slow if it took longer than the threshold.
+    pub fn finished(&self, started: std::time::Instant) {
+        if let Some(threshold) = self.slow_operation {
+            if started.elapsed() >= threshold {
+                self.registry.counters.slow_operation();
+            }
+        }
+    }
+
+    /// Waits for a slot in the tenant's quota; the slot is held until the permit drops.
+    pub async fn permit(
+        &self,
+        lease: &Lease<TenantPool>,
+    ) -> Result<OwnedSemaphorePermit, CoreError> {
+        let started = std::time::Instant::now();
+        let r = lease.entry().quota.acquire(self.wait_queue_timeout).await;
+        let waited = started.elapsed();
+        if waited > Duration::from_micros(50) || r.is_err() {
+            self.registry
+                .counters
+                .waited(waited.as_micros() as u64, r.is_err());
+        }
+        r.map_err(|t| {
+            self.registry.counters.operation_error();
+            CoreError::WaitQueueTimeout {
+                tenant: lease.entry().tenant.clone(),
+                quota: t.size,
+                waited: t.waited,
+            }
+        })
     }
 
     /// The tenant's database handle, with its lease. `db_name` overrides the template.
-    pub fn database(&self, tenant: &str, db_name: Option<&str>) -> Result<(Lease<TenantPool>, Database), CoreError> {
+    pub fn database(
+        &self,
+        tenant: &str,
+        db_name: Option<&str>,
+    ) -> Result<(Lease<TenantPool>, Database), CoreError> {
         let name = match db_name {
             Some(n) => {
                 check_db_name(n).map_err(CoreError::InvalidName)?;
@@ -174,7 +311,18 @@ impl Manager {
 
     pub fn close(&self) -> usize {
         self.reaper_stop.notify_one();
-        self.registry.close()
+        let n = self.registry.close();
+        let shared: Vec<Client> = self
+            .shared
+            .lock()
+            .iter_mut()
+            .filter_map(Option::take)
+            .collect();
+        let rt = runtime::get();
+        for client in shared {
+            rt.spawn(async move { client.shutdown().await });
+        }
+        n
     }
 
     pub fn is_closed(&self) -> bool {
@@ -190,6 +338,9 @@ impl Manager {
             *owner = pid;
             for entry in self.registry.abandon() {
                 std::mem::forget(entry);
+            }
+            for client in self.shared.lock().iter_mut().filter_map(Option::take) {
+                std::mem::forget(client);
             }
             self.spawn_reaper(Arc::clone(&self.reaper_stop));
         }
@@ -219,7 +370,9 @@ impl Manager {
                     _ = tokio::time::sleep(every) => {}
                     _ = stop.notified() => return,
                 }
-                let Some(manager) = weak.upgrade() else { return };
+                let Some(manager) = weak.upgrade() else {
+                    return;
+                };
                 if manager.is_closed() {
                     return;
                 }

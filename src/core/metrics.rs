@@ -22,6 +22,12 @@ pub struct Counters {
     retired_error: AtomicU64,
     retired_shutdown: AtomicU64,
     operation_errors: AtomicU64,
+    operations: AtomicU64,
+    waits: AtomicU64,
+    wait_micros: AtomicU64,
+    wait_timeouts: AtomicU64,
+    reuses: AtomicU64,
+    slow_operations: AtomicU64,
 }
 
 /// A consistent-enough copy of the counters for reporting.
@@ -36,6 +42,14 @@ pub struct CountersSnapshot {
     pub closed_error: u64,
     pub closed_shutdown: u64,
     pub operation_errors: u64,
+    pub operations: u64,
+    pub waits: u64,
+    pub wait_micros: u64,
+    pub wait_timeouts: u64,
+    /// Leases served by an existing pool (the design document's "reuse").
+    pub reuses: u64,
+    /// Operations slower than the manager's slow-operation threshold.
+    pub slow_operations: u64,
 }
 
 impl Counters {
@@ -49,6 +63,27 @@ impl Counters {
 
     pub fn operation_error(&self) {
         self.operation_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn reused(&self) {
+        self.reuses.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn slow_operation(&self) {
+        self.slow_operations.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn operation(&self) {
+        self.operations.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An operation waited for its tenant's quota; `timed_out` if it gave up.
+    pub fn waited(&self, micros: u64, timed_out: bool) {
+        self.waits.fetch_add(1, Ordering::Relaxed);
+        self.wait_micros.fetch_add(micros, Ordering::Relaxed);
+        if timed_out {
+            self.wait_timeouts.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     pub fn retired(&self, cause: CloseCause) {
@@ -73,6 +108,12 @@ impl Counters {
             closed_error: l(&self.retired_error),
             closed_shutdown: l(&self.retired_shutdown),
             operation_errors: l(&self.operation_errors),
+            operations: l(&self.operations),
+            waits: l(&self.waits),
+            wait_micros: l(&self.wait_micros),
+            wait_timeouts: l(&self.wait_timeouts),
+            reuses: l(&self.reuses),
+            slow_operations: l(&self.slow_operations),
         }
     }
 }
@@ -92,7 +133,13 @@ mod tests {
         c.closed();
         c.operation_error();
         let s = c.snapshot();
-        assert_eq!((s.created, s.closed, s.closed_idle, s.closed_lru), (2, 1, 1, 2));
-        assert_eq!((s.closed_manual, s.closed_error, s.operation_errors), (0, 0, 1));
+        assert_eq!(
+            (s.created, s.closed, s.closed_idle, s.closed_lru),
+            (2, 1, 1, 2)
+        );
+        assert_eq!(
+            (s.closed_manual, s.closed_error, s.operation_errors),
+            (0, 0, 1)
+        );
     }
 }

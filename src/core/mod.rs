@@ -1,9 +1,12 @@
 //! The plain Rust core: no Python in here.
 
+pub mod exposition;
 pub mod manager;
 pub mod metrics;
 pub mod naming;
 pub mod ops;
 pub mod options;
+pub mod policy;
+pub mod quota;
 pub mod registry;
 pub mod runtime;

@@ -131,18 +131,23 @@ fn raw_doc_field(spec: &RawDocument, key: &str) -> Result<RawDocumentBuf> {
 }
 
 fn pipeline_field(spec: &RawDocument, key: &str) -> Result<Vec<Document>> {
-    let arr = spec.get_array(key).map_err(|e| invalid(format!("{key}: {e}")))?;
+    let arr = spec
+        .get_array(key)
+        .map_err(|e| invalid(format!("{key}: {e}")))?;
     arr.into_iter()
         .map(|v| {
             let v = v.map_err(|e| invalid(format!("{key}: {e}")))?;
-            let d = v.as_document().ok_or_else(|| invalid(format!("{key} must hold documents")))?;
+            let d = v
+                .as_document()
+                .ok_or_else(|| invalid(format!("{key} must hold documents")))?;
             Document::try_from(d).map_err(|e| invalid(format!("{key}: {e}")))
         })
         .collect()
 }
 
 fn str_field<'a>(spec: &'a RawDocument, key: &str) -> Result<&'a str> {
-    spec.get_str(key).map_err(|e| invalid(format!("{key}: {e}")))
+    spec.get_str(key)
+        .map_err(|e| invalid(format!("{key}: {e}")))
 }
 
 /// Deserializes the driver's options struct from `spec.options`. `maxTimeMS` is taken apart because
@@ -153,7 +158,11 @@ fn options<T: DeserializeOwned + Default>(spec: &RawDocument) -> Result<(T, Opti
         None | Some(Bson::Null) => None,
         Some(Bson::Int32(n)) if n >= 0 => Some(Duration::from_millis(n as u64)),
         Some(Bson::Int64(n)) if n >= 0 => Some(Duration::from_millis(n as u64)),
-        Some(other) => return Err(invalid(format!("maxTimeMS must be a non-negative integer, got {other}"))),
+        Some(other) => {
+            return Err(invalid(format!(
+                "maxTimeMS must be a non-negative integer, got {other}"
+            )))
+        }
     };
     if d.is_empty() {
         return Ok((T::default(), max_time));
@@ -164,7 +173,9 @@ fn options<T: DeserializeOwned + Default>(spec: &RawDocument) -> Result<(T, Opti
 
 fn update_modifications(spec: &RawDocument) -> Result<UpdateModifications> {
     match spec.get("update").map_err(|e| invalid(e.to_string()))? {
-        Some(v) if v.as_array().is_some() => Ok(UpdateModifications::Pipeline(pipeline_field(spec, "update")?)),
+        Some(v) if v.as_array().is_some() => Ok(UpdateModifications::Pipeline(pipeline_field(
+            spec, "update",
+        )?)),
         Some(_) => Ok(UpdateModifications::Document(doc_field(spec, "update")?)),
         None => Err(invalid("update is required")),
     }
@@ -173,7 +184,8 @@ fn update_modifications(spec: &RawDocument) -> Result<UpdateModifications> {
 fn update_reply(r: mongodb::results::UpdateResult) -> RawDocumentBuf {
     // The server's shape: `n` counts the upserted document too, as pymongo's UpdateResult expects.
     let upserted = r.upserted_id.is_some() as u64;
-    let mut reply = rawdoc! { "n": (r.matched_count + upserted) as i64, "nModified": r.modified_count as i64 };
+    let mut reply =
+        rawdoc! { "n": (r.matched_count + upserted) as i64, "nModified": r.modified_count as i64 };
     if let Some(id) = r.upserted_id {
         if let Ok(raw) = bson::RawBson::try_from(id) {
             reply.append("upserted", raw);
@@ -210,11 +222,16 @@ pub async fn execute(
     spec: &RawDocument,
     docs: Vec<RawDocumentBuf>,
 ) -> Result<Option<RawDocumentBuf>> {
-    let coll = || -> Result<Collection<RawDocumentBuf>> { Ok(db.collection(str_field(spec, "collection")?)) };
+    let coll = || -> Result<Collection<RawDocumentBuf>> {
+        Ok(db.collection(str_field(spec, "collection")?))
+    };
     let reply = match op {
         Op::InsertOne => {
             let (o, _) = options::<InsertOneOptions>(spec)?;
-            let doc = docs.into_iter().next().ok_or_else(|| invalid("insert_one needs a document"))?;
+            let doc = docs
+                .into_iter()
+                .next()
+                .ok_or_else(|| invalid("insert_one needs a document"))?;
             coll()?.insert_one(doc).with_options(o).await?;
             RawDocumentBuf::new()
         }
@@ -229,11 +246,18 @@ pub async fn execute(
         Op::FindOne => {
             let (mut o, mt) = options::<FindOneOptions>(spec)?;
             o.max_time = mt;
-            return coll()?.find_one(doc_field(spec, "filter")?).with_options(o).await;
+            return coll()?
+                .find_one(doc_field(spec, "filter")?)
+                .with_options(o)
+                .await;
         }
         Op::UpdateOne | Op::UpdateMany => {
             let (o, _) = options::<UpdateOptions>(spec)?;
-            let (c, filter, update) = (coll()?, doc_field(spec, "filter")?, update_modifications(spec)?);
+            let (c, filter, update) = (
+                coll()?,
+                doc_field(spec, "filter")?,
+                update_modifications(spec)?,
+            );
             let r = if op == Op::UpdateOne {
                 c.update_one(filter, update).with_options(o).await?
             } else {
@@ -244,7 +268,12 @@ pub async fn execute(
         Op::ReplaceOne => {
             let (o, _) = options::<ReplaceOptions>(spec)?;
             let replacement = raw_doc_field(spec, "replacement")?;
-            update_reply(coll()?.replace_one(doc_field(spec, "filter")?, replacement).with_options(o).await?)
+            update_reply(
+                coll()?
+                    .replace_one(doc_field(spec, "filter")?, replacement)
+                    .with_options(o)
+                    .await?,
+            )
         }
         Op::DeleteOne | Op::DeleteMany => {
             let (o, _) = options::<DeleteOptions>(spec)?;
@@ -259,7 +288,10 @@ pub async fn execute(
         Op::CountDocuments => {
             let (mut o, mt) = options::<CountOptions>(spec)?;
             o.max_time = mt;
-            let n = coll()?.count_documents(doc_field(spec, "filter")?).with_options(o).await?;
+            let n = coll()?
+                .count_documents(doc_field(spec, "filter")?)
+                .with_options(o)
+                .await?;
             rawdoc! { "n": n as i64 }
         }
         Op::EstimatedDocumentCount => {
@@ -272,7 +304,10 @@ pub async fn execute(
             let (mut o, mt) = options::<DistinctOptions>(spec)?;
             o.max_time = mt;
             let key = str_field(spec, "key")?;
-            let values = coll()?.distinct(key, doc_field(spec, "filter")?).with_options(o).await?;
+            let values = coll()?
+                .distinct(key, doc_field(spec, "filter")?)
+                .with_options(o)
+                .await?;
             let mut arr = RawArrayBuf::new();
             for v in values {
                 arr.push(bson::RawBson::try_from(v).map_err(|e| invalid(e.to_string()))?);
@@ -284,24 +319,40 @@ pub async fn execute(
             o.max_time = mt;
             o.return_document = return_document(spec);
             let c = coll()?;
-            value_reply(c.find_one_and_update(doc_field(spec, "filter")?, update_modifications(spec)?).with_options(o).await?)
+            value_reply(
+                c.find_one_and_update(doc_field(spec, "filter")?, update_modifications(spec)?)
+                    .with_options(o)
+                    .await?,
+            )
         }
         Op::FindOneAndReplace => {
             let (mut o, mt) = options::<FindOneAndReplaceOptions>(spec)?;
             o.max_time = mt;
             o.return_document = return_document(spec);
             let replacement = raw_doc_field(spec, "replacement")?;
-            value_reply(coll()?.find_one_and_replace(doc_field(spec, "filter")?, replacement).with_options(o).await?)
+            value_reply(
+                coll()?
+                    .find_one_and_replace(doc_field(spec, "filter")?, replacement)
+                    .with_options(o)
+                    .await?,
+            )
         }
         Op::FindOneAndDelete => {
             let (mut o, mt) = options::<FindOneAndDeleteOptions>(spec)?;
             o.max_time = mt;
-            value_reply(coll()?.find_one_and_delete(doc_field(spec, "filter")?).with_options(o).await?)
+            value_reply(
+                coll()?
+                    .find_one_and_delete(doc_field(spec, "filter")?)
+                    .with_options(o)
+                    .await?,
+            )
         }
         Op::CreateIndexes => {
             let models = pipeline_field(spec, "indexes")?
                 .into_iter()
-                .map(|d| bson::from_document::<IndexModel>(d).map_err(|e| invalid(format!("index: {e}"))))
+                .map(|d| {
+                    bson::from_document::<IndexModel>(d).map_err(|e| invalid(format!("index: {e}")))
+                })
                 .collect::<Result<Vec<_>>>()?;
             let r = coll()?.create_indexes(models).await?;
             let mut names = RawArrayBuf::new();
@@ -324,11 +375,16 @@ pub async fn execute(
         }
         Op::CreateCollection => {
             let (o, _) = options::<CreateCollectionOptions>(spec)?;
-            db.create_collection(str_field(spec, "name")?).with_options(o).await?;
+            db.create_collection(str_field(spec, "name")?)
+                .with_options(o)
+                .await?;
             RawDocumentBuf::new()
         }
         Op::ListCollectionNames => {
-            let names = db.list_collection_names().filter(doc_field(spec, "filter")?).await?;
+            let names = db
+                .list_collection_names()
+                .filter(doc_field(spec, "filter")?)
+                .await?;
             let mut arr = RawArrayBuf::new();
             for n in names {
                 arr.push(n);
@@ -345,25 +401,46 @@ pub async fn execute(
 }
 
 /// Opens a cursor; its first batch arrives with the reply, later ones on demand.
-pub async fn open_cursor(db: &Database, op: CursorOp, spec: &RawDocument) -> Result<RawBatchCursor> {
-    let coll = || -> Result<Collection<RawDocumentBuf>> { Ok(db.collection(str_field(spec, "collection")?)) };
+pub async fn open_cursor(
+    db: &Database,
+    op: CursorOp,
+    spec: &RawDocument,
+) -> Result<RawBatchCursor> {
+    let coll = || -> Result<Collection<RawDocumentBuf>> {
+        Ok(db.collection(str_field(spec, "collection")?))
+    };
     match op {
         CursorOp::Find => {
             let (mut o, mt) = options::<FindOptions>(spec)?;
             o.max_time = mt;
-            coll()?.find(doc_field(spec, "filter")?).with_options(o).batch().await
+            coll()?
+                .find(doc_field(spec, "filter")?)
+                .with_options(o)
+                .batch()
+                .await
         }
         CursorOp::Aggregate => {
             let (mut o, mt) = options::<AggregateOptions>(spec)?;
             o.max_time = mt;
             let pipeline = pipeline_field(spec, "pipeline")?;
             match spec.get_str("collection") {
-                Ok(name) => db.collection::<RawDocumentBuf>(name).aggregate(pipeline).with_options(o).batch().await,
+                Ok(name) => {
+                    db.collection::<RawDocumentBuf>(name)
+                        .aggregate(pipeline)
+                        .with_options(o)
+                        .batch()
+                        .await
+                }
                 Err(_) => db.aggregate(pipeline).with_options(o).batch().await,
             }
         }
         CursorOp::ListIndexes => coll()?.list_indexes().batch().await,
-        CursorOp::ListCollections => db.list_collections().filter(doc_field(spec, "filter")?).batch().await,
+        CursorOp::ListCollections => {
+            db.list_collections()
+                .filter(doc_field(spec, "filter")?)
+                .batch()
+                .await
+        }
     }
 }
 
@@ -375,7 +452,9 @@ pub async fn next_batch(cursor: &mut RawBatchCursor) -> Result<Option<Vec<u8>>> 
         let mut out = Vec::new();
         for item in batch.doc_slices()? {
             let item = item.map_err(|e| invalid(e.to_string()))?;
-            let d = item.as_document().ok_or_else(|| invalid("cursor returned a non-document"))?;
+            let d = item
+                .as_document()
+                .ok_or_else(|| invalid("cursor returned a non-document"))?;
             out.extend_from_slice(d.as_bytes());
         }
         // An empty batch of a live cursor is not the end (the server may still be producing).
@@ -393,7 +472,13 @@ mod tests {
 
     #[test]
     fn parses_every_op_name() {
-        for name in ["insert_one", "find_one", "update_many", "command", "drop_database"] {
+        for name in [
+            "insert_one",
+            "find_one",
+            "update_many",
+            "command",
+            "drop_database",
+        ] {
             assert!(Op::parse(name).is_some(), "{name}");
         }
         assert!(Op::parse("nope").is_none());
@@ -405,7 +490,7 @@ mod tests {
     #[test]
     fn options_deserialize_from_camel_case() {
         let spec = rawdoc! { "options": { "sort": { "a": 1 }, "skip": 2_i32, "limit": 3_i64, "maxTimeMS": 50_i32,
-            "hint": "a_1", "batchSize": 10_i32, "allowDiskUse": true, "comment": "c" } };
+        "hint": "a_1", "batchSize": 10_i32, "allowDiskUse": true, "comment": "c" } };
         let (o, mt) = options::<FindOptions>(&spec).unwrap();
         assert_eq!(mt, Some(Duration::from_millis(50)));
         assert_eq!(o.skip, Some(2));

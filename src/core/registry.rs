@@ -12,10 +12,20 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use super::metrics::{CloseCause, Counters};
+use super::quota::Quota;
 
 /// What the registry needs from a pool: a way to close it. Closing must not block (spawn the I/O).
 pub trait Pool: Send + Sync + 'static {
     fn close(&self);
+}
+
+/// What a registry's `make` produces for a new tenant.
+pub struct Made<P> {
+    pub pool: P,
+    /// The tenant's share: its pool size, and its quota of operations in flight.
+    pub size: u32,
+    /// The tenant's tier or group, for metrics.
+    pub label: String,
 }
 
 /// One tenant's pool and its bookkeeping.
@@ -23,6 +33,8 @@ pub struct Entry<P: Pool> {
     pub tenant: String,
     pub pool: P,
     pub pool_size: u32,
+    pub label: String,
+    pub quota: Quota,
     pub created: Instant,
     epoch: Instant,
     /// Leases outstanding: operations in flight plus live cursors.
@@ -37,12 +49,14 @@ pub struct Entry<P: Pool> {
 }
 
 impl<P: Pool> Entry<P> {
-    fn new(tenant: String, pool: P, pool_size: u32, epoch: Instant) -> Self {
+    fn new(tenant: String, made: Made<P>, epoch: Instant) -> Self {
         let now = Instant::now();
         Entry {
             tenant,
-            pool,
-            pool_size,
+            pool: made.pool,
+            pool_size: made.size,
+            label: made.label,
+            quota: Quota::new(made.size),
             created: now,
             epoch,
             in_use: AtomicU32::new(0),
@@ -72,7 +86,9 @@ impl<P: Pool> Entry<P> {
     }
 
     fn touch(&self) {
-        let ms = Instant::now().saturating_duration_since(self.epoch).as_millis() as u64;
+        let ms = Instant::now()
+            .saturating_duration_since(self.epoch)
+            .as_millis() as u64;
         self.last_used_ms.fetch_max(ms, Ordering::Relaxed);
     }
 
@@ -135,6 +151,8 @@ pub struct Limits {
 #[derive(Debug, PartialEq, Eq)]
 pub enum RegistryError {
     Closed,
+    /// Making the tenant's pool failed (e.g. the tier callback raised).
+    Make(String),
 }
 
 pub struct Registry<P: Pool> {
@@ -153,8 +171,17 @@ struct Inner<P: Pool> {
 #[derive(Clone, Debug)]
 pub struct EntryInfo {
     pub tenant: String,
+    pub label: String,
     pub pool_size: u32,
+    /// Leases: operations in flight plus live cursors.
     pub in_use: u32,
+    /// Operations holding a quota slot right now.
+    pub in_flight: u32,
+    pub waiting: u32,
+    pub longest_wait: Duration,
+    pub waits: u64,
+    pub wait_time: Duration,
+    pub wait_timeouts: u64,
     pub operations: u64,
     pub errors: u64,
     pub age: Duration,
@@ -164,7 +191,10 @@ pub struct EntryInfo {
 impl<P: Pool> Registry<P> {
     pub fn new(limits: Limits) -> Self {
         Registry {
-            inner: Mutex::new(Inner { entries: HashMap::new(), closed: false }),
+            inner: Mutex::new(Inner {
+                entries: HashMap::new(),
+                closed: false,
+            }),
             limits,
             epoch: Instant::now(),
             counters: Arc::new(Counters::default()),
@@ -185,13 +215,13 @@ impl<P: Pool> Registry<P> {
     /// wins and the other's pool is closed unused.
     pub fn lease<F>(&self, tenant: &str, make: F) -> Result<Lease<P>, RegistryError>
     where
-        F: FnOnce() -> (P, u32),
+        F: FnOnce() -> Result<Made<P>, String>,
     {
         if let Some(lease) = self.lease_existing(tenant)? {
             return Ok(lease);
         }
-        let (pool, pool_size) = make();
-        let fresh = Arc::new(Entry::new(tenant.to_owned(), pool, pool_size, self.epoch));
+        let made = make().map_err(RegistryError::Make)?;
+        let fresh = Arc::new(Entry::new(tenant.to_owned(), made, self.epoch));
         let (lease, evicted, lost_race) = {
             let mut inner = self.inner.lock();
             if inner.closed {
@@ -222,7 +252,10 @@ impl<P: Pool> Registry<P> {
         if inner.closed {
             return Err(RegistryError::Closed);
         }
-        Ok(inner.entries.get(tenant).map(|e| self.take(e)))
+        Ok(inner.entries.get(tenant).map(|e| {
+            self.counters.reused();
+            self.take(e)
+        }))
     }
 
     /// Must be called with the lock held, so that `reap` and `evict` never see a pool as idle while a
@@ -230,8 +263,12 @@ impl<P: Pool> Registry<P> {
     fn take(&self, entry: &Arc<Entry<P>>) -> Lease<P> {
         entry.in_use.fetch_add(1, Ordering::AcqRel);
         entry.operations.fetch_add(1, Ordering::Relaxed);
+        self.counters.operation();
         entry.touch();
-        Lease { entry: Arc::clone(entry), counters: Arc::clone(&self.counters) }
+        Lease {
+            entry: Arc::clone(entry),
+            counters: Arc::clone(&self.counters),
+        }
     }
 
     /// Over the cap, removes least recently used idle entries. Pools in use are never evicted: when all
@@ -279,7 +316,10 @@ impl<P: Pool> Registry<P> {
                         .filter(|e| e.in_use() == 0 && e.idle_for(now) >= timeout)
                         .map(|e| e.tenant.clone())
                         .collect();
-                    expired.iter().filter_map(|t| inner.entries.remove(t)).collect()
+                    expired
+                        .iter()
+                        .filter_map(|t| inner.entries.remove(t))
+                        .collect()
                 }
                 None => Vec::new(),
             };
@@ -339,7 +379,11 @@ impl<P: Pool> Registry<P> {
     /// Tenants with a live pool, oldest first.
     pub fn tenants(&self) -> Vec<String> {
         let inner = self.inner.lock();
-        let mut v: Vec<_> = inner.entries.values().map(|e| (e.created, e.tenant.clone())).collect();
+        let mut v: Vec<_> = inner
+            .entries
+            .values()
+            .map(|e| (e.created, e.tenant.clone()))
+            .collect();
         v.sort();
         v.into_iter().map(|(_, t)| t).collect()
     }
@@ -361,15 +405,22 @@ impl<P: Pool> Registry<P> {
         let entries: Vec<_> = self.inner.lock().entries.values().cloned().collect();
         let now = Instant::now();
         let mut v: Vec<_> = entries.iter().map(|e| Self::describe(e, now)).collect();
-        v.sort_by(|a, b| b.age.cmp(&a.age));
+        v.sort_by_key(|e| std::cmp::Reverse(e.age));
         v
     }
 
     fn describe(e: &Entry<P>, now: Instant) -> EntryInfo {
         EntryInfo {
             tenant: e.tenant.clone(),
+            label: e.label.clone(),
             pool_size: e.pool_size,
             in_use: e.in_use(),
+            in_flight: e.quota.in_flight(),
+            waiting: e.quota.waiting(),
+            longest_wait: e.quota.longest_wait(now),
+            waits: e.quota.waits.load(Ordering::Relaxed),
+            wait_time: Duration::from_micros(e.quota.wait_micros.load(Ordering::Relaxed)),
+            wait_timeouts: e.quota.timeouts.load(Ordering::Relaxed),
             operations: e.operations.load(Ordering::Relaxed),
             errors: e.errors.load(Ordering::Relaxed),
             age: now.saturating_duration_since(e.created),
@@ -394,11 +445,22 @@ mod tests {
     }
 
     fn registry(idle: Option<u64>, max: Option<usize>) -> Registry<FakePool> {
-        Registry::new(Limits { idle_timeout: idle.map(Duration::from_millis), max_pools: max })
+        Registry::new(Limits {
+            idle_timeout: idle.map(Duration::from_millis),
+            max_pools: max,
+        })
+    }
+
+    fn made(pool: &FakePool) -> Result<Made<FakePool>, String> {
+        Ok(Made {
+            pool: pool.clone(),
+            size: 10,
+            label: "free".into(),
+        })
     }
 
     fn lease(r: &Registry<FakePool>, t: &str, pool: &FakePool) -> Lease<FakePool> {
-        r.lease(t, || (pool.clone(), 10)).unwrap()
+        r.lease(t, || made(pool)).unwrap()
     }
 
     #[test]
@@ -473,7 +535,11 @@ mod tests {
         let held = lease(&r, "a", &p);
         assert!(r.remove("a"));
         assert!(!r.remove("a"));
-        assert_eq!(p.closes.load(Ordering::SeqCst), 0, "closed under an operation");
+        assert_eq!(
+            p.closes.load(Ordering::SeqCst),
+            0,
+            "closed under an operation"
+        );
         // A new request gets a new pool while the old one drains.
         let p2 = FakePool::default();
         let fresh = lease(&r, "a", &p2);
@@ -491,7 +557,10 @@ mod tests {
         let held = lease(&r, "b", &p);
         assert_eq!(r.close(), 2);
         assert_eq!(p.closes.load(Ordering::SeqCst), 1);
-        assert!(matches!(r.lease("c", || (p.clone(), 1)), Err(RegistryError::Closed)));
+        assert!(matches!(
+            r.lease("c", || made(&p)),
+            Err(RegistryError::Closed)
+        ));
         drop(held);
         assert_eq!(p.closes.load(Ordering::SeqCst), 2);
         assert_eq!(r.close(), 0);
@@ -508,7 +577,7 @@ mod tests {
                 let p = p.clone();
                 std::thread::spawn(move || {
                     for _ in 0..200 {
-                        drop(r.lease("same", || (p.clone(), 1)).unwrap());
+                        drop(r.lease("same", || made(&p)).unwrap());
                     }
                 })
             })
@@ -519,6 +588,16 @@ mod tests {
         assert_eq!(r.len(), 1);
         assert_eq!(r.counters.snapshot().created, 1);
         assert_eq!(r.info("same").unwrap().operations, 1600);
+    }
+
+    #[test]
+    fn a_failing_make_leaves_nothing_behind() {
+        let r = registry(None, None);
+        let err = r.lease("t", || {
+            Err::<Made<FakePool>, _>("tier lookup failed".to_string())
+        });
+        assert!(matches!(err, Err(RegistryError::Make(m)) if m.contains("tier")));
+        assert!(r.is_empty());
     }
 
     #[test]
@@ -535,14 +614,17 @@ mod tests {
             })
         };
         for _ in 0..20_000 {
-            let l = r.lease("t", || (closes.clone(), 1)).unwrap();
+            let l = r.lease("t", || made(&closes)).unwrap();
             assert!(!l.entry().is_closed(), "pool closed while leased");
         }
         stop.store(true, Ordering::Relaxed);
         reaper.join().unwrap();
         r.close();
         let c = r.counters.snapshot();
-        assert_eq!(c.created, c.closed, "every pool created was closed exactly once");
+        assert_eq!(
+            c.created, c.closed,
+            "every pool created was closed exactly once"
+        );
         assert_eq!(closes.closes.load(Ordering::SeqCst) as u64, c.created);
     }
 }

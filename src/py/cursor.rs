@@ -8,8 +8,8 @@ use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use super::errors::driver_error;
-use crate::core::manager::{Manager, TenantPool};
+use super::errors::core_error;
+use crate::core::manager::{CoreError, Manager, TenantPool};
 use crate::core::ops;
 use crate::core::registry::Lease;
 use crate::core::runtime;
@@ -17,7 +17,7 @@ use crate::core::runtime;
 struct Open {
     cursor: RawBatchCursor,
     // Keeps the tenant's pool open for as long as the server cursor lives.
-    _lease: Lease<TenantPool>,
+    lease: Lease<TenantPool>,
 }
 
 #[pyclass(module = "tenantpool._core", name = "RawCursor", frozen)]
@@ -28,7 +28,10 @@ pub struct PyRawCursor {
 
 impl PyRawCursor {
     pub fn new(manager: Arc<Manager>, cursor: RawBatchCursor, lease: Lease<TenantPool>) -> Self {
-        PyRawCursor { manager, open: Mutex::new(Some(Open { cursor, _lease: lease })) }
+        PyRawCursor {
+            manager,
+            open: Mutex::new(Some(Open { cursor, lease })),
+        }
     }
 }
 
@@ -47,8 +50,17 @@ impl PyRawCursor {
     fn next_batch<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
         let fetched = py.detach(|| {
             let mut slot = self.open.lock();
-            let Some(open) = slot.as_mut() else { return Ok(None) };
-            let r = runtime::get().block_on(ops::next_batch(&mut open.cursor));
+            let Some(open) = slot.as_mut() else {
+                return Ok(None);
+            };
+            let manager = &self.manager;
+            let r = runtime::get().block_on(async {
+                // A getMore uses a connection: it counts against the tenant's quota like any operation.
+                let _slot = manager.permit(&open.lease).await?;
+                ops::next_batch(&mut open.cursor)
+                    .await
+                    .map_err(CoreError::Driver)
+            });
             if !matches!(r, Ok(Some(_))) {
                 release(slot.take());
             }
@@ -59,7 +71,7 @@ impl PyRawCursor {
             Ok(None) => Ok(None),
             Err(e) => {
                 let m = Arc::clone(&self.manager);
-                Err(driver_error(py, &e, &move |s: &str| m.scrub(s)))
+                Err(core_error(py, e, &move |s: &str| m.scrub(s)))
             }
         }
     }

@@ -10,8 +10,10 @@ use pyo3::types::{PyBytes, PyDict, PyList};
 
 use super::cursor::PyRawCursor;
 use super::errors::core_error;
-use crate::core::manager::{Config, CoreError, Manager};
+use crate::core::exposition;
+use crate::core::manager::{Config, CoreError, Manager, Sizer};
 use crate::core::ops::{self, CursorOp, Op};
+use crate::core::policy::Strategy;
 use crate::core::runtime;
 
 #[pyclass(module = "tenantpool._core", name = "Manager", frozen)]
@@ -34,7 +36,10 @@ impl PyManager {
 #[pymethods]
 impl PyManager {
     #[new]
-    #[pyo3(signature = (uri, user_pool_size, idle_timeout, max_connections, db_name_template, options))]
+    #[pyo3(signature = (uri, user_pool_size, idle_timeout, max_connections, db_name_template, options,
+                        strategy="per_user", groups=10, shared_pool_size=100, wait_queue_timeout_ms=None,
+                        pool_size_of=None, slow_query_ms=None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         uri: String,
@@ -43,7 +48,15 @@ impl PyManager {
         max_connections: Option<usize>,
         db_name_template: String,
         options: Vec<(String, String)>,
+        strategy: &str,
+        groups: u32,
+        shared_pool_size: u32,
+        wait_queue_timeout_ms: Option<u64>,
+        pool_size_of: Option<Py<PyAny>>,
+        slow_query_ms: Option<u64>,
     ) -> PyResult<Self> {
+        let strategy = Strategy::parse(strategy, groups)
+            .map_err(|m| core_error(py, CoreError::Configuration(m), &|s: &str| s.to_owned()))?;
         let config = Config {
             uri,
             options,
@@ -51,11 +64,16 @@ impl PyManager {
             idle_timeout: idle_timeout.map(Duration::from_secs_f64),
             max_pools: max_connections,
             db_name_template,
+            strategy,
+            shared_pool_size,
+            wait_queue_timeout: wait_queue_timeout_ms.map(Duration::from_millis),
+            sizer: pool_size_of.map(python_sizer),
+            slow_operation: slow_query_ms.map(Duration::from_millis),
         };
         let scrub_uri = config.uri.clone();
-        let inner = py
-            .detach(|| Manager::new(config))
-            .map_err(|e| core_error(py, e, &|s: &str| crate::core::options::scrub(s, &scrub_uri)))?;
+        let inner = py.detach(|| Manager::new(config)).map_err(|e| {
+            core_error(py, e, &|s: &str| crate::core::options::scrub(s, &scrub_uri))
+        })?;
         Ok(PyManager { inner })
     }
 
@@ -67,7 +85,8 @@ impl PyManager {
     /// Creates the tenant's pool if it has none and marks it used. No network I/O.
     fn ensure(&self, py: Python<'_>, tenant: &str) -> PyResult<()> {
         let inner = &self.inner;
-        py.detach(|| inner.lease(tenant).map(drop)).map_err(|e| self.err(py, e))
+        py.detach(|| inner.lease(tenant).map(drop))
+            .map_err(|e| self.err(py, e))
     }
 
     /// Runs a one-reply operation and returns the reply as BSON bytes (None: no document).
@@ -81,22 +100,31 @@ impl PyManager {
         spec: &[u8],
         docs: Option<Vec<Vec<u8>>>,
     ) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        let op = Op::parse(op).ok_or_else(|| pyo3::exceptions::PyValueError::new_err(format!("unknown op {op}")))?;
+        let op = Op::parse(op)
+            .ok_or_else(|| pyo3::exceptions::PyValueError::new_err(format!("unknown op {op}")))?;
         let spec = raw(spec)?;
         let docs = docs
             .unwrap_or_default()
             .into_iter()
-            .map(|d| RawDocumentBuf::from_bytes(d).map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string())))
+            .map(|d| {
+                RawDocumentBuf::from_bytes(d)
+                    .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))
+            })
             .collect::<PyResult<Vec<_>>>()?;
         let inner = &self.inner;
         let result = py.detach(|| {
             let (lease, db) = inner.database(tenant, Some(db_name))?;
-            let r = runtime::get().block_on(ops::execute(&db, op, &spec, docs));
-            if r.is_err() {
-                lease.record_error();
-                inner.registry().counters.operation_error();
-            }
-            r.map_err(CoreError::Driver)
+            runtime::get().block_on(async {
+                let _slot = inner.permit(&lease).await?;
+                let started = std::time::Instant::now();
+                let r = ops::execute(&db, op, &spec, docs).await;
+                inner.finished(started);
+                if r.is_err() {
+                    lease.record_error();
+                    inner.registry().counters.operation_error();
+                }
+                r.map_err(CoreError::Driver)
+            })
         });
         match result {
             Ok(Some(reply)) => Ok(Some(PyBytes::new(py, reply.as_bytes()))),
@@ -107,19 +135,33 @@ impl PyManager {
 
     /// Opens a cursor. It holds a lease on the tenant's pool until exhausted, closed or dropped, so the
     /// reaper never closes a pool under a live cursor.
-    fn open_cursor(&self, py: Python<'_>, tenant: &str, db_name: &str, op: &str, spec: &[u8]) -> PyResult<PyRawCursor> {
-        let op = CursorOp::parse(op)
-            .ok_or_else(|| pyo3::exceptions::PyValueError::new_err(format!("unknown cursor op {op}")))?;
+    fn open_cursor(
+        &self,
+        py: Python<'_>,
+        tenant: &str,
+        db_name: &str,
+        op: &str,
+        spec: &[u8],
+    ) -> PyResult<PyRawCursor> {
+        let op = CursorOp::parse(op).ok_or_else(|| {
+            pyo3::exceptions::PyValueError::new_err(format!("unknown cursor op {op}"))
+        })?;
         let spec = raw(spec)?;
         let inner = &self.inner;
         let opened = py.detach(|| {
             let (lease, db) = inner.database(tenant, Some(db_name))?;
-            match runtime::get().block_on(ops::open_cursor(&db, op, &spec)) {
+            let r = runtime::get().block_on(async {
+                let _slot = inner.permit(&lease).await?;
+                ops::open_cursor(&db, op, &spec)
+                    .await
+                    .map_err(CoreError::Driver)
+            });
+            match r {
                 Ok(cursor) => Ok((cursor, lease)),
                 Err(e) => {
                     lease.record_error();
                     inner.registry().counters.operation_error();
-                    Err(CoreError::Driver(e))
+                    Err(e)
                 }
             }
         });
@@ -174,18 +216,37 @@ impl PyManager {
         d.set_item("closed_error", c.closed_error)?;
         d.set_item("closed_shutdown", c.closed_shutdown)?;
         d.set_item("operation_errors", c.operation_errors)?;
+        d.set_item("operations", c.operations)?;
+        d.set_item("waits", c.waits)?;
+        d.set_item("wait_seconds", c.wait_micros as f64 / 1e6)?;
+        d.set_item("wait_timeouts", c.wait_timeouts)?;
+        d.set_item("reuses", c.reuses)?;
+        d.set_item("slow_operations", c.slow_operations)?;
+        d.set_item("strategy", self.inner.strategy().name())?;
+        d.set_item("shared_clients", self.inner.shared_clients_open())?;
         Ok(d)
     }
 
     /// Per-tenant figures, or None if the tenant has no live pool.
-    fn tenant_info<'py>(&self, py: Python<'py>, tenant: &str) -> PyResult<Option<Bound<'py, PyDict>>> {
+    fn tenant_info<'py>(
+        &self,
+        py: Python<'py>,
+        tenant: &str,
+    ) -> PyResult<Option<Bound<'py, PyDict>>> {
         match self.inner.registry().info(tenant) {
             None => Ok(None),
             Some(i) => {
                 let d = PyDict::new(py);
                 d.set_item("user_id", i.tenant)?;
+                d.set_item("tier", i.label)?;
                 d.set_item("pool_size", i.pool_size)?;
                 d.set_item("in_use", i.in_use)?;
+                d.set_item("in_flight", i.in_flight)?;
+                d.set_item("waiting", i.waiting)?;
+                d.set_item("longest_wait_seconds", i.longest_wait.as_secs_f64())?;
+                d.set_item("waits", i.waits)?;
+                d.set_item("wait_seconds", i.wait_time.as_secs_f64())?;
+                d.set_item("wait_timeouts", i.wait_timeouts)?;
                 d.set_item("operations", i.operations)?;
                 d.set_item("errors", i.errors)?;
                 d.set_item("age_seconds", i.age.as_secs_f64())?;
@@ -195,8 +256,49 @@ impl PyManager {
         }
     }
 
+    /// The Prometheus text exposition: totals, per tier/group aggregates, and the `top` busiest tenants.
+    #[pyo3(signature = (top=10))]
+    fn metrics_text(&self, top: usize) -> String {
+        let r = self.inner.registry();
+        exposition::render(
+            self.inner.strategy().name(),
+            &r.counters.snapshot(),
+            &r.snapshot(),
+            top,
+        )
+    }
+
+    /// Per-tenant figures of every live pool, as tenant_info gives them.
+    fn all_tenant_info<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let out = PyList::empty(py);
+        for i in self.inner.registry().snapshot() {
+            if let Some(d) = self.tenant_info(py, &i.tenant)? {
+                out.append(d)?;
+            }
+        }
+        Ok(out)
+    }
+
     fn __repr__(&self) -> String {
         format!("Manager({:?})", self.inner.redacted_uri())
     }
 }
 
+impl Drop for PyManager {
+    /// A manager dropped without `close_all()` still closes its pools (each after its last operation or
+    /// cursor), rather than leaving clients and their sockets behind.
+    fn drop(&mut self) {
+        self.inner.close();
+    }
+}
+
+/// The Python tier callback as the core's sizer: called once per pool creation, with the GIL.
+fn python_sizer(callback: Py<PyAny>) -> Sizer {
+    Box::new(move |tenant: &str| {
+        Python::attach(|py| {
+            let r = callback.call1(py, (tenant,))?;
+            r.extract::<(u32, String)>(py)
+        })
+        .map_err(|e| format!("the pool size callback failed for tenant {tenant:?}: {e}"))
+    })
+}
