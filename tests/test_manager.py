@@ -121,6 +121,7 @@ def test_hundred_threads_each_with_its_own_tenant(mongodb_uri):
     start = threading.Barrier(100)
 
     with UserConnectionManager(mongodb_uri, user_pool_size=2) as manager:
+
         def work(i: int) -> None:
             try:
                 start.wait()
@@ -161,8 +162,11 @@ def test_reaper_closes_idle_pools_and_the_next_call_reopens(mongodb_uri, pymongo
 
         wait_until(lambda: manager.get_stats()["active_users"] == [], 5, "the reaper to close the idle pool")
         assert manager.get_stats()["pools"]["closed_idle"] == 1
-        wait_until(lambda: app_connections(pymongo_client, "tp-reaper") == 0, 10,
-                   "the server to see the tenant's connections close")
+        wait_until(
+            lambda: app_connections(pymongo_client, "tp-reaper") == 0,
+            10,
+            "the server to see the tenant's connections close",
+        )
 
         # The same Collection object keeps working: a new pool is opened transparently.
         assert coll.find_one({"x": 1})["x"] == 1

@@ -86,7 +86,9 @@ def test_noisy_neighbour_does_not_stall_quiet_tenants(mongodb_uri, options):
 
 
 def test_quota_wait_times_out_with_wait_queue_timeout_error(mongodb_uri):
-    with UserConnectionManager(mongodb_uri, user_pool_size=1, strategy="shared", waitQueueTimeoutMS=100) as manager:
+    with UserConnectionManager(
+        mongodb_uri, user_pool_size=1, strategy="shared", waitQueueTimeoutMS=100
+    ) as manager:
         coll = manager.get_database("one").c
         coll.insert_one({"x": 1})
         started = threading.Event()
@@ -115,8 +117,13 @@ def test_groups_are_stable_across_processes():
     users = [f"user_{i}" for i in range(200)]
     here = [get_user_group(u) for u in users]
     code = f"from tenantpool import get_user_group; print([get_user_group(u) for u in {users!r}])"
-    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                           env={**os.environ, "PYTHONHASHSEED": "12345"})
+    other = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONHASHSEED": "12345"},
+    )
     assert eval(other.stdout) == here
     assert len(set(here)) == 10
 
@@ -136,7 +143,10 @@ def test_tiers_decide_pool_sizes(mongodb_uri):
     with TieredUserConnectionManager(mongodb_uri) as manager:
         for user in ("user_123", "bas_1", "pre_user_456", "ent_user_789"):
             manager.get_database(user)
-        sizes = {u: manager.get_user_stats(u)["pool_size"] for u in ("user_123", "bas_1", "pre_user_456", "ent_user_789")}
+        sizes = {
+            u: manager.get_user_stats(u)["pool_size"]
+            for u in ("user_123", "bas_1", "pre_user_456", "ent_user_789")
+        }
         assert sizes == {"user_123": 3, "bas_1": 5, "pre_user_456": 10, "ent_user_789": 20}
         assert manager.get_user_stats("pre_user_456")["tier"] == "premium"
         tiers = manager.get_tier_stats()
@@ -256,10 +266,13 @@ def test_metrics_text_is_prometheus_and_bounded(mongodb_uri):
                 assert line.split()[-1] in ("counter", "gauge")
 
 
-def test_ten_thousand_tenants_in_shared_mode_keep_threads_and_connections_bounded(mongodb_uri, pymongo_client):
+def test_ten_thousand_tenants_in_shared_mode_keep_threads_and_connections_bounded(
+    mongodb_uri, pymongo_client
+):
     app = "tp-10k-shared"
-    with UserConnectionManager(mongodb_uri, strategy="shared", shared_pool_size=8, user_pool_size=2,
-                               appName=app) as manager:
+    with UserConnectionManager(
+        mongodb_uri, strategy="shared", shared_pool_size=8, user_pool_size=2, appName=app
+    ) as manager:
         manager.get_database("warmup").c.find_one()
         threads_before = os_threads()
         for i in range(10_000):
@@ -268,7 +281,10 @@ def test_ten_thousand_tenants_in_shared_mode_keep_threads_and_connections_bounde
                 manager.get_database(f"t{i}").c.find_one()
         assert manager.get_stats()["total_connections"] == 10_001
         assert os_threads() == threads_before
-        conns = list(pymongo_client.admin.aggregate(
-            [{"$currentOp": {"allUsers": True, "idleConnections": True}}, {"$match": {"appName": app}}]))
+        conns = list(
+            pymongo_client.admin.aggregate(
+                [{"$currentOp": {"allUsers": True, "idleConnections": True}}, {"$match": {"appName": app}}]
+            )
+        )
         # The budget (8 pooled) plus the one client's monitoring connections.
         assert len(conns) <= 8 + 2

@@ -1,10 +1,10 @@
 """tenantpool: an isolated MongoDB connection pool per tenant, with a Rust core and pymongo's API.
 
-    from tenantpool import UserConnectionManager
+from tenantpool import UserConnectionManager
 
-    manager = UserConnectionManager("mongodb://localhost:27017/", user_pool_size=10, idle_timeout=3600)
-    db = manager.get_database("a")   # the database "user_a_db" (db_name_template), on tenant a's own pool
-    db.posts.insert_one({"title": "Hello"})
+manager = UserConnectionManager("mongodb://localhost:27017/", user_pool_size=10, idle_timeout=3600)
+db = manager.get_database("a")   # the database "user_a_db" (db_name_template), on tenant a's own pool
+db.posts.insert_one({"title": "Hello"})
 """
 
 from ._core import __version__

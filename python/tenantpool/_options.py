@@ -35,6 +35,7 @@ _UNSUPPORTED = {
     "driver": "not supported",
 }
 
+
 def _uri_value(key: str, value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"

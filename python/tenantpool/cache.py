@@ -20,10 +20,23 @@ import bson
 from .collection import Collection
 from .database import Database
 
-_WRITES = frozenset({
-    "insert_one", "insert_many", "update_one", "update_many", "replace_one", "delete_one", "delete_many",
-    "find_one_and_update", "find_one_and_replace", "find_one_and_delete", "bulk_write", "drop", "rename",
-})
+_WRITES = frozenset(
+    {
+        "insert_one",
+        "insert_many",
+        "update_one",
+        "update_many",
+        "replace_one",
+        "delete_one",
+        "delete_many",
+        "find_one_and_update",
+        "find_one_and_replace",
+        "find_one_and_delete",
+        "bulk_write",
+        "drop",
+        "rename",
+    }
+)
 
 
 class CachedDatabaseWrapper:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bson.codec_options import CodecOptions
 
@@ -48,7 +48,8 @@ class TenantClient:
     def __getattr__(self, name: str) -> Database:
         if name.startswith("_"):
             raise AttributeError(
-                f"TenantClient has no attribute {name!r}. To access the {name} database, use client[{name!r}]."
+                f"TenantClient has no attribute {name!r}. "
+                f"To access the {name} database, use client[{name!r}]."
             )
         return Database(self, name)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import weakref
-from types import TracebackType
 from collections.abc import Callable
+from types import TracebackType
 from typing import Any
 
 from bson.codec_options import CodecOptions
@@ -90,12 +90,15 @@ class UserConnectionManager:
         if idle_timeout is not None and (
             not isinstance(idle_timeout, (int, float)) or isinstance(idle_timeout, bool) or idle_timeout <= 0
         ):
-            raise ConfigurationError(f"idle_timeout must be a positive number of seconds or None, "
-                                     f"got {idle_timeout!r}")
+            raise ConfigurationError(
+                f"idle_timeout must be a positive number of seconds or None, got {idle_timeout!r}"
+            )
         if max_connections is not None and (
             not isinstance(max_connections, int) or isinstance(max_connections, bool) or max_connections < 1
         ):
-            raise ConfigurationError(f"max_connections must be a positive int or None, got {max_connections!r}")
+            raise ConfigurationError(
+                f"max_connections must be a positive int or None, got {max_connections!r}"
+            )
         if not isinstance(db_name_template, str):
             raise ConfigurationError("db_name_template must be a str containing '{user_id}'")
         # use_weak_ref is accepted for the document's signature; pools are owned by the registry and
@@ -135,8 +138,13 @@ class UserConnectionManager:
             pool_size_of=self._tier_callback() if self._uses_tiers() else None,
             slow_query_ms=slow_query_ms,
         )
-        logger.info("UserConnectionManager for %s: pool_size=%s idle_timeout=%s max_connections=%s",
-                    self._core.redacted_uri, user_pool_size, idle_timeout, max_connections)
+        logger.info(
+            "UserConnectionManager for %s: pool_size=%s idle_timeout=%s max_connections=%s",
+            self._core.redacted_uri,
+            user_pool_size,
+            idle_timeout,
+            max_connections,
+        )
 
     @property
     def codec_options(self) -> CodecOptions:
@@ -222,8 +230,10 @@ class UserConnectionManager:
         self._core.check_open()
         tiers: dict[str, dict[str, Any]] = {}
         for info in self._core.all_tenant_info():
-            t = tiers.setdefault(info["tier"], {"pools": 0, "capacity": 0, "in_flight": 0, "waiting": 0,
-                                                "operations": 0, "errors": 0})
+            t = tiers.setdefault(
+                info["tier"],
+                {"pools": 0, "capacity": 0, "in_flight": 0, "waiting": 0, "operations": 0, "errors": 0},
+            )
             t["pools"] += 1
             t["capacity"] += info["pool_size"]
             for key in ("in_flight", "waiting", "operations", "errors"):
@@ -259,9 +269,11 @@ class UserConnectionManager:
         self.close_all()
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}({self._core.redacted_uri!r}, user_pool_size={self.user_pool_size}, "
-                f"idle_timeout={self.idle_timeout!r}, max_connections={self.max_connections!r}, "
-                f"strategy={self.strategy!r})")
+        return (
+            f"{type(self).__name__}({self._core.redacted_uri!r}, user_pool_size={self.user_pool_size}, "
+            f"idle_timeout={self.idle_timeout!r}, max_connections={self.max_connections!r}, "
+            f"strategy={self.strategy!r})"
+        )
 
 
 __all__ = ["UserConnectionManager"]

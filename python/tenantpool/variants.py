@@ -25,11 +25,13 @@ class GroupConnectionManager(UserConnectionManager):
     tenant in the same group in every process. Each tenant keeps a quota of ``user_pool_size``
     operations in flight, so a heavy tenant cannot take its whole group's pool."""
 
-    def __init__(self, connection_string: str, groups: int = 10, group_pool_size: int = 50,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, connection_string: str, groups: int = 10, group_pool_size: int = 50, **kwargs: Any
+    ) -> None:
         kwargs.setdefault("user_pool_size", min(10, group_pool_size))
-        super().__init__(connection_string, strategy="grouped", groups=groups,
-                         shared_pool_size=group_pool_size, **kwargs)
+        super().__init__(
+            connection_string, strategy="grouped", groups=groups, shared_pool_size=group_pool_size, **kwargs
+        )
 
     def get_user_group(self, user_id: str) -> str:
         assert self.groups is not None
@@ -91,7 +93,9 @@ class MonitoredUserConnectionManager(UserConnectionManager):
             **stats,
             **self.metrics,
             "avg_connections_per_user": (
-                stats["total_potential_connections"] / stats["total_connections"] if stats["total_connections"] else 0
+                stats["total_potential_connections"] / stats["total_connections"]
+                if stats["total_connections"]
+                else 0
             ),
         }
 
