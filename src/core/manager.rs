@@ -5,12 +5,15 @@ use std::mem::ManuallyDrop;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use mongodb::bson::{RawDocument, RawDocumentBuf};
 use mongodb::options::ClientOptions;
+use mongodb::raw_batch_cursor::RawBatchCursor;
 use mongodb::{Client, Database};
 use parking_lot::Mutex;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 
 use super::naming::{check_db_name, Template};
+use super::ops::{self, CursorOp, Op};
 use super::options::{merge_uri_options, redact, scrub};
 use super::policy::Strategy;
 use super::registry::{Lease, Limits, Made, Pool, Registry, RegistryError};
@@ -256,7 +259,7 @@ impl Manager {
     }
 
     /// Counts the operation as slow if it took longer than the threshold.
-    pub fn finished(&self, started: std::time::Instant) {
+    fn finished(&self, started: Instant) {
         if let Some(threshold) = self.slow_operation {
             if started.elapsed() >= threshold {
                 self.registry.counters.slow_operation();
@@ -269,7 +272,7 @@ impl Manager {
         &self,
         lease: &Lease<TenantPool>,
     ) -> Result<OwnedSemaphorePermit, CoreError> {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let r = lease.entry().quota.acquire(self.wait_queue_timeout).await;
         let waited = started.elapsed();
         if waited > Duration::from_micros(50) || r.is_err() {
@@ -303,6 +306,69 @@ impl Manager {
         let lease = self.lease(tenant)?;
         let db = lease.pool().client().database(&name);
         Ok((lease, db))
+    }
+
+    /// Runs a one-reply operation for the tenant: lease, quota slot, operation, accounting.
+    pub async fn execute(
+        &self,
+        tenant: &str,
+        db_name: &str,
+        op: Op,
+        spec: &RawDocument,
+        docs: Vec<RawDocumentBuf>,
+    ) -> Result<Option<RawDocumentBuf>, CoreError> {
+        let (lease, db) = self.database(tenant, Some(db_name))?;
+        let _slot = self.permit(&lease).await?;
+        let started = Instant::now();
+        let r = ops::execute(&db, op, spec, docs).await;
+        self.finished(started);
+        if r.is_err() {
+            lease.record_error();
+            self.registry.counters.operation_error();
+        }
+        r.map_err(CoreError::Driver)
+    }
+
+    /// Opens a cursor for the tenant. The lease returned with it keeps the tenant's pool open for as
+    /// long as the cursor lives, so the reaper never closes a pool under a live cursor.
+    pub async fn open_cursor(
+        &self,
+        tenant: &str,
+        db_name: &str,
+        op: CursorOp,
+        spec: &RawDocument,
+    ) -> Result<(RawBatchCursor, Lease<TenantPool>), CoreError> {
+        let (lease, db) = self.database(tenant, Some(db_name))?;
+        let r = {
+            let _slot = self.permit(&lease).await?;
+            let started = Instant::now();
+            let r = ops::open_cursor(&db, op, spec).await;
+            self.finished(started);
+            r
+        };
+        match r {
+            Ok(cursor) => Ok((cursor, lease)),
+            Err(e) => {
+                lease.record_error();
+                self.registry.counters.operation_error();
+                Err(CoreError::Driver(e))
+            }
+        }
+    }
+
+    /// The next server batch of a cursor; a getMore takes a slot of the tenant's quota like any operation.
+    pub async fn next_batch(
+        &self,
+        cursor: &mut RawBatchCursor,
+        lease: &Lease<TenantPool>,
+    ) -> Result<Option<Vec<u8>>, CoreError> {
+        let _slot = self.permit(lease).await?;
+        let r = ops::next_batch(cursor).await;
+        if r.is_err() {
+            lease.record_error();
+            self.registry.counters.operation_error();
+        }
+        r.map_err(CoreError::Driver)
     }
 
     pub fn close_tenant(&self, tenant: &str) -> bool {

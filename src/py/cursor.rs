@@ -1,5 +1,5 @@
 //! `_core.RawCursor`: a server cursor handing out one server batch at a time as BSON bytes, which the
-//! Python `Cursor` decodes with pymongo's C decoder.
+//! Python cursor classes decode with pymongo's C decoder. Usable from threads and from asyncio.
 
 use std::sync::Arc;
 
@@ -8,9 +8,9 @@ use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-use super::errors::core_error;
+use super::aio;
+use super::manager::error;
 use crate::core::manager::{CoreError, Manager, TenantPool};
-use crate::core::ops;
 use crate::core::registry::Lease;
 use crate::core::runtime;
 
@@ -20,75 +20,162 @@ struct Open {
     lease: Lease<TenantPool>,
 }
 
+enum State {
+    Ready(Box<Open>),
+    /// A fetch is in progress (the cursor is out of the slot).
+    Busy,
+    Done,
+    /// A fetch was cancelled mid-way; the server cursor was killed.
+    Cancelled,
+}
+
 #[pyclass(module = "tenantpool._core", name = "RawCursor", frozen)]
 pub struct PyRawCursor {
     manager: Arc<Manager>,
-    open: Mutex<Option<Open>>,
+    state: Arc<Mutex<State>>,
 }
 
 impl PyRawCursor {
     pub fn new(manager: Arc<Manager>, cursor: RawBatchCursor, lease: Lease<TenantPool>) -> Self {
         PyRawCursor {
             manager,
-            open: Mutex::new(Some(Open { cursor, lease })),
+            state: Arc::new(Mutex::new(State::Ready(Box::new(Open { cursor, lease })))),
         }
     }
 }
 
 /// Drops a cursor inside the runtime: an unexhausted one schedules `killCursors` on the server.
-fn release(open: Option<Open>) {
-    if let Some(open) = open {
-        let rt = runtime::get();
-        let _guard = rt.enter();
-        drop(open);
+fn release(open: Box<Open>) {
+    let rt = runtime::get();
+    let _guard = rt.enter();
+    drop(open);
+}
+
+/// Takes the cursor out of its slot for one fetch. If the fetch is abandoned (an asyncio task
+/// cancelled), dropping the guard kills the cursor and records why.
+struct Fetch {
+    state: Arc<Mutex<State>>,
+    open: Option<Box<Open>>,
+}
+
+impl Fetch {
+    fn start(state: &Arc<Mutex<State>>) -> Result<Option<Fetch>, &'static str> {
+        let mut slot = state.lock();
+        match std::mem::replace(&mut *slot, State::Busy) {
+            State::Ready(open) => Ok(Some(Fetch {
+                state: Arc::clone(state),
+                open: Some(open),
+            })),
+            State::Busy => {
+                Err("this cursor is already fetching a batch; a cursor is not for concurrent use")
+            }
+            State::Done => {
+                *slot = State::Done;
+                Ok(None)
+            }
+            State::Cancelled => {
+                *slot = State::Cancelled;
+                Err("a fetch of this cursor was cancelled, which closed it; run the query again")
+            }
+        }
     }
+
+    async fn run(mut self, manager: &Manager) -> Result<Option<Vec<u8>>, CoreError> {
+        let open = self.open.as_mut().expect("present until finished");
+        let r = manager.next_batch(&mut open.cursor, &open.lease).await;
+        let open = self.open.take().expect("present until finished");
+        let mut slot = self.state.lock();
+        if matches!(r, Ok(Some(_))) {
+            *slot = State::Ready(open);
+        } else {
+            *slot = State::Done;
+            drop(slot);
+            release(open);
+        }
+        r
+    }
+}
+
+impl Drop for Fetch {
+    fn drop(&mut self) {
+        if let Some(open) = self.open.take() {
+            *self.state.lock() = State::Cancelled;
+            release(open);
+        }
+    }
+}
+
+fn busy(message: &str) -> PyErr {
+    Python::attach(|py| {
+        match py
+            .import("pymongo.errors")
+            .and_then(|m| m.getattr("InvalidOperation"))
+        {
+            Ok(cls) => match cls.call1((message,)) {
+                Ok(exc) => PyErr::from_value(exc),
+                Err(e) => e,
+            },
+            Err(e) => e,
+        }
+    })
 }
 
 #[pymethods]
 impl PyRawCursor {
     /// The next server batch as consecutive BSON documents, or None once the cursor is exhausted.
     fn next_batch<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        let fetched = py.detach(|| {
-            let mut slot = self.open.lock();
-            let Some(open) = slot.as_mut() else {
-                return Ok(None);
-            };
-            let manager = &self.manager;
-            let r = runtime::get().block_on(async {
-                // A getMore uses a connection: it counts against the tenant's quota like any operation.
-                let _slot = manager.permit(&open.lease).await?;
-                ops::next_batch(&mut open.cursor)
-                    .await
-                    .map_err(CoreError::Driver)
-            });
-            if !matches!(r, Ok(Some(_))) {
-                release(slot.take());
-            }
-            r
-        });
-        match fetched {
-            Ok(Some(bytes)) => Ok(Some(PyBytes::new(py, &bytes))),
-            Ok(None) => Ok(None),
-            Err(e) => {
-                let m = Arc::clone(&self.manager);
-                Err(core_error(py, e, &move |s: &str| m.scrub(s)))
-            }
+        let Some(fetch) = Fetch::start(&self.state).map_err(busy)? else {
+            return Ok(None);
+        };
+        let manager = &self.manager;
+        match py.detach(|| runtime::get().block_on(fetch.run(manager))) {
+            Ok(bytes) => Ok(bytes.map(|b| PyBytes::new(py, &b))),
+            Err(e) => Err(error(py, &self.manager, e)),
         }
+    }
+
+    /// `next_batch` as an asyncio awaitable.
+    fn next_batch_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let fetch = Fetch::start(&self.state).map_err(busy)?;
+        let manager = Arc::clone(&self.manager);
+        aio::awaitable(py, async move {
+            let r = match fetch {
+                Some(f) => f.run(&manager).await,
+                None => Ok(None),
+            };
+            Python::attach(|py| match r {
+                Ok(bytes) => Ok(bytes.map(|b| PyBytes::new(py, &b).unbind())),
+                Err(e) => Err(error(py, &manager, e)),
+            })
+        })
     }
 
     /// Kills the server cursor (if still open) and returns the lease. Idempotent.
     fn close(&self, py: Python<'_>) {
-        py.detach(|| release(self.open.lock().take()));
+        let state = &self.state;
+        py.detach(|| {
+            let mut slot = state.lock();
+            if let State::Ready(_) = &*slot {
+                if let State::Ready(open) = std::mem::replace(&mut *slot, State::Done) {
+                    drop(slot);
+                    release(open);
+                }
+            }
+        });
     }
 
     #[getter]
     fn alive(&self) -> bool {
-        self.open.lock().is_some()
+        matches!(&*self.state.lock(), State::Ready(_) | State::Busy)
     }
 }
 
 impl Drop for PyRawCursor {
     fn drop(&mut self) {
-        release(self.open.get_mut().take());
+        let mut slot = self.state.lock();
+        if let State::Ready(open) = std::mem::replace(&mut *slot, State::Done) {
+            drop(slot);
+            release(open);
+        }
     }
 }

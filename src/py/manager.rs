@@ -8,11 +8,14 @@ use mongodb::bson::RawDocumentBuf;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
+use pyo3::exceptions::PyValueError;
+
+use super::aio;
 use super::cursor::PyRawCursor;
 use super::errors::core_error;
 use crate::core::exposition;
 use crate::core::manager::{Config, CoreError, Manager, Sizer};
-use crate::core::ops::{self, CursorOp, Op};
+use crate::core::ops::{CursorOp, Op};
 use crate::core::policy::Strategy;
 use crate::core::runtime;
 
@@ -23,13 +26,36 @@ pub struct PyManager {
 
 fn raw(bytes: &[u8]) -> PyResult<RawDocumentBuf> {
     RawDocumentBuf::from_bytes(bytes.to_vec())
-        .map_err(|e| pyo3::exceptions::PyValueError::new_err(format!("malformed BSON: {e}")))
+        .map_err(|e| PyValueError::new_err(format!("malformed BSON: {e}")))
+}
+
+fn raw_docs(docs: Option<Vec<Vec<u8>>>) -> PyResult<Vec<RawDocumentBuf>> {
+    docs.unwrap_or_default()
+        .into_iter()
+        .map(|d| {
+            RawDocumentBuf::from_bytes(d)
+                .map_err(|e| PyValueError::new_err(format!("malformed BSON: {e}")))
+        })
+        .collect()
+}
+
+fn parse_op(op: &str) -> PyResult<Op> {
+    Op::parse(op).ok_or_else(|| PyValueError::new_err(format!("unknown op {op}")))
+}
+
+fn parse_cursor_op(op: &str) -> PyResult<CursorOp> {
+    CursorOp::parse(op).ok_or_else(|| PyValueError::new_err(format!("unknown cursor op {op}")))
+}
+
+/// A core error as the pymongo exception, with the connection string's password scrubbed.
+pub fn error(py: Python<'_>, manager: &Arc<Manager>, e: CoreError) -> PyErr {
+    let m = Arc::clone(manager);
+    core_error(py, e, &move |s: &str| m.scrub(s))
 }
 
 impl PyManager {
     fn err(&self, py: Python<'_>, e: CoreError) -> PyErr {
-        let m = Arc::clone(&self.inner);
-        core_error(py, e, &move |s: &str| m.scrub(s))
+        error(py, &self.inner, e)
     }
 }
 
@@ -100,41 +126,39 @@ impl PyManager {
         spec: &[u8],
         docs: Option<Vec<Vec<u8>>>,
     ) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        let op = Op::parse(op)
-            .ok_or_else(|| pyo3::exceptions::PyValueError::new_err(format!("unknown op {op}")))?;
-        let spec = raw(spec)?;
-        let docs = docs
-            .unwrap_or_default()
-            .into_iter()
-            .map(|d| {
-                RawDocumentBuf::from_bytes(d)
-                    .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))
-            })
-            .collect::<PyResult<Vec<_>>>()?;
+        let (op, spec, docs) = (parse_op(op)?, raw(spec)?, raw_docs(docs)?);
         let inner = &self.inner;
-        let result = py.detach(|| {
-            let (lease, db) = inner.database(tenant, Some(db_name))?;
-            runtime::get().block_on(async {
-                let _slot = inner.permit(&lease).await?;
-                let started = std::time::Instant::now();
-                let r = ops::execute(&db, op, &spec, docs).await;
-                inner.finished(started);
-                if r.is_err() {
-                    lease.record_error();
-                    inner.registry().counters.operation_error();
-                }
-                r.map_err(CoreError::Driver)
-            })
-        });
+        let result =
+            py.detach(|| runtime::get().block_on(inner.execute(tenant, db_name, op, &spec, docs)));
         match result {
-            Ok(Some(reply)) => Ok(Some(PyBytes::new(py, reply.as_bytes()))),
-            Ok(None) => Ok(None),
+            Ok(reply) => Ok(reply.map(|r| PyBytes::new(py, r.as_bytes()))),
             Err(e) => Err(self.err(py, e)),
         }
     }
 
-    /// Opens a cursor. It holds a lease on the tenant's pool until exhausted, closed or dropped, so the
-    /// reaper never closes a pool under a live cursor.
+    /// `execute` as an asyncio awaitable; cancelling it releases the tenant's lease and quota slot.
+    #[pyo3(signature = (tenant, db_name, op, spec, docs=None))]
+    fn execute_async<'py>(
+        &self,
+        py: Python<'py>,
+        tenant: String,
+        db_name: String,
+        op: &str,
+        spec: &[u8],
+        docs: Option<Vec<Vec<u8>>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let (op, spec, docs) = (parse_op(op)?, raw(spec)?, raw_docs(docs)?);
+        let inner = Arc::clone(&self.inner);
+        aio::awaitable(py, async move {
+            let result = inner.execute(&tenant, &db_name, op, &spec, docs).await;
+            Python::attach(|py| match result {
+                Ok(reply) => Ok(reply.map(|r| PyBytes::new(py, r.as_bytes()).unbind())),
+                Err(e) => Err(error(py, &inner, e)),
+            })
+        })
+    }
+
+    /// Opens a cursor; it holds a lease on the tenant's pool until exhausted, closed or dropped.
     fn open_cursor(
         &self,
         py: Python<'_>,
@@ -143,32 +167,34 @@ impl PyManager {
         op: &str,
         spec: &[u8],
     ) -> PyResult<PyRawCursor> {
-        let op = CursorOp::parse(op).ok_or_else(|| {
-            pyo3::exceptions::PyValueError::new_err(format!("unknown cursor op {op}"))
-        })?;
-        let spec = raw(spec)?;
+        let (op, spec) = (parse_cursor_op(op)?, raw(spec)?);
         let inner = &self.inner;
-        let opened = py.detach(|| {
-            let (lease, db) = inner.database(tenant, Some(db_name))?;
-            let r = runtime::get().block_on(async {
-                let _slot = inner.permit(&lease).await?;
-                ops::open_cursor(&db, op, &spec)
-                    .await
-                    .map_err(CoreError::Driver)
-            });
-            match r {
-                Ok(cursor) => Ok((cursor, lease)),
-                Err(e) => {
-                    lease.record_error();
-                    inner.registry().counters.operation_error();
-                    Err(e)
-                }
-            }
-        });
-        match opened {
-            Ok((cursor, lease)) => Ok(PyRawCursor::new(Arc::clone(&self.inner), cursor, lease)),
+        match py.detach(|| runtime::get().block_on(inner.open_cursor(tenant, db_name, op, &spec))) {
+            Ok((cursor, lease)) => Ok(PyRawCursor::new(Arc::clone(inner), cursor, lease)),
             Err(e) => Err(self.err(py, e)),
         }
+    }
+
+    /// `open_cursor` as an asyncio awaitable.
+    fn open_cursor_async<'py>(
+        &self,
+        py: Python<'py>,
+        tenant: String,
+        db_name: String,
+        op: &str,
+        spec: &[u8],
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let (op, spec) = (parse_cursor_op(op)?, raw(spec)?);
+        let inner = Arc::clone(&self.inner);
+        aio::awaitable(py, async move {
+            let result = inner.open_cursor(&tenant, &db_name, op, &spec).await;
+            Python::attach(|py| match result {
+                Ok((cursor, lease)) => {
+                    Py::new(py, PyRawCursor::new(Arc::clone(&inner), cursor, lease))
+                }
+                Err(e) => Err(error(py, &inner, e)),
+            })
+        })
     }
 
     fn close_tenant(&self, tenant: &str) -> bool {

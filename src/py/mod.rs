@@ -1,5 +1,6 @@
 //! The PyO3 layer: one file per Python-visible class, plus the error mapping.
 
+mod aio;
 mod cursor;
 mod errors;
 mod manager;
