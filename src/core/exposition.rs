@@ -24,9 +24,7 @@ struct Aggregate {
 type Series = (&'static str, &'static str, fn(&Aggregate) -> f64);
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -34,37 +32,15 @@ fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
-pub fn render(
-    strategy: &str,
-    counters: &CountersSnapshot,
-    entries: &[EntryInfo],
-    top: usize,
-) -> String {
+pub fn render(strategy: &str, counters: &CountersSnapshot, entries: &[EntryInfo], top: usize) -> String {
     let mut out = String::new();
-    header(
-        &mut out,
-        "tenantpool_info",
-        "gauge",
-        "Static information about the manager.",
-    );
+    header(&mut out, "tenantpool_info", "gauge", "Static information about the manager.");
     let _ = writeln!(out, "tenantpool_info{{strategy=\"{strategy}\"}} 1");
 
     let totals: [(&str, &str, u64); 4] = [
-        (
-            "tenantpool_pools_created_total",
-            "Tenant pools created.",
-            counters.created,
-        ),
-        (
-            "tenantpool_operations_total",
-            "Operations started.",
-            counters.operations,
-        ),
-        (
-            "tenantpool_operation_errors_total",
-            "Operations that failed.",
-            counters.operation_errors,
-        ),
+        ("tenantpool_pools_created_total", "Tenant pools created.", counters.created),
+        ("tenantpool_operations_total", "Operations started.", counters.operations),
+        ("tenantpool_operation_errors_total", "Operations that failed.", counters.operation_errors),
         (
             "tenantpool_wait_timeouts_total",
             "Operations refused after waiting for their tenant's quota.",
@@ -81,17 +57,8 @@ pub fn render(
         "counter",
         "Time operations spent waiting for a quota slot.",
     );
-    let _ = writeln!(
-        out,
-        "tenantpool_wait_seconds_total {:.6}",
-        counters.wait_micros as f64 / 1e6
-    );
-    header(
-        &mut out,
-        "tenantpool_pools_closed_total",
-        "counter",
-        "Tenant pools retired, by cause.",
-    );
+    let _ = writeln!(out, "tenantpool_wait_seconds_total {:.6}", counters.wait_micros as f64 / 1e6);
+    header(&mut out, "tenantpool_pools_closed_total", "counter", "Tenant pools retired, by cause.");
     for (cause, v) in [
         ("idle", counters.closed_idle),
         ("lru", counters.closed_lru),
@@ -99,10 +66,7 @@ pub fn render(
         ("error", counters.closed_error),
         ("shutdown", counters.closed_shutdown),
     ] {
-        let _ = writeln!(
-            out,
-            "tenantpool_pools_closed_total{{cause=\"{cause}\"}} {v}"
-        );
+        let _ = writeln!(out, "tenantpool_pools_closed_total{{cause=\"{cause}\"}} {v}");
     }
 
     let mut by_label: BTreeMap<&str, Aggregate> = BTreeMap::new();
@@ -124,55 +88,26 @@ pub fn render(
             "Sum of the live pools' sizes (their connection or quota limit).",
             |a| a.capacity as f64,
         ),
-        (
-            "tenantpool_leases",
-            "Operations in flight plus open cursors.",
-            |a| a.in_use as f64,
-        ),
-        (
-            "tenantpool_in_flight",
-            "Operations holding a quota slot.",
-            |a| a.in_flight as f64,
-        ),
-        (
-            "tenantpool_waiting",
-            "Operations waiting for a quota slot.",
-            |a| a.waiting as f64,
-        ),
-        (
-            "tenantpool_longest_wait_seconds",
-            "Longest current wait for a quota slot.",
-            |a| a.longest_wait,
-        ),
-        (
-            "tenantpool_pool_operations",
-            "Operations run by the live pools since they opened.",
-            |a| a.operations as f64,
-        ),
-        (
-            "tenantpool_pool_errors",
-            "Failed operations of the live pools since they opened.",
-            |a| a.errors as f64,
-        ),
+        ("tenantpool_leases", "Operations in flight plus open cursors.", |a| a.in_use as f64),
+        ("tenantpool_in_flight", "Operations holding a quota slot.", |a| a.in_flight as f64),
+        ("tenantpool_waiting", "Operations waiting for a quota slot.", |a| a.waiting as f64),
+        ("tenantpool_longest_wait_seconds", "Longest current wait for a quota slot.", |a| a.longest_wait),
+        ("tenantpool_pool_operations", "Operations run by the live pools since they opened.", |a| {
+            a.operations as f64
+        }),
+        ("tenantpool_pool_errors", "Failed operations of the live pools since they opened.", |a| {
+            a.errors as f64
+        }),
     ];
     for (name, help, get) in series {
-        header(
-            &mut out,
-            name,
-            "gauge",
-            &format!("{help} By tier or group."),
-        );
+        header(&mut out, name, "gauge", &format!("{help} By tier or group."));
         for (label, a) in &by_label {
             let _ = writeln!(out, "{name}{{tier=\"{}\"}} {}", escape(label), get(a));
         }
     }
 
     let mut busiest: Vec<&EntryInfo> = entries.iter().collect();
-    busiest.sort_by(|a, b| {
-        b.operations
-            .cmp(&a.operations)
-            .then_with(|| a.tenant.cmp(&b.tenant))
-    });
+    busiest.sort_by(|a, b| b.operations.cmp(&a.operations).then_with(|| a.tenant.cmp(&b.tenant)));
     busiest.truncate(top);
     header(
         &mut out,
@@ -189,12 +124,7 @@ pub fn render(
             e.operations
         );
     }
-    header(
-        &mut out,
-        "tenantpool_tenant_in_flight",
-        "gauge",
-        "Operations in flight of the busiest tenants.",
-    );
+    header(&mut out, "tenantpool_tenant_in_flight", "gauge", "Operations in flight of the busiest tenants.");
     for e in &busiest {
         let _ = writeln!(
             out,
@@ -249,32 +179,19 @@ mod tests {
     #[test]
     fn series_stay_bounded_with_many_tenants() {
         let entries: Vec<_> = (0..10_000)
-            .map(|i| {
-                entry(
-                    &format!("t{i}"),
-                    if i % 2 == 0 { "free" } else { "premium" },
-                    i,
-                )
-            })
+            .map(|i| entry(&format!("t{i}"), if i % 2 == 0 { "free" } else { "premium" }, i))
             .collect();
         let text = render("shared", &CountersSnapshot::default(), &entries, 10);
         let lines = text.lines().filter(|l| !l.starts_with('#')).count();
         assert!(lines < 60, "{lines} series");
         assert!(text.contains("tenantpool_pools{tier=\"free\"} 5000"));
-        assert!(
-            text.contains("tenantpool_tenant_operations{tenant=\"t9999\",tier=\"premium\"} 9999")
-        );
+        assert!(text.contains("tenantpool_tenant_operations{tenant=\"t9999\",tier=\"premium\"} 9999"));
         assert!(!text.contains("tenant=\"t0\""));
     }
 
     #[test]
     fn labels_are_escaped() {
-        let text = render(
-            "per_user",
-            &CountersSnapshot::default(),
-            &[entry("a", "we\"ird\n", 1)],
-            5,
-        );
+        let text = render("per_user", &CountersSnapshot::default(), &[entry("a", "we\"ird\n", 1)], 5);
         assert!(text.contains("tier=\"we\\\"ird\\n\""));
     }
 }

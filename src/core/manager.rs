@@ -7,13 +7,13 @@ use std::time::{Duration, Instant};
 
 use mongodb::bson::{RawDocument, RawDocumentBuf};
 use mongodb::options::ClientOptions;
-use mongodb::raw_batch_cursor::RawBatchCursor;
-use mongodb::{Client, Database};
+use mongodb::options::TransactionOptions;
+use mongodb::{Client, ClientSession, Database};
 use parking_lot::Mutex;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 
 use super::naming::{check_db_name, Template};
-use super::ops::{self, CursorOp, Op};
+use super::ops::{self, CursorOp, Op, Opened};
 use super::options::{merge_uri_options, redact, scrub};
 use super::policy::Strategy;
 use super::registry::{Lease, Limits, Made, Pool, Registry, RegistryError};
@@ -59,6 +59,8 @@ pub enum CoreError {
     InvalidName(String),
     Configuration(String),
     Driver(mongodb::error::Error),
+    /// The caller used an object wrongly (e.g. another tenant's session); InvalidOperation in Python.
+    Misuse(String),
     /// The tenant's quota stayed full for the whole wait queue timeout.
     WaitQueueTimeout {
         tenant: String,
@@ -71,7 +73,7 @@ impl fmt::Display for CoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CoreError::Closed => write!(f, "the UserConnectionManager is closed; create a new one"),
-            CoreError::InvalidName(m) | CoreError::Configuration(m) => f.write_str(m),
+            CoreError::InvalidName(m) | CoreError::Configuration(m) | CoreError::Misuse(m) => f.write_str(m),
             CoreError::Driver(e) => write!(f, "{e}"),
             CoreError::WaitQueueTimeout { tenant, quota, waited } => write!(
                 f,
@@ -89,6 +91,29 @@ impl From<RegistryError> for CoreError {
             RegistryError::Closed => CoreError::Closed,
             RegistryError::Make(m) => CoreError::Configuration(m),
         }
+    }
+}
+
+/// A client session of one tenant (for causal consistency and transactions).
+pub struct TenantSession {
+    pub tenant: String,
+    /// Operations of one session run one at a time, as the driver requires.
+    pub session: tokio::sync::Mutex<ClientSession>,
+    lease: Lease<TenantPool>,
+}
+
+impl TenantSession {
+    pub async fn start_transaction(&self, options: TransactionOptions) -> Result<(), CoreError> {
+        let mut s = self.session.lock().await;
+        s.start_transaction().with_options(options).await.map_err(CoreError::Driver)
+    }
+
+    pub async fn commit_transaction(&self) -> Result<(), CoreError> {
+        self.session.lock().await.commit_transaction().await.map_err(CoreError::Driver)
+    }
+
+    pub async fn abort_transaction(&self) -> Result<(), CoreError> {
+        self.session.lock().await.abort_transaction().await.map_err(CoreError::Driver)
     }
 }
 
@@ -135,12 +160,9 @@ pub struct Manager {
 impl Manager {
     pub fn new(config: Config) -> Result<Arc<Manager>, CoreError> {
         if config.pool_size == 0 || config.shared_pool_size == 0 {
-            return Err(CoreError::Configuration(
-                "pool sizes must be at least 1".into(),
-            ));
+            return Err(CoreError::Configuration("pool sizes must be at least 1".into()));
         }
-        let template =
-            Template::parse(&config.db_name_template).map_err(CoreError::Configuration)?;
+        let template = Template::parse(&config.db_name_template).map_err(CoreError::Configuration)?;
         let uri = merge_uri_options(&config.uri, &config.options);
         // Parsing may resolve SRV records: a network round trip, so it runs without the GIL (the caller
         // makes sure) and once per manager, not once per tenant.
@@ -201,17 +223,13 @@ impl Manager {
     }
 
     pub fn db_name(&self, tenant: &str) -> Result<String, CoreError> {
-        self.template
-            .db_name(tenant)
-            .map_err(CoreError::InvalidName)
+        self.template.db_name(tenant).map_err(CoreError::InvalidName)
     }
 
     /// A lease on the tenant's pool, creating the pool if needed. No network I/O happens here: the
     /// driver connects lazily and its monitor, not a ping per call, tracks the server's health.
     pub fn lease(&self, tenant: &str) -> Result<Lease<TenantPool>, CoreError> {
-        self.template
-            .check_tenant(tenant)
-            .map_err(CoreError::InvalidName)?;
+        self.template.check_tenant(tenant).map_err(CoreError::InvalidName)?;
         self.check_fork();
         Ok(self.registry.lease(tenant, || self.make(tenant))?)
     }
@@ -227,23 +245,14 @@ impl Manager {
             ),
         };
         if size == 0 {
-            return Err(format!(
-                "the pool size of tenant {tenant:?} must be at least 1"
-            ));
+            return Err(format!("the pool size of tenant {tenant:?} must be at least 1"));
         }
         let pool = match slot {
-            None => TenantPool {
-                client: ManuallyDrop::new(self.new_client(size)),
-                owned: true,
-            },
+            None => TenantPool { client: ManuallyDrop::new(self.new_client(size)), owned: true },
             Some(slot) => {
                 let mut shared = self.shared.lock();
-                let client =
-                    shared[slot].get_or_insert_with(|| self.new_client(self.shared_pool_size));
-                TenantPool {
-                    client: ManuallyDrop::new(client.clone()),
-                    owned: false,
-                }
+                let client = shared[slot].get_or_insert_with(|| self.new_client(self.shared_pool_size));
+                TenantPool { client: ManuallyDrop::new(client.clone()), owned: false }
             }
         };
         Ok(Made { pool, size, label })
@@ -268,17 +277,12 @@ impl Manager {
     }
 
     /// Waits for a slot in the tenant's quota; the slot is held until the permit drops.
-    pub async fn permit(
-        &self,
-        lease: &Lease<TenantPool>,
-    ) -> Result<OwnedSemaphorePermit, CoreError> {
+    pub async fn permit(&self, lease: &Lease<TenantPool>) -> Result<OwnedSemaphorePermit, CoreError> {
         let started = Instant::now();
         let r = lease.entry().quota.acquire(self.wait_queue_timeout).await;
         let waited = started.elapsed();
         if waited > Duration::from_micros(50) || r.is_err() {
-            self.registry
-                .counters
-                .waited(waited.as_micros() as u64, r.is_err());
+            self.registry.counters.waited(waited.as_micros() as u64, r.is_err());
         }
         r.map_err(|t| {
             self.registry.counters.operation_error();
@@ -308,6 +312,29 @@ impl Manager {
         Ok((lease, db))
     }
 
+    /// The lease and database for an operation: the session's own lease when there is a session (a
+    /// session belongs to one client), else a new one.
+    fn target(
+        &self,
+        tenant: &str,
+        db_name: &str,
+        session: Option<&TenantSession>,
+    ) -> Result<(Lease<TenantPool>, Database), CoreError> {
+        match session {
+            None => self.database(tenant, Some(db_name)),
+            Some(s) if s.tenant != tenant => Err(CoreError::Misuse(format!(
+                "this session belongs to tenant {:?}, not {tenant:?}; start a session from the tenant's own client",
+                s.tenant
+            ))),
+            Some(s) => {
+                check_db_name(db_name).map_err(CoreError::InvalidName)?;
+                let lease = self.lease(tenant)?;
+                let db = s.lease.pool().client().database(db_name);
+                Ok((lease, db))
+            }
+        }
+    }
+
     /// Runs a one-reply operation for the tenant: lease, quota slot, operation, accounting.
     pub async fn execute(
         &self,
@@ -316,11 +343,15 @@ impl Manager {
         op: Op,
         spec: &RawDocument,
         docs: Vec<RawDocumentBuf>,
+        session: Option<&TenantSession>,
     ) -> Result<Option<RawDocumentBuf>, CoreError> {
-        let (lease, db) = self.database(tenant, Some(db_name))?;
+        let (lease, db) = self.target(tenant, db_name, session)?;
         let _slot = self.permit(&lease).await?;
         let started = Instant::now();
-        let r = ops::execute(&db, op, spec, docs).await;
+        let r = match session {
+            Some(s) => ops::execute(&db, op, spec, docs, Some(&mut *s.session.lock().await)).await,
+            None => ops::execute(&db, op, spec, docs, None).await,
+        };
         self.finished(started);
         if r.is_err() {
             lease.record_error();
@@ -337,12 +368,16 @@ impl Manager {
         db_name: &str,
         op: CursorOp,
         spec: &RawDocument,
-    ) -> Result<(RawBatchCursor, Lease<TenantPool>), CoreError> {
-        let (lease, db) = self.database(tenant, Some(db_name))?;
+        session: Option<&TenantSession>,
+    ) -> Result<(Opened, Lease<TenantPool>), CoreError> {
+        let (lease, db) = self.target(tenant, db_name, session)?;
         let r = {
             let _slot = self.permit(&lease).await?;
             let started = Instant::now();
-            let r = ops::open_cursor(&db, op, spec).await;
+            let r = match session {
+                Some(s) => ops::open_cursor(&db, op, spec, Some(&mut *s.session.lock().await)).await,
+                None => ops::open_cursor(&db, op, spec, None).await,
+            };
             self.finished(started);
             r
         };
@@ -359,16 +394,32 @@ impl Manager {
     /// The next server batch of a cursor; a getMore takes a slot of the tenant's quota like any operation.
     pub async fn next_batch(
         &self,
-        cursor: &mut RawBatchCursor,
+        cursor: &mut Opened,
         lease: &Lease<TenantPool>,
+        session: Option<&TenantSession>,
     ) -> Result<Option<Vec<u8>>, CoreError> {
         let _slot = self.permit(lease).await?;
-        let r = ops::next_batch(cursor).await;
+        let r = match (cursor, session) {
+            (Opened::Plain(c), _) => ops::next_batch(c).await,
+            (Opened::InSession(c), Some(s)) => {
+                ops::next_batch(&mut c.stream(&mut *s.session.lock().await)).await
+            }
+            (Opened::InSession(_), None) => {
+                return Err(CoreError::Misuse("a cursor opened in a session needs that session".into()))
+            }
+        };
         if r.is_err() {
             lease.record_error();
             self.registry.counters.operation_error();
         }
         r.map_err(CoreError::Driver)
+    }
+
+    /// Starts a session on the tenant's client; it keeps the tenant's pool open until it ends.
+    pub async fn start_session(&self, tenant: &str) -> Result<TenantSession, CoreError> {
+        let lease = self.lease(tenant)?;
+        let session = lease.pool().client().start_session().await.map_err(CoreError::Driver)?;
+        Ok(TenantSession { tenant: tenant.to_owned(), session: tokio::sync::Mutex::new(session), lease })
     }
 
     pub fn close_tenant(&self, tenant: &str) -> bool {
@@ -378,12 +429,7 @@ impl Manager {
     pub fn close(&self) -> usize {
         self.reaper_stop.notify_one();
         let n = self.registry.close();
-        let shared: Vec<Client> = self
-            .shared
-            .lock()
-            .iter_mut()
-            .filter_map(Option::take)
-            .collect();
+        let shared: Vec<Client> = self.shared.lock().iter_mut().filter_map(Option::take).collect();
         let rt = runtime::get();
         for client in shared {
             rt.spawn(async move { client.shutdown().await });

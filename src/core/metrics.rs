@@ -133,13 +133,7 @@ mod tests {
         c.closed();
         c.operation_error();
         let s = c.snapshot();
-        assert_eq!(
-            (s.created, s.closed, s.closed_idle, s.closed_lru),
-            (2, 1, 1, 2)
-        );
-        assert_eq!(
-            (s.closed_manual, s.closed_error, s.operation_errors),
-            (0, 0, 1)
-        );
+        assert_eq!((s.created, s.closed, s.closed_idle, s.closed_lru), (2, 1, 1, 2));
+        assert_eq!((s.closed_manual, s.closed_error, s.operation_errors), (0, 0, 1));
     }
 }

@@ -3,9 +3,7 @@
 
 /// MongoDB database names must be shorter than 64 bytes.
 pub const MAX_DB_NAME_BYTES: usize = 63;
-const FORBIDDEN_IN_DB_NAME: &[char] = &[
-    '/', '\\', '.', ' ', '"', '$', '\0', '*', '<', '>', ':', '|', '?',
-];
+const FORBIDDEN_IN_DB_NAME: &[char] = &['/', '\\', '.', ' ', '"', '$', '\0', '*', '<', '>', ':', '|', '?'];
 
 /// A database name template with one `{user_id}` placeholder.
 #[derive(Clone, Debug)]
@@ -22,10 +20,7 @@ impl Template {
                 "db_name_template must contain '{{user_id}}' exactly once, got {template:?}"
             ));
         }
-        let t = Template {
-            prefix: parts[0].to_owned(),
-            suffix: parts[1].to_owned(),
-        };
+        let t = Template { prefix: parts[0].to_owned(), suffix: parts[1].to_owned() };
         // The fixed parts must be valid on their own, so a valid tenant id always yields a valid name.
         check_db_name(&format!("{}x{}", t.prefix, t.suffix))
             .map_err(|e| format!("db_name_template {template:?} is not usable: {e}"))?;
@@ -60,10 +55,7 @@ pub fn check_tenant_id(tenant: &str) -> Result<(), String> {
     if tenant.is_empty() {
         return Err("tenant id must not be empty".into());
     }
-    if let Some(c) = tenant
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
-    {
+    if let Some(c) = tenant.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-')) {
         return Err(format!(
             "tenant id {tenant:?} contains {c:?}; tenant ids may contain only ASCII letters, digits, \
              '_' and '-' (map other ids, e.g. emails, to such a key first)"
@@ -103,18 +95,9 @@ mod tests {
     #[test]
     fn rejects_bad_ids() {
         let t = Template::parse("user_{user_id}_db").unwrap();
-        for bad in [
-            "",
-            "a.b",
-            "a/b",
-            "a b",
-            "a$b",
-            "a\0b",
-            "é",
-            "a\u{301}",
-            "../admin",
-            "x".repeat(60).as_str(),
-        ] {
+        for bad in
+            ["", "a.b", "a/b", "a b", "a$b", "a\0b", "é", "a\u{301}", "../admin", "x".repeat(60).as_str()]
+        {
             assert!(t.db_name(bad).is_err(), "{bad:?} accepted");
         }
         assert!(t.db_name(&"x".repeat(55)).is_ok());
@@ -125,8 +108,7 @@ mod tests {
     fn distinct_ids_give_distinct_names() {
         let t = Template::parse("{user_id}").unwrap();
         let ids = ["a", "A", "a_", "_a", "a-", "ab"];
-        let names: std::collections::HashSet<_> =
-            ids.iter().map(|i| t.db_name(i).unwrap()).collect();
+        let names: std::collections::HashSet<_> = ids.iter().map(|i| t.db_name(i).unwrap()).collect();
         assert_eq!(names.len(), ids.len());
     }
 

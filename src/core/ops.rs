@@ -16,7 +16,8 @@ use mongodb::options::{
     ReplaceOptions, ReturnDocument, UpdateModifications, UpdateOptions,
 };
 use mongodb::raw_batch_cursor::RawBatchCursor;
-use mongodb::{Collection, Database, IndexModel};
+use mongodb::raw_batch_cursor::SessionRawBatchCursor;
+use mongodb::{ClientSession, Collection, Database, IndexModel};
 use serde::de::DeserializeOwned;
 
 /// Operations that return one reply document.
@@ -77,10 +78,7 @@ impl Op {
 
     /// Whether the operation works on a collection (the spec then names it under `collection`).
     pub fn on_collection(self) -> bool {
-        !matches!(
-            self,
-            Op::CreateCollection | Op::ListCollectionNames | Op::Command | Op::DropDatabase
-        )
+        !matches!(self, Op::CreateCollection | Op::ListCollectionNames | Op::Command | Op::DropDatabase)
     }
 }
 
@@ -131,23 +129,18 @@ fn raw_doc_field(spec: &RawDocument, key: &str) -> Result<RawDocumentBuf> {
 }
 
 fn pipeline_field(spec: &RawDocument, key: &str) -> Result<Vec<Document>> {
-    let arr = spec
-        .get_array(key)
-        .map_err(|e| invalid(format!("{key}: {e}")))?;
+    let arr = spec.get_array(key).map_err(|e| invalid(format!("{key}: {e}")))?;
     arr.into_iter()
         .map(|v| {
             let v = v.map_err(|e| invalid(format!("{key}: {e}")))?;
-            let d = v
-                .as_document()
-                .ok_or_else(|| invalid(format!("{key} must hold documents")))?;
+            let d = v.as_document().ok_or_else(|| invalid(format!("{key} must hold documents")))?;
             Document::try_from(d).map_err(|e| invalid(format!("{key}: {e}")))
         })
         .collect()
 }
 
 fn str_field<'a>(spec: &'a RawDocument, key: &str) -> Result<&'a str> {
-    spec.get_str(key)
-        .map_err(|e| invalid(format!("{key}: {e}")))
+    spec.get_str(key).map_err(|e| invalid(format!("{key}: {e}")))
 }
 
 /// Deserializes the driver's options struct from `spec.options`. `maxTimeMS` is taken apart because
@@ -158,11 +151,7 @@ fn options<T: DeserializeOwned + Default>(spec: &RawDocument) -> Result<(T, Opti
         None | Some(Bson::Null) => None,
         Some(Bson::Int32(n)) if n >= 0 => Some(Duration::from_millis(n as u64)),
         Some(Bson::Int64(n)) if n >= 0 => Some(Duration::from_millis(n as u64)),
-        Some(other) => {
-            return Err(invalid(format!(
-                "maxTimeMS must be a non-negative integer, got {other}"
-            )))
-        }
+        Some(other) => return Err(invalid(format!("maxTimeMS must be a non-negative integer, got {other}"))),
     };
     if d.is_empty() {
         return Ok((T::default(), max_time));
@@ -173,9 +162,9 @@ fn options<T: DeserializeOwned + Default>(spec: &RawDocument) -> Result<(T, Opti
 
 fn update_modifications(spec: &RawDocument) -> Result<UpdateModifications> {
     match spec.get("update").map_err(|e| invalid(e.to_string()))? {
-        Some(v) if v.as_array().is_some() => Ok(UpdateModifications::Pipeline(pipeline_field(
-            spec, "update",
-        )?)),
+        Some(v) if v.as_array().is_some() => {
+            Ok(UpdateModifications::Pipeline(pipeline_field(spec, "update")?))
+        }
         Some(_) => Ok(UpdateModifications::Document(doc_field(spec, "update")?)),
         None => Err(invalid("update is required")),
     }
@@ -215,24 +204,33 @@ fn to_raw(doc: Document) -> Result<RawDocumentBuf> {
     RawDocumentBuf::from_document(&doc).map_err(|e| invalid(e.to_string()))
 }
 
+/// Awaits a driver action, inside the caller's session if there is one.
+macro_rules! run {
+    ($action:expr, $session:ident) => {{
+        let action = $action;
+        match $session.as_deref_mut() {
+            Some(s) => action.session(s).await,
+            None => action.await,
+        }
+    }};
+}
+
 /// Runs a one-reply operation. `docs` are the documents of an insert, each as pymongo encoded it.
 pub async fn execute(
     db: &Database,
     op: Op,
     spec: &RawDocument,
     docs: Vec<RawDocumentBuf>,
+    mut session: Option<&mut ClientSession>,
 ) -> Result<Option<RawDocumentBuf>> {
-    let coll = || -> Result<Collection<RawDocumentBuf>> {
-        Ok(db.collection(str_field(spec, "collection")?))
-    };
+    // Bound here, not per use: driver actions borrow the collection until they are awaited.
+    let named: Option<Collection<RawDocumentBuf>> = spec.get_str("collection").ok().map(|n| db.collection(n));
+    let coll = || named.as_ref().ok_or_else(|| invalid("collection: a collection name is required"));
     let reply = match op {
         Op::InsertOne => {
             let (o, _) = options::<InsertOneOptions>(spec)?;
-            let doc = docs
-                .into_iter()
-                .next()
-                .ok_or_else(|| invalid("insert_one needs a document"))?;
-            coll()?.insert_one(doc).with_options(o).await?;
+            let doc = docs.into_iter().next().ok_or_else(|| invalid("insert_one needs a document"))?;
+            run!(coll()?.insert_one(doc).with_options(o), session)?;
             RawDocumentBuf::new()
         }
         Op::InsertMany => {
@@ -240,58 +238,46 @@ pub async fn execute(
             if docs.is_empty() {
                 return Err(invalid("documents must be a non-empty list"));
             }
-            coll()?.insert_many(docs).with_options(o).await?;
+            run!(coll()?.insert_many(docs).with_options(o), session)?;
             RawDocumentBuf::new()
         }
         Op::FindOne => {
             let (mut o, mt) = options::<FindOneOptions>(spec)?;
             o.max_time = mt;
-            return coll()?
-                .find_one(doc_field(spec, "filter")?)
-                .with_options(o)
-                .await;
+            return run!(coll()?.find_one(doc_field(spec, "filter")?).with_options(o), session);
         }
         Op::UpdateOne | Op::UpdateMany => {
             let (o, _) = options::<UpdateOptions>(spec)?;
-            let (c, filter, update) = (
-                coll()?,
-                doc_field(spec, "filter")?,
-                update_modifications(spec)?,
-            );
+            let (c, filter, update) = (coll()?, doc_field(spec, "filter")?, update_modifications(spec)?);
             let r = if op == Op::UpdateOne {
-                c.update_one(filter, update).with_options(o).await?
+                run!(c.update_one(filter, update).with_options(o), session)?
             } else {
-                c.update_many(filter, update).with_options(o).await?
+                run!(c.update_many(filter, update).with_options(o), session)?
             };
             update_reply(r)
         }
         Op::ReplaceOne => {
             let (o, _) = options::<ReplaceOptions>(spec)?;
             let replacement = raw_doc_field(spec, "replacement")?;
-            update_reply(
-                coll()?
-                    .replace_one(doc_field(spec, "filter")?, replacement)
-                    .with_options(o)
-                    .await?,
-            )
+            update_reply(run!(
+                coll()?.replace_one(doc_field(spec, "filter")?, replacement).with_options(o),
+                session
+            )?)
         }
         Op::DeleteOne | Op::DeleteMany => {
             let (o, _) = options::<DeleteOptions>(spec)?;
             let (c, filter) = (coll()?, doc_field(spec, "filter")?);
             let r = if op == Op::DeleteOne {
-                c.delete_one(filter).with_options(o).await?
+                run!(c.delete_one(filter).with_options(o), session)?
             } else {
-                c.delete_many(filter).with_options(o).await?
+                run!(c.delete_many(filter).with_options(o), session)?
             };
             rawdoc! { "n": r.deleted_count as i64 }
         }
         Op::CountDocuments => {
             let (mut o, mt) = options::<CountOptions>(spec)?;
             o.max_time = mt;
-            let n = coll()?
-                .count_documents(doc_field(spec, "filter")?)
-                .with_options(o)
-                .await?;
+            let n = run!(coll()?.count_documents(doc_field(spec, "filter")?).with_options(o), session)?;
             rawdoc! { "n": n as i64 }
         }
         Op::EstimatedDocumentCount => {
@@ -304,10 +290,7 @@ pub async fn execute(
             let (mut o, mt) = options::<DistinctOptions>(spec)?;
             o.max_time = mt;
             let key = str_field(spec, "key")?;
-            let values = coll()?
-                .distinct(key, doc_field(spec, "filter")?)
-                .with_options(o)
-                .await?;
+            let values = run!(coll()?.distinct(key, doc_field(spec, "filter")?).with_options(o), session)?;
             let mut arr = RawArrayBuf::new();
             for v in values {
                 arr.push(bson::RawBson::try_from(v).map_err(|e| invalid(e.to_string()))?);
@@ -319,42 +302,36 @@ pub async fn execute(
             o.max_time = mt;
             o.return_document = return_document(spec);
             let c = coll()?;
-            value_reply(
+            value_reply(run!(
                 c.find_one_and_update(doc_field(spec, "filter")?, update_modifications(spec)?)
-                    .with_options(o)
-                    .await?,
-            )
+                    .with_options(o),
+                session
+            )?)
         }
         Op::FindOneAndReplace => {
             let (mut o, mt) = options::<FindOneAndReplaceOptions>(spec)?;
             o.max_time = mt;
             o.return_document = return_document(spec);
             let replacement = raw_doc_field(spec, "replacement")?;
-            value_reply(
-                coll()?
-                    .find_one_and_replace(doc_field(spec, "filter")?, replacement)
-                    .with_options(o)
-                    .await?,
-            )
+            value_reply(run!(
+                coll()?.find_one_and_replace(doc_field(spec, "filter")?, replacement).with_options(o),
+                session
+            )?)
         }
         Op::FindOneAndDelete => {
             let (mut o, mt) = options::<FindOneAndDeleteOptions>(spec)?;
             o.max_time = mt;
-            value_reply(
-                coll()?
-                    .find_one_and_delete(doc_field(spec, "filter")?)
-                    .with_options(o)
-                    .await?,
-            )
+            value_reply(run!(
+                coll()?.find_one_and_delete(doc_field(spec, "filter")?).with_options(o),
+                session
+            )?)
         }
         Op::CreateIndexes => {
             let models = pipeline_field(spec, "indexes")?
                 .into_iter()
-                .map(|d| {
-                    bson::from_document::<IndexModel>(d).map_err(|e| invalid(format!("index: {e}")))
-                })
+                .map(|d| bson::from_document::<IndexModel>(d).map_err(|e| invalid(format!("index: {e}"))))
                 .collect::<Result<Vec<_>>>()?;
-            let r = coll()?.create_indexes(models).await?;
+            let r = run!(coll()?.create_indexes(models), session)?;
             let mut names = RawArrayBuf::new();
             for n in r.index_names {
                 names.push(n);
@@ -362,42 +339,43 @@ pub async fn execute(
             rawdoc! { "names": names }
         }
         Op::DropIndex => {
-            coll()?.drop_index(str_field(spec, "name")?).await?;
+            run!(coll()?.drop_index(str_field(spec, "name")?), session)?;
             RawDocumentBuf::new()
         }
         Op::DropIndexes => {
-            coll()?.drop_indexes().await?;
+            run!(coll()?.drop_indexes(), session)?;
             RawDocumentBuf::new()
         }
         Op::DropCollection => {
-            coll()?.drop().await?;
+            run!(coll()?.drop(), session)?;
             RawDocumentBuf::new()
         }
         Op::CreateCollection => {
             let (o, _) = options::<CreateCollectionOptions>(spec)?;
-            db.create_collection(str_field(spec, "name")?)
-                .with_options(o)
-                .await?;
+            run!(db.create_collection(str_field(spec, "name")?).with_options(o), session)?;
             RawDocumentBuf::new()
         }
         Op::ListCollectionNames => {
-            let names = db
-                .list_collection_names()
-                .filter(doc_field(spec, "filter")?)
-                .await?;
+            let names = run!(db.list_collection_names().filter(doc_field(spec, "filter")?), session)?;
             let mut arr = RawArrayBuf::new();
             for n in names {
                 arr.push(n);
             }
             rawdoc! { "names": arr }
         }
-        Op::Command => to_raw(db.run_raw_command(raw_doc_field(spec, "command")?).await?)?,
+        Op::Command => to_raw(run!(db.run_raw_command(raw_doc_field(spec, "command")?), session)?)?,
         Op::DropDatabase => {
-            db.drop().await?;
+            run!(db.drop(), session)?;
             RawDocumentBuf::new()
         }
     };
     Ok(Some(reply))
+}
+
+/// A server cursor, opened inside a session or not (the driver gives the two different types).
+pub enum Opened {
+    Plain(RawBatchCursor),
+    InSession(SessionRawBatchCursor),
 }
 
 /// Opens a cursor; its first batch arrives with the reply, later ones on demand.
@@ -405,56 +383,53 @@ pub async fn open_cursor(
     db: &Database,
     op: CursorOp,
     spec: &RawDocument,
-) -> Result<RawBatchCursor> {
-    let coll = || -> Result<Collection<RawDocumentBuf>> {
-        Ok(db.collection(str_field(spec, "collection")?))
-    };
+    session: Option<&mut ClientSession>,
+) -> Result<Opened> {
+    // Both arms of each match build the same action; only the session differs.
+    macro_rules! open {
+        ($action:expr) => {{
+            let action = $action;
+            match session {
+                Some(s) => Ok(Opened::InSession(action.session(s).batch().await?)),
+                None => Ok(Opened::Plain(action.batch().await?)),
+            }
+        }};
+    }
+    // Bound here, not per use: driver actions borrow the collection until they are awaited.
+    let named: Option<Collection<RawDocumentBuf>> = spec.get_str("collection").ok().map(|n| db.collection(n));
+    let coll = || named.as_ref().ok_or_else(|| invalid("collection: a collection name is required"));
     match op {
         CursorOp::Find => {
             let (mut o, mt) = options::<FindOptions>(spec)?;
             o.max_time = mt;
-            coll()?
-                .find(doc_field(spec, "filter")?)
-                .with_options(o)
-                .batch()
-                .await
+            open!(coll()?.find(doc_field(spec, "filter")?).with_options(o))
         }
         CursorOp::Aggregate => {
             let (mut o, mt) = options::<AggregateOptions>(spec)?;
             o.max_time = mt;
             let pipeline = pipeline_field(spec, "pipeline")?;
             match spec.get_str("collection") {
-                Ok(name) => {
-                    db.collection::<RawDocumentBuf>(name)
-                        .aggregate(pipeline)
-                        .with_options(o)
-                        .batch()
-                        .await
-                }
-                Err(_) => db.aggregate(pipeline).with_options(o).batch().await,
+                Ok(_) => open!(coll()?.aggregate(pipeline).with_options(o)),
+                Err(_) => open!(db.aggregate(pipeline).with_options(o)),
             }
         }
-        CursorOp::ListIndexes => coll()?.list_indexes().batch().await,
-        CursorOp::ListCollections => {
-            db.list_collections()
-                .filter(doc_field(spec, "filter")?)
-                .batch()
-                .await
-        }
+        CursorOp::ListIndexes => open!(coll()?.list_indexes()),
+        CursorOp::ListCollections => open!(db.list_collections().filter(doc_field(spec, "filter")?)),
     }
 }
 
 /// A cursor's documents, one server batch at a time, as consecutive BSON documents.
-pub async fn next_batch(cursor: &mut RawBatchCursor) -> Result<Option<Vec<u8>>> {
+pub async fn next_batch<S>(batches: &mut S) -> Result<Option<Vec<u8>>>
+where
+    S: futures_util::Stream<Item = Result<mongodb::raw_batch_cursor::RawBatch>> + Unpin,
+{
     use futures_util::StreamExt;
-    while let Some(batch) = cursor.next().await {
+    while let Some(batch) = batches.next().await {
         let batch = batch?;
         let mut out = Vec::new();
         for item in batch.doc_slices()? {
             let item = item.map_err(|e| invalid(e.to_string()))?;
-            let d = item
-                .as_document()
-                .ok_or_else(|| invalid("cursor returned a non-document"))?;
+            let d = item.as_document().ok_or_else(|| invalid("cursor returned a non-document"))?;
             out.extend_from_slice(d.as_bytes());
         }
         // An empty batch of a live cursor is not the end (the server may still be producing).
@@ -472,13 +447,7 @@ mod tests {
 
     #[test]
     fn parses_every_op_name() {
-        for name in [
-            "insert_one",
-            "find_one",
-            "update_many",
-            "command",
-            "drop_database",
-        ] {
+        for name in ["insert_one", "find_one", "update_many", "command", "drop_database"] {
             assert!(Op::parse(name).is_some(), "{name}");
         }
         assert!(Op::parse("nope").is_none());

@@ -18,18 +18,10 @@ pub fn merge_uri_options(uri: &str, options: &[(String, String)]) -> String {
         .filter(|p| !overridden(p.split('=').next().unwrap_or("")))
         .map(str::to_owned)
         .collect();
-    pairs.extend(
-        options
-            .iter()
-            .map(|(k, v)| format!("{k}={}", percent_encode(v))),
-    );
+    pairs.extend(options.iter().map(|(k, v)| format!("{k}={}", percent_encode(v))));
     // A URI without a path needs the '/' before its query: "mongodb://h:1" -> "mongodb://h:1/?..".
     let hosts_end = base.find("://").map(|i| i + 3).unwrap_or(0);
-    let slash = if base[hosts_end..].contains('/') {
-        ""
-    } else {
-        "/"
-    };
+    let slash = if base[hosts_end..].contains('/') { "" } else { "/" };
     format!("{base}{slash}?{}", pairs.join("&"))
 }
 
@@ -82,10 +74,7 @@ mod tests {
     use super::*;
 
     fn o(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -94,35 +83,20 @@ mod tests {
             "mongodb://h:1/db?maxPoolSize=5&replicaSet=rs0",
             &o(&[("maxpoolsize", "10"), ("appName", "a b")]),
         );
-        assert_eq!(
-            m,
-            "mongodb://h:1/db?replicaSet=rs0&maxpoolsize=10&appName=a%20b"
-        );
+        assert_eq!(m, "mongodb://h:1/db?replicaSet=rs0&maxpoolsize=10&appName=a%20b");
     }
 
     #[test]
     fn adds_slash_before_query() {
-        assert_eq!(
-            merge_uri_options("mongodb://h:1", &o(&[("w", "1")])),
-            "mongodb://h:1/?w=1"
-        );
-        assert_eq!(
-            merge_uri_options("mongodb://h:1/", &o(&[])),
-            "mongodb://h:1/"
-        );
+        assert_eq!(merge_uri_options("mongodb://h:1", &o(&[("w", "1")])), "mongodb://h:1/?w=1");
+        assert_eq!(merge_uri_options("mongodb://h:1/", &o(&[])), "mongodb://h:1/");
     }
 
     #[test]
     fn redacts_password() {
-        assert_eq!(
-            redact("mongodb://u:secret@h:1/?x=1"),
-            "mongodb://u:***@h:1/?x=1"
-        );
+        assert_eq!(redact("mongodb://u:secret@h:1/?x=1"), "mongodb://u:***@h:1/?x=1");
         assert_eq!(redact("mongodb://h:1/"), "mongodb://h:1/");
-        assert_eq!(
-            scrub("bad secret here", "mongodb://u:secret@h/"),
-            "bad *** here"
-        );
+        assert_eq!(scrub("bad secret here", "mongodb://u:secret@h/"), "bad *** here");
         assert_eq!(scrub("nothing", "mongodb://h/"), "nothing");
     }
 }

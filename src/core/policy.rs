@@ -18,9 +18,7 @@ impl Strategy {
             "grouped" if groups >= 1 => Ok(Strategy::Grouped(groups)),
             "grouped" => Err("groups must be at least 1 for strategy='grouped'".into()),
             "shared" => Ok(Strategy::Shared),
-            other => Err(format!(
-                "strategy must be 'per_user', 'grouped' or 'shared', got {other:?}"
-            )),
+            other => Err(format!("strategy must be 'per_user', 'grouped' or 'shared', got {other:?}")),
         }
     }
 
@@ -73,10 +71,7 @@ pub fn calculate_pool_size(
     if available_connections / ideal >= concurrent_users {
         (ideal, concurrent_users)
     } else {
-        (
-            available_connections / concurrent_users.max(1),
-            concurrent_users,
-        )
+        (available_connections / concurrent_users.max(1), concurrent_users)
     }
 }
 
@@ -93,10 +88,7 @@ mod tests {
         for i in 0..10_000 {
             counts[group_of(&format!("tenant{i}"), 10) as usize] += 1;
         }
-        assert!(
-            counts.iter().all(|&c| (800..1200).contains(&c)),
-            "{counts:?}"
-        );
+        assert!(counts.iter().all(|&c| (800..1200).contains(&c)), "{counts:?}");
     }
 
     #[test]

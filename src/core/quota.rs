@@ -64,10 +64,7 @@ impl Quota {
 
     /// A slot for one operation, released when the permit drops (also when the awaiting task is
     /// cancelled: a cancelled wait never consumes a slot).
-    pub async fn acquire(
-        &self,
-        timeout: Option<Duration>,
-    ) -> Result<OwnedSemaphorePermit, QuotaTimeout> {
+    pub async fn acquire(&self, timeout: Option<Duration>) -> Result<OwnedSemaphorePermit, QuotaTimeout> {
         if let Ok(p) = Arc::clone(&self.permits).try_acquire_owned() {
             return Ok(p);
         }
@@ -81,17 +78,13 @@ impl Quota {
         };
         let waited = started.elapsed();
         self.waits.fetch_add(1, Ordering::Relaxed);
-        self.wait_micros
-            .fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
+        self.wait_micros.fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
         match result {
             // The semaphore is never closed, so acquire cannot fail.
             Some(Ok(p)) => Ok(p),
             _ => {
                 self.timeouts.fetch_add(1, Ordering::Relaxed);
-                Err(QuotaTimeout {
-                    size: self.size,
-                    waited,
-                })
+                Err(QuotaTimeout { size: self.size, waited })
             }
         }
     }
@@ -122,10 +115,7 @@ mod tests {
     use super::*;
 
     fn rt() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap()
+        tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap()
     }
 
     #[test]
@@ -135,10 +125,7 @@ mod tests {
             let a = q.acquire(None).await.unwrap();
             let _b = q.acquire(None).await.unwrap();
             assert_eq!(q.in_flight(), 2);
-            let err = q
-                .acquire(Some(Duration::from_millis(20)))
-                .await
-                .unwrap_err();
+            let err = q.acquire(Some(Duration::from_millis(20))).await.unwrap_err();
             assert_eq!(err.size, 2);
             assert!(err.waited >= Duration::from_millis(20));
             assert_eq!(q.timeouts.load(Ordering::Relaxed), 1);

@@ -86,9 +86,7 @@ impl<P: Pool> Entry<P> {
     }
 
     fn touch(&self) {
-        let ms = Instant::now()
-            .saturating_duration_since(self.epoch)
-            .as_millis() as u64;
+        let ms = Instant::now().saturating_duration_since(self.epoch).as_millis() as u64;
         self.last_used_ms.fetch_max(ms, Ordering::Relaxed);
     }
 
@@ -97,10 +95,7 @@ impl<P: Pool> Entry<P> {
     fn close_if_drained(&self) -> bool {
         if self.retired.load(Ordering::Acquire)
             && self.in_use.load(Ordering::Acquire) == 0
-            && self
-                .closed
-                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
+            && self.closed.compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire).is_ok()
         {
             self.pool.close();
             return true;
@@ -191,10 +186,7 @@ pub struct EntryInfo {
 impl<P: Pool> Registry<P> {
     pub fn new(limits: Limits) -> Self {
         Registry {
-            inner: Mutex::new(Inner {
-                entries: HashMap::new(),
-                closed: false,
-            }),
+            inner: Mutex::new(Inner { entries: HashMap::new(), closed: false }),
             limits,
             epoch: Instant::now(),
             counters: Arc::new(Counters::default()),
@@ -265,10 +257,7 @@ impl<P: Pool> Registry<P> {
         entry.operations.fetch_add(1, Ordering::Relaxed);
         self.counters.operation();
         entry.touch();
-        Lease {
-            entry: Arc::clone(entry),
-            counters: Arc::clone(&self.counters),
-        }
+        Lease { entry: Arc::clone(entry), counters: Arc::clone(&self.counters) }
     }
 
     /// Over the cap, removes least recently used idle entries. Pools in use are never evicted: when all
@@ -316,10 +305,7 @@ impl<P: Pool> Registry<P> {
                         .filter(|e| e.in_use() == 0 && e.idle_for(now) >= timeout)
                         .map(|e| e.tenant.clone())
                         .collect();
-                    expired
-                        .iter()
-                        .filter_map(|t| inner.entries.remove(t))
-                        .collect()
+                    expired.iter().filter_map(|t| inner.entries.remove(t)).collect()
                 }
                 None => Vec::new(),
             };
@@ -379,11 +365,7 @@ impl<P: Pool> Registry<P> {
     /// Tenants with a live pool, oldest first.
     pub fn tenants(&self) -> Vec<String> {
         let inner = self.inner.lock();
-        let mut v: Vec<_> = inner
-            .entries
-            .values()
-            .map(|e| (e.created, e.tenant.clone()))
-            .collect();
+        let mut v: Vec<_> = inner.entries.values().map(|e| (e.created, e.tenant.clone())).collect();
         v.sort();
         v.into_iter().map(|(_, t)| t).collect()
     }
@@ -445,18 +427,11 @@ mod tests {
     }
 
     fn registry(idle: Option<u64>, max: Option<usize>) -> Registry<FakePool> {
-        Registry::new(Limits {
-            idle_timeout: idle.map(Duration::from_millis),
-            max_pools: max,
-        })
+        Registry::new(Limits { idle_timeout: idle.map(Duration::from_millis), max_pools: max })
     }
 
     fn made(pool: &FakePool) -> Result<Made<FakePool>, String> {
-        Ok(Made {
-            pool: pool.clone(),
-            size: 10,
-            label: "free".into(),
-        })
+        Ok(Made { pool: pool.clone(), size: 10, label: "free".into() })
     }
 
     fn lease(r: &Registry<FakePool>, t: &str, pool: &FakePool) -> Lease<FakePool> {
@@ -535,11 +510,7 @@ mod tests {
         let held = lease(&r, "a", &p);
         assert!(r.remove("a"));
         assert!(!r.remove("a"));
-        assert_eq!(
-            p.closes.load(Ordering::SeqCst),
-            0,
-            "closed under an operation"
-        );
+        assert_eq!(p.closes.load(Ordering::SeqCst), 0, "closed under an operation");
         // A new request gets a new pool while the old one drains.
         let p2 = FakePool::default();
         let fresh = lease(&r, "a", &p2);
@@ -557,10 +528,7 @@ mod tests {
         let held = lease(&r, "b", &p);
         assert_eq!(r.close(), 2);
         assert_eq!(p.closes.load(Ordering::SeqCst), 1);
-        assert!(matches!(
-            r.lease("c", || made(&p)),
-            Err(RegistryError::Closed)
-        ));
+        assert!(matches!(r.lease("c", || made(&p)), Err(RegistryError::Closed)));
         drop(held);
         assert_eq!(p.closes.load(Ordering::SeqCst), 2);
         assert_eq!(r.close(), 0);
@@ -593,9 +561,7 @@ mod tests {
     #[test]
     fn a_failing_make_leaves_nothing_behind() {
         let r = registry(None, None);
-        let err = r.lease("t", || {
-            Err::<Made<FakePool>, _>("tier lookup failed".to_string())
-        });
+        let err = r.lease("t", || Err::<Made<FakePool>, _>("tier lookup failed".to_string()));
         assert!(matches!(err, Err(RegistryError::Make(m)) if m.contains("tier")));
         assert!(r.is_empty());
     }
@@ -621,10 +587,7 @@ mod tests {
         reaper.join().unwrap();
         r.close();
         let c = r.counters.snapshot();
-        assert_eq!(
-            c.created, c.closed,
-            "every pool created was closed exactly once"
-        );
+        assert_eq!(c.created, c.closed, "every pool created was closed exactly once");
         assert_eq!(closes.closes.load(Ordering::SeqCst) as u64, c.created);
     }
 }

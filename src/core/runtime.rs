@@ -28,9 +28,7 @@ pub fn get() -> Arc<Runtime> {
 
 fn build() -> Runtime {
     // Few workers: they only drive sockets and timers; operations run on the calling threads.
-    let workers = std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .clamp(2, 4);
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 4);
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .thread_name("tenantpool-io")

@@ -3,19 +3,21 @@
 
 use std::sync::Arc;
 
-use mongodb::raw_batch_cursor::RawBatchCursor;
 use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use super::aio;
 use super::manager::error;
-use crate::core::manager::{CoreError, Manager, TenantPool};
+use crate::core::manager::{CoreError, Manager, TenantPool, TenantSession};
+use crate::core::ops::Opened;
 use crate::core::registry::Lease;
 use crate::core::runtime;
 
 struct Open {
-    cursor: RawBatchCursor,
+    cursor: Opened,
+    // A cursor opened in a session fetches its later batches in that session.
+    session: Option<Arc<TenantSession>>,
     // Keeps the tenant's pool open for as long as the server cursor lives.
     lease: Lease<TenantPool>,
 }
@@ -36,11 +38,14 @@ pub struct PyRawCursor {
 }
 
 impl PyRawCursor {
-    pub fn new(manager: Arc<Manager>, cursor: RawBatchCursor, lease: Lease<TenantPool>) -> Self {
-        PyRawCursor {
-            manager,
-            state: Arc::new(Mutex::new(State::Ready(Box::new(Open { cursor, lease })))),
-        }
+    pub fn new(
+        manager: Arc<Manager>,
+        cursor: Opened,
+        lease: Lease<TenantPool>,
+        session: Option<Arc<TenantSession>>,
+    ) -> Self {
+        let open = Open { cursor, session, lease };
+        PyRawCursor { manager, state: Arc::new(Mutex::new(State::Ready(Box::new(open)))) }
     }
 }
 
@@ -62,13 +67,8 @@ impl Fetch {
     fn start(state: &Arc<Mutex<State>>) -> Result<Option<Fetch>, &'static str> {
         let mut slot = state.lock();
         match std::mem::replace(&mut *slot, State::Busy) {
-            State::Ready(open) => Ok(Some(Fetch {
-                state: Arc::clone(state),
-                open: Some(open),
-            })),
-            State::Busy => {
-                Err("this cursor is already fetching a batch; a cursor is not for concurrent use")
-            }
+            State::Ready(open) => Ok(Some(Fetch { state: Arc::clone(state), open: Some(open) })),
+            State::Busy => Err("this cursor is already fetching a batch; a cursor is not for concurrent use"),
             State::Done => {
                 *slot = State::Done;
                 Ok(None)
@@ -82,7 +82,7 @@ impl Fetch {
 
     async fn run(mut self, manager: &Manager) -> Result<Option<Vec<u8>>, CoreError> {
         let open = self.open.as_mut().expect("present until finished");
-        let r = manager.next_batch(&mut open.cursor, &open.lease).await;
+        let r = manager.next_batch(&mut open.cursor, &open.lease, open.session.as_deref()).await;
         let open = self.open.take().expect("present until finished");
         let mut slot = self.state.lock();
         if matches!(r, Ok(Some(_))) {
@@ -106,17 +106,12 @@ impl Drop for Fetch {
 }
 
 fn busy(message: &str) -> PyErr {
-    Python::attach(|py| {
-        match py
-            .import("pymongo.errors")
-            .and_then(|m| m.getattr("InvalidOperation"))
-        {
-            Ok(cls) => match cls.call1((message,)) {
-                Ok(exc) => PyErr::from_value(exc),
-                Err(e) => e,
-            },
+    Python::attach(|py| match py.import("pymongo.errors").and_then(|m| m.getattr("InvalidOperation")) {
+        Ok(cls) => match cls.call1((message,)) {
+            Ok(exc) => PyErr::from_value(exc),
             Err(e) => e,
-        }
+        },
+        Err(e) => e,
     })
 }
 

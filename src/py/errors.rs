@@ -19,8 +19,8 @@ fn errors_class<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>>
 
 /// A BSON document as the Python dict pymongo would have produced.
 fn to_dict<'py>(py: Python<'py>, d: &Document) -> PyResult<Bound<'py, PyAny>> {
-    let bytes = mongodb::bson::to_vec(d)
-        .map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
+    let bytes =
+        mongodb::bson::to_vec(d).map_err(|e| pyo3::exceptions::PyValueError::new_err(e.to_string()))?;
     class(py, "bson", "decode")?.call1((PyBytes::new(py, &bytes),))
 }
 
@@ -57,6 +57,7 @@ pub fn core_error(py: Python<'_>, e: CoreError, scrub: &dyn Fn(&str) -> String) 
     match e {
         CoreError::Closed => make(py, "InvalidOperation", (e.to_string(),)),
         CoreError::InvalidName(m) => make(py, "InvalidName", (m,)),
+        CoreError::Misuse(m) => make(py, "InvalidOperation", (m,)),
         CoreError::Configuration(m) => make(py, "ConfigurationError", (scrub(&m),)),
         CoreError::Driver(e) => driver_error(py, &e, scrub),
         CoreError::WaitQueueTimeout { .. } => make(py, "WaitQueueTimeoutError", (e.to_string(),)),
@@ -72,16 +73,11 @@ pub fn driver_error(py: Python<'_>, e: &Error, scrub: &dyn Fn(&str) -> String) -
                 code if is_duplicate_key(code) => "DuplicateKeyError",
                 _ => "OperationFailure",
             };
-            let details =
-                doc! { "ok": 0.0, "errmsg": &c.message, "code": c.code, "codeName": &c.code_name };
+            let details = doc! { "ok": 0.0, "errmsg": &c.message, "code": c.code, "codeName": &c.code_name };
             make_failure(py, cls, scrub(&c.message), c.code, with_labels(details, e))
         }
         ErrorKind::Write(WriteFailure::WriteError(w)) => {
-            let cls = if is_duplicate_key(w.code) {
-                "DuplicateKeyError"
-            } else {
-                "WriteError"
-            };
+            let cls = if is_duplicate_key(w.code) { "DuplicateKeyError" } else { "WriteError" };
             let mut details = doc! { "index": 0, "code": w.code, "errmsg": &w.message };
             if let Some(name) = &w.code_name {
                 details.insert("codeName", name);
@@ -92,18 +88,11 @@ pub fn driver_error(py: Python<'_>, e: &Error, scrub: &dyn Fn(&str) -> String) -
             make_failure(py, cls, scrub(&w.message), w.code, details)
         }
         ErrorKind::Write(WriteFailure::WriteConcernError(w)) => {
-            let mut details =
-                doc! { "code": w.code, "codeName": &w.code_name, "errmsg": &w.message };
+            let mut details = doc! { "code": w.code, "codeName": &w.code_name, "errmsg": &w.message };
             if let Some(info) = &w.details {
                 details.insert("errInfo", info.clone());
             }
-            make_failure(
-                py,
-                "WriteConcernError",
-                scrub(&w.message),
-                w.code,
-                with_labels(details, e),
-            )
+            make_failure(py, "WriteConcernError", scrub(&w.message), w.code, with_labels(details, e))
         }
         ErrorKind::InsertMany(m) => {
             let write_errors: Vec<Bson> = m
@@ -111,8 +100,7 @@ pub fn driver_error(py: Python<'_>, e: &Error, scrub: &dyn Fn(&str) -> String) -
                 .iter()
                 .flatten()
                 .map(|w| {
-                    let mut d =
-                        doc! { "index": w.index as i64, "code": w.code, "errmsg": &w.message };
+                    let mut d = doc! { "index": w.index as i64, "code": w.code, "errmsg": &w.message };
                     if let Some(name) = &w.code_name {
                         d.insert("codeName", name);
                     }
@@ -126,9 +114,7 @@ pub fn driver_error(py: Python<'_>, e: &Error, scrub: &dyn Fn(&str) -> String) -
                 .write_concern_error
                 .iter()
                 .map(|w| {
-                    Bson::Document(
-                        doc! { "code": w.code, "codeName": &w.code_name, "errmsg": &w.message },
-                    )
+                    Bson::Document(doc! { "code": w.code, "codeName": &w.code_name, "errmsg": &w.message })
                 })
                 .collect();
             let details = doc! {
@@ -158,22 +144,16 @@ pub fn driver_error(py: Python<'_>, e: &Error, scrub: &dyn Fn(&str) -> String) -
             18,
             doc! { "ok": 0.0, "errmsg": message, "code": 18 },
         ),
-        ErrorKind::InvalidArgument { message, .. } => {
-            make(py, "InvalidOperation", (scrub(message),))
-        }
+        ErrorKind::InvalidArgument { message, .. } => make(py, "InvalidOperation", (scrub(message),)),
         ErrorKind::BsonSerialization(_) | ErrorKind::BsonDeserialization(_) => {
-            match class(py, "bson.errors", "InvalidDocument")
-                .and_then(|c| c.call1((e.to_string(),)))
-            {
+            match class(py, "bson.errors", "InvalidDocument").and_then(|c| c.call1((e.to_string(),))) {
                 Ok(exc) => PyErr::from_value(exc),
                 Err(err) => err,
             }
         }
-        ErrorKind::Shutdown => make(
-            py,
-            "InvalidOperation",
-            ("this tenant's client was shut down; retry the operation",),
-        ),
+        ErrorKind::Shutdown => {
+            make(py, "InvalidOperation", ("this tenant's client was shut down; retry the operation",))
+        }
         ErrorKind::DnsResolve { message, .. } | ErrorKind::IncompatibleServer { message, .. } => {
             make(py, "ConfigurationError", (scrub(message),))
         }

@@ -13,6 +13,7 @@ use pyo3::exceptions::PyValueError;
 use super::aio;
 use super::cursor::PyRawCursor;
 use super::errors::core_error;
+use super::session::PySession;
 use crate::core::exposition;
 use crate::core::manager::{Config, CoreError, Manager, Sizer};
 use crate::core::ops::{CursorOp, Op};
@@ -33,8 +34,7 @@ fn raw_docs(docs: Option<Vec<Vec<u8>>>) -> PyResult<Vec<RawDocumentBuf>> {
     docs.unwrap_or_default()
         .into_iter()
         .map(|d| {
-            RawDocumentBuf::from_bytes(d)
-                .map_err(|e| PyValueError::new_err(format!("malformed BSON: {e}")))
+            RawDocumentBuf::from_bytes(d).map_err(|e| PyValueError::new_err(format!("malformed BSON: {e}")))
         })
         .collect()
 }
@@ -97,9 +97,9 @@ impl PyManager {
             slow_operation: slow_query_ms.map(Duration::from_millis),
         };
         let scrub_uri = config.uri.clone();
-        let inner = py.detach(|| Manager::new(config)).map_err(|e| {
-            core_error(py, e, &|s: &str| crate::core::options::scrub(s, &scrub_uri))
-        })?;
+        let inner = py
+            .detach(|| Manager::new(config))
+            .map_err(|e| core_error(py, e, &|s: &str| crate::core::options::scrub(s, &scrub_uri)))?;
         Ok(PyManager { inner })
     }
 
@@ -111,12 +111,12 @@ impl PyManager {
     /// Creates the tenant's pool if it has none and marks it used. No network I/O.
     fn ensure(&self, py: Python<'_>, tenant: &str) -> PyResult<()> {
         let inner = &self.inner;
-        py.detach(|| inner.lease(tenant).map(drop))
-            .map_err(|e| self.err(py, e))
+        py.detach(|| inner.lease(tenant).map(drop)).map_err(|e| self.err(py, e))
     }
 
     /// Runs a one-reply operation and returns the reply as BSON bytes (None: no document).
-    #[pyo3(signature = (tenant, db_name, op, spec, docs=None))]
+    #[pyo3(signature = (tenant, db_name, op, spec, docs=None, session=None))]
+    #[allow(clippy::too_many_arguments)]
     fn execute<'py>(
         &self,
         py: Python<'py>,
@@ -125,11 +125,14 @@ impl PyManager {
         op: &str,
         spec: &[u8],
         docs: Option<Vec<Vec<u8>>>,
+        session: Option<PyRef<'_, PySession>>,
     ) -> PyResult<Option<Bound<'py, PyBytes>>> {
         let (op, spec, docs) = (parse_op(op)?, raw(spec)?, raw_docs(docs)?);
         let inner = &self.inner;
-        let result =
-            py.detach(|| runtime::get().block_on(inner.execute(tenant, db_name, op, &spec, docs)));
+        let session = session.map(|s| s.handle());
+        let result = py.detach(|| {
+            runtime::get().block_on(inner.execute(tenant, db_name, op, &spec, docs, session.as_deref()))
+        });
         match result {
             Ok(reply) => Ok(reply.map(|r| PyBytes::new(py, r.as_bytes()))),
             Err(e) => Err(self.err(py, e)),
@@ -137,7 +140,8 @@ impl PyManager {
     }
 
     /// `execute` as an asyncio awaitable; cancelling it releases the tenant's lease and quota slot.
-    #[pyo3(signature = (tenant, db_name, op, spec, docs=None))]
+    #[pyo3(signature = (tenant, db_name, op, spec, docs=None, session=None))]
+    #[allow(clippy::too_many_arguments)]
     fn execute_async<'py>(
         &self,
         py: Python<'py>,
@@ -146,11 +150,13 @@ impl PyManager {
         op: &str,
         spec: &[u8],
         docs: Option<Vec<Vec<u8>>>,
+        session: Option<PyRef<'_, PySession>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let (op, spec, docs) = (parse_op(op)?, raw(spec)?, raw_docs(docs)?);
         let inner = Arc::clone(&self.inner);
+        let session = session.map(|s| s.handle());
         aio::awaitable(py, async move {
-            let result = inner.execute(&tenant, &db_name, op, &spec, docs).await;
+            let result = inner.execute(&tenant, &db_name, op, &spec, docs, session.as_deref()).await;
             Python::attach(|py| match result {
                 Ok(reply) => Ok(reply.map(|r| PyBytes::new(py, r.as_bytes()).unbind())),
                 Err(e) => Err(error(py, &inner, e)),
@@ -159,6 +165,7 @@ impl PyManager {
     }
 
     /// Opens a cursor; it holds a lease on the tenant's pool until exhausted, closed or dropped.
+    #[pyo3(signature = (tenant, db_name, op, spec, session=None))]
     fn open_cursor(
         &self,
         py: Python<'_>,
@@ -166,16 +173,22 @@ impl PyManager {
         db_name: &str,
         op: &str,
         spec: &[u8],
+        session: Option<PyRef<'_, PySession>>,
     ) -> PyResult<PyRawCursor> {
         let (op, spec) = (parse_cursor_op(op)?, raw(spec)?);
         let inner = &self.inner;
-        match py.detach(|| runtime::get().block_on(inner.open_cursor(tenant, db_name, op, &spec))) {
-            Ok((cursor, lease)) => Ok(PyRawCursor::new(Arc::clone(inner), cursor, lease)),
+        let session = session.map(|s| s.handle());
+        let opened = py.detach(|| {
+            runtime::get().block_on(inner.open_cursor(tenant, db_name, op, &spec, session.as_deref()))
+        });
+        match opened {
+            Ok((cursor, lease)) => Ok(PyRawCursor::new(Arc::clone(inner), cursor, lease, session)),
             Err(e) => Err(self.err(py, e)),
         }
     }
 
     /// `open_cursor` as an asyncio awaitable.
+    #[pyo3(signature = (tenant, db_name, op, spec, session=None))]
     fn open_cursor_async<'py>(
         &self,
         py: Python<'py>,
@@ -183,18 +196,29 @@ impl PyManager {
         db_name: String,
         op: &str,
         spec: &[u8],
+        session: Option<PyRef<'_, PySession>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let (op, spec) = (parse_cursor_op(op)?, raw(spec)?);
         let inner = Arc::clone(&self.inner);
+        let session = session.map(|s| s.handle());
         aio::awaitable(py, async move {
-            let result = inner.open_cursor(&tenant, &db_name, op, &spec).await;
+            let result = inner.open_cursor(&tenant, &db_name, op, &spec, session.as_deref()).await;
             Python::attach(|py| match result {
                 Ok((cursor, lease)) => {
-                    Py::new(py, PyRawCursor::new(Arc::clone(&inner), cursor, lease))
+                    Py::new(py, PyRawCursor::new(Arc::clone(&inner), cursor, lease, session))
                 }
                 Err(e) => Err(error(py, &inner, e)),
             })
         })
+    }
+
+    /// Starts a client session on the tenant's client.
+    fn start_session(&self, py: Python<'_>, tenant: &str) -> PyResult<PySession> {
+        let inner = &self.inner;
+        match py.detach(|| runtime::get().block_on(inner.start_session(tenant))) {
+            Ok(s) => Ok(PySession::new(Arc::clone(inner), s)),
+            Err(e) => Err(self.err(py, e)),
+        }
     }
 
     fn close_tenant(&self, tenant: &str) -> bool {
@@ -254,11 +278,7 @@ impl PyManager {
     }
 
     /// Per-tenant figures, or None if the tenant has no live pool.
-    fn tenant_info<'py>(
-        &self,
-        py: Python<'py>,
-        tenant: &str,
-    ) -> PyResult<Option<Bound<'py, PyDict>>> {
+    fn tenant_info<'py>(&self, py: Python<'py>, tenant: &str) -> PyResult<Option<Bound<'py, PyDict>>> {
         match self.inner.registry().info(tenant) {
             None => Ok(None),
             Some(i) => {
@@ -286,12 +306,7 @@ impl PyManager {
     #[pyo3(signature = (top=10))]
     fn metrics_text(&self, top: usize) -> String {
         let r = self.inner.registry();
-        exposition::render(
-            self.inner.strategy().name(),
-            &r.counters.snapshot(),
-            &r.snapshot(),
-            top,
-        )
+        exposition::render(self.inner.strategy().name(), &r.counters.snapshot(), &r.snapshot(), top)
     }
 
     /// Per-tenant figures of every live pool, as tenant_info gives them.

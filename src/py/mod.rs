@@ -5,12 +5,14 @@ mod cursor;
 mod errors;
 mod manager;
 mod policy;
+mod session;
 
 use pyo3::prelude::*;
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<manager::PyManager>()?;
     m.add_class::<cursor::PyRawCursor>()?;
+    m.add_class::<session::PySession>()?;
     m.add_function(wrap_pyfunction!(policy::group_of, m)?)?;
     m.add_function(wrap_pyfunction!(policy::calculate_pool_size, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

@@ -8,9 +8,7 @@ use crate::core::policy;
 #[pyfunction]
 pub fn group_of(tenant: &str, groups: u32) -> PyResult<u32> {
     if groups == 0 {
-        return Err(pyo3::exceptions::PyValueError::new_err(
-            "groups must be at least 1",
-        ));
+        return Err(pyo3::exceptions::PyValueError::new_err("groups must be at least 1"));
     }
     Ok(policy::group_of(tenant, groups))
 }
