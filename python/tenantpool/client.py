@@ -6,10 +6,13 @@ from typing import TYPE_CHECKING
 
 from bson.codec_options import CodecOptions
 
+from pymongo.errors import InvalidOperation
+
 from .database import Database
 
 if TYPE_CHECKING:
     from .manager import UserConnectionManager
+    from .session import ClientSession
 
 
 class TenantClient:
@@ -60,6 +63,19 @@ class TenantClient:
     def list_database_names(self) -> list[str]:
         reply = self.admin.command("listDatabases", nameOnly=True)
         return [d["name"] for d in reply["databases"]]
+
+    def start_session(
+        self,
+        causal_consistency: bool | None = None,
+        default_transaction_options: Any = None,
+        snapshot: bool | None = False,
+    ) -> ClientSession:
+        """A session on this tenant's client, for transactions (``with session.start_transaction():``)."""
+        if default_transaction_options is not None or snapshot:
+            raise InvalidOperation("default_transaction_options and snapshot sessions are not supported yet")
+        from .session import ClientSession
+
+        return ClientSession(self, self._manager._core.start_session(self._user_id))
 
     def close(self) -> None:
         """Closes this tenant's pool; the next operation opens a new one."""

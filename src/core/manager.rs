@@ -98,8 +98,18 @@ impl From<RegistryError> for CoreError {
 pub struct TenantSession {
     pub tenant: String,
     /// Operations of one session run one at a time, as the driver requires.
-    pub session: tokio::sync::Mutex<ClientSession>,
+    pub session: tokio::sync::Mutex<ManuallyDrop<ClientSession>>,
     lease: Lease<TenantPool>,
+}
+
+impl Drop for TenantSession {
+    fn drop(&mut self) {
+        // Ending a session with an open transaction spawns its abort: that needs the runtime.
+        let rt = runtime::get();
+        let _guard = rt.enter();
+        // SAFETY: dropped exactly once, here, and never used after.
+        unsafe { ManuallyDrop::drop(self.session.get_mut()) }
+    }
 }
 
 impl TenantSession {
@@ -349,7 +359,7 @@ impl Manager {
         let _slot = self.permit(&lease).await?;
         let started = Instant::now();
         let r = match session {
-            Some(s) => ops::execute(&db, op, spec, docs, Some(&mut *s.session.lock().await)).await,
+            Some(s) => ops::execute(&db, op, spec, docs, Some(&mut **s.session.lock().await)).await,
             None => ops::execute(&db, op, spec, docs, None).await,
         };
         self.finished(started);
@@ -375,7 +385,7 @@ impl Manager {
             let _slot = self.permit(&lease).await?;
             let started = Instant::now();
             let r = match session {
-                Some(s) => ops::open_cursor(&db, op, spec, Some(&mut *s.session.lock().await)).await,
+                Some(s) => ops::open_cursor(&db, op, spec, Some(&mut **s.session.lock().await)).await,
                 None => ops::open_cursor(&db, op, spec, None).await,
             };
             self.finished(started);
@@ -402,7 +412,7 @@ impl Manager {
         let r = match (cursor, session) {
             (Opened::Plain(c), _) => ops::next_batch(c).await,
             (Opened::InSession(c), Some(s)) => {
-                ops::next_batch(&mut c.stream(&mut *s.session.lock().await)).await
+                ops::next_batch(&mut c.stream(&mut **s.session.lock().await)).await
             }
             (Opened::InSession(_), None) => {
                 return Err(CoreError::Misuse("a cursor opened in a session needs that session".into()))
@@ -419,7 +429,11 @@ impl Manager {
     pub async fn start_session(&self, tenant: &str) -> Result<TenantSession, CoreError> {
         let lease = self.lease(tenant)?;
         let session = lease.pool().client().start_session().await.map_err(CoreError::Driver)?;
-        Ok(TenantSession { tenant: tenant.to_owned(), session: tokio::sync::Mutex::new(session), lease })
+        Ok(TenantSession {
+            tenant: tenant.to_owned(),
+            session: tokio::sync::Mutex::new(ManuallyDrop::new(session)),
+            lease,
+        })
     }
 
     pub fn close_tenant(&self, tenant: &str) -> bool {

@@ -64,7 +64,20 @@ pub fn core_error(py: Python<'_>, e: CoreError, scrub: &dyn Fn(&str) -> String) 
     }
 }
 
+/// The driver error as a pymongo exception carrying the driver's error labels (so that
+/// `has_error_label("TransientTransactionError")` works, as `with_transaction` needs).
 pub fn driver_error(py: Python<'_>, e: &Error, scrub: &dyn Fn(&str) -> String) -> PyErr {
+    let err = driver_error_class(py, e, scrub);
+    for label in e.labels() {
+        let value = err.value(py);
+        if value.hasattr("_add_error_label").unwrap_or(false) {
+            let _ = value.call_method1("_add_error_label", (label.as_str(),));
+        }
+    }
+    err
+}
+
+fn driver_error_class(py: Python<'_>, e: &Error, scrub: &dyn Fn(&str) -> String) -> PyErr {
     match e.kind.as_ref() {
         ErrorKind::Command(c) => {
             let cls = match c.code {
