@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bson.codec_options import CodecOptions
-
 from pymongo.errors import InvalidOperation
 
 from .database import Database
