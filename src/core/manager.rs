@@ -228,7 +228,9 @@ impl Manager {
         self.shared.lock().iter().filter(|c| c.is_some()).count()
     }
 
+    /// The registry, as seen from this process (a forked child first forgets the parent's pools).
     pub fn registry(&self) -> &Registry<TenantPool> {
+        self.check_fork();
         &self.registry
     }
 
@@ -436,8 +438,10 @@ impl Manager {
         })
     }
 
-    pub fn close_tenant(&self, tenant: &str) -> bool {
-        self.registry.remove(tenant)
+    pub fn close_tenant(&self, tenant: &str) -> Result<bool, CoreError> {
+        self.template.check_tenant(tenant).map_err(CoreError::InvalidName)?;
+        self.check_fork();
+        Ok(self.registry.remove(tenant))
     }
 
     pub fn close(&self) -> usize {

@@ -221,8 +221,8 @@ impl PyManager {
         }
     }
 
-    fn close_tenant(&self, tenant: &str) -> bool {
-        self.inner.close_tenant(tenant)
+    fn close_tenant(&self, py: Python<'_>, tenant: &str) -> PyResult<bool> {
+        self.inner.close_tenant(tenant).map_err(|e| self.err(py, e))
     }
 
     /// Closes every pool (each once its in-flight operations finish); further use raises.
