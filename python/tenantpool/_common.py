@@ -1,130 +1,172 @@
 """Small helpers shared by the Database, Collection and Cursor classes: BSON in and out, pymongo's
-argument shapes (sort and index specs, projections), and argument checks."""
+argument shapes (sort and index specs, projections, collations) and argument checks, with pymongo's
+messages, so the same mistakes raise the same exceptions."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping, Sequence, Set
 from typing import Any
 
 import bson
-from bson.raw_bson import RawBSONDocument
 from bson.codec_options import CodecOptions
-from bson.son import SON
+from bson.int64 import Int64
+from bson.raw_bson import RawBSONDocument
 from pymongo import ASCENDING
-from pymongo.errors import DocumentTooLarge, InvalidOperation
+from pymongo.collation import validate_collation_or_none
+from pymongo.errors import DocumentTooLarge, OperationFailure
+from pymongo.write_concern import WriteConcern
 
-# The server refuses larger documents; pymongo checks this before sending, and so do we.
+from .session import ClientSession
+
+# The server refuses larger documents (maxBsonObjectSize).
 MAX_BSON_SIZE = 16 * 1024 * 1024
 
 encode = bson.encode
 decode = bson.decode
 decode_all = bson.decode_all
 
+__all__ = ["validate_collation_or_none"]
 
-def encode_document(doc: Any, codec: CodecOptions) -> bytes:
-    data = encode(doc, False, codec)
+
+def check_query_size(data: bytes) -> None:
+    """pymongo refuses a query (filter and options) over the server's document size before sending it."""
     if len(data) > MAX_BSON_SIZE:
         raise DocumentTooLarge(
-            f"BSON document too large ({len(data)} bytes) - the connected server supports BSON document "
-            f"sizes up to {MAX_BSON_SIZE} bytes."
+            f"BSON document too large ({len(data)} bytes) - the connected server supports "
+            f"BSON document sizes up to {MAX_BSON_SIZE} bytes."
         )
-    return data
 
 
 def check_document(name: str, value: Any) -> None:
-    if not isinstance(value, MutableMapping) and not isinstance(value, RawBSONDocument):
+    if not isinstance(value, (MutableMapping, RawBSONDocument)):
         raise TypeError(
             f"{name} must be an instance of dict, bson.son.SON, bson.raw_bson.RawBSONDocument, or a type "
-            f"that inherits from collections.MutableMapping, not {type(value).__name__}"
+            f"that inherits from collections.MutableMapping"
         )
 
 
 def check_mapping(name: str, value: Any) -> None:
     if not isinstance(value, Mapping):
-        raise TypeError(f"{name} must be an instance of dict, bson.son.SON, or any other type that "
-                        f"inherits from collections.Mapping, not {type(value).__name__}")
+        raise TypeError(
+            f"{name} must be an instance of dict, bson.son.SON, or any other type that "
+            f"inherits from collections.Mapping, not {type(value)}"
+        )
 
 
 def check_bool(name: str, value: Any) -> None:
     if not isinstance(value, bool):
-        raise TypeError(f"{name} must be an instance of bool, not {type(value).__name__}")
-
-
-def check_int(name: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise TypeError(f"{name} must be an instance of int, not {type(value).__name__}")
+        raise TypeError(f"{name} must be True or False, not {type(value)}")
 
 
 def index_list(key_or_list: Any, direction: Any = None) -> list[tuple[str, Any]]:
-    """pymongo's sort/index key shapes: "field", ("field", dir) pairs, or a mapping."""
+    """pymongo's sort/index key shapes: "field", ("field", dir) pairs, or a mapping, as pairs."""
     if direction is not None:
         if not isinstance(key_or_list, str):
-            raise TypeError("Expected a string and a direction")
+            raise TypeError(f"Expected a string and a direction, not {type(key_or_list)}")
         return [(key_or_list, direction)]
     if isinstance(key_or_list, str):
         return [(key_or_list, ASCENDING)]
     if isinstance(key_or_list, Mapping):
         return list(key_or_list.items())
     if not isinstance(key_or_list, (list, tuple)):
-        raise TypeError(f"if no direction is specified, key_or_list must be an instance of list, not "
-                        f"{type(key_or_list).__name__}")
-    out: list[tuple[str, Any]] = []
-    for item in key_or_list:
-        if isinstance(item, str):
-            out.append((item, ASCENDING))
-        elif isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], str):
-            out.append((item[0], item[1]))
-        else:
-            raise TypeError("key_or_list items must be strings or (key, direction) pairs")
-    if not out:
+        raise TypeError(
+            f"if no direction is specified, key_or_list must be an instance of list, not {type(key_or_list)}"
+        )
+    return [(item, ASCENDING) if isinstance(item, str) else item for item in key_or_list]
+
+
+def index_document(spec: Any) -> dict[str, Any]:
+    """The key document of a list of (key, direction) pairs or of a mapping, checked as pymongo does."""
+    if not isinstance(spec, (list, tuple, Mapping)):
+        raise TypeError(f"must use a dictionary or a list of (key, direction) pairs, not: {spec!r}")
+    if not len(spec):
         raise ValueError("key_or_list must not be empty")
-    return out
+    pairs = (
+        spec.items()
+        if isinstance(spec, Mapping)
+        else ((item, ASCENDING) if isinstance(item, str) else item for item in spec)
+    )
+    index: dict[str, Any] = {}
+    for key, value in pairs:
+        if not isinstance(key, str):
+            raise TypeError(f"first item in each key pair must be an instance of str, not {type(key)}")
+        if not isinstance(value, (str, int, Mapping)):
+            raise TypeError(
+                "second item in each key pair must be 1, -1, '2d', or another valid MongoDB index "
+                f"specifier., not {type(value)}"
+            )
+        index[key] = value
+    return index
 
 
-def index_document(keys: list[tuple[str, Any]]) -> SON:
-    return SON(keys)
-
-
-def index_name(keys: list[tuple[str, Any]]) -> str:
+def index_name(keys: Sequence[tuple[str, Any]]) -> str:
     return "_".join(f"{k}_{v}" for k, v in keys)
-
-
-def projection_document(projection: Any) -> Mapping[str, Any] | None:
-    if projection is None:
-        return None
-    if isinstance(projection, Mapping):
-        return projection
-    if isinstance(projection, str) or not isinstance(projection, Iterable):
-        raise TypeError(f"projection must be an instance of dict, list or tuple, not "
-                        f"{type(projection).__name__}")
-    fields = {}
-    for f in projection:
-        if not isinstance(f, str):
-            raise TypeError(f"projection fields must be str, not {type(f).__name__}")
-        fields[f] = 1
-    return fields
 
 
 def hint_value(hint: Any) -> Any:
     if hint is None or isinstance(hint, str):
         return hint
-    return index_document(index_list(hint))
+    return index_document(hint)
 
 
-def max_time(value: Any) -> int | None:
-    if value is None:
-        return None
-    check_int("max_time_ms", value)
-    if value < 0:
-        raise ValueError("max_time_ms must be non-negative")
+def fields_document(fields: Any, option_name: str) -> Mapping[str, Any]:
+    """A projection given as a mapping or as a list of field names."""
+    if isinstance(fields, Mapping):
+        return fields
+    if isinstance(fields, (Sequence, Set)):
+        if not all(isinstance(f, str) for f in fields):
+            raise TypeError(f"{option_name} must be a list of key names, each an instance of str")
+        return dict.fromkeys(fields, 1)
+    raise TypeError(f"{option_name} must be a mapping or list of key names")
+
+
+def write_concern_document(wc: WriteConcern) -> dict[str, Any]:
+    doc = dict(wc.document)
+    if "wtimeout" in doc:
+        doc["wtimeout"] = int(doc["wtimeout"])
+    return doc
+
+
+def as_int(value: Any) -> Any:
+    """The driver reports counts as int64; the server, and so pymongo, as int32 unless they are large."""
+    return int(value) if isinstance(value, Int64) else value
+
+
+def plain_ints(value: Any) -> Any:
+    """``value`` with every Int64 that fits an int32 turned into an int, as pymongo would have decoded it."""
+    if isinstance(value, Int64):
+        return int(value) if -(2**31) <= value < 2**31 else value
+    if isinstance(value, dict):
+        return {k: plain_ints(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain_ints(v) for v in value]
     return value
 
 
-def reject_session(session: Any) -> None:
-    if session is not None:
-        raise InvalidOperation("session= is not supported yet by tenantpool; run the operation without it")
+def core_session(session: Any, user_id: str) -> Any:
+    """The core session behind a ``session=`` argument: None without one; the session must be a
+    tenantpool ClientSession of the same tenant."""
+    if session is None:
+        return None
+    if not isinstance(session, ClientSession):
+        raise ValueError(f"'session' argument must be a ClientSession or None, not {type(session)}")
+    return session._handle(user_id)
 
 
 def put(options: dict[str, Any], key: str, value: Any) -> None:
     if value is not None:
         options[key] = value
+
+
+def codec_for_replies(codec: CodecOptions) -> CodecOptions:
+    """pymongo decodes write and command replies as plain dicts, replacing undecodable strings."""
+    return codec.with_options(document_class=dict, unicode_decode_error_handler="replace")
+
+
+def allowed_error(exc: OperationFailure, allowable_errors: Sequence[str | int] | None) -> bool:
+    """pymongo's rule: an allowable error is named by its code, or by its message if it has no code."""
+    if not allowable_errors:
+        return False
+    if exc.code is not None:
+        return exc.code in allowable_errors
+    return (exc.details or {}).get("errmsg") in allowable_errors

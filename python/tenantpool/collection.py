@@ -1,63 +1,121 @@
 """Collection: pymongo's Collection API on one tenant's pool.
 
-Arguments are checked and shaped in Python exactly as pymongo shapes them (sort specs, projections,
-hints, ``_id`` generation), encoded once with pymongo's C encoder, and handed to the Rust core as bytes.
+Arguments are checked and shaped in Python as pymongo checks and shapes them, encoded once with pymongo's C
+encoder, and handed to the Rust core as bytes. Two ways to the server:
+
+* the Rust driver's typed operations (``insert_one``, ``update_many``, ``find``...), used whenever the
+  arguments map onto the driver's options: these are retryable reads and writes, as in pymongo;
+* the core's generic ``command`` op, carrying exactly the command pymongo would send, for everything else:
+  index and collection administration, ``bulk_write``, unacknowledged writes, and server options passed
+  through ``**kwargs`` that the driver does not model. The server then judges (and words its errors about)
+  the very command it would have had from pymongo.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from bson import ObjectId
 from bson.codec_options import CodecOptions
-from pymongo import ReturnDocument
-from pymongo.errors import BulkWriteError, ConfigurationError, InvalidName, InvalidOperation
+from bson.raw_bson import RawBSONDocument
+from bson.son import SON
+from pymongo import ReadPreference, ReturnDocument
+from pymongo.common import (
+    validate_is_document_type,
+    validate_list,
+    validate_list_or_none,
+    validate_non_negative_integer_or_none,
+    validate_ok_for_replace,
+    validate_ok_for_update,
+)
+from pymongo.errors import (
+    BulkWriteError,
+    ConfigurationError,
+    InvalidName,
+    InvalidOperation,
+    OperationFailure,
+    WriteConcernError,
+    WTimeoutError,
+)
 from pymongo.operations import IndexModel
 from pymongo.read_concern import ReadConcern
-from pymongo.results import DeleteResult, InsertManyResult, InsertOneResult, UpdateResult
-from pymongo.write_concern import WriteConcern
+from pymongo.results import BulkWriteResult, DeleteResult, InsertManyResult, InsertOneResult, UpdateResult
+from pymongo.write_concern import DEFAULT_WRITE_CONCERN, WriteConcern
 
 from ._common import (
+    MAX_BSON_SIZE,
+    allowed_error,
+    as_int,
     check_bool,
-    check_document,
     check_mapping,
+    check_query_size,
+    codec_for_replies,
+    core_session,
     decode,
     encode,
-    encode_document,
+    fields_document,
     hint_value,
     index_document,
-    index_list,
-    index_name,
-    max_time,
-    projection_document,
+    plain_ints,
     put,
-    reject_session,
+    validate_collation_or_none,
+    write_concern_document,
 )
-from .cursor import CommandCursor, Cursor
+from .bulk import (
+    COMMAND_OVERHEAD,
+    DELETE,
+    INSERT,
+    UPDATE,
+    BulkWriter,
+    check_write_response,
+    document_too_large,
+)
+from .cursor import CommandCursor, Cursor, find_options_fit_driver
 
 if TYPE_CHECKING:
     from .database import Database
+    from .session import ClientSession
+
+_WRITE_COMMANDS = {
+    INSERT: ("insert", "documents"),
+    UPDATE: ("update", "updates"),
+    DELETE: ("delete", "deletes"),
+}
+# The server's "ns not found", which pymongo tolerates when dropping.
+_NS_NOT_FOUND: tuple[str | int, ...] = ("ns not found", 26)
 
 
-def _check_update(update: Any) -> None:
-    if isinstance(update, Mapping):
-        if not update:
-            raise ValueError("update cannot be empty")
-        first = next(iter(update))
-        if not first.startswith("$"):
-            raise ValueError("update only works with $ operators")
-    elif isinstance(update, list):
-        pass
-    else:
-        raise TypeError(f"update must be an instance of dict, bson.son.SON, or a list, not "
-                        f"{type(update).__name__}")
+def _validate_name(name: str) -> None:
+    if not name or ".." in name:
+        raise InvalidName("collection names cannot be empty")
+    if "$" in name and not name.startswith(("oplog.$main", "$cmd")):
+        raise InvalidName(f"collection names must not contain '$': {name!r}")
+    if name[0] == "." or name[-1] == ".":
+        raise InvalidName(f"collection names must not start or end with '.': {name!r}")
+    if "\x00" in name:
+        raise InvalidName("collection names must not contain the null character")
 
 
-def _check_replacement(replacement: Any) -> None:
-    check_mapping("replacement", replacement)
-    if replacement and next(iter(replacement)).startswith("$"):
-        raise ValueError("replacement can not include $ operators")
+def _update_raw_result(n: int, n_modified: int, upserted: Any) -> dict[str, Any]:
+    """A reply of the driver's update, in the shape pymongo gives ``UpdateResult.raw_result``."""
+    result: dict[str, Any] = {"n": n}
+    if upserted is not None:
+        result["upserted"] = upserted
+    result["nModified"] = n_modified
+    result["ok"] = 1.0
+    result["updatedExisting"] = bool(n) and upserted is None
+    return result
+
+
+def _bool_or_none(value: Any) -> bool:
+    """Whether the driver's options can hold ``value`` (pymongo sends any value; the server judges)."""
+    return value is None or isinstance(value, bool)
+
+
+def _mappings(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(v, Mapping) for v in value)
 
 
 class Collection:
@@ -67,28 +125,37 @@ class Collection:
         self,
         database: Database,
         name: str,
+        create: bool | None = False,
         codec_options: CodecOptions | None = None,
         read_preference: Any = None,
         write_concern: WriteConcern | None = None,
         read_concern: ReadConcern | None = None,
+        session: ClientSession | None = None,
+        **kwargs: Any,
     ) -> None:
         if not isinstance(name, str):
-            raise TypeError(f"name must be an instance of str, not {type(name).__name__}")
-        if not name or ".." in name or "$" in name or "\x00" in name or name[0] == "." or name[-1] == ".":
-            raise InvalidName(f"collection name {name!r} is not valid: it must be non-empty, not start or end "
-                              f"with '.', and contain no '..', '$' or NUL")
+            raise TypeError(f"name must be an instance of str, not {type(name)}")
+        _validate_name(name)
         if read_preference is not None and getattr(read_preference, "mode", 0) != 0:
-            raise ConfigurationError("read preferences other than primary are not supported yet by tenantpool")
+            raise ConfigurationError(
+                "read preferences other than primary are not supported yet by tenantpool"
+            )
         self._database = database
         self._name = name
-        self._codec = codec_options or database.codec_options
-        self._write_concern = write_concern
-        self._read_concern = read_concern
+        self._codec: CodecOptions = codec_options or database.codec_options
+        self._write_concern: WriteConcern = write_concern or database.write_concern
+        self._read_concern: ReadConcern = read_concern or database.read_concern
         self._core = database._core
         self._user_id = database._client.user_id
         self._db_name = database.name
-        # The spec of the commonest operations, encoded once.
-        self._plain_spec = encode({"collection": name})
+        if create or kwargs:
+            warnings.warn(
+                "The `create` and `kwargs` arguments to Collection are deprecated and will be removed "
+                "in PyMongo 5.0",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            database.create_collection(name, session=session, check_exists=False, **kwargs)
 
     # -- identity -------------------------------------------------------------------------------------
 
@@ -110,11 +177,15 @@ class Collection:
 
     @property
     def write_concern(self) -> WriteConcern:
-        return self._write_concern or WriteConcern()
+        return self._write_concern
 
     @property
     def read_concern(self) -> ReadConcern:
-        return self._read_concern or ReadConcern()
+        return self._read_concern
+
+    @property
+    def read_preference(self) -> Any:
+        return ReadPreference.PRIMARY
 
     def __getattr__(self, name: str) -> Collection:
         if name.startswith("_"):
@@ -126,8 +197,27 @@ class Collection:
         return self[name]
 
     def __getitem__(self, name: str) -> Collection:
-        return Collection(self._database, f"{self._name}.{name}", self._codec, None, self._write_concern,
-                          self._read_concern)
+        return Collection(
+            self._database,
+            f"{self._name}.{name}",
+            False,
+            self._codec,
+            None,
+            self._write_concern,
+            self._read_concern,
+        )
+
+    def get_collection(
+        self,
+        name: str,
+        codec_options: CodecOptions | None = None,
+        read_preference: Any = None,
+        write_concern: WriteConcern | None = None,
+        read_concern: ReadConcern | None = None,
+    ) -> Collection:
+        return self._database.get_collection(
+            f"{self._name}.{name}", codec_options, read_preference, write_concern, read_concern
+        )
 
     def with_options(
         self,
@@ -136,13 +226,23 @@ class Collection:
         write_concern: WriteConcern | None = None,
         read_concern: ReadConcern | None = None,
     ) -> Collection:
-        return Collection(self._database, self._name, codec_options or self._codec, read_preference,
-                          write_concern or self._write_concern, read_concern or self._read_concern)
+        return Collection(
+            self._database,
+            self._name,
+            False,
+            codec_options or self._codec,
+            read_preference,
+            write_concern or self._write_concern,
+            read_concern or self._read_concern,
+        )
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Collection):
             return self._database == other._database and self._name == other._name
         return NotImplemented
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
 
     def __hash__(self) -> int:
         return hash((self._database, self._name))
@@ -162,32 +262,151 @@ class Collection:
     def __next__(self) -> None:
         raise TypeError("'Collection' object is not iterable")
 
+    next = __next__
+
     def __call__(self, *args: Any, **kwargs: Any) -> None:
-        raise TypeError(f"'Collection' object is not callable. If you meant to call the '{self._name}' "
-                        f"method on a 'Collection' object it is failing because no such method exists.")
+        raise TypeError(
+            f"'Collection' object is not callable. If you meant to call the '{self._name}' "
+            f"method on a 'Collection' object it is failing because no such method exists."
+        )
 
     # -- plumbing -------------------------------------------------------------------------------------
 
-    def _write_options(self, options: dict[str, Any]) -> bool:
-        """Adds the write concern to ``options``; returns whether writes are acknowledged."""
-        wc = self._write_concern
-        if wc is None or wc.is_server_default:
-            return True
-        doc = dict(wc.document)
-        if "wtimeout" in doc:
-            doc["wtimeout"] = int(doc["wtimeout"])
-        options["writeConcern"] = doc
-        return wc.acknowledged
+    def _wc(self, session: ClientSession | None) -> WriteConcern:
+        """The write concern of an operation: none of its own inside a transaction (pymongo's rule)."""
+        if session is not None and session.in_transaction:
+            return DEFAULT_WRITE_CONCERN
+        return self._write_concern
 
-    def _read_options(self, options: dict[str, Any]) -> None:
-        rc = self._read_concern
+    def _rc(self, session: ClientSession | None) -> ReadConcern | None:
+        """The read concern of an operation: inside a transaction, the transaction's."""
+        if session is not None and session.in_transaction:
+            return None
+        return self._read_concern
+
+    def _write_concern_for(self, session: ClientSession | None) -> WriteConcern:
+        """The write concern of a write, refusing an explicit session with an unacknowledged one."""
+        wc = self._wc(session)
+        if session is not None and not wc.acknowledged:
+            raise ConfigurationError(
+                f"Explicit sessions are incompatible with unacknowledged write concern: {wc!r}"
+            )
+        return wc
+
+    def _write_options(self, options: dict[str, Any], session: ClientSession | None) -> None:
+        """Adds the write concern to a typed operation's options."""
+        wc = self._wc(session)
+        if not wc.is_server_default:
+            options["writeConcern"] = write_concern_document(wc)
+
+    def _read_options(self, options: dict[str, Any], session: ClientSession | None) -> None:
+        rc = self._rc(session)
         if rc is not None and rc.level is not None:
             options["readConcern"] = {"level": rc.level}
 
-    def _execute(self, op: str, spec: dict[str, Any], docs: list[bytes] | None = None) -> Any:
+    def _execute(
+        self,
+        op: str,
+        spec: dict[str, Any],
+        docs: list[bytes] | None = None,
+        codec: CodecOptions | None = None,
+        session: ClientSession | None = None,
+    ) -> Any:
+        """Runs one of the Rust driver's typed operations."""
         spec["collection"] = self._name
-        reply = self._core.execute(self._user_id, self._db_name, op, encode(spec, False, self._codec), docs)
-        return None if reply is None else decode(reply, self._codec)
+        codec = codec or self._codec
+        raw = core_session(session, self._user_id)
+        try:
+            reply = self._core.execute(
+                self._user_id, self._db_name, op, encode(spec, False, codec), docs, session=raw
+            )
+        except WriteConcernError as exc:
+            details = exc.details or {}
+            if type(exc) is WriteConcernError and (
+                exc.code == 50 or (details.get("errInfo") or {}).get("wtimeout")
+            ):
+                # pymongo's subclass for a write concern that timed out.
+                raise WTimeoutError(str(details.get("errmsg", exc)), exc.code, details) from None
+            raise
+        return None if reply is None else decode(reply, codec)
+
+    def _run_command(
+        self,
+        command: Mapping[str, Any],
+        codec: CodecOptions | None = None,
+        db_name: str | None = None,
+        session: ClientSession | None = None,
+    ) -> Any:
+        """Sends ``command`` as is (the core's generic op) and returns the server's reply."""
+        codec = codec or self._codec
+        spec = encode({"command": command}, False, codec)
+        raw = core_session(session, self._user_id)
+        reply = self._core.execute(self._user_id, db_name or self._db_name, "command", spec, session=raw)
+        return decode(reply, codec)
+
+    def _command(
+        self,
+        command: dict[str, Any],
+        codec: CodecOptions | None = None,
+        write_concern: WriteConcern | None = None,
+        read_concern: ReadConcern | None = None,
+        collation: Mapping[str, Any] | None = None,
+        allowable_errors: Sequence[str | int] | None = None,
+        parse_write_concern_error: bool = False,
+        db_name: str | None = None,
+        session: ClientSession | None = None,
+    ) -> Any:
+        """A command as pymongo's ``Collection._command`` sends it: concerns and collation added, some
+        errors tolerated (their reply returned instead)."""
+        if write_concern is not None and not write_concern.is_server_default:
+            command["writeConcern"] = write_concern_document(write_concern)
+        if read_concern is not None and read_concern.level is not None:
+            command["readConcern"] = read_concern.document
+        if collation is not None:
+            command["collation"] = collation
+        try:
+            reply = self._run_command(command, codec, db_name, session)
+        except OperationFailure as exc:
+            if allowed_error(exc, allowable_errors):
+                return exc.details
+            raise
+        if parse_write_concern_error and reply.get("writeConcernError"):
+            wce = reply["writeConcernError"]
+            raise WriteConcernError(wce.get("errmsg"), wce.get("code"), wce)
+        return reply
+
+    def _write_command(
+        self,
+        op_type: int,
+        op: Any,
+        bypass_document_validation: Any = None,
+        let: Any = None,
+        comment: Any = None,
+        session: ClientSession | None = None,
+    ) -> dict[str, Any] | None:
+        """One write op as its own write command, as pymongo sends single writes: the reply, checked for
+        write errors, or None if unacknowledged."""
+        wc = self._wc(session)
+        name, field = _WRITE_COMMANDS[op_type]
+        cmd: dict[str, Any] = {name: self._name, "ordered": True, field: [op]}
+        if let is not None:
+            cmd["let"] = let
+        if comment is not None:
+            cmd["comment"] = comment
+        if bypass_document_validation is not None:
+            cmd["bypassDocumentValidation"] = bypass_document_validation
+        if not wc.is_server_default:
+            cmd["writeConcern"] = write_concern_document(wc)
+        op_size = len(encode(op, False, self._codec))
+        if not wc.acknowledged and op_size > MAX_BSON_SIZE:
+            document_too_large(name, op_size, MAX_BSON_SIZE)
+        if op_size > MAX_BSON_SIZE + COMMAND_OVERHEAD:
+            document_too_large(name, op_size, MAX_BSON_SIZE + COMMAND_OVERHEAD)
+        reply = self._run_command(cmd, codec_for_replies(self._codec), session=session)
+        if not wc.acknowledged:
+            return None
+        check_write_response(reply)
+        return reply
 
     # -- writes ---------------------------------------------------------------------------------------
 
@@ -195,93 +414,173 @@ class Collection:
         self,
         document: Any,
         bypass_document_validation: bool | None = None,
-        session: Any = None,
+        session: ClientSession | None = None,
         comment: Any = None,
     ) -> InsertOneResult:
-        check_document("document", document)
-        reject_session(session)
-        if isinstance(document, MutableMapping) and "_id" not in document:
+        validate_is_document_type("document", document)
+        if not (isinstance(document, RawBSONDocument) or "_id" in document):
             document["_id"] = ObjectId()
-        data = encode_document(document, self._codec)
-        options: dict[str, Any] = {}
-        put(options, "bypassDocumentValidation", bypass_document_validation)
-        put(options, "comment", comment)
-        acknowledged = self._write_options(options)
-        spec = self._plain_spec if not options else encode({"collection": self._name, "options": options})
-        self._core.execute(self._user_id, self._db_name, "insert_one", spec, [data])
-        return InsertOneResult(document.get("_id"), acknowledged)
+        wc = self._write_concern_for(session)
+        data = encode(document, False, self._codec)
+        typed = wc.acknowledged and len(data) <= MAX_BSON_SIZE and _bool_or_none(bypass_document_validation)
+        if typed:
+            options: dict[str, Any] = {}
+            put(options, "bypassDocumentValidation", bypass_document_validation)
+            put(options, "comment", comment)
+            self._write_options(options, session)
+            self._execute("insert_one", {"options": options}, [data], session=session)
+        else:
+            # The driver refuses unacknowledged writes, and documents over 16 MiB that pymongo leaves to
+            # the server to judge.
+            self._write_command(INSERT, document, bypass_document_validation, None, comment, session)
+        inserted_id = None if isinstance(document, RawBSONDocument) else document.get("_id")
+        return InsertOneResult(inserted_id, wc.acknowledged)
 
     def insert_many(
         self,
         documents: Iterable[Any],
         ordered: bool = True,
         bypass_document_validation: bool | None = None,
-        session: Any = None,
+        session: ClientSession | None = None,
         comment: Any = None,
     ) -> InsertManyResult:
         if not isinstance(documents, Iterable) or isinstance(documents, Mapping) or not documents:
             raise TypeError("documents must be a non-empty list")
-        check_bool("ordered", ordered)
-        reject_session(session)
-        ids: list[Any] = []
-        data: list[bytes] = []
+        inserted_ids: list[Any] = []
+        docs: list[Any] = []
         for doc in documents:
-            check_document("document", doc)
-            if isinstance(doc, MutableMapping) and "_id" not in doc:
-                doc["_id"] = ObjectId()
-            ids.append(doc.get("_id"))
-            data.append(encode_document(doc, self._codec))
-        if not data:
-            raise TypeError("documents must be a non-empty list")
+            validate_is_document_type("document", doc)
+            if not isinstance(doc, RawBSONDocument):
+                if "_id" not in doc:
+                    doc["_id"] = ObjectId()
+                inserted_ids.append(doc["_id"])
+            docs.append(doc)
+        if not docs:
+            raise InvalidOperation("No operations to execute")
+        wc = self._write_concern_for(session)
+        data = [encode(doc, False, self._codec) for doc in docs]
+        typed = (
+            wc.acknowledged
+            and isinstance(ordered, bool)
+            and _bool_or_none(bypass_document_validation)
+            and all(len(d) <= MAX_BSON_SIZE for d in data)
+        )
+        if not typed:
+            bulk = BulkWriter(self, ordered, bypass_document_validation, comment, session=session)
+            bulk.ops = [(INSERT, doc) for doc in docs]
+            bulk.execute(wc)
+            return InsertManyResult(inserted_ids, wc.acknowledged)
         options: dict[str, Any] = {"ordered": ordered}
         put(options, "bypassDocumentValidation", bypass_document_validation)
         put(options, "comment", comment)
-        acknowledged = self._write_options(options)
+        self._write_options(options, session)
         try:
-            self._execute("insert_many", {"options": options}, data)
+            self._execute("insert_many", {"options": options}, data, session=session)
         except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            if ordered and errors:
-                exc.details["nInserted"] = errors[0]["index"]
-            else:
-                exc.details["nInserted"] = len(data) - len(errors)
-            raise
-        return InsertManyResult(ids, acknowledged)
+            details = plain_ints(exc.details)
+            errors = details.get("writeErrors", [])
+            for error in errors:
+                error["op"] = docs[error["index"]]
+            details["nInserted"] = errors[0]["index"] if ordered and errors else len(data) - len(errors)
+            raise BulkWriteError(details) from None
+        return InsertManyResult(inserted_ids, wc.acknowledged)
+
+    def bulk_write(
+        self,
+        requests: Sequence[Any],
+        ordered: bool = True,
+        bypass_document_validation: bool | None = None,
+        session: ClientSession | None = None,
+        comment: Any = None,
+        let: Mapping[str, Any] | None = None,
+    ) -> BulkWriteResult:
+        """pymongo's ``bulk_write``: ``InsertOne``, ``UpdateOne``, ``UpdateMany``, ``ReplaceOne``,
+        ``DeleteOne`` and ``DeleteMany`` requests, run as batched write commands."""
+        validate_list("requests", requests)
+        bulk = BulkWriter(
+            self, ordered, bypass_document_validation, comment=comment, let=let, session=session
+        )
+        for request in requests:
+            try:
+                request._add_to_bulk(bulk)
+            except AttributeError:
+                raise TypeError(f"{request!r} is not a valid request") from None
+        result = bulk.execute(self._write_concern_for(session))
+        if result is not None:
+            return BulkWriteResult(result, True)
+        return BulkWriteResult({}, False)
 
     def _update(
         self,
-        op: str,
+        multi: bool,
+        replace: bool,
         filter: Mapping[str, Any],
-        update: Any,
+        document: Any,
         upsert: bool,
         bypass_document_validation: bool | None,
         collation: Any,
         array_filters: Sequence[Mapping[str, Any]] | None,
         hint: Any,
-        session: Any,
+        session: ClientSession | None,
         let: Mapping[str, Any] | None,
         comment: Any,
-        sort: Any = None,
+        sort: Mapping[str, Any] | None = None,
     ) -> UpdateResult:
-        check_mapping("filter", filter)
         check_bool("upsert", upsert)
-        reject_session(session)
+        collation = validate_collation_or_none(collation)
+        wc = self._write_concern_for(session)
+        if not wc.acknowledged:
+            if collation is not None:
+                raise ConfigurationError("Collation is unsupported for unacknowledged writes.")
+            if array_filters is not None:
+                raise ConfigurationError("arrayFilters is unsupported for unacknowledged writes.")
+            if sort is not None:
+                raise ConfigurationError(
+                    "Must be connected to MongoDB 8.0+ to use sort on unacknowledged update commands."
+                )
+        hint = hint_value(hint)
+        if sort is not None:
+            check_mapping("sort", sort)
+        if let is not None:
+            check_mapping("let", let)
+        op: dict[str, Any] = {"q": filter, "u": document, "multi": multi, "upsert": upsert}
+        put(op, "collation", collation)
+        put(op, "arrayFilters", array_filters)
+        put(op, "hint", hint)
+        put(op, "sort", sort)
+        typed = (
+            wc.acknowledged
+            and sort is None
+            and _bool_or_none(bypass_document_validation)
+            and (array_filters is None or _mappings(array_filters))
+            and len(encode(op, False, self._codec)) <= MAX_BSON_SIZE
+        )
+        if not typed:
+            reply = self._write_command(UPDATE, op, bypass_document_validation, let, comment, session)
+            if reply is None:
+                return UpdateResult(None, False)
+            # As pymongo: the upserted id broken out of its array, and updatedExisting added.
+            reply["updatedExisting"] = bool(reply.get("n")) and "upserted" not in reply
+            if "upserted" in reply:
+                reply["upserted"] = reply["upserted"][0]["_id"]
+            return UpdateResult(reply, True)
         options: dict[str, Any] = {"upsert": upsert}
         put(options, "bypassDocumentValidation", bypass_document_validation)
         put(options, "collation", collation)
-        if array_filters is not None:
-            if not isinstance(array_filters, list):
-                raise TypeError("array_filters must be a list")
-            options["arrayFilters"] = array_filters
-        put(options, "hint", hint_value(hint))
+        put(options, "arrayFilters", array_filters)
+        put(options, "hint", hint)
         put(options, "let", let)
         put(options, "comment", comment)
-        if sort is not None:
-            options["sort"] = index_document(index_list(sort))
-        acknowledged = self._write_options(options)
-        key = "replacement" if op == "replace_one" else "update"
-        reply = self._execute(op, {"filter": filter, key: update, "options": options})
-        return UpdateResult(reply, acknowledged)
+        self._write_options(options, session)
+        if replace:
+            spec = {"filter": filter, "replacement": document, "options": options}
+            reply = self._execute("replace_one", spec, session=session)
+        else:
+            spec = {"filter": filter, "update": document, "options": options}
+            reply = self._execute("update_many" if multi else "update_one", spec, session=session)
+        return UpdateResult(
+            _update_raw_result(as_int(reply["n"]), as_int(reply["nModified"]), reply.get("upserted")), True
+        )
 
     def update_one(
         self,
@@ -292,14 +591,29 @@ class Collection:
         collation: Any = None,
         array_filters: Sequence[Mapping[str, Any]] | None = None,
         hint: Any = None,
-        session: Any = None,
+        session: ClientSession | None = None,
         let: Mapping[str, Any] | None = None,
-        sort: Any = None,
+        sort: Mapping[str, Any] | None = None,
         comment: Any = None,
     ) -> UpdateResult:
-        _check_update(update)
-        return self._update("update_one", filter, update, upsert, bypass_document_validation, collation,
-                            array_filters, hint, session, let, comment, sort)
+        check_mapping("filter", filter)
+        validate_ok_for_update(update)
+        validate_list_or_none("array_filters", array_filters)
+        return self._update(
+            False,
+            False,
+            filter,
+            update,
+            upsert,
+            bypass_document_validation,
+            collation,
+            array_filters,
+            hint,
+            session,
+            let,
+            comment,
+            sort,
+        )
 
     def update_many(
         self,
@@ -310,13 +624,27 @@ class Collection:
         bypass_document_validation: bool | None = None,
         collation: Any = None,
         hint: Any = None,
-        session: Any = None,
+        session: ClientSession | None = None,
         let: Mapping[str, Any] | None = None,
         comment: Any = None,
     ) -> UpdateResult:
-        _check_update(update)
-        return self._update("update_many", filter, update, upsert, bypass_document_validation, collation,
-                            array_filters, hint, session, let, comment)
+        check_mapping("filter", filter)
+        validate_ok_for_update(update)
+        validate_list_or_none("array_filters", array_filters)
+        return self._update(
+            True,
+            False,
+            filter,
+            update,
+            upsert,
+            bypass_document_validation,
+            collation,
+            array_filters,
+            hint,
+            session,
+            let,
+            comment,
+        )
 
     def replace_one(
         self,
@@ -326,34 +654,87 @@ class Collection:
         bypass_document_validation: bool | None = None,
         collation: Any = None,
         hint: Any = None,
-        session: Any = None,
+        session: ClientSession | None = None,
         let: Mapping[str, Any] | None = None,
-        sort: Any = None,
+        sort: Mapping[str, Any] | None = None,
         comment: Any = None,
     ) -> UpdateResult:
-        _check_replacement(replacement)
-        return self._update("replace_one", filter, replacement, upsert, bypass_document_validation, collation,
-                            None, hint, session, let, comment, sort)
-
-    def _delete(self, op: str, filter: Mapping[str, Any], collation: Any, hint: Any, session: Any,
-                let: Any, comment: Any) -> DeleteResult:
         check_mapping("filter", filter)
-        reject_session(session)
+        validate_ok_for_replace(replacement)
+        if let is not None:
+            check_mapping("let", let)
+        return self._update(
+            False,
+            True,
+            filter,
+            replacement,
+            upsert,
+            bypass_document_validation,
+            collation,
+            None,
+            hint,
+            session,
+            let,
+            comment,
+            sort,
+        )
+
+    def _delete(
+        self,
+        multi: bool,
+        filter: Mapping[str, Any],
+        collation: Any,
+        hint: Any,
+        session: ClientSession | None,
+        let: Any,
+        comment: Any,
+    ) -> DeleteResult:
+        check_mapping("filter", filter)
+        wc = self._write_concern_for(session)
+        collation = validate_collation_or_none(collation)
+        if collation is not None and not wc.acknowledged:
+            raise ConfigurationError("Collation is unsupported for unacknowledged writes.")
+        hint = hint_value(hint)
+        if let is not None:
+            validate_is_document_type("let", let)
+        op: dict[str, Any] = {"q": filter, "limit": int(not multi)}
+        put(op, "collation", collation)
+        put(op, "hint", hint)
+        if not wc.acknowledged or len(encode(op, False, self._codec)) > MAX_BSON_SIZE:
+            reply = self._write_command(DELETE, op, None, let, comment, session)
+            # pymongo's reply to an unacknowledged command is {"ok": 1}.
+            return DeleteResult({"ok": 1} if reply is None else reply, wc.acknowledged)
         options: dict[str, Any] = {}
         put(options, "collation", collation)
-        put(options, "hint", hint_value(hint))
+        put(options, "hint", hint)
         put(options, "let", let)
         put(options, "comment", comment)
-        acknowledged = self._write_options(options)
-        return DeleteResult(self._execute(op, {"filter": filter, "options": options}), acknowledged)
+        self._write_options(options, session)
+        spec = {"filter": filter, "options": options}
+        reply = self._execute("delete_many" if multi else "delete_one", spec, session=session)
+        return DeleteResult({"n": as_int(reply["n"]), "ok": 1.0}, True)
 
-    def delete_one(self, filter: Mapping[str, Any], collation: Any = None, hint: Any = None,
-                   session: Any = None, let: Mapping[str, Any] | None = None, comment: Any = None) -> DeleteResult:
-        return self._delete("delete_one", filter, collation, hint, session, let, comment)
+    def delete_one(
+        self,
+        filter: Mapping[str, Any],
+        collation: Any = None,
+        hint: Any = None,
+        session: ClientSession | None = None,
+        let: Mapping[str, Any] | None = None,
+        comment: Any = None,
+    ) -> DeleteResult:
+        return self._delete(False, filter, collation, hint, session, let, comment)
 
-    def delete_many(self, filter: Mapping[str, Any], collation: Any = None, hint: Any = None,
-                    session: Any = None, let: Mapping[str, Any] | None = None, comment: Any = None) -> DeleteResult:
-        return self._delete("delete_many", filter, collation, hint, session, let, comment)
+    def delete_many(
+        self,
+        filter: Mapping[str, Any],
+        collation: Any = None,
+        hint: Any = None,
+        session: ClientSession | None = None,
+        let: Mapping[str, Any] | None = None,
+        comment: Any = None,
+    ) -> DeleteResult:
+        return self._delete(True, filter, collation, hint, session, let, comment)
 
     # -- reads ----------------------------------------------------------------------------------------
 
@@ -365,184 +746,521 @@ class Collection:
         """The first matching document or None. A non-mapping filter matches on ``_id``, as in pymongo."""
         if filter is not None and not isinstance(filter, Mapping):
             filter = {"_id": filter}
-        cursor = Cursor(self, filter, *args, **kwargs)
-        return cursor._find_one()
+        cursor = self.find(filter, *args, **kwargs)
+        options = cursor._options()
+        if (
+            cursor._empty
+            or "allowDiskUse" in options
+            or "noCursorTimeout" in options
+            or not find_options_fit_driver(options)
+        ):
+            # Options the driver's find_one drops: run it as pymongo does, a find with limit -1.
+            for doc in cursor.limit(-1):
+                return doc
+            return None
+        # One round trip and no cursor: the document comes back in the reply.
+        options.pop("limit", None)
+        options.pop("batchSize", None)
+        spec = encode(
+            {"collection": self._name, "filter": cursor._spec, "options": options}, False, self._codec
+        )
+        check_query_size(spec)
+        raw = core_session(cursor._session, self._user_id)
+        reply = self._core.execute(self._user_id, self._db_name, "find_one", spec, session=raw)
+        return None if reply is None else decode(reply, self._codec)
 
-    def count_documents(self, filter: Mapping[str, Any], session: Any = None, comment: Any = None,
-                        **kwargs: Any) -> int:
-        check_mapping("filter", filter)
-        reject_session(session)
-        options: dict[str, Any] = {}
-        for key, name in (("skip", "skip"), ("limit", "limit"), ("collation", "collation")):
-            if key in kwargs:
-                options[name] = kwargs.pop(key)
-        if "hint" in kwargs:
-            options["hint"] = hint_value(kwargs.pop("hint"))
-        put(options, "maxTimeMS", max_time(kwargs.pop("maxTimeMS", kwargs.pop("max_time_ms", None))))
-        put(options, "comment", comment)
-        _no_extra("count_documents", kwargs)
-        self._read_options(options)
-        return self._execute("count_documents", {"filter": filter, "options": options})["n"]
+    def count_documents(
+        self,
+        filter: Mapping[str, Any],
+        session: ClientSession | None = None,
+        comment: Any = None,
+        **kwargs: Any,
+    ) -> int:
+        """The number of matching documents; ``skip``, ``limit``, ``hint``, ``collation`` and
+        ``maxTimeMS`` as in pymongo."""
+        if "hint" in kwargs and not isinstance(kwargs["hint"], str):
+            kwargs["hint"] = index_document(kwargs["hint"])
+        collation = validate_collation_or_none(kwargs.pop("collation", None))
+        skip, limit = kwargs.get("skip"), kwargs.get("limit")
+        typed = (
+            isinstance(filter, Mapping)
+            and set(kwargs) <= {"skip", "limit", "hint", "maxTimeMS"}
+            and (skip is None or (type(skip) is int and skip >= 0))
+            and (limit is None or (type(limit) is int and limit > 0))
+            and (kwargs.get("maxTimeMS") is None or type(kwargs["maxTimeMS"]) is int)
+        )
+        if typed:
+            options: dict[str, Any] = dict(kwargs)
+            put(options, "collation", collation)
+            put(options, "comment", comment)
+            self._read_options(options, session)
+            spec = {"filter": filter, "options": options}
+            return int(self._execute("count_documents", spec, session=session)["n"])
+        pipeline: list[Any] = [{"$match": filter}]
+        if "skip" in kwargs:
+            pipeline.append({"$skip": kwargs.pop("skip")})
+        if "limit" in kwargs:
+            pipeline.append({"$limit": kwargs.pop("limit")})
+        pipeline.append({"$group": {"_id": 1, "n": {"$sum": 1}}})
+        cmd: dict[str, Any] = {"aggregate": self._name, "pipeline": pipeline, "cursor": {}}
+        put(kwargs, "comment", comment)
+        cmd.update(kwargs)
+        codec = codec_for_replies(self._codec)
+        reply = self._command(
+            cmd, codec, read_concern=self._rc(session), collation=collation, session=session
+        )
+        batch = reply["cursor"]["firstBatch"]
+        return batch[0]["n"] if batch else 0
 
     def estimated_document_count(self, comment: Any = None, **kwargs: Any) -> int:
-        options: dict[str, Any] = {}
-        put(options, "maxTimeMS", max_time(kwargs.pop("maxTimeMS", kwargs.pop("max_time_ms", None))))
-        put(options, "comment", comment)
-        _no_extra("estimated_document_count", kwargs)
-        return self._execute("estimated_document_count", {"options": options})["n"]
+        if "session" in kwargs:
+            raise ConfigurationError("estimated_document_count does not support sessions")
+        if set(kwargs) <= {"maxTimeMS"} and type(kwargs.get("maxTimeMS", 0)) is int:
+            options: dict[str, Any] = dict(kwargs)
+            put(options, "comment", comment)
+            self._read_options(options, None)
+            return int(self._execute("estimated_document_count", {"options": options})["n"])
+        cmd: dict[str, Any] = {"count": self._name}
+        put(kwargs, "comment", comment)
+        cmd.update(kwargs)
+        return int(self._command(cmd, codec_for_replies(self._codec), read_concern=self._read_concern)["n"])
 
-    def distinct(self, key: str, filter: Mapping[str, Any] | None = None, session: Any = None,
-                 comment: Any = None, hint: Any = None, **kwargs: Any) -> list[Any]:
+    def distinct(
+        self,
+        key: str,
+        filter: Mapping[str, Any] | None = None,
+        session: ClientSession | None = None,
+        comment: Any = None,
+        hint: Any = None,
+        **kwargs: Any,
+    ) -> list[Any]:
         if not isinstance(key, str):
-            raise TypeError(f"key must be an instance of str, not {type(key).__name__}")
-        reject_session(session)
-        options: dict[str, Any] = {}
-        put(options, "collation", kwargs.pop("collation", None))
-        put(options, "maxTimeMS", max_time(kwargs.pop("maxTimeMS", kwargs.pop("max_time_ms", None))))
-        put(options, "comment", comment)
-        put(options, "hint", hint_value(hint))
-        _no_extra("distinct", kwargs)
-        self._read_options(options)
-        spec = {"key": key, "filter": filter or {}, "options": options}
-        return self._execute("distinct", spec)["values"]
+            raise TypeError(f"key must be an instance of str, not {type(key)}")
+        if filter is not None:
+            if "query" in kwargs:
+                raise ConfigurationError("can't pass both filter and query")
+            kwargs["query"] = filter
+        collation = validate_collation_or_none(kwargs.pop("collation", None))
+        hint = hint_value(hint)
+        query = kwargs.get("query")
+        if (
+            set(kwargs) <= {"query", "maxTimeMS"}
+            and (query is None or isinstance(query, Mapping))
+            and type(kwargs.get("maxTimeMS", 0)) is int
+        ):
+            options: dict[str, Any] = {}
+            put(options, "maxTimeMS", kwargs.get("maxTimeMS"))
+            put(options, "collation", collation)
+            put(options, "comment", comment)
+            put(options, "hint", hint)
+            self._read_options(options, session)
+            spec = {"key": key, "filter": query or {}, "options": options}
+            return self._execute("distinct", spec, session=session)["values"]
+        cmd: dict[str, Any] = {"distinct": self._name, "key": key}
+        cmd.update(kwargs)
+        put(cmd, "comment", comment)
+        put(cmd, "hint", hint)
+        reply = self._command(cmd, read_concern=self._rc(session), collation=collation, session=session)
+        return reply["values"]
 
-    def aggregate(self, pipeline: Sequence[Mapping[str, Any]], session: Any = None, let: Any = None,
-                  comment: Any = None, **kwargs: Any) -> CommandCursor:
-        if not isinstance(pipeline, list):
-            raise TypeError("pipeline must be a list")
-        reject_session(session)
-        options: dict[str, Any] = {}
-        for key, name in (("allowDiskUse", "allowDiskUse"), ("allow_disk_use", "allowDiskUse"),
-                          ("batchSize", "batchSize"), ("batch_size", "batchSize"),
-                          ("collation", "collation"), ("bypassDocumentValidation", "bypassDocumentValidation")):
-            if key in kwargs:
-                options[name] = kwargs.pop(key)
-        if "hint" in kwargs:
-            options["hint"] = hint_value(kwargs.pop("hint"))
-        put(options, "maxTimeMS", max_time(kwargs.pop("maxTimeMS", kwargs.pop("max_time_ms", None))))
-        put(options, "let", let)
-        put(options, "comment", comment)
-        _no_extra("aggregate", kwargs)
-        self._read_options(options)
-        self._write_options(options)
-        return CommandCursor(self._database, "aggregate",
-                             {"collection": self._name, "pipeline": pipeline, "options": options}, self._codec)
+    def aggregate(
+        self,
+        pipeline: Sequence[Mapping[str, Any]],
+        session: ClientSession | None = None,
+        let: Mapping[str, Any] | None = None,
+        comment: Any = None,
+        **kwargs: Any,
+    ) -> CommandCursor:
+        """pymongo's ``aggregate``: a CommandCursor over the results; ``$out``/``$merge`` included."""
+        return _aggregate(self._database, self, pipeline, let, comment, kwargs, session)
 
-    def _find_and_modify(self, op: str, filter: Mapping[str, Any], body: dict[str, Any], projection: Any,
-                         sort: Any, return_document: bool | None, hint: Any, session: Any, let: Any,
-                         comment: Any, kwargs: dict[str, Any], upsert: bool | None = None,
-                         array_filters: Any = None) -> Any:
+    def _find_and_modify(
+        self,
+        kind: str,
+        filter: Mapping[str, Any],
+        projection: Any,
+        sort: Any,
+        upsert: bool | None,
+        return_document: bool,
+        array_filters: Any,
+        hint: Any,
+        session: ClientSession | None,
+        let: Any,
+        kwargs: dict[str, Any],
+    ) -> Any:
+        """pymongo's ``_find_and_modify``; ``kind`` is "update", "replace" or "delete"."""
         check_mapping("filter", filter)
-        reject_session(session)
-        options: dict[str, Any] = {}
-        put(options, "projection", projection_document(projection))
-        if sort is not None:
-            options["sort"] = index_document(index_list(sort))
-        put(options, "upsert", upsert)
-        put(options, "arrayFilters", array_filters)
-        put(options, "hint", hint_value(hint))
-        put(options, "let", let)
-        put(options, "comment", comment)
-        put(options, "collation", kwargs.pop("collation", None))
-        put(options, "maxTimeMS", max_time(kwargs.pop("maxTimeMS", kwargs.pop("max_time_ms", None))))
-        _no_extra(op, kwargs)
-        self._write_options(options)
-        spec = {"filter": filter, "options": options, **body}
-        if return_document is not None:
-            if not isinstance(return_document, bool):
-                raise ValueError("return_document must be ReturnDocument.BEFORE or ReturnDocument.AFTER")
-            spec["returnNew"] = return_document
-        return self._execute(op, spec)["value"]
+        if not isinstance(return_document, bool):
+            raise TypeError(
+                f"return_document must be ReturnDocument.BEFORE or ReturnDocument.AFTER, not "
+                f"{type(return_document)}"
+            )
+        collation = validate_collation_or_none(kwargs.pop("collation", None))
+        hint = hint_value(hint)
+        raw_wc = kwargs.get("writeConcern")
+        wc = WriteConcern(**raw_wc) if raw_wc is not None else self._wc(session)
+        if let is not None:
+            check_mapping("let", let)
+        fields = None if projection is None else fields_document(projection, "projection")
+        ordering = None if sort is None else index_document(sort)
+        if upsert is not None:
+            check_bool("upsert", upsert)
+        if array_filters is not None and not wc.acknowledged:
+            raise ConfigurationError("arrayFilters is unsupported for unacknowledged writes.")
+        body = {k: kwargs.pop(k) for k in ("update", "remove") if k in kwargs}
+        typed = (
+            wc.acknowledged
+            and set(kwargs) <= {"maxTimeMS", "comment"}
+            and type(kwargs.get("maxTimeMS", 0)) is int
+            and (array_filters is None or _mappings(array_filters))
+        )
+        if typed:
+            options: dict[str, Any] = {}
+            put(options, "projection", fields)
+            put(options, "sort", ordering)
+            put(options, "upsert", upsert)
+            put(options, "arrayFilters", None if array_filters is None else list(array_filters))
+            put(options, "hint", hint)
+            put(options, "let", let)
+            put(options, "collation", collation)
+            put(options, "maxTimeMS", kwargs.get("maxTimeMS"))
+            put(options, "comment", kwargs.get("comment"))
+            self._write_options(options, session)
+            spec: dict[str, Any] = {"filter": filter, "options": options}
+            if kind != "delete":
+                spec["returnNew"] = return_document
+                spec["replacement" if kind == "replace" else "update"] = body["update"]
+            return self._execute(f"find_one_and_{kind}", spec, session=session)["value"]
+        cmd: dict[str, Any] = {"findAndModify": self._name, "query": filter, "new": return_document}
+        put(cmd, "let", let)
+        cmd.update(body)
+        cmd.update(kwargs)
+        put(cmd, "fields", fields)
+        put(cmd, "sort", ordering)
+        put(cmd, "upsert", upsert)
+        put(cmd, "arrayFilters", None if array_filters is None else list(array_filters))
+        put(cmd, "hint", hint)
+        out = self._command(
+            cmd, write_concern=None if raw_wc is not None else wc, collation=collation, session=session
+        )
+        if not wc.acknowledged:
+            # pymongo gets no reply to an unacknowledged command.
+            return None
+        check_write_response(out)
+        return out.get("value")
 
-    def find_one_and_update(self, filter: Mapping[str, Any], update: Any, projection: Any = None,
-                            sort: Any = None, upsert: bool = False,
-                            return_document: bool = ReturnDocument.BEFORE, array_filters: Any = None,
-                            hint: Any = None, session: Any = None, let: Any = None, comment: Any = None,
-                            **kwargs: Any) -> Any:
-        _check_update(update)
-        check_bool("upsert", upsert)
-        return self._find_and_modify("find_one_and_update", filter, {"update": update}, projection, sort,
-                                     return_document, hint, session, let, comment, kwargs, upsert, array_filters)
+    def find_one_and_delete(
+        self,
+        filter: Mapping[str, Any],
+        projection: Any = None,
+        sort: Any = None,
+        hint: Any = None,
+        session: ClientSession | None = None,
+        let: Mapping[str, Any] | None = None,
+        comment: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        kwargs["remove"] = True
+        put(kwargs, "comment", comment)
+        return self._find_and_modify(
+            "delete", filter, projection, sort, None, ReturnDocument.BEFORE, None, hint, session, let, kwargs
+        )
 
-    def find_one_and_replace(self, filter: Mapping[str, Any], replacement: Mapping[str, Any],
-                             projection: Any = None, sort: Any = None, upsert: bool = False,
-                             return_document: bool = ReturnDocument.BEFORE, hint: Any = None,
-                             session: Any = None, let: Any = None, comment: Any = None, **kwargs: Any) -> Any:
-        _check_replacement(replacement)
-        check_bool("upsert", upsert)
-        return self._find_and_modify("find_one_and_replace", filter, {"replacement": replacement}, projection,
-                                     sort, return_document, hint, session, let, comment, kwargs, upsert)
+    def find_one_and_replace(
+        self,
+        filter: Mapping[str, Any],
+        replacement: Mapping[str, Any],
+        projection: Any = None,
+        sort: Any = None,
+        upsert: bool = False,
+        return_document: bool = ReturnDocument.BEFORE,
+        hint: Any = None,
+        session: ClientSession | None = None,
+        let: Mapping[str, Any] | None = None,
+        comment: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        validate_ok_for_replace(replacement)
+        kwargs["update"] = replacement
+        put(kwargs, "comment", comment)
+        return self._find_and_modify(
+            "replace", filter, projection, sort, upsert, return_document, None, hint, session, let, kwargs
+        )
 
-    def find_one_and_delete(self, filter: Mapping[str, Any], projection: Any = None, sort: Any = None,
-                            hint: Any = None, session: Any = None, let: Any = None, comment: Any = None,
-                            **kwargs: Any) -> Any:
-        return self._find_and_modify("find_one_and_delete", filter, {}, projection, sort, None, hint, session,
-                                     let, comment, kwargs)
+    def find_one_and_update(
+        self,
+        filter: Mapping[str, Any],
+        update: Any,
+        projection: Any = None,
+        sort: Any = None,
+        upsert: bool = False,
+        return_document: bool = ReturnDocument.BEFORE,
+        array_filters: Any = None,
+        hint: Any = None,
+        session: ClientSession | None = None,
+        let: Mapping[str, Any] | None = None,
+        comment: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        validate_ok_for_update(update)
+        validate_list_or_none("array_filters", array_filters)
+        kwargs["update"] = update
+        put(kwargs, "comment", comment)
+        return self._find_and_modify(
+            "update",
+            filter,
+            projection,
+            sort,
+            upsert,
+            return_document,
+            array_filters,
+            hint,
+            session,
+            let,
+            kwargs,
+        )
 
     # -- indexes and administration -------------------------------------------------------------------
 
-    def create_index(self, keys: Any, session: Any = None, comment: Any = None, **kwargs: Any) -> str:
+    def create_indexes(
+        self,
+        indexes: Sequence[IndexModel],
+        session: ClientSession | None = None,
+        comment: Any = None,
+        **kwargs: Any,
+    ) -> list[str]:
+        validate_list("indexes", indexes)
+        put(kwargs, "comment", comment)
+        return self._create_indexes(indexes, kwargs, session)
+
+    def _create_indexes(
+        self, indexes: Sequence[IndexModel], kwargs: dict[str, Any], session: ClientSession | None
+    ) -> list[str]:
+        names = []
+        documents = []
+        for index in indexes:
+            if not isinstance(index, IndexModel):
+                raise TypeError(f"{index!r} is not an instance of pymongo.operations.IndexModel")
+            document = index.document
+            names.append(document["name"])
+            documents.append(document)
+        cmd: dict[str, Any] = {"createIndexes": self._name, "indexes": documents}
+        cmd.update(kwargs)
+        self._command(cmd, codec_for_replies(self._codec), write_concern=self._wc(session), session=session)
+        return names
+
+    def create_index(
+        self, keys: Any, session: ClientSession | None = None, comment: Any = None, **kwargs: Any
+    ) -> str:
         """Creates an index from pymongo's key spec (``"field"`` or ``[("a", 1), ("b", -1)]``)."""
-        reject_session(session)
-        pairs = index_list(keys)
-        doc: dict[str, Any] = {"key": index_document(pairs)}
-        doc["name"] = kwargs.pop("name", None) or index_name(pairs)
-        doc.update(kwargs)
-        return self._execute("create_indexes", {"indexes": [doc]})["names"][0]
+        cmd_options: dict[str, Any] = {}
+        if "maxTimeMS" in kwargs:
+            cmd_options["maxTimeMS"] = kwargs.pop("maxTimeMS")
+        put(cmd_options, "comment", comment)
+        return self._create_indexes([IndexModel(keys, **kwargs)], cmd_options, session)[0]
 
-    def create_indexes(self, indexes: Sequence[IndexModel], session: Any = None, comment: Any = None,
-                       **kwargs: Any) -> list[str]:
-        reject_session(session)
-        if not isinstance(indexes, list):
-            raise TypeError("indexes must be a list")
-        docs = []
-        for model in indexes:
-            if not isinstance(model, IndexModel):
-                raise TypeError(f"{model!r} is not an instance of pymongo.operations.IndexModel")
-            docs.append(model.document)
-        return self._execute("create_indexes", {"indexes": docs})["names"]
+    def list_indexes(self, session: ClientSession | None = None, comment: Any = None) -> CommandCursor:
+        """The collection's indexes (as SON documents, like pymongo); none if the collection does not
+        exist."""
+        codec = CodecOptions(SON)
+        if comment is None:
+            try:
+                spec = {"collection": self._name}
+                return CommandCursor(self._database, "list_indexes", spec, codec, session=session)
+            except OperationFailure as exc:
+                if exc.code != 26:
+                    raise
+                return CommandCursor(self._database, "", {}, codec, first_batch=[])
+        # The driver's listIndexes takes no comment: send the command (an index list fits one batch).
+        try:
+            cmd = {"listIndexes": self._name, "cursor": {}, "comment": comment}
+            reply = self._command(cmd, codec, session=session)
+        except OperationFailure as exc:
+            if exc.code != 26:
+                raise
+            return CommandCursor(self._database, "", {}, codec, first_batch=[])
+        return CommandCursor(self._database, "", {}, codec, first_batch=reply["cursor"]["firstBatch"])
 
-    def list_indexes(self, session: Any = None, comment: Any = None) -> CommandCursor:
-        reject_session(session)
-        return CommandCursor(self._database, "list_indexes", {"collection": self._name}, self._codec)
-
-    def index_information(self, session: Any = None, comment: Any = None) -> dict[str, Any]:
+    def index_information(
+        self, session: ClientSession | None = None, comment: Any = None
+    ) -> MutableMapping[str, Any]:
         info = {}
-        for index in self.list_indexes():
-            name = index.pop("name")
+        for index in self.list_indexes(session=session, comment=comment):
             index["key"] = list(index["key"].items())
-            info[name] = index
+            index = dict(index)
+            info[index.pop("name")] = index
         return info
 
-    def drop_index(self, index_or_name: Any, session: Any = None, comment: Any = None, **kwargs: Any) -> None:
-        reject_session(session)
-        name = index_or_name if isinstance(index_or_name, str) else index_name(index_list(index_or_name))
-        if name == "*":
-            raise InvalidOperation("use drop_indexes() to drop all indexes")
-        self._execute("drop_index", {"name": name})
-
-    def drop_indexes(self, session: Any = None, comment: Any = None, **kwargs: Any) -> None:
-        reject_session(session)
-        self._execute("drop_indexes", {})
-
-    def drop(self, session: Any = None, comment: Any = None, encrypted_fields: Any = None) -> None:
-        reject_session(session)
-        self._execute("drop_collection", {})
-
-    def rename(self, new_name: str, session: Any = None, comment: Any = None, **kwargs: Any) -> dict[str, Any]:
-        if not isinstance(new_name, str):
-            raise TypeError(f"new_name must be an instance of str, not {type(new_name).__name__}")
-        if not new_name or ".." in new_name or "$" in new_name or new_name[0] == "." or new_name[-1] == ".":
-            raise InvalidName(f"collection name {new_name!r} is not valid")
-        reject_session(session)
-        cmd = {"renameCollection": self.full_name, "to": f"{self._db_name}.{new_name}", **kwargs}
+    def drop_index(
+        self, index_or_name: Any, session: ClientSession | None = None, comment: Any = None, **kwargs: Any
+    ) -> None:
+        name = index_or_name
+        if isinstance(index_or_name, list):
+            name = "_".join(f"{k}_{v}" for k, v in index_or_name)
+        if not isinstance(name, str):
+            raise TypeError(f"index_or_name must be an instance of str or list, not {type(name)}")
+        cmd: dict[str, Any] = {"dropIndexes": self._name, "index": name}
+        cmd.update(kwargs)
         put(cmd, "comment", comment)
-        # renameCollection runs against admin but stays within this tenant's database (same db prefix).
-        reply = self._core.execute(self._user_id, "admin", "command",
-                                   encode({"command": cmd}, False, self._codec))
-        return decode(reply, self._codec)
+        self._command(cmd, allowable_errors=_NS_NOT_FOUND, write_concern=self._wc(session), session=session)
+
+    def drop_indexes(self, session: ClientSession | None = None, comment: Any = None, **kwargs: Any) -> None:
+        put(kwargs, "comment", comment)
+        self.drop_index("*", session=session, **kwargs)
+
+    def drop(
+        self,
+        session: ClientSession | None = None,
+        comment: Any = None,
+        encrypted_fields: Mapping[str, Any] | None = None,
+    ) -> None:
+        db = self._database.with_options(write_concern=self._write_concern)
+        db.drop_collection(self._name, session=session, comment=comment, encrypted_fields=encrypted_fields)
+
+    def rename(
+        self, new_name: str, session: ClientSession | None = None, comment: Any = None, **kwargs: Any
+    ) -> MutableMapping[str, Any]:
+        if not isinstance(new_name, str):
+            raise TypeError(f"new_name must be an instance of str, not {type(new_name)}")
+        if not new_name or ".." in new_name:
+            raise InvalidName("collection names cannot be empty")
+        if new_name[0] == "." or new_name[-1] == ".":
+            raise InvalidName("collection names must not start or end with '.'")
+        if "$" in new_name and not new_name.startswith("oplog.$main"):
+            raise InvalidName("collection names must not contain '$'")
+        cmd: dict[str, Any] = {"renameCollection": self.full_name, "to": f"{self._db_name}.{new_name}"}
+        cmd.update(kwargs)
+        put(cmd, "comment", comment)
+        raw_wc = cmd.get("writeConcern")
+        wc = WriteConcern(**raw_wc) if raw_wc is not None else self._wc(session)
+        # renameCollection runs on admin; both names are in this database, so it stays within the tenant's.
+        return self._command(
+            cmd,
+            CodecOptions(),
+            write_concern=None if raw_wc is not None else wc,
+            parse_write_concern_error=True,
+            db_name="admin",
+            session=session,
+        )
+
+    # pymongo methods tenantpool does not have (yet): named, so that a call fails saying so instead of
+    # reaching __getattr__ (which would take the name for a sub-collection).
+
+    def watch(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError("Collection.watch (change streams) is not supported by tenantpool yet")
+
+    def find_raw_batches(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError("Collection.find_raw_batches is not supported by tenantpool yet")
+
+    def aggregate_raw_batches(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError("Collection.aggregate_raw_batches is not supported by tenantpool yet")
+
+    def list_search_indexes(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError("Atlas Search indexes are not supported by tenantpool")
+
+    create_search_index = create_search_indexes = drop_search_index = update_search_index = (
+        list_search_indexes
+    )
+
+    def options(self, session: ClientSession | None = None, comment: Any = None) -> MutableMapping[str, Any]:
+        """The options the collection was created with (empty if it does not exist)."""
+        for doc in self._database.list_collections(
+            session=session, filter={"name": self._name}, comment=comment
+        ):
+            options = doc.get("options", {})
+            options.pop("create", None)
+            return options
+        return {}
 
 
-def _no_extra(op: str, kwargs: dict[str, Any]) -> None:
-    if kwargs:
-        raise InvalidOperation(f"{op}() got options tenantpool does not support yet: {', '.join(sorted(kwargs))}")
+def _aggregate(
+    database: Database,
+    collection: Collection | None,
+    pipeline: Any,
+    let: Any,
+    comment: Any,
+    kwargs: dict[str, Any],
+    session: ClientSession | None,
+) -> CommandCursor:
+    """pymongo's aggregation on a collection, or on the database if ``collection`` is None."""
+    if "explain" in kwargs:
+        raise ConfigurationError("The explain option is not supported. Use Database.command instead.")
+    for name in ("aggregate", "pipeline"):
+        if name in kwargs:
+            raise ConfigurationError(f"The {name} option cannot be specified as a keyword argument.")
+    pipeline = validate_list("pipeline", pipeline)
+    performs_write = (
+        bool(pipeline)
+        and isinstance(pipeline[-1], Mapping)
+        and ("$out" in pipeline[-1] or "$merge" in pipeline[-1])
+    )
+    if let is not None:
+        check_mapping("let", let)
+        kwargs["let"] = let
+    put(kwargs, "comment", comment)
+    batch_size = validate_non_negative_integer_or_none("batchSize", kwargs.pop("batchSize", None))
+    collation = validate_collation_or_none(kwargs.pop("collation", None))
+    # Only tailable cursors (change streams) use it; pymongo ignores it otherwise.
+    kwargs.pop("maxAwaitTimeMS", None)
+    target = collection if collection is not None else database
+    codec = target.codec_options
+    # Inside a transaction, the transaction's concerns apply.
+    in_transaction = session is not None and session.in_transaction
+    wc = DEFAULT_WRITE_CONCERN if in_transaction else target.write_concern
+    rc = ReadConcern() if in_transaction else target.read_concern
+    known = {"allowDiskUse", "bypassDocumentValidation", "comment", "hint", "let", "maxTimeMS"}
+    typed = (
+        set(kwargs) <= known
+        and (kwargs.get("hint") is None or isinstance(kwargs["hint"], (str, Mapping)))
+        and type(kwargs.get("maxTimeMS", 0)) is int
+        and all(
+            isinstance(v, bool)
+            for k, v in kwargs.items()
+            if k in ("allowDiskUse", "bypassDocumentValidation")
+        )
+    )
+    if typed:
+        options = dict(kwargs)
+        if batch_size is not None and not performs_write:
+            options["batchSize"] = batch_size
+        put(options, "collation", collation)
+        if rc.level is not None:
+            options["readConcern"] = rc.document
+        if performs_write and not wc.is_server_default:
+            options["writeConcern"] = write_concern_document(wc)
+        spec: dict[str, Any] = {"pipeline": pipeline, "options": options}
+        if collection is not None:
+            spec["collection"] = collection.name
+        return CommandCursor(database, "aggregate", spec, codec, session=session)
+    # Options the driver does not model: send pymongo's command, so the server judges them. A result
+    # that needs more than the first batch cannot be continued (the driver's sessions are per command).
+    cmd: dict[str, Any] = {
+        "aggregate": collection.name if collection is not None else 1,
+        "pipeline": pipeline,
+    }
+    cmd.update(kwargs)
+    cursor_opts = dict(cmd.get("cursor") or {})
+    if batch_size is not None and not performs_write:
+        cursor_opts["batchSize"] = batch_size
+    cmd["cursor"] = cursor_opts
+    if collation is not None:
+        cmd["collation"] = collation
+    if rc.level is not None and "readConcern" not in cmd:
+        cmd["readConcern"] = rc.document
+    if performs_write and not wc.is_server_default and "writeConcern" not in cmd:
+        cmd["writeConcern"] = write_concern_document(wc)
+    reply = database._run_command(cmd, codec, session)
+    cursor = reply["cursor"]
+    if cursor["id"]:
+        ns = cursor.get("ns", "").split(".", 1)[-1]
+        try:
+            database._run_command({"killCursors": ns, "cursors": [cursor["id"]]}, codec, session)
+        except OperationFailure:
+            pass
+        unknown = sorted(set(kwargs) - known)
+        raise InvalidOperation(
+            f"aggregate() with the option(s) {', '.join(map(repr, unknown))}: tenantpool can "
+            f"only return the first batch of such an aggregation; drop the option(s) or "
+            f"raise batchSize"
+        )
+    return CommandCursor(database, "", {}, codec, first_batch=cursor["firstBatch"])

@@ -1,116 +1,171 @@
 """Cursor and CommandCursor: pymongo's cursor API over a Rust cursor that hands out one server batch at a
-time. Each batch is decoded by pymongo's C decoder in one call; nothing beyond one batch is held."""
+time. Each batch is decoded by pymongo's C decoder in one call; nothing beyond one batch is held, so a
+large result streams in bounded memory."""
 
 from __future__ import annotations
 
+import copy
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from bson.code import Code
 from bson.codec_options import CodecOptions
 from pymongo import CursorType
 from pymongo.errors import InvalidOperation
 
 from ._common import (
     check_bool,
-    check_int,
     check_mapping,
-    decode,
+    check_query_size,
+    core_session,
     decode_all,
     encode,
+    fields_document,
     hint_value,
     index_document,
     index_list,
-    max_time,
-    projection_document,
     put,
-    reject_session,
+    validate_collation_or_none,
 )
 
 if TYPE_CHECKING:
     from ._core import RawCursor
     from .collection import Collection
     from .database import Database
+    from .session import ClientSession
+
+# pymongo's query flags that can be expressed as find options.
+_NO_TIMEOUT = 16
+_PARTIAL = 128
 
 
-class _BatchIterator:
-    """Shared iteration over a Rust cursor: a local deque refilled one server batch at a time."""
+def _is_int(value: Any, minimum: int | None = None) -> bool:
+    return type(value) is int and (minimum is None or value >= minimum)
+
+
+def find_options_fit_driver(options: Mapping[str, Any]) -> bool:
+    """Whether the Rust driver's find options can hold these values (unsigned skip, integer limit...)."""
+    return all(
+        key not in options or _is_int(options[key], minimum)
+        for key, minimum in (("skip", 0), ("limit", None), ("batchSize", 0), ("maxTimeMS", 0))
+    )
+
+
+class _BatchCursor:
+    """Iteration shared by both cursors: a local deque refilled one server batch at a time."""
 
     _raw: RawCursor | None
     _codec: CodecOptions
+    _session: ClientSession | None
 
     def _init_iteration(self) -> None:
         self._raw = None
-        self._buffer: deque[Any] = deque()
+        self._data: deque[Any] = deque()
         self._started = False
-        self._exhausted = False
+        self._killed = False
+        self._retrieved = 0
 
-    def _open(self) -> RawCursor:
+    def _open(self) -> RawCursor | None:
         raise NotImplementedError
 
-    def _refill(self) -> bool:
-        if self._exhausted:
-            return False
-        if self._raw is None:
+    def _refresh(self) -> int:
+        """Fetches the next batch if the local one is used up; the number of documents now buffered."""
+        if self._data or self._killed:
+            return len(self._data)
+        if not self._started:
             self._started = True
-            self._raw = self._open()
-        data = self._raw.next_batch()
+            try:
+                self._raw = self._open()
+            except BaseException:
+                self._killed = True
+                raise
+        data = None
+        if self._raw is not None:
+            try:
+                data = self._raw.next_batch()
+            except BaseException:
+                self.close()
+                raise
         if data is None:
-            self._exhausted = True
-            return False
-        self._buffer.extend(decode_all(data, self._codec))
-        return True
+            # The server cursor is exhausted (and released by the core).
+            self._killed = True
+            return 0
+        docs = decode_all(data, self._codec)
+        self._retrieved += len(docs)
+        self._data.extend(docs)
+        return len(self._data)
 
-    def __iter__(self) -> _BatchIterator:
+    def __iter__(self) -> _BatchCursor:
         return self
 
-    def __next__(self) -> Any:
-        while not self._buffer:
-            if not self._refill():
-                raise StopIteration
-        return self._buffer.popleft()
-
     def next(self) -> Any:
-        return self.__next__()
+        if self._data or self._refresh():
+            return self._data.popleft()
+        raise StopIteration
 
-    def try_next(self) -> Any:
-        try:
-            return self.__next__()
-        except StopIteration:
-            return None
+    __next__ = next
+
+    def _next_batch(self, result: list[Any], total: int | None = None) -> bool:
+        if not (self._data or self._refresh()):
+            return False
+        if total is None:
+            result.extend(self._data)
+            self._data.clear()
+        else:
+            for _ in range(min(len(self._data), total)):
+                result.append(self._data.popleft())
+        return True
 
     def to_list(self, length: int | None = None) -> list[Any]:
-        """Up to ``length`` documents (all if None), as pymongo's ``Cursor.to_list``."""
-        if length is not None:
-            check_int("length", length)
-            if length < 1:
-                raise ValueError("to_list() length must be greater than 0")
-        out: list[Any] = []
-        for doc in self:
-            out.append(doc)
-            if length is not None and len(out) >= length:
+        """The remaining documents, or at most ``length`` of them (pymongo's ``to_list``)."""
+        res: list[Any] = []
+        remaining = length
+        if isinstance(length, int) and length < 1:
+            raise ValueError("to_list() length must be greater than 0")
+        while self.alive:
+            if not self._next_batch(res, remaining):
                 break
-        return out
+            if length is not None:
+                remaining = length - len(res)
+                if remaining == 0:
+                    break
+        return res
 
     @property
     def alive(self) -> bool:
-        """True while more documents may come: buffered ones, or an open server cursor."""
-        if self._buffer:
+        """Whether more documents may come. As in pymongo, False once the last batch has been consumed:
+        with the local batch used up, this asks the core for the next one (which costs a round trip only
+        if the server has more)."""
+        if self._data:
             return True
+        if self._killed:
+            return False
         if not self._started:
             return True
-        return self._raw is not None and self._raw.alive and not self._exhausted
+        return self._refresh() > 0
+
+    @property
+    def retrieved(self) -> int:
+        """The number of documents received from the server so far."""
+        return self._retrieved
+
+    @property
+    def session(self) -> ClientSession | None:
+        """The explicit session this cursor runs in, if any."""
+        return self._session
 
     def close(self) -> None:
-        """Kills the server cursor (if open) and frees the tenant's pool for reaping."""
-        if self._raw is not None:
-            self._raw.close()
-        self._buffer.clear()
-        self._exhausted = True
+        """Kills the server cursor if it is still open, and releases the tenant's pool."""
+        self._killed = True
         self._started = True
+        self._data.clear()
+        raw, self._raw = self._raw, None
+        if raw is not None:
+            raw.close()
 
-    def __enter__(self) -> _BatchIterator:
+    def __enter__(self) -> _BatchCursor:
         return self
 
     def __exit__(
@@ -119,14 +174,15 @@ class _BatchIterator:
         self.close()
 
 
-class Cursor(_BatchIterator):
-    """The cursor ``Collection.find`` returns. Options chain until iteration starts, as in pymongo."""
+class Cursor(_BatchCursor):
+    """The cursor ``Collection.find`` returns, with pymongo's arguments, checks and chaining: options can be
+    changed until the first document is fetched; the query runs on first iteration."""
 
     def __init__(
         self,
         collection: Collection,
         filter: Mapping[str, Any] | None = None,
-        projection: Any = None,
+        projection: Mapping[str, Any] | Iterable[str] | None = None,
         skip: int = 0,
         limit: int = 0,
         no_cursor_timeout: bool = False,
@@ -135,9 +191,9 @@ class Cursor(_BatchIterator):
         allow_partial_results: bool = False,
         oplog_replay: bool = False,
         batch_size: int = 0,
-        collation: Mapping[str, Any] | None = None,
+        collation: Any = None,
         hint: Any = None,
-        max_scan: None = None,
+        max_scan: int | None = None,
         max_time_ms: int | None = None,
         max: Any = None,
         min: Any = None,
@@ -145,170 +201,425 @@ class Cursor(_BatchIterator):
         show_record_id: bool | None = None,
         snapshot: bool | None = None,
         comment: Any = None,
-        session: Any = None,
+        session: ClientSession | None = None,
         allow_disk_use: bool | None = None,
         let: Mapping[str, Any] | None = None,
     ) -> None:
-        if filter is None:
-            filter = {}
-        check_mapping("filter", filter)
-        check_int("skip", skip)
-        check_int("limit", limit)
-        check_int("batch_size", batch_size)
-        check_bool("no_cursor_timeout", no_cursor_timeout)
-        if skip < 0:
-            raise ValueError("skip must be >= 0")
-        if batch_size < 0:
-            raise ValueError("batch_size must be >= 0")
-        if cursor_type != CursorType.NON_TAILABLE:
-            raise InvalidOperation("tailable cursors are not supported yet by tenantpool")
-        if oplog_replay or max_scan is not None or snapshot:
-            raise InvalidOperation("oplog_replay, max_scan and snapshot are not supported by MongoDB 4.4+")
-        reject_session(session)
         self._collection = collection
         self._codec = collection.codec_options
-        self._filter = filter
-        self._options: dict[str, Any] = {}
-        o = self._options
-        put(o, "projection", projection_document(projection))
-        if skip:
-            o["skip"] = skip
-        if limit:
-            o["limit"] = limit
-        if batch_size:
-            o["batchSize"] = batch_size
-        if no_cursor_timeout:
-            o["noCursorTimeout"] = True
-        if allow_partial_results:
-            o["allowPartialResults"] = True
-        if sort is not None:
-            o["sort"] = index_document(index_list(sort))
-        put(o, "collation", collation)
-        put(o, "hint", hint_value(hint))
-        put(o, "maxTimeMS", max_time(max_time_ms))
-        put(o, "max", max)
-        put(o, "min", min)
-        put(o, "returnKey", return_key)
-        put(o, "showRecordId", show_record_id)
-        put(o, "comment", comment)
-        put(o, "allowDiskUse", allow_disk_use)
-        put(o, "let", let)
-        collection._read_options(o)
         self._init_iteration()
+        # Checked now, as pymongo checks it: a foreign or ended session fails at the call.
+        core_session(session, collection._user_id)
+        self._session: ClientSession | None = session
+        spec = filter or {}
+        check_mapping("filter", spec)
+        if not isinstance(skip, int):
+            raise TypeError(f"skip must be an instance of int, not {type(skip)}")
+        if not isinstance(limit, int):
+            raise TypeError(f"limit must be an instance of int, not {type(limit)}")
+        check_bool("no_cursor_timeout", no_cursor_timeout)
+        if cursor_type not in (
+            CursorType.NON_TAILABLE,
+            CursorType.TAILABLE,
+            CursorType.TAILABLE_AWAIT,
+            CursorType.EXHAUST,
+        ):
+            raise ValueError("not a valid value for cursor_type")
+        check_bool("allow_partial_results", allow_partial_results)
+        check_bool("oplog_replay", oplog_replay)
+        if not isinstance(batch_size, int):
+            raise TypeError(f"batch_size must be an integer, not {type(batch_size)}")
+        if batch_size < 0:
+            raise ValueError("batch_size must be >= 0")
+        if allow_disk_use is not None:
+            check_bool("allow_disk_use", allow_disk_use)
+        if let is not None:
+            check_mapping("let", let)
+        # Arguments the Rust driver's find cannot express (server features removed or tailing cursors).
+        if cursor_type != CursorType.NON_TAILABLE:
+            raise InvalidOperation(
+                "find(cursor_type=...): tailable and exhaust cursors are not supported by tenantpool yet"
+            )
+        for name, value in (("oplog_replay", oplog_replay), ("max_scan", max_scan), ("snapshot", snapshot)):
+            if value:
+                raise InvalidOperation(
+                    f"find({name}=...) is not supported by tenantpool (the server ignores "
+                    f"or rejects it since MongoDB 4.4)"
+                )
+        self._spec: Mapping[str, Any] = spec
+        self._has_filter = filter is not None
+        self._projection = None if projection is None else fields_document(projection, "projection")
+        self._skip = skip
+        self._limit = limit
+        self._batch_size = batch_size
+        self._ordering = (sort and index_document(sort)) or None
+        self._max_time_ms = max_time_ms
+        self._max = max
+        self._min = min
+        self._collation = validate_collation_or_none(collation)
+        self._return_key = return_key
+        self._show_record_id = show_record_id
+        self._allow_disk_use = allow_disk_use
+        self._comment = comment
+        self._let = let
+        self._hint = hint_value(hint)
+        self._flags = (_NO_TIMEOUT if no_cursor_timeout else 0) | (_PARTIAL if allow_partial_results else 0)
+        self._empty = False
 
     @property
     def collection(self) -> Collection:
         return self._collection
 
-    def _check_not_started(self) -> None:
+    @property
+    def cursor_id(self) -> int | None:
+        """Not known to tenantpool: the Rust core keeps the server cursor id to itself."""
+        return None
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        return None
+
+    # -- chaining -------------------------------------------------------------------------------------
+
+    def _check_okay_to_chain(self) -> None:
         if self._started:
             raise InvalidOperation("cannot set options after executing query")
 
-    def _set(self, key: str, value: Any) -> Cursor:
-        self._check_not_started()
-        if value is None:
-            self._options.pop(key, None)
-        else:
-            self._options[key] = value
+    def sort(self, key_or_list: Any, direction: Any = None) -> Cursor:
+        self._check_okay_to_chain()
+        self._ordering = index_document(index_list(key_or_list, direction))
         return self
 
-    def sort(self, key_or_list: Any, direction: Any = None) -> Cursor:
-        return self._set("sort", index_document(index_list(key_or_list, direction)))
-
     def skip(self, skip: int) -> Cursor:
-        check_int("skip", skip)
+        if not isinstance(skip, int):
+            raise TypeError(f"skip must be an integer, not {type(skip)}")
         if skip < 0:
             raise ValueError("skip must be >= 0")
-        return self._set("skip", skip or None)
+        self._check_okay_to_chain()
+        self._skip = skip
+        return self
 
     def limit(self, limit: int) -> Cursor:
-        check_int("limit", limit)
-        return self._set("limit", limit or None)
+        if not isinstance(limit, int):
+            raise TypeError(f"limit must be an integer, not {type(limit)}")
+        self._check_okay_to_chain()
+        self._empty = False
+        self._limit = limit
+        return self
 
     def batch_size(self, batch_size: int) -> Cursor:
-        check_int("batch_size", batch_size)
+        if not isinstance(batch_size, int):
+            raise TypeError(f"batch_size must be an integer, not {type(batch_size)}")
         if batch_size < 0:
             raise ValueError("batch_size must be >= 0")
-        return self._set("batchSize", batch_size or None)
+        self._check_okay_to_chain()
+        self._batch_size = batch_size
+        return self
 
     def max_time_ms(self, max_time_ms: int | None) -> Cursor:
-        return self._set("maxTimeMS", max_time(max_time_ms))
+        if not isinstance(max_time_ms, int) and max_time_ms is not None:
+            raise TypeError(f"max_time_ms must be an integer or None, not {type(max_time_ms)}")
+        self._check_okay_to_chain()
+        self._max_time_ms = max_time_ms
+        return self
+
+    def max_await_time_ms(self, max_await_time_ms: int | None) -> Cursor:
+        if not isinstance(max_await_time_ms, int) and max_await_time_ms is not None:
+            raise TypeError(f"max_await_time_ms must be an integer or None, not {type(max_await_time_ms)}")
+        self._check_okay_to_chain()
+        # As in pymongo: only tailable-await cursors use it, and those are not supported; so it is ignored.
+        return self
 
     def hint(self, index: Any) -> Cursor:
-        return self._set("hint", hint_value(index))
+        self._check_okay_to_chain()
+        self._hint = hint_value(index)
+        return self
 
-    def collation(self, collation: Mapping[str, Any] | None) -> Cursor:
-        return self._set("collation", collation)
+    def collation(self, collation: Any) -> Cursor:
+        self._check_okay_to_chain()
+        self._collation = validate_collation_or_none(collation)
+        return self
 
     def comment(self, comment: Any) -> Cursor:
-        return self._set("comment", comment)
+        self._check_okay_to_chain()
+        self._comment = comment
+        return self
 
     def allow_disk_use(self, allow_disk_use: bool) -> Cursor:
-        check_bool("allow_disk_use", allow_disk_use)
-        return self._set("allowDiskUse", allow_disk_use)
+        if not isinstance(allow_disk_use, bool):
+            raise TypeError(f"allow_disk_use must be a bool, not {type(allow_disk_use)}")
+        self._check_okay_to_chain()
+        self._allow_disk_use = allow_disk_use
+        return self
 
-    def where(self, code: str) -> Cursor:
-        self._check_not_started()
-        self._filter = {**self._filter, "$where": code}
+    def max(self, spec: Any) -> Cursor:
+        if not isinstance(spec, (list, tuple)):
+            raise TypeError(f"spec must be an instance of list or tuple, not {type(spec)}")
+        self._check_okay_to_chain()
+        self._max = dict(spec)
+        return self
+
+    def min(self, spec: Any) -> Cursor:
+        if not isinstance(spec, (list, tuple)):
+            raise TypeError(f"spec must be an instance of list or tuple, not {type(spec)}")
+        self._check_okay_to_chain()
+        self._min = dict(spec)
+        return self
+
+    def max_scan(self, max_scan: int | None) -> Cursor:
+        raise InvalidOperation("Cursor.max_scan() is not supported by tenantpool (removed in MongoDB 4.2)")
+
+    def where(self, code: str | Code) -> Cursor:
+        self._check_okay_to_chain()
+        if not isinstance(code, Code):
+            code = Code(code)
+        # Don't modify a filter the caller passed in.
+        spec = dict(self._spec) if self._has_filter else self._spec
+        spec["$where"] = code  # type: ignore[index]
+        self._spec = spec
+        return self
+
+    def add_option(self, mask: int) -> Cursor:
+        if not isinstance(mask, int):
+            raise TypeError(f"mask must be an int, not {type(mask)}")
+        self._check_okay_to_chain()
+        if mask & ~(_NO_TIMEOUT | _PARTIAL):
+            raise InvalidOperation(
+                f"Cursor.add_option({mask}): only the no_timeout (16) and partial (128) "
+                f"flags are supported by tenantpool"
+            )
+        self._flags |= mask
+        return self
+
+    def remove_option(self, mask: int) -> Cursor:
+        if not isinstance(mask, int):
+            raise TypeError(f"mask must be an int, not {type(mask)}")
+        self._check_okay_to_chain()
+        self._flags &= ~mask
         return self
 
     def clone(self) -> Cursor:
-        c = Cursor(self._collection, dict(self._filter))
-        c._options = dict(self._options)
-        return c
+        """An unevaluated copy of this cursor, with the same options."""
+        return self._clone(True)
+
+    def _clone(self, deepcopy: bool) -> Cursor:
+        base = Cursor(self._collection, session=self._session)
+        for key in (
+            "_spec",
+            "_has_filter",
+            "_projection",
+            "_skip",
+            "_limit",
+            "_batch_size",
+            "_ordering",
+            "_max_time_ms",
+            "_max",
+            "_min",
+            "_collation",
+            "_return_key",
+            "_show_record_id",
+            "_allow_disk_use",
+            "_comment",
+            "_let",
+            "_hint",
+            "_flags",
+            "_empty",
+        ):
+            value = getattr(self, key)
+            setattr(base, key, copy.deepcopy(value) if deepcopy else value)
+        return base
+
+    def __copy__(self) -> Cursor:
+        return self._clone(False)
+
+    def __deepcopy__(self, memo: Any) -> Cursor:
+        return self._clone(True)
 
     def rewind(self) -> Cursor:
+        """Closes the server cursor; the next iteration runs the query again."""
         self.close()
         self._init_iteration()
         return self
 
-    def _spec(self) -> bytes:
-        return encode({"collection": self._collection.name, "filter": self._filter, "options": self._options},
-                      False, self._codec)
+    # -- running --------------------------------------------------------------------------------------
 
-    def _open(self) -> RawCursor:
-        c = self._collection
-        return c._core.open_cursor(c._user_id, c._db_name, "find", self._spec())
+    def _options(self) -> dict[str, Any]:
+        if (self._min or self._max) and not self._hint:
+            raise InvalidOperation(
+                "Passing a 'hint' is required when using the min/max query option to "
+                "ensure the query utilizes the correct index"
+            )
+        o: dict[str, Any] = {}
+        put(o, "projection", self._projection)
+        if self._skip:
+            o["skip"] = self._skip
+        if self._limit:
+            o["limit"] = self._limit
+        if self._batch_size:
+            o["batchSize"] = self._batch_size
+        if self._flags & _NO_TIMEOUT:
+            o["noCursorTimeout"] = True
+        if self._flags & _PARTIAL:
+            o["allowPartialResults"] = True
+        put(o, "sort", self._ordering)
+        put(o, "collation", self._collation)
+        put(o, "hint", self._hint)
+        put(o, "maxTimeMS", self._max_time_ms)
+        put(o, "max", self._max or None)
+        put(o, "min", self._min or None)
+        put(o, "returnKey", self._return_key)
+        put(o, "showRecordId", self._show_record_id)
+        # pymongo sends a comment only if it is truthy.
+        put(o, "comment", self._comment or None)
+        put(o, "allowDiskUse", self._allow_disk_use)
+        put(o, "let", self._let)
+        self._collection._read_options(o, self._session)
+        return o
 
-    def _find_one(self) -> Any:
-        # One round trip and no cursor object: the server returns the document in the first batch.
-        self._options.pop("limit", None)
-        self._options.pop("batchSize", None)
+    def _open(self) -> RawCursor | None:
+        if self._empty:
+            return None
         c = self._collection
-        reply = c._core.execute(c._user_id, c._db_name, "find_one", self._spec())
-        return None if reply is None else decode(reply, self._codec)
+        options = self._options()
+        spec = encode({"collection": c.name, "filter": self._spec, "options": options}, False, self._codec)
+        check_query_size(spec)
+        if not find_options_fit_driver(options):
+            self._run_find_command(options)
+            return None
+        raw = core_session(self._session, c._user_id)
+        return c._core.open_cursor(c._user_id, c._db_name, "find", spec, session=raw)
+
+    def _run_find_command(self, options: dict[str, Any]) -> None:
+        """Values pymongo sends but the driver's typed options cannot hold (a negative skip, a bool limit):
+        send pymongo's find command as is, so that the server judges it. A result needing more than the
+        first batch cannot be continued (the driver gives each generic command its own session)."""
+        c = self._collection
+        cmd: dict[str, Any] = {"find": c.name, "filter": self._spec}
+        cmd.update(options)
+        limit = cmd.get("limit")
+        if isinstance(limit, int) and limit < 0:
+            cmd["limit"] = -limit
+            cmd["singleBatch"] = True
+        reply = c._run_command(cmd, self._codec, session=self._session)
+        cursor = reply["cursor"]
+        if cursor["id"]:
+            c._run_command({"killCursors": c.name, "cursors": [cursor["id"]]}, session=self._session)
+            raise InvalidOperation(
+                "find(): tenantpool cannot run this query as a cursor (a skip, limit, "
+                "batch_size or max_time_ms value outside what the driver accepts)"
+            )
+        self._data.extend(cursor["firstBatch"])
+        self._retrieved += len(cursor["firstBatch"])
+
+    def next(self) -> Any:
+        if self._empty:
+            raise StopIteration
+        return super().next()
+
+    __next__ = next
 
     def distinct(self, key: str) -> list[Any]:
-        return self._collection.distinct(key, self._filter)
+        """The distinct values of ``key`` among the documents this cursor matches (pymongo's
+        ``Cursor.distinct``: the filter, max_time_ms, comment and collation apply)."""
+        options: dict[str, Any] = {}
+        if self._spec:
+            options["query"] = self._spec
+        put(options, "maxTimeMS", self._max_time_ms)
+        put(options, "comment", self._comment or None)
+        put(options, "collation", self._collation)
+        return self._collection.distinct(key, session=self._session, **options)
 
-    def __getitem__(self, index: int) -> Any:
-        check_int("index", index)
-        if index < 0:
-            raise IndexError("Cursor instances do not support negative indices")
-        clone = self.clone()
-        clone._options["skip"] = self._options.get("skip", 0) + index
-        clone._options["limit"] = -1
-        for doc in clone:
-            return doc
-        raise IndexError("no such item for Cursor instance")
+    def explain(self) -> Any:
+        """The server's explanation of this query (``explain`` of the equivalent ``find`` command)."""
+        options = self._options()
+        limit = options.pop("limit", 0)
+        cmd: dict[str, Any] = {"find": self._collection.name, "filter": self._spec}
+        cmd.update(options)
+        if limit:
+            # As pymongo: an explain always uses a hard limit.
+            cmd["limit"] = abs(limit)
+            cmd["singleBatch"] = True
+        return self._collection._run_command({"explain": cmd}, self._codec, session=self._session)
+
+    def __getitem__(self, index: int | slice) -> Any:
+        self._check_okay_to_chain()
+        self._empty = False
+        if isinstance(index, slice):
+            if index.step is not None:
+                raise IndexError("Cursor instances do not support slice steps")
+            skip = 0
+            if index.start is not None:
+                if index.start < 0:
+                    raise IndexError("Cursor instances do not support negative indices")
+                skip = index.start
+            if index.stop is not None:
+                limit = index.stop - skip
+                if limit < 0:
+                    raise IndexError(f"stop index must be greater than start index for slice {index!r}")
+                if limit == 0:
+                    self._empty = True
+            else:
+                limit = 0
+            self._skip = skip
+            self._limit = limit
+            return self
+        if isinstance(index, int):
+            if index < 0:
+                raise IndexError("Cursor instances do not support negative indices")
+            clone = self.clone()
+            clone.skip(index + self._skip)
+            clone.limit(-1)
+            for doc in clone:
+                return doc
+            raise IndexError("no such item for Cursor instance")
+        raise TypeError(f"index {index!r} cannot be applied to Cursor instances")
 
     def __repr__(self) -> str:
         return f"<tenantpool.cursor.Cursor object on {self._collection.full_name}>"
 
 
-class CommandCursor(_BatchIterator):
-    """The cursor of ``aggregate``, ``list_indexes`` and ``list_collections``; opened at once, as in
-    pymongo, so errors in the pipeline surface at the call."""
+class CommandCursor(_BatchCursor):
+    """The cursor of ``aggregate``, ``list_indexes`` and ``list_collections``. As in pymongo, the command
+    runs at once, so its errors surface at the call; later batches are fetched as iteration needs them."""
 
-    def __init__(self, database: Database, op: str, spec: dict[str, Any], codec: CodecOptions) -> None:
+    def __init__(
+        self,
+        database: Database,
+        op: str,
+        spec: Mapping[str, Any],
+        codec: CodecOptions,
+        first_batch: list[Any] | None = None,
+        session: ClientSession | None = None,
+    ) -> None:
         self._database = database
         self._codec = codec
+        self._session = session
         self._init_iteration()
         self._started = True
-        self._raw = database._core.open_cursor(database._user_id, database.name, op, encode(spec, False, codec))
+        if first_batch is not None:
+            # A complete result the server returned in its first batch (cursor id 0).
+            self._data.extend(first_batch)
+            self._retrieved = len(first_batch)
+            self._killed = True
+            return
+        data = encode(spec, False, codec)
+        user_id = database._client.user_id
+        raw = core_session(session, user_id)
+        self._raw = database._core.open_cursor(user_id, database.name, op, data, session=raw)
 
-    def _open(self) -> RawCursor:
-        raise AssertionError("a CommandCursor is opened at construction")
+    @property
+    def address(self) -> tuple[str, int] | None:
+        return None
+
+    @property
+    def cursor_id(self) -> int | None:
+        return None
+
+    def try_next(self) -> Any:
+        """The next document, or None if there is none yet (pymongo's ``CommandCursor.try_next``)."""
+        if self._data or self._refresh():
+            return self._data.popleft()
+        return None
 
     def __repr__(self) -> str:
         return f"<tenantpool.cursor.CommandCursor object on {self._database.name}>"

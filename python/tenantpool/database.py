@@ -2,34 +2,65 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
-from pymongo.errors import CollectionInvalid, InvalidName, OperationFailure
+from bson.dbref import DBRef
+from pymongo import ReadPreference
+from pymongo.errors import CollectionInvalid, InvalidName, OperationFailure, WriteConcernError
+from pymongo.read_concern import ReadConcern
+from pymongo.write_concern import DEFAULT_WRITE_CONCERN, WriteConcern
 
-from ._common import check_mapping, decode, encode, put, reject_session
-from .collection import Collection
+from ._common import (
+    allowed_error,
+    check_mapping,
+    core_session,
+    decode,
+    encode,
+    put,
+    validate_collation_or_none,
+    write_concern_document,
+)
+from .collection import Collection, _aggregate
 from .cursor import CommandCursor
 
 if TYPE_CHECKING:
     from .client import TenantClient
+    from .session import ClientSession
+
+
+def _check_name(name: str) -> None:
+    if not name:
+        raise InvalidName("database name cannot be the empty string")
+    for invalid_char in [" ", ".", "$", "/", "\\", "\x00", '"']:
+        if invalid_char in name:
+            raise InvalidName(f"database names cannot contain the character {invalid_char!r}")
 
 
 class Database:
     """A tenant's database. ``db.posts`` and ``db["posts"]`` give collections, as in pymongo."""
 
-    def __init__(self, client: TenantClient, name: str, codec_options: CodecOptions | None = None) -> None:
+    def __init__(
+        self,
+        client: TenantClient,
+        name: str,
+        codec_options: CodecOptions | None = None,
+        read_preference: Any = None,
+        write_concern: WriteConcern | None = None,
+        read_concern: ReadConcern | None = None,
+    ) -> None:
         if not isinstance(name, str):
-            raise TypeError(f"name must be an instance of str, not {type(name).__name__}")
-        if not name or any(c in name for c in '/\\. "$\x00'):
-            raise InvalidName(f"database name {name!r} is not valid: it must be non-empty and contain "
-                              f"none of '/\\. \"$' or NUL")
+            raise TypeError(f"name must be an instance of str, not {type(name)}")
+        if name != "$external":
+            _check_name(name)
         self._client = client
         self._name = name
-        self._codec = codec_options or client.codec_options
-        core = client.manager._core
-        self._core = core
+        self._codec: CodecOptions = codec_options or client.codec_options
+        # The tenant client's defaults are the driver's, applied by it to typed operations.
+        self._write_concern: WriteConcern = write_concern or WriteConcern()
+        self._read_concern: ReadConcern = read_concern or ReadConcern()
+        self._core = client.manager._core
         self._user_id = client.user_id
 
     @property
@@ -44,9 +75,35 @@ class Database:
     def codec_options(self) -> CodecOptions:
         return self._codec
 
-    def _execute(self, op: str, spec: Mapping[str, Any], codec: CodecOptions | None = None) -> Any:
-        reply = self._core.execute(self._user_id, self._name, op, encode(spec, False, codec or self._codec))
-        return None if reply is None else decode(reply, codec or self._codec)
+    @property
+    def write_concern(self) -> WriteConcern:
+        return self._write_concern
+
+    @property
+    def read_concern(self) -> ReadConcern:
+        return self._read_concern
+
+    @property
+    def read_preference(self) -> Any:
+        return ReadPreference.PRIMARY
+
+    def _run_command(
+        self,
+        command: Mapping[str, Any],
+        codec: CodecOptions | None = None,
+        session: ClientSession | None = None,
+    ) -> Any:
+        """Sends ``command`` as is (the core's generic op) and returns the server's reply."""
+        codec = codec or self._codec
+        spec = encode({"command": command}, False, codec)
+        raw = core_session(session, self._user_id)
+        return decode(self._core.execute(self._user_id, self._name, "command", spec, session=raw), codec)
+
+    def _wc(self, session: ClientSession | None) -> WriteConcern:
+        """The write concern of an operation: none of its own inside a transaction (pymongo's rule)."""
+        if session is not None and session.in_transaction:
+            return DEFAULT_WRITE_CONCERN
+        return self._write_concern
 
     def __getitem__(self, name: str) -> Collection:
         return Collection(self, name)
@@ -54,7 +111,8 @@ class Database:
     def __getattr__(self, name: str) -> Collection:
         if name.startswith("_"):
             raise AttributeError(
-                f"Database has no attribute {name!r}. To access the {name} collection, use database[{name!r}]."
+                f"Database has no attribute {name!r}. To access the {name} collection, use "
+                f"database[{name!r}]."
             )
         return Collection(self, name)
 
@@ -63,100 +121,250 @@ class Database:
         name: str,
         codec_options: CodecOptions | None = None,
         read_preference: Any = None,
-        write_concern: Any = None,
-        read_concern: Any = None,
+        write_concern: WriteConcern | None = None,
+        read_concern: ReadConcern | None = None,
     ) -> Collection:
-        return Collection(self, name, codec_options=codec_options, read_preference=read_preference,
-                          write_concern=write_concern, read_concern=read_concern)
+        return Collection(self, name, False, codec_options, read_preference, write_concern, read_concern)
 
-    def with_options(self, codec_options: CodecOptions | None = None, **_: Any) -> Database:
-        return Database(self._client, self._name, codec_options or self._codec)
+    def with_options(
+        self,
+        codec_options: CodecOptions | None = None,
+        read_preference: Any = None,
+        write_concern: WriteConcern | None = None,
+        read_concern: ReadConcern | None = None,
+    ) -> Database:
+        if read_preference is not None and getattr(read_preference, "mode", 0) != 0:
+            from pymongo.errors import ConfigurationError
+
+            raise ConfigurationError(
+                "read preferences other than primary are not supported yet by tenantpool"
+            )
+        return Database(
+            self._client,
+            self._name,
+            codec_options or self._codec,
+            None,
+            write_concern or self._write_concern,
+            read_concern or self._read_concern,
+        )
 
     def command(
         self,
-        command: str | Mapping[str, Any],
+        command: str | MutableMapping[str, Any],
         value: Any = 1,
         check: bool = True,
         allowable_errors: Sequence[str | int] | None = None,
         read_preference: Any = None,
-        codec_options: CodecOptions = DEFAULT_CODEC_OPTIONS,
-        session: Any = None,
+        codec_options: CodecOptions | None = None,
+        session: ClientSession | None = None,
         comment: Any = None,
         **kwargs: Any,
     ) -> dict[str, Any]:
-        """Runs a database command, as pymongo's ``Database.command`` (same arguments and errors)."""
-        reject_session(session)
+        """Runs a database command, as pymongo's ``Database.command`` (same arguments, replies and errors).
+        As in pymongo, the reply is decoded with ``codec_options``, by default plain dicts."""
+        if read_preference is not None and getattr(read_preference, "mode", 0) != 0:
+            from pymongo.errors import ConfigurationError
+
+            raise ConfigurationError(
+                "read preferences other than primary are not supported yet by tenantpool"
+            )
+        if comment is not None:
+            kwargs["comment"] = comment
         if isinstance(command, str):
             command = {command: value}
-        else:
-            check_mapping("command", command)
-            command = dict(command)
         command.update(kwargs)
-        put(command, "comment", comment)
         try:
-            return self._execute("command", {"command": command}, codec_options)
+            return self._run_command(command, codec_options or DEFAULT_CODEC_OPTIONS, session)
         except OperationFailure as exc:
-            if not check or (allowable_errors and (exc.code in allowable_errors or str(exc) in allowable_errors)):
+            if not check or allowed_error(exc, allowable_errors):
                 return exc.details or {}
             raise
 
+    def cursor_command(self, *args: Any, **kwargs: Any) -> CommandCursor:
+        raise NotImplementedError(
+            "Database.cursor_command is not supported by tenantpool yet: the core cannot "
+            "continue a cursor opened by a generic command"
+        )
+
     def list_collection_names(
-        self, session: Any = None, filter: Mapping[str, Any] | None = None, comment: Any = None, **kwargs: Any
+        self,
+        session: ClientSession | None = None,
+        filter: Mapping[str, Any] | None = None,
+        comment: Any = None,
+        **kwargs: Any,
     ) -> list[str]:
-        reject_session(session)
-        spec: dict[str, Any] = {}
-        put(spec, "filter", filter)
-        return self._execute("list_collection_names", spec)["names"]
+        if filter is None:
+            kwargs["nameOnly"] = True
+        else:
+            check_mapping("filter", filter)
+            if not filter or (len(filter) == 1 and "name" in filter):
+                kwargs["nameOnly"] = True
+        return [c["name"] for c in self.list_collections(session, filter, comment, **kwargs)]
 
     def list_collections(
-        self, session: Any = None, filter: Mapping[str, Any] | None = None, comment: Any = None, **kwargs: Any
+        self,
+        session: ClientSession | None = None,
+        filter: Mapping[str, Any] | None = None,
+        comment: Any = None,
+        **kwargs: Any,
     ) -> CommandCursor:
-        reject_session(session)
-        spec: dict[str, Any] = {}
-        put(spec, "filter", filter)
-        return CommandCursor(self, "list_collections", spec, self._codec)
+        # The driver's listCollections takes only a filter; anything else goes as pymongo's command (a
+        # database's collection list comes back in one batch).
+        if comment is None and set(kwargs) <= {"nameOnly"} and kwargs.get("nameOnly") in (None, True):
+            spec: dict[str, Any] = {}
+            put(spec, "filter", filter)
+            docs = list(CommandCursor(self, "list_collections", spec, self._codec, session=session))
+            if kwargs.get("nameOnly"):
+                # What the server answers to nameOnly: name and type.
+                docs = [{"name": d["name"], "type": d["type"]} for d in docs]
+            return CommandCursor(self, "", {}, self._codec, first_batch=docs)
+        cmd: dict[str, Any] = {"listCollections": 1, "cursor": {}}
+        put(kwargs, "filter", filter)
+        put(kwargs, "comment", comment)
+        cmd.update(kwargs)
+        reply = self._run_command(cmd, session=session)
+        return CommandCursor(self, "", {}, self._codec, first_batch=reply["cursor"]["firstBatch"])
 
     def create_collection(
-        self, name: str, codec_options: CodecOptions | None = None, check_exists: bool = True, **kwargs: Any
+        self,
+        name: str,
+        codec_options: CodecOptions | None = None,
+        read_preference: Any = None,
+        write_concern: WriteConcern | None = None,
+        read_concern: ReadConcern | None = None,
+        session: ClientSession | None = None,
+        check_exists: bool | None = True,
+        **kwargs: Any,
     ) -> Collection:
-        """Creates the collection; raises CollectionInvalid if it exists (as pymongo does)."""
-        reject_session(kwargs.pop("session", None))
-        coll = Collection(self, name, codec_options=codec_options)
-        try:
-            self._execute("create_collection", {"name": name, "options": kwargs})
-        except OperationFailure as exc:
-            if exc.code == 48 and check_exists:
-                raise CollectionInvalid(f"collection {name} already exists") from None
-            if exc.code != 48:
-                raise
+        """Creates the collection with the server's ``create`` options (``validator``, ``capped``...);
+        raises CollectionInvalid if it exists, as pymongo does."""
+        clustered_index = kwargs.get("clusteredIndex")
+        if clustered_index:
+            check_mapping("clusteredIndex", clustered_index)
+        in_transaction = session is not None and session.in_transaction
+        # listCollections cannot run in a transaction: pymongo skips the check there.
+        if (
+            check_exists
+            and not in_transaction
+            and name in self.list_collection_names(session=session, filter={"name": name})
+        ):
+            raise CollectionInvalid(f"collection {name} already exists")
+        coll = Collection(self, name, False, codec_options, read_preference, write_concern, read_concern)
+        collation = validate_collation_or_none(kwargs.pop("collation", None))
+        if kwargs.get("encryptedFields"):
+            from pymongo.errors import ConfigurationError
+
+            raise ConfigurationError(
+                "create_collection(encryptedFields=...): queryable encryption is not supported by tenantpool"
+            )
+        cmd: dict[str, Any] = {"create": name}
+        if "size" in kwargs:
+            kwargs["size"] = float(kwargs["size"])
+        cmd.update(kwargs)
+        coll._command(cmd, write_concern=coll._wc(session), collation=collation, session=session)
         return coll
 
-    def drop_collection(self, name_or_collection: str | Collection, session: Any = None, **_: Any) -> dict:
-        reject_session(session)
+    def drop_collection(
+        self,
+        name_or_collection: str | Collection,
+        session: ClientSession | None = None,
+        comment: Any = None,
+        encrypted_fields: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Drops the collection; the server's reply (also when there was no such collection)."""
         name = name_or_collection.name if isinstance(name_or_collection, Collection) else name_or_collection
         if not isinstance(name, str):
-            raise TypeError("name_or_collection must be an instance of str or Collection")
-        self._execute("drop_collection", {"collection": name})
-        return {"ns": f"{self._name}.{name}", "ok": 1.0}
+            raise TypeError(f"name_or_collection must be an instance of str, not {type(name)}")
+        if encrypted_fields is not None:
+            from pymongo.errors import ConfigurationError
 
-    def aggregate(self, pipeline: Sequence[Mapping[str, Any]], session: Any = None, **kwargs: Any) -> CommandCursor:
-        """A database-level aggregation (e.g. ``$currentOp``)."""
-        reject_session(session)
-        return CommandCursor(self, "aggregate", {"pipeline": list(pipeline), "options": kwargs}, self._codec)
+            raise ConfigurationError(
+                "drop_collection(encrypted_fields=...): queryable encryption is not supported by tenantpool"
+            )
+        cmd: dict[str, Any] = {"drop": name}
+        put(cmd, "comment", comment)
+        wc = self._wc(session)
+        if not wc.is_server_default:
+            cmd["writeConcern"] = write_concern_document(wc)
+        try:
+            reply = self._run_command(cmd, session=session)
+        except OperationFailure as exc:
+            if exc.code == 26 or (exc.details or {}).get("errmsg") == "ns not found":
+                return exc.details
+            raise
+        if reply.get("writeConcernError"):
+            w = reply["writeConcernError"]
+            raise WriteConcernError(w.get("errmsg"), w.get("code"), w)
+        return reply
+
+    def aggregate(
+        self, pipeline: Sequence[Mapping[str, Any]], session: ClientSession | None = None, **kwargs: Any
+    ) -> CommandCursor:
+        """A database-level aggregation (``$currentOp``, ``$documents``...)."""
+        let = kwargs.pop("let", None)
+        comment = kwargs.pop("comment", None)
+        return _aggregate(self, None, pipeline, let, comment, kwargs, session)
+
+    def validate_collection(
+        self,
+        name_or_collection: str | Collection,
+        scandata: bool = False,
+        full: bool = False,
+        session: ClientSession | None = None,
+        background: bool | None = None,
+        comment: Any = None,
+    ) -> dict[str, Any]:
+        """Runs the server's ``validate``; raises CollectionInvalid if the collection is not valid."""
+        name = name_or_collection.name if isinstance(name_or_collection, Collection) else name_or_collection
+        if not isinstance(name, str):
+            raise TypeError(f"name_or_collection must be an instance of str or Collection, not {type(name)}")
+        cmd: dict[str, Any] = {"validate": name, "scandata": scandata, "full": full}
+        put(cmd, "comment", comment)
+        put(cmd, "background", background)
+        result = self.command(cmd, session=session)
+        if not result.get("valid", False):
+            raise CollectionInvalid(f"{name} invalid: {result!r}")
+        return result
+
+    def watch(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError("Database.watch (change streams) is not supported by tenantpool yet")
+
+    def dereference(
+        self, dbref: DBRef, session: ClientSession | None = None, comment: Any = None, **kwargs: Any
+    ) -> Any:
+        if not isinstance(dbref, DBRef):
+            raise TypeError(f"cannot dereference a {type(dbref)}")
+        if dbref.database is not None and dbref.database != self._name:
+            raise ValueError(
+                f"trying to dereference a DBRef that points to another database "
+                f"({dbref.database!r} not {self._name!r})"
+            )
+        return self[dbref.collection].find_one({"_id": dbref.id}, session=session, comment=comment, **kwargs)
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Database):
             return self._client == other._client and self._name == other._name
         return NotImplemented
 
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
     def __hash__(self) -> int:
         return hash((self._client, self._name))
 
     def __bool__(self) -> bool:
         raise NotImplementedError(
-            "Database objects do not implement truth value testing or bool(). Please compare with None instead: "
-            "database is not None"
+            "Database objects do not implement truth value testing or bool(). Please compare with None "
+            "instead: database is not None"
         )
+
+    def __iter__(self) -> Database:
+        return self
+
+    def __next__(self) -> None:
+        raise TypeError("'Database' object is not iterable")
+
+    next = __next__
 
     def __repr__(self) -> str:
         return f"Database({self._client!r}, {self._name!r})"
