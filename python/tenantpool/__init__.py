@@ -8,6 +8,14 @@ db.posts.insert_one({"title": "Hello"})
 """
 
 from ._core import __version__
+from .asynchronous import (
+    AsyncCollection,
+    AsyncCommandCursor,
+    AsyncCursor,
+    AsyncDatabase,
+    AsyncTenantClient,
+    AsyncUserConnectionManager,
+)
 from .cache import CachedDatabaseWrapper
 from .client import TenantClient
 from .collection import Collection
@@ -26,6 +34,12 @@ from .variants import (
 
 __all__ = [
     "DEFAULT_TIER_POOL_SIZES",
+    "AsyncCollection",
+    "AsyncCommandCursor",
+    "AsyncCursor",
+    "AsyncDatabase",
+    "AsyncTenantClient",
+    "AsyncUserConnectionManager",
     "CachedDatabaseWrapper",
     "Collection",
     "CommandCursor",

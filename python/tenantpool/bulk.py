@@ -318,7 +318,7 @@ class BulkWriter:
         array_doc = _pack_int(len(array) + 5) + array + b"\x00"
         body = header[4:-1] + b"\x04" + _FIELDS[run.op_type].encode() + b"\x00" + array_doc
         command = RawBSONDocument(_pack_int(len(body) + 5) + body + b"\x00")
-        reply = self._collection._run_command(command, self._reply_codec, session=self._session)
+        reply = yield from self._collection._run_command(command, self._reply_codec, session=self._session)
         return reply, len(elements)
 
     def execute(self, write_concern: WriteConcern) -> dict[str, Any] | None:
@@ -329,8 +329,8 @@ class BulkWriter:
         if not self.ops:
             raise InvalidOperation("No operations to execute")
         if write_concern.acknowledged:
-            return self._execute_acknowledged(write_concern)
-        self._execute_unacknowledged(write_concern)
+            return (yield from self._execute_acknowledged(write_concern))
+        (yield from self._execute_unacknowledged(write_concern))
         return None
 
     def _execute_acknowledged(self, write_concern: WriteConcern) -> dict[str, Any]:
@@ -338,7 +338,7 @@ class BulkWriter:
         for run in self._runs():
             offset = 0
             while offset < len(run.ops):
-                reply, sent = self._send(run, offset, write_concern, False)
+                reply, sent = yield from self._send(run, offset, write_concern, False)
                 _merge(run, full, offset, reply)
                 if self._ordered and "writeErrors" in reply:
                     break
@@ -366,7 +366,7 @@ class BulkWriter:
             for run in self._runs():
                 offset = 0
                 while offset < len(run.ops):
-                    offset += self._send(run, offset, write_concern, True)[1]
+                    offset += (yield from self._send(run, offset, write_concern, True))[1]
             return
         # As pymongo does: an ordered unacknowledged bulk is sent acknowledged (so that it stops at the first
         # error, which it then keeps to itself), but for a last batch of one op.
@@ -376,7 +376,7 @@ class BulkWriter:
                 offset = 0
                 while offset < len(run.ops):
                     final = n == len(runs) - 1 and len(run.ops) - offset == 1
-                    reply, sent = self._send(run, offset, write_concern if final else None, final)
+                    reply, sent = yield from self._send(run, offset, write_concern if final else None, final)
                     if "writeErrors" in reply:
                         return
                     offset += sent

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from bson.codec_options import CodecOptions
 from pymongo.errors import InvalidOperation
 
+from ._calls import operations
 from .database import Database
 
 if TYPE_CHECKING:
@@ -14,11 +15,13 @@ if TYPE_CHECKING:
     from .session import ClientSession
 
 
+@operations
 class TenantClient:
     """The tenant's client. ``client[name]`` and ``get_database()`` work as on pymongo's MongoClient;
     every operation runs on this tenant's own pool."""
 
     __slots__ = ("_manager", "_user_id")
+    _database_class: type[Database] = Database
 
     def __init__(self, manager: UserConnectionManager, user_id: str) -> None:
         self._manager = manager
@@ -40,12 +43,12 @@ class TenantClient:
         """``name``, or by default the tenant's own database from the manager's template."""
         if name is None:
             name = self._manager._core.db_name(self._user_id)
-        return Database(self, name, codec_options=codec_options)
+        return self._database_class(self, name, codec_options=codec_options)
 
     get_default_database = get_database
 
     def __getitem__(self, name: str) -> Database:
-        return Database(self, name)
+        return self._database_class(self, name)
 
     def __getattr__(self, name: str) -> Database:
         if name.startswith("_"):
@@ -53,14 +56,14 @@ class TenantClient:
                 f"TenantClient has no attribute {name!r}. "
                 f"To access the {name} database, use client[{name!r}]."
             )
-        return Database(self, name)
+        return self._database_class(self, name)
 
     @property
     def admin(self) -> Database:
-        return Database(self, "admin")
+        return self._database_class(self, "admin")
 
     def list_database_names(self) -> list[str]:
-        reply = self.admin.command("listDatabases", nameOnly=True)
+        reply = yield from self.admin._gen_command("listDatabases", nameOnly=True)
         return [d["name"] for d in reply["databases"]]
 
     def start_session(

@@ -44,6 +44,7 @@ from pymongo.read_concern import ReadConcern
 from pymongo.results import BulkWriteResult, DeleteResult, InsertManyResult, InsertOneResult, UpdateResult
 from pymongo.write_concern import DEFAULT_WRITE_CONCERN, WriteConcern
 
+from ._calls import Execute, operations
 from ._common import (
     MAX_BSON_SIZE,
     allowed_error,
@@ -118,6 +119,7 @@ def _mappings(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(v, Mapping) for v in value)
 
 
+@operations
 class Collection:
     """A collection of a tenant's database."""
 
@@ -197,7 +199,7 @@ class Collection:
         return self[name]
 
     def __getitem__(self, name: str) -> Collection:
-        return Collection(
+        return type(self)(
             self._database,
             f"{self._name}.{name}",
             False,
@@ -226,7 +228,7 @@ class Collection:
         write_concern: WriteConcern | None = None,
         read_concern: ReadConcern | None = None,
     ) -> Collection:
-        return Collection(
+        return type(self)(
             self._database,
             self._name,
             False,
@@ -317,8 +319,8 @@ class Collection:
         codec = codec or self._codec
         raw = core_session(session, self._user_id)
         try:
-            reply = self._core.execute(
-                self._user_id, self._db_name, op, encode(spec, False, codec), docs, session=raw
+            reply = yield Execute(
+                self._core, self._user_id, self._db_name, op, encode(spec, False, codec), docs, session=raw
             )
         except WriteConcernError as exc:
             details = exc.details or {}
@@ -341,7 +343,9 @@ class Collection:
         codec = codec or self._codec
         spec = encode({"command": command}, False, codec)
         raw = core_session(session, self._user_id)
-        reply = self._core.execute(self._user_id, db_name or self._db_name, "command", spec, session=raw)
+        reply = yield Execute(
+            self._core, self._user_id, db_name or self._db_name, "command", spec, session=raw
+        )
         return decode(reply, codec)
 
     def _command(
@@ -365,7 +369,7 @@ class Collection:
         if collation is not None:
             command["collation"] = collation
         try:
-            reply = self._run_command(command, codec, db_name, session)
+            reply = yield from self._run_command(command, codec, db_name, session)
         except OperationFailure as exc:
             if allowed_error(exc, allowable_errors):
                 return exc.details
@@ -402,7 +406,7 @@ class Collection:
             document_too_large(name, op_size, MAX_BSON_SIZE)
         if op_size > MAX_BSON_SIZE + COMMAND_OVERHEAD:
             document_too_large(name, op_size, MAX_BSON_SIZE + COMMAND_OVERHEAD)
-        reply = self._run_command(cmd, codec_for_replies(self._codec), session=session)
+        reply = yield from self._run_command(cmd, codec_for_replies(self._codec), session=session)
         if not wc.acknowledged:
             return None
         check_write_response(reply)
@@ -428,11 +432,15 @@ class Collection:
             put(options, "bypassDocumentValidation", bypass_document_validation)
             put(options, "comment", comment)
             self._write_options(options, session)
-            self._execute("insert_one", {"options": options}, [data], session=session)
+            (yield from self._execute("insert_one", {"options": options}, [data], session=session))
         else:
             # The driver refuses unacknowledged writes, and documents over 16 MiB that pymongo leaves to
             # the server to judge.
-            self._write_command(INSERT, document, bypass_document_validation, None, comment, session)
+            (
+                yield from self._write_command(
+                    INSERT, document, bypass_document_validation, None, comment, session
+                )
+            )
         inserted_id = None if isinstance(document, RawBSONDocument) else document.get("_id")
         return InsertOneResult(inserted_id, wc.acknowledged)
 
@@ -468,14 +476,14 @@ class Collection:
         if not typed:
             bulk = BulkWriter(self, ordered, bypass_document_validation, comment, session=session)
             bulk.ops = [(INSERT, doc) for doc in docs]
-            bulk.execute(wc)
+            (yield from bulk.execute(wc))
             return InsertManyResult(inserted_ids, wc.acknowledged)
         options: dict[str, Any] = {"ordered": ordered}
         put(options, "bypassDocumentValidation", bypass_document_validation)
         put(options, "comment", comment)
         self._write_options(options, session)
         try:
-            self._execute("insert_many", {"options": options}, data, session=session)
+            (yield from self._execute("insert_many", {"options": options}, data, session=session))
         except BulkWriteError as exc:
             details = plain_ints(exc.details)
             errors = details.get("writeErrors", [])
@@ -505,7 +513,7 @@ class Collection:
                 request._add_to_bulk(bulk)
             except AttributeError:
                 raise TypeError(f"{request!r} is not a valid request") from None
-        result = bulk.execute(self._write_concern_for(session))
+        result = yield from bulk.execute(self._write_concern_for(session))
         if result is not None:
             return BulkWriteResult(result, True)
         return BulkWriteResult({}, False)
@@ -556,7 +564,9 @@ class Collection:
             and len(encode(op, False, self._codec)) <= MAX_BSON_SIZE
         )
         if not typed:
-            reply = self._write_command(UPDATE, op, bypass_document_validation, let, comment, session)
+            reply = yield from self._write_command(
+                UPDATE, op, bypass_document_validation, let, comment, session
+            )
             if reply is None:
                 return UpdateResult(None, False)
             # As pymongo: the upserted id broken out of its array, and updatedExisting added.
@@ -574,10 +584,10 @@ class Collection:
         self._write_options(options, session)
         if replace:
             spec = {"filter": filter, "replacement": document, "options": options}
-            reply = self._execute("replace_one", spec, session=session)
+            reply = yield from self._execute("replace_one", spec, session=session)
         else:
             spec = {"filter": filter, "update": document, "options": options}
-            reply = self._execute("update_many" if multi else "update_one", spec, session=session)
+            reply = yield from self._execute("update_many" if multi else "update_one", spec, session=session)
         return UpdateResult(
             _update_raw_result(as_int(reply["n"]), as_int(reply["nModified"]), reply.get("upserted")), True
         )
@@ -599,20 +609,22 @@ class Collection:
         check_mapping("filter", filter)
         validate_ok_for_update(update)
         validate_list_or_none("array_filters", array_filters)
-        return self._update(
-            False,
-            False,
-            filter,
-            update,
-            upsert,
-            bypass_document_validation,
-            collation,
-            array_filters,
-            hint,
-            session,
-            let,
-            comment,
-            sort,
+        return (
+            yield from self._update(
+                False,
+                False,
+                filter,
+                update,
+                upsert,
+                bypass_document_validation,
+                collation,
+                array_filters,
+                hint,
+                session,
+                let,
+                comment,
+                sort,
+            )
         )
 
     def update_many(
@@ -631,19 +643,21 @@ class Collection:
         check_mapping("filter", filter)
         validate_ok_for_update(update)
         validate_list_or_none("array_filters", array_filters)
-        return self._update(
-            True,
-            False,
-            filter,
-            update,
-            upsert,
-            bypass_document_validation,
-            collation,
-            array_filters,
-            hint,
-            session,
-            let,
-            comment,
+        return (
+            yield from self._update(
+                True,
+                False,
+                filter,
+                update,
+                upsert,
+                bypass_document_validation,
+                collation,
+                array_filters,
+                hint,
+                session,
+                let,
+                comment,
+            )
         )
 
     def replace_one(
@@ -663,20 +677,22 @@ class Collection:
         validate_ok_for_replace(replacement)
         if let is not None:
             check_mapping("let", let)
-        return self._update(
-            False,
-            True,
-            filter,
-            replacement,
-            upsert,
-            bypass_document_validation,
-            collation,
-            None,
-            hint,
-            session,
-            let,
-            comment,
-            sort,
+        return (
+            yield from self._update(
+                False,
+                True,
+                filter,
+                replacement,
+                upsert,
+                bypass_document_validation,
+                collation,
+                None,
+                hint,
+                session,
+                let,
+                comment,
+                sort,
+            )
         )
 
     def _delete(
@@ -701,7 +717,7 @@ class Collection:
         put(op, "collation", collation)
         put(op, "hint", hint)
         if not wc.acknowledged or len(encode(op, False, self._codec)) > MAX_BSON_SIZE:
-            reply = self._write_command(DELETE, op, None, let, comment, session)
+            reply = yield from self._write_command(DELETE, op, None, let, comment, session)
             # pymongo's reply to an unacknowledged command is {"ok": 1}.
             return DeleteResult({"ok": 1} if reply is None else reply, wc.acknowledged)
         options: dict[str, Any] = {}
@@ -711,7 +727,7 @@ class Collection:
         put(options, "comment", comment)
         self._write_options(options, session)
         spec = {"filter": filter, "options": options}
-        reply = self._execute("delete_many" if multi else "delete_one", spec, session=session)
+        reply = yield from self._execute("delete_many" if multi else "delete_one", spec, session=session)
         return DeleteResult({"n": as_int(reply["n"]), "ok": 1.0}, True)
 
     def delete_one(
@@ -723,7 +739,7 @@ class Collection:
         let: Mapping[str, Any] | None = None,
         comment: Any = None,
     ) -> DeleteResult:
-        return self._delete(False, filter, collation, hint, session, let, comment)
+        return (yield from self._delete(False, filter, collation, hint, session, let, comment))
 
     def delete_many(
         self,
@@ -734,13 +750,13 @@ class Collection:
         let: Mapping[str, Any] | None = None,
         comment: Any = None,
     ) -> DeleteResult:
-        return self._delete(True, filter, collation, hint, session, let, comment)
+        return (yield from self._delete(True, filter, collation, hint, session, let, comment))
 
     # -- reads ----------------------------------------------------------------------------------------
 
     def find(self, *args: Any, **kwargs: Any) -> Cursor:
         """A cursor over the matching documents; same arguments as pymongo's ``find``."""
-        return Cursor(self, *args, **kwargs)
+        return self._database._cursor_class(self, *args, **kwargs)
 
     def find_one(self, filter: Any = None, *args: Any, **kwargs: Any) -> Any:
         """The first matching document or None. A non-mapping filter matches on ``_id``, as in pymongo."""
@@ -755,9 +771,8 @@ class Collection:
             or not find_options_fit_driver(options)
         ):
             # Options the driver's find_one drops: run it as pymongo does, a find with limit -1.
-            for doc in cursor.limit(-1):
-                return doc
-            return None
+            docs = yield from cursor.limit(-1)._gen_to_list(1)
+            return docs[0] if docs else None
         # One round trip and no cursor: the document comes back in the reply.
         options.pop("limit", None)
         options.pop("batchSize", None)
@@ -766,7 +781,7 @@ class Collection:
         )
         check_query_size(spec)
         raw = core_session(cursor._session, self._user_id)
-        reply = self._core.execute(self._user_id, self._db_name, "find_one", spec, session=raw)
+        reply = yield Execute(self._core, self._user_id, self._db_name, "find_one", spec, session=raw)
         return None if reply is None else decode(reply, self._codec)
 
     def count_documents(
@@ -795,7 +810,7 @@ class Collection:
             put(options, "comment", comment)
             self._read_options(options, session)
             spec = {"filter": filter, "options": options}
-            return int(self._execute("count_documents", spec, session=session)["n"])
+            return int((yield from self._execute("count_documents", spec, session=session))["n"])
         pipeline: list[Any] = [{"$match": filter}]
         if "skip" in kwargs:
             pipeline.append({"$skip": kwargs.pop("skip")})
@@ -806,7 +821,7 @@ class Collection:
         put(kwargs, "comment", comment)
         cmd.update(kwargs)
         codec = codec_for_replies(self._codec)
-        reply = self._command(
+        reply = yield from self._command(
             cmd, codec, read_concern=self._rc(session), collation=collation, session=session
         )
         batch = reply["cursor"]["firstBatch"]
@@ -819,11 +834,15 @@ class Collection:
             options: dict[str, Any] = dict(kwargs)
             put(options, "comment", comment)
             self._read_options(options, None)
-            return int(self._execute("estimated_document_count", {"options": options})["n"])
+            return int((yield from self._execute("estimated_document_count", {"options": options}))["n"])
         cmd: dict[str, Any] = {"count": self._name}
         put(kwargs, "comment", comment)
         cmd.update(kwargs)
-        return int(self._command(cmd, codec_for_replies(self._codec), read_concern=self._read_concern)["n"])
+        return int(
+            (yield from self._command(cmd, codec_for_replies(self._codec), read_concern=self._read_concern))[
+                "n"
+            ]
+        )
 
     def distinct(
         self,
@@ -855,12 +874,14 @@ class Collection:
             put(options, "hint", hint)
             self._read_options(options, session)
             spec = {"key": key, "filter": query or {}, "options": options}
-            return self._execute("distinct", spec, session=session)["values"]
+            return (yield from self._execute("distinct", spec, session=session))["values"]
         cmd: dict[str, Any] = {"distinct": self._name, "key": key}
         cmd.update(kwargs)
         put(cmd, "comment", comment)
         put(cmd, "hint", hint)
-        reply = self._command(cmd, read_concern=self._rc(session), collation=collation, session=session)
+        reply = yield from self._command(
+            cmd, read_concern=self._rc(session), collation=collation, session=session
+        )
         return reply["values"]
 
     def aggregate(
@@ -872,7 +893,7 @@ class Collection:
         **kwargs: Any,
     ) -> CommandCursor:
         """pymongo's ``aggregate``: a CommandCursor over the results; ``$out``/``$merge`` included."""
-        return _aggregate(self._database, self, pipeline, let, comment, kwargs, session)
+        return (yield from _aggregate(self._database, self, pipeline, let, comment, kwargs, session))
 
     def _find_and_modify(
         self,
@@ -930,7 +951,7 @@ class Collection:
             if kind != "delete":
                 spec["returnNew"] = return_document
                 spec["replacement" if kind == "replace" else "update"] = body["update"]
-            return self._execute(f"find_one_and_{kind}", spec, session=session)["value"]
+            return (yield from self._execute(f"find_one_and_{kind}", spec, session=session))["value"]
         cmd: dict[str, Any] = {"findAndModify": self._name, "query": filter, "new": return_document}
         put(cmd, "let", let)
         cmd.update(body)
@@ -940,7 +961,7 @@ class Collection:
         put(cmd, "upsert", upsert)
         put(cmd, "arrayFilters", None if array_filters is None else list(array_filters))
         put(cmd, "hint", hint)
-        out = self._command(
+        out = yield from self._command(
             cmd, write_concern=None if raw_wc is not None else wc, collation=collation, session=session
         )
         if not wc.acknowledged:
@@ -962,8 +983,20 @@ class Collection:
     ) -> Any:
         kwargs["remove"] = True
         put(kwargs, "comment", comment)
-        return self._find_and_modify(
-            "delete", filter, projection, sort, None, ReturnDocument.BEFORE, None, hint, session, let, kwargs
+        return (
+            yield from self._find_and_modify(
+                "delete",
+                filter,
+                projection,
+                sort,
+                None,
+                ReturnDocument.BEFORE,
+                None,
+                hint,
+                session,
+                let,
+                kwargs,
+            )
         )
 
     def find_one_and_replace(
@@ -983,8 +1016,10 @@ class Collection:
         validate_ok_for_replace(replacement)
         kwargs["update"] = replacement
         put(kwargs, "comment", comment)
-        return self._find_and_modify(
-            "replace", filter, projection, sort, upsert, return_document, None, hint, session, let, kwargs
+        return (
+            yield from self._find_and_modify(
+                "replace", filter, projection, sort, upsert, return_document, None, hint, session, let, kwargs
+            )
         )
 
     def find_one_and_update(
@@ -1006,18 +1041,20 @@ class Collection:
         validate_list_or_none("array_filters", array_filters)
         kwargs["update"] = update
         put(kwargs, "comment", comment)
-        return self._find_and_modify(
-            "update",
-            filter,
-            projection,
-            sort,
-            upsert,
-            return_document,
-            array_filters,
-            hint,
-            session,
-            let,
-            kwargs,
+        return (
+            yield from self._find_and_modify(
+                "update",
+                filter,
+                projection,
+                sort,
+                upsert,
+                return_document,
+                array_filters,
+                hint,
+                session,
+                let,
+                kwargs,
+            )
         )
 
     # -- indexes and administration -------------------------------------------------------------------
@@ -1031,7 +1068,7 @@ class Collection:
     ) -> list[str]:
         validate_list("indexes", indexes)
         put(kwargs, "comment", comment)
-        return self._create_indexes(indexes, kwargs, session)
+        return (yield from self._create_indexes(indexes, kwargs, session))
 
     def _create_indexes(
         self, indexes: Sequence[IndexModel], kwargs: dict[str, Any], session: ClientSession | None
@@ -1046,7 +1083,11 @@ class Collection:
             documents.append(document)
         cmd: dict[str, Any] = {"createIndexes": self._name, "indexes": documents}
         cmd.update(kwargs)
-        self._command(cmd, codec_for_replies(self._codec), write_concern=self._wc(session), session=session)
+        (
+            yield from self._command(
+                cmd, codec_for_replies(self._codec), write_concern=self._wc(session), session=session
+            )
+        )
         return names
 
     def create_index(
@@ -1057,7 +1098,7 @@ class Collection:
         if "maxTimeMS" in kwargs:
             cmd_options["maxTimeMS"] = kwargs.pop("maxTimeMS")
         put(cmd_options, "comment", comment)
-        return self._create_indexes([IndexModel(keys, **kwargs)], cmd_options, session)[0]
+        return (yield from self._create_indexes([IndexModel(keys, **kwargs)], cmd_options, session))[0]
 
     def list_indexes(self, session: ClientSession | None = None, comment: Any = None) -> CommandCursor:
         """The collection's indexes (as SON documents, like pymongo); none if the collection does not
@@ -1066,26 +1107,30 @@ class Collection:
         if comment is None:
             try:
                 spec = {"collection": self._name}
-                return CommandCursor(self._database, "list_indexes", spec, codec, session=session)
+                raw = yield from CommandCursor._gen_open(self._database, "list_indexes", spec, codec, session)
+                return self._database._command_cursor_class(self._database, raw, codec, session=session)
             except OperationFailure as exc:
                 if exc.code != 26:
                     raise
-                return CommandCursor(self._database, "", {}, codec, first_batch=[])
+                return self._database._command_cursor_class(self._database, None, codec, first_batch=[])
         # The driver's listIndexes takes no comment: send the command (an index list fits one batch).
         try:
             cmd = {"listIndexes": self._name, "cursor": {}, "comment": comment}
-            reply = self._command(cmd, codec, session=session)
+            reply = yield from self._command(cmd, codec, session=session)
         except OperationFailure as exc:
             if exc.code != 26:
                 raise
-            return CommandCursor(self._database, "", {}, codec, first_batch=[])
-        return CommandCursor(self._database, "", {}, codec, first_batch=reply["cursor"]["firstBatch"])
+            return self._database._command_cursor_class(self._database, None, codec, first_batch=[])
+        return self._database._command_cursor_class(
+            self._database, None, codec, first_batch=reply["cursor"]["firstBatch"]
+        )
 
     def index_information(
         self, session: ClientSession | None = None, comment: Any = None
     ) -> MutableMapping[str, Any]:
         info = {}
-        for index in self.list_indexes(session=session, comment=comment):
+        indexes = yield from self._gen_list_indexes(session=session, comment=comment)
+        for index in (yield from indexes._gen_to_list()):
             index["key"] = list(index["key"].items())
             index = dict(index)
             info[index.pop("name")] = index
@@ -1102,11 +1147,15 @@ class Collection:
         cmd: dict[str, Any] = {"dropIndexes": self._name, "index": name}
         cmd.update(kwargs)
         put(cmd, "comment", comment)
-        self._command(cmd, allowable_errors=_NS_NOT_FOUND, write_concern=self._wc(session), session=session)
+        (
+            yield from self._command(
+                cmd, allowable_errors=_NS_NOT_FOUND, write_concern=self._wc(session), session=session
+            )
+        )
 
     def drop_indexes(self, session: ClientSession | None = None, comment: Any = None, **kwargs: Any) -> None:
         put(kwargs, "comment", comment)
-        self.drop_index("*", session=session, **kwargs)
+        (yield from self._gen_drop_index("*", session=session, **kwargs))
 
     def drop(
         self,
@@ -1115,7 +1164,11 @@ class Collection:
         encrypted_fields: Mapping[str, Any] | None = None,
     ) -> None:
         db = self._database.with_options(write_concern=self._write_concern)
-        db.drop_collection(self._name, session=session, comment=comment, encrypted_fields=encrypted_fields)
+        (
+            yield from db._gen_drop_collection(
+                self._name, session=session, comment=comment, encrypted_fields=encrypted_fields
+            )
+        )
 
     def rename(
         self, new_name: str, session: ClientSession | None = None, comment: Any = None, **kwargs: Any
@@ -1134,13 +1187,15 @@ class Collection:
         raw_wc = cmd.get("writeConcern")
         wc = WriteConcern(**raw_wc) if raw_wc is not None else self._wc(session)
         # renameCollection runs on admin; both names are in this database, so it stays within the tenant's.
-        return self._command(
-            cmd,
-            CodecOptions(),
-            write_concern=None if raw_wc is not None else wc,
-            parse_write_concern_error=True,
-            db_name="admin",
-            session=session,
+        return (
+            yield from self._command(
+                cmd,
+                CodecOptions(),
+                write_concern=None if raw_wc is not None else wc,
+                parse_write_concern_error=True,
+                db_name="admin",
+                session=session,
+            )
         )
 
     # pymongo methods tenantpool does not have (yet): named, so that a call fails saying so instead of
@@ -1164,9 +1219,10 @@ class Collection:
 
     def options(self, session: ClientSession | None = None, comment: Any = None) -> MutableMapping[str, Any]:
         """The options the collection was created with (empty if it does not exist)."""
-        for doc in self._database.list_collections(
+        cursor = yield from self._database._gen_list_collections(
             session=session, filter={"name": self._name}, comment=comment
-        ):
+        )
+        for doc in (yield from cursor._gen_to_list()):
             options = doc.get("options", {})
             options.pop("create", None)
             return options
@@ -1231,7 +1287,8 @@ def _aggregate(
         spec: dict[str, Any] = {"pipeline": pipeline, "options": options}
         if collection is not None:
             spec["collection"] = collection.name
-        return CommandCursor(database, "aggregate", spec, codec, session=session)
+        raw = yield from CommandCursor._gen_open(database, "aggregate", spec, codec, session)
+        return database._command_cursor_class(database, raw, codec, session=session)
     # Options the driver does not model: send pymongo's command, so the server judges them. A result
     # that needs more than the first batch cannot be continued (the driver's sessions are per command).
     cmd: dict[str, Any] = {
@@ -1249,12 +1306,12 @@ def _aggregate(
         cmd["readConcern"] = rc.document
     if performs_write and not wc.is_server_default and "writeConcern" not in cmd:
         cmd["writeConcern"] = write_concern_document(wc)
-    reply = database._run_command(cmd, codec, session)
+    reply = yield from database._run_command(cmd, codec, session)
     cursor = reply["cursor"]
     if cursor["id"]:
         ns = cursor.get("ns", "").split(".", 1)[-1]
         try:
-            database._run_command({"killCursors": ns, "cursors": [cursor["id"]]}, codec, session)
+            (yield from database._run_command({"killCursors": ns, "cursors": [cursor["id"]]}, codec, session))
         except OperationFailure:
             pass
         unknown = sorted(set(kwargs) - known)
@@ -1263,4 +1320,4 @@ def _aggregate(
             f"only return the first batch of such an aggregation; drop the option(s) or "
             f"raise batchSize"
         )
-    return CommandCursor(database, "", {}, codec, first_batch=cursor["firstBatch"])
+    return database._command_cursor_class(database, None, codec, first_batch=cursor["firstBatch"])

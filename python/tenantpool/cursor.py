@@ -15,6 +15,7 @@ from bson.codec_options import CodecOptions
 from pymongo import CursorType
 from pymongo.errors import InvalidOperation
 
+from ._calls import NextBatch, OpenCursor, Operation, operations, run_sync
 from ._common import (
     check_bool,
     check_mapping,
@@ -67,26 +68,27 @@ class _BatchCursor:
         self._killed = False
         self._retrieved = 0
 
-    def _open(self) -> RawCursor | None:
+    def _open(self) -> Operation[RawCursor | None]:
         raise NotImplementedError
+        yield  # a generator, like the subclasses' _open
 
-    def _refresh(self) -> int:
+    def _gen_refresh(self) -> Operation[int]:
         """Fetches the next batch if the local one is used up; the number of documents now buffered."""
         if self._data or self._killed:
             return len(self._data)
         if not self._started:
             self._started = True
             try:
-                self._raw = self._open()
+                self._raw = yield from self._open()
             except BaseException:
                 self._killed = True
                 raise
         data = None
         if self._raw is not None:
             try:
-                data = self._raw.next_batch()
+                data = yield NextBatch(self._raw)
             except BaseException:
-                self.close()
+                self._close()
                 raise
         if data is None:
             # The server cursor is exhausted (and released by the core).
@@ -97,41 +99,39 @@ class _BatchCursor:
         self._data.extend(docs)
         return len(self._data)
 
+    def _refresh(self) -> int:
+        return run_sync(self._gen_refresh())
+
     def __iter__(self) -> _BatchCursor:
         return self
 
     def next(self) -> Any:
+        # The common case, a document already buffered, stays a deque pop.
         if self._data or self._refresh():
             return self._data.popleft()
         raise StopIteration
 
     __next__ = next
 
-    def _next_batch(self, result: list[Any], total: int | None = None) -> bool:
-        if not (self._data or self._refresh()):
-            return False
-        if total is None:
-            result.extend(self._data)
-            self._data.clear()
-        else:
-            for _ in range(min(len(self._data), total)):
-                result.append(self._data.popleft())
-        return True
+    def _gen_to_list(self, length: int | None = None) -> Operation[list[Any]]:
+        """The remaining documents, or at most ``length`` of them (pymongo's ``to_list``)."""
+        if isinstance(length, int) and length < 1:
+            raise ValueError("to_list() length must be greater than 0")
+        res: list[Any] = []
+        while self._data or (yield from self._gen_refresh()):
+            if length is None:
+                res.extend(self._data)
+                self._data.clear()
+            else:
+                while self._data and len(res) < length:
+                    res.append(self._data.popleft())
+                if len(res) >= length:
+                    break
+        return res
 
     def to_list(self, length: int | None = None) -> list[Any]:
         """The remaining documents, or at most ``length`` of them (pymongo's ``to_list``)."""
-        res: list[Any] = []
-        remaining = length
-        if isinstance(length, int) and length < 1:
-            raise ValueError("to_list() length must be greater than 0")
-        while self.alive:
-            if not self._next_batch(res, remaining):
-                break
-            if length is not None:
-                remaining = length - len(res)
-                if remaining == 0:
-                    break
-        return res
+        return run_sync(self._gen_to_list(length))
 
     @property
     def alive(self) -> bool:
@@ -156,7 +156,7 @@ class _BatchCursor:
         """The explicit session this cursor runs in, if any."""
         return self._session
 
-    def close(self) -> None:
+    def _close(self) -> None:
         """Kills the server cursor if it is still open, and releases the tenant's pool."""
         self._killed = True
         self._started = True
@@ -165,15 +165,19 @@ class _BatchCursor:
         if raw is not None:
             raw.close()
 
+    # No I/O waits here (the kill is sent in the background), so the async cursors can share it.
+    close = _close
+
     def __enter__(self) -> _BatchCursor:
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.close()
+        self._close()
 
 
+@operations
 class Cursor(_BatchCursor):
     """The cursor ``Collection.find`` returns, with pymongo's arguments, checks and chaining: options can be
     changed until the first document is fetched; the query runs on first iteration."""
@@ -403,7 +407,7 @@ class Cursor(_BatchCursor):
         return self._clone(True)
 
     def _clone(self, deepcopy: bool) -> Cursor:
-        base = Cursor(self._collection, session=self._session)
+        base = type(self)(self._collection, session=self._session)
         for key in (
             "_spec",
             "_has_filter",
@@ -437,7 +441,7 @@ class Cursor(_BatchCursor):
 
     def rewind(self) -> Cursor:
         """Closes the server cursor; the next iteration runs the query again."""
-        self.close()
+        self._close()
         self._init_iteration()
         return self
 
@@ -476,7 +480,7 @@ class Cursor(_BatchCursor):
         self._collection._read_options(o, self._session)
         return o
 
-    def _open(self) -> RawCursor | None:
+    def _open(self) -> Operation[RawCursor | None]:
         if self._empty:
             return None
         c = self._collection
@@ -484,12 +488,12 @@ class Cursor(_BatchCursor):
         spec = encode({"collection": c.name, "filter": self._spec, "options": options}, False, self._codec)
         check_query_size(spec)
         if not find_options_fit_driver(options):
-            self._run_find_command(options)
+            (yield from self._run_find_command(options))
             return None
         raw = core_session(self._session, c._user_id)
-        return c._core.open_cursor(c._user_id, c._db_name, "find", spec, session=raw)
+        return (yield OpenCursor(c._core, c._user_id, c._db_name, "find", spec, session=raw))
 
-    def _run_find_command(self, options: dict[str, Any]) -> None:
+    def _run_find_command(self, options: dict[str, Any]) -> Operation[None]:
         """Values pymongo sends but the driver's typed options cannot hold (a negative skip, a bool limit):
         send pymongo's find command as is, so that the server judges it. A result needing more than the
         first batch cannot be continued (the driver gives each generic command its own session)."""
@@ -500,10 +504,14 @@ class Cursor(_BatchCursor):
         if isinstance(limit, int) and limit < 0:
             cmd["limit"] = -limit
             cmd["singleBatch"] = True
-        reply = c._run_command(cmd, self._codec, session=self._session)
+        reply = yield from c._run_command(cmd, self._codec, session=self._session)
         cursor = reply["cursor"]
         if cursor["id"]:
-            c._run_command({"killCursors": c.name, "cursors": [cursor["id"]]}, session=self._session)
+            (
+                yield from c._run_command(
+                    {"killCursors": c.name, "cursors": [cursor["id"]]}, session=self._session
+                )
+            )
             raise InvalidOperation(
                 "find(): tenantpool cannot run this query as a cursor (a skip, limit, "
                 "batch_size or max_time_ms value outside what the driver accepts)"
@@ -527,7 +535,7 @@ class Cursor(_BatchCursor):
         put(options, "maxTimeMS", self._max_time_ms)
         put(options, "comment", self._comment or None)
         put(options, "collation", self._collation)
-        return self._collection.distinct(key, session=self._session, **options)
+        return (yield from self._collection._gen_distinct(key, session=self._session, **options))
 
     def explain(self) -> Any:
         """The server's explanation of this query (``explain`` of the equivalent ``find`` command)."""
@@ -539,7 +547,9 @@ class Cursor(_BatchCursor):
             # As pymongo: an explain always uses a hard limit.
             cmd["limit"] = abs(limit)
             cmd["singleBatch"] = True
-        return self._collection._run_command({"explain": cmd}, self._codec, session=self._session)
+        return (
+            yield from self._collection._run_command({"explain": cmd}, self._codec, session=self._session)
+        )
 
     def __getitem__(self, index: int | slice) -> Any:
         self._check_okay_to_chain()
@@ -585,8 +595,7 @@ class CommandCursor(_BatchCursor):
     def __init__(
         self,
         database: Database,
-        op: str,
-        spec: Mapping[str, Any],
+        raw: RawCursor | None,
         codec: CodecOptions,
         first_batch: list[Any] | None = None,
         session: ClientSession | None = None,
@@ -596,16 +605,25 @@ class CommandCursor(_BatchCursor):
         self._session = session
         self._init_iteration()
         self._started = True
+        self._raw = raw
         if first_batch is not None:
             # A complete result the server returned in its first batch (cursor id 0).
             self._data.extend(first_batch)
             self._retrieved = len(first_batch)
             self._killed = True
-            return
-        data = encode(spec, False, codec)
+
+    @staticmethod
+    def _gen_open(
+        database: Database,
+        op: str,
+        spec: Mapping[str, Any],
+        codec: CodecOptions,
+        session: ClientSession | None = None,
+    ) -> Operation[RawCursor]:
+        """Runs the cursor's command at once, as pymongo does, so its errors surface at the call."""
         user_id = database._client.user_id
         raw = core_session(session, user_id)
-        self._raw = database._core.open_cursor(user_id, database.name, op, data, session=raw)
+        return (yield OpenCursor(database._core, user_id, database.name, op, encode(spec, False, codec), raw))
 
     @property
     def address(self) -> tuple[str, int] | None:
@@ -615,11 +633,14 @@ class CommandCursor(_BatchCursor):
     def cursor_id(self) -> int | None:
         return None
 
-    def try_next(self) -> Any:
-        """The next document, or None if there is none yet (pymongo's ``CommandCursor.try_next``)."""
-        if self._data or self._refresh():
+    def _gen_try_next(self) -> Operation[Any]:
+        if self._data or (yield from self._gen_refresh()):
             return self._data.popleft()
         return None
+
+    def try_next(self) -> Any:
+        """The next document, or None if there is none yet (pymongo's ``CommandCursor.try_next``)."""
+        return run_sync(self._gen_try_next())
 
     def __repr__(self) -> str:
         return f"<tenantpool.cursor.CommandCursor object on {self._database.name}>"

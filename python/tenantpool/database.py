@@ -12,6 +12,7 @@ from pymongo.errors import CollectionInvalid, InvalidName, OperationFailure, Wri
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import DEFAULT_WRITE_CONCERN, WriteConcern
 
+from ._calls import Execute, operations
 from ._common import (
     allowed_error,
     check_mapping,
@@ -23,7 +24,7 @@ from ._common import (
     write_concern_document,
 )
 from .collection import Collection, _aggregate
-from .cursor import CommandCursor
+from .cursor import CommandCursor, Cursor
 
 if TYPE_CHECKING:
     from .client import TenantClient
@@ -38,8 +39,14 @@ def _check_name(name: str) -> None:
             raise InvalidName(f"database names cannot contain the character {invalid_char!r}")
 
 
+@operations
 class Database:
     """A tenant's database. ``db.posts`` and ``db["posts"]`` give collections, as in pymongo."""
+
+    # The classes this database hands out; the async twin swaps in its own.
+    _collection_class: type[Collection] = Collection
+    _cursor_class: type[Cursor] = Cursor
+    _command_cursor_class: type[CommandCursor] = CommandCursor
 
     def __init__(
         self,
@@ -97,7 +104,9 @@ class Database:
         codec = codec or self._codec
         spec = encode({"command": command}, False, codec)
         raw = core_session(session, self._user_id)
-        return decode(self._core.execute(self._user_id, self._name, "command", spec, session=raw), codec)
+        return decode(
+            (yield Execute(self._core, self._user_id, self._name, "command", spec, session=raw)), codec
+        )
 
     def _wc(self, session: ClientSession | None) -> WriteConcern:
         """The write concern of an operation: none of its own inside a transaction (pymongo's rule)."""
@@ -106,7 +115,7 @@ class Database:
         return self._write_concern
 
     def __getitem__(self, name: str) -> Collection:
-        return Collection(self, name)
+        return self._collection_class(self, name)
 
     def __getattr__(self, name: str) -> Collection:
         if name.startswith("_"):
@@ -114,7 +123,7 @@ class Database:
                 f"Database has no attribute {name!r}. To access the {name} collection, use "
                 f"database[{name!r}]."
             )
-        return Collection(self, name)
+        return self._collection_class(self, name)
 
     def get_collection(
         self,
@@ -124,7 +133,9 @@ class Database:
         write_concern: WriteConcern | None = None,
         read_concern: ReadConcern | None = None,
     ) -> Collection:
-        return Collection(self, name, False, codec_options, read_preference, write_concern, read_concern)
+        return self._collection_class(
+            self, name, False, codec_options, read_preference, write_concern, read_concern
+        )
 
     def with_options(
         self,
@@ -139,7 +150,7 @@ class Database:
             raise ConfigurationError(
                 "read preferences other than primary are not supported yet by tenantpool"
             )
-        return Database(
+        return type(self)(
             self._client,
             self._name,
             codec_options or self._codec,
@@ -174,7 +185,7 @@ class Database:
             command = {command: value}
         command.update(kwargs)
         try:
-            return self._run_command(command, codec_options or DEFAULT_CODEC_OPTIONS, session)
+            return (yield from self._run_command(command, codec_options or DEFAULT_CODEC_OPTIONS, session))
         except OperationFailure as exc:
             if not check or allowed_error(exc, allowable_errors):
                 return exc.details or {}
@@ -199,7 +210,8 @@ class Database:
             check_mapping("filter", filter)
             if not filter or (len(filter) == 1 and "name" in filter):
                 kwargs["nameOnly"] = True
-        return [c["name"] for c in self.list_collections(session, filter, comment, **kwargs)]
+        cursor = yield from self._gen_list_collections(session, filter, comment, **kwargs)
+        return [c["name"] for c in (yield from cursor._gen_to_list())]
 
     def list_collections(
         self,
@@ -213,17 +225,19 @@ class Database:
         if comment is None and set(kwargs) <= {"nameOnly"} and kwargs.get("nameOnly") in (None, True):
             spec: dict[str, Any] = {}
             put(spec, "filter", filter)
-            docs = list(CommandCursor(self, "list_collections", spec, self._codec, session=session))
+            raw = yield from CommandCursor._gen_open(self, "list_collections", spec, self._codec, session)
+            cursor = self._command_cursor_class(self, raw, self._codec, session=session)
+            docs = yield from cursor._gen_to_list()
             if kwargs.get("nameOnly"):
                 # What the server answers to nameOnly: name and type.
                 docs = [{"name": d["name"], "type": d["type"]} for d in docs]
-            return CommandCursor(self, "", {}, self._codec, first_batch=docs)
+            return self._command_cursor_class(self, None, self._codec, first_batch=docs)
         cmd: dict[str, Any] = {"listCollections": 1, "cursor": {}}
         put(kwargs, "filter", filter)
         put(kwargs, "comment", comment)
         cmd.update(kwargs)
-        reply = self._run_command(cmd, session=session)
-        return CommandCursor(self, "", {}, self._codec, first_batch=reply["cursor"]["firstBatch"])
+        reply = yield from self._run_command(cmd, session=session)
+        return self._command_cursor_class(self, None, self._codec, first_batch=reply["cursor"]["firstBatch"])
 
     def create_collection(
         self,
@@ -249,7 +263,9 @@ class Database:
             and name in self.list_collection_names(session=session, filter={"name": name})
         ):
             raise CollectionInvalid(f"collection {name} already exists")
-        coll = Collection(self, name, False, codec_options, read_preference, write_concern, read_concern)
+        coll = self._collection_class(
+            self, name, False, codec_options, read_preference, write_concern, read_concern
+        )
         collation = validate_collation_or_none(kwargs.pop("collation", None))
         if kwargs.get("encryptedFields"):
             from pymongo.errors import ConfigurationError
@@ -261,7 +277,7 @@ class Database:
         if "size" in kwargs:
             kwargs["size"] = float(kwargs["size"])
         cmd.update(kwargs)
-        coll._command(cmd, write_concern=coll._wc(session), collation=collation, session=session)
+        (yield from coll._command(cmd, write_concern=coll._wc(session), collation=collation, session=session))
         return coll
 
     def drop_collection(
@@ -287,7 +303,7 @@ class Database:
         if not wc.is_server_default:
             cmd["writeConcern"] = write_concern_document(wc)
         try:
-            reply = self._run_command(cmd, session=session)
+            reply = yield from self._run_command(cmd, session=session)
         except OperationFailure as exc:
             if exc.code == 26 or (exc.details or {}).get("errmsg") == "ns not found":
                 return exc.details
@@ -303,7 +319,7 @@ class Database:
         """A database-level aggregation (``$currentOp``, ``$documents``...)."""
         let = kwargs.pop("let", None)
         comment = kwargs.pop("comment", None)
-        return _aggregate(self, None, pipeline, let, comment, kwargs, session)
+        return (yield from _aggregate(self, None, pipeline, let, comment, kwargs, session))
 
     def validate_collection(
         self,
@@ -321,7 +337,7 @@ class Database:
         cmd: dict[str, Any] = {"validate": name, "scandata": scandata, "full": full}
         put(cmd, "comment", comment)
         put(cmd, "background", background)
-        result = self.command(cmd, session=session)
+        result = yield from self._gen_command(cmd, session=session)
         if not result.get("valid", False):
             raise CollectionInvalid(f"{name} invalid: {result!r}")
         return result
@@ -339,7 +355,11 @@ class Database:
                 f"trying to dereference a DBRef that points to another database "
                 f"({dbref.database!r} not {self._name!r})"
             )
-        return self[dbref.collection].find_one({"_id": dbref.id}, session=session, comment=comment, **kwargs)
+        return (
+            yield from self[dbref.collection]._gen_find_one(
+                {"_id": dbref.id}, session=session, comment=comment, **kwargs
+            )
+        )
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Database):

@@ -49,6 +49,7 @@ class UserConnectionManager:
     """
 
     tier_pool_sizes: dict[str, int] | None = None
+    _client_class: type[TenantClient] = TenantClient
 
     def __init__(
         self,
@@ -190,7 +191,7 @@ class UserConnectionManager:
     def get_client(self, user_id: str) -> TenantClient:
         """The tenant's client, creating its pool on first use. No network round trip."""
         self._core.ensure(self._check_user(user_id))
-        return TenantClient(self, user_id)
+        return self._client_class(self, user_id)
 
     def get_database(self, user_id: str, db_name: str | None = None) -> Database:
         """The tenant's database: ``db_name``, or the template's name for this tenant."""
@@ -200,7 +201,7 @@ class UserConnectionManager:
         elif not isinstance(db_name, str):
             raise TypeError(f"db_name must be a str, not {type(db_name).__name__}")
         self._core.ensure(user_id)
-        return Database(TenantClient(self, user_id), db_name)
+        return self._client_class(self, user_id)._database_class(self._client_class(self, user_id), db_name)
 
     def close_user_connection(self, user_id: str) -> bool:
         """Closes the tenant's pool (after its in-flight operations finish). False if it had none."""

@@ -1,0 +1,136 @@
+"""One implementation of every operation, run two ways.
+
+Each operation of Database, Collection and Cursor is written once, as a generator that shapes its
+arguments, *yields* the core call it needs (``Execute`` or ``OpenCursor``), receives the reply, and
+returns the result. ``run_sync`` drives such a generator with the blocking core calls (GIL released
+inside), ``run_async`` with the awaitable ones. The sync and async classes are thin: their public
+methods are the same generators wrapped by ``sync_method`` / ``async_method``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Awaitable, Callable, Generator
+from typing import Any, NamedTuple, TypeVar, Union
+
+from ._core import Manager, RawCursor
+
+T = TypeVar("T")
+
+
+class Execute(NamedTuple):
+    """A one-reply operation: the reply is BSON bytes, or None."""
+
+    core: Manager
+    tenant: str
+    db_name: str
+    op: str
+    spec: bytes
+    docs: list[bytes] | None = None
+    session: Any = None
+
+
+class OpenCursor(NamedTuple):
+    """An operation that opens a server cursor: the reply is a RawCursor."""
+
+    core: Manager
+    tenant: str
+    db_name: str
+    op: str
+    spec: bytes
+    session: Any = None
+
+
+class NextBatch(NamedTuple):
+    """The next server batch of an open cursor: BSON bytes, or None once exhausted."""
+
+    raw: RawCursor
+
+
+Call = Union[Execute, OpenCursor, NextBatch]
+Operation = Generator[Call, Any, T]
+
+
+def _sync_call(call: Call) -> Any:
+    if type(call) is Execute:
+        return call.core.execute(call.tenant, call.db_name, call.op, call.spec, call.docs, call.session)
+    if type(call) is NextBatch:
+        return call.raw.next_batch()
+    return call.core.open_cursor(call.tenant, call.db_name, call.op, call.spec, call.session)
+
+
+def _async_call(call: Call) -> Awaitable[Any]:
+    if type(call) is Execute:
+        return call.core.execute_async(call.tenant, call.db_name, call.op, call.spec, call.docs, call.session)
+    if type(call) is NextBatch:
+        return call.raw.next_batch_async()
+    return call.core.open_cursor_async(call.tenant, call.db_name, call.op, call.spec, call.session)
+
+
+def run_sync(operation: Operation[T]) -> T:
+    """Drives an operation with blocking core calls."""
+    try:
+        call = next(operation)
+        while True:
+            try:
+                reply = _sync_call(call)
+            except BaseException as exc:  # the operation may translate or enrich the error
+                call = operation.throw(exc)
+            else:
+                call = operation.send(reply)
+    except StopIteration as done:
+        return done.value
+
+
+async def run_async(operation: Operation[T]) -> T:
+    """Drives an operation with awaitable core calls; the event loop never blocks."""
+    try:
+        call = next(operation)
+        while True:
+            try:
+                reply = await _async_call(call)
+            except BaseException as exc:
+                call = operation.throw(exc)
+            else:
+                call = operation.send(reply)
+    except StopIteration as done:
+        return done.value
+
+
+def sync_method(gen: Callable[..., Operation[T]]) -> Callable[..., T]:
+    @functools.wraps(gen)
+    def method(self: Any, *args: Any, **kwargs: Any) -> T:
+        return run_sync(gen(self, *args, **kwargs))
+
+    return method
+
+
+def async_method(gen: Callable[..., Operation[T]]) -> Callable[..., Awaitable[T]]:
+    @functools.wraps(gen)
+    async def method(self: Any, *args: Any, **kwargs: Any) -> T:
+        return await run_async(gen(self, *args, **kwargs))
+
+    return method
+
+
+def operations(cls: type[T]) -> type[T]:
+    """Class decorator: every public generator method ``name`` becomes a blocking method, and stays
+    available as the generator ``_gen_name`` for other operations and for the async classes."""
+    names = set(getattr(cls, "__operations__", ()))
+    for name, fn in list(vars(cls).items()):
+        if not name.startswith("_") and inspect.isgeneratorfunction(fn):
+            setattr(cls, f"_gen_{name}", fn)
+            setattr(cls, name, sync_method(fn))
+            names.add(name)
+    cls.__operations__ = tuple(sorted(names))  # type: ignore[attr-defined]
+    return cls
+
+
+def async_operations(cls: type[T]) -> type[T]:
+    """Class decorator for the async twin of a class decorated with ``operations``: every operation
+    becomes a coroutine method running the same generator."""
+    for name in getattr(cls, "__operations__", ()):
+        if name not in vars(cls):
+            setattr(cls, name, async_method(getattr(cls, f"_gen_{name}")))
+    return cls

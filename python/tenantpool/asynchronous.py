@@ -1,0 +1,159 @@
+"""The asyncio API: pymongo's ``AsyncMongoClient`` shapes on tenantpool's Rust core.
+
+Every operation runs the same generator as its blocking twin (see ``_calls``), driven with the core's
+awaitable calls: the database round trip happens on tenantpool's tokio runtime, the event loop keeps
+running, and cancelling the awaiting task releases the tenant's lease and quota slot at once.
+
+    manager = AsyncUserConnectionManager("mongodb://localhost:27017/")
+    db = manager.get_database("user_a")              # no I/O: not awaited
+    await db.posts.insert_one({"title": "Hello"})
+    async for post in db.posts.find().sort("_id", -1).limit(10):
+        ...
+    await manager.close_all()
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+from pymongo.errors import InvalidOperation
+
+from ._calls import async_operations, run_async
+from .client import TenantClient
+from .collection import Collection
+from .cursor import CommandCursor, Cursor
+from .database import Database
+from .manager import UserConnectionManager
+
+
+class _AsyncIteration:
+    """Async iteration over the shared cursor engine (``_BatchCursor``)."""
+
+    _data: Any
+    _killed: bool
+
+    def __aiter__(self) -> Any:
+        return self
+
+    async def __anext__(self) -> Any:
+        if self._data or await run_async(self._gen_refresh()):  # type: ignore[attr-defined]
+            return self._data.popleft()
+        raise StopAsyncIteration
+
+    async def next(self) -> Any:
+        try:
+            return await self.__anext__()
+        except StopAsyncIteration:
+            raise StopAsyncIteration from None
+
+    async def to_list(self, length: int | None = None) -> list[Any]:
+        """The remaining documents, or at most ``length`` of them."""
+        return await run_async(self._gen_to_list(length))  # type: ignore[attr-defined]
+
+    async def close(self) -> None:  # type: ignore[override]
+        self._close()  # type: ignore[attr-defined]
+
+    @property
+    def alive(self) -> bool:
+        """Whether more documents may come (without a round trip, as pymongo's async cursors)."""
+        return bool(self._data) or not self._killed
+
+    def __iter__(self) -> Any:
+        raise TypeError(f"'{type(self).__name__}' is an async iterator: use 'async for'")
+
+    async def __aenter__(self) -> Any:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._close()  # type: ignore[attr-defined]
+
+
+@async_operations
+class AsyncCursor(_AsyncIteration, Cursor):  # type: ignore[misc]
+    """The cursor ``AsyncCollection.find`` returns: chain options, then ``async for`` or ``to_list``."""
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return super().__getitem__(index)
+        raise TypeError("AsyncCursor does not support indexing; use skip() and limit()")
+
+    def __repr__(self) -> str:
+        return f"<tenantpool.AsyncCursor object on {self._collection.full_name}>"
+
+
+class AsyncCommandCursor(_AsyncIteration, CommandCursor):  # type: ignore[misc]
+    """The cursor of ``aggregate``, ``list_indexes`` and ``list_collections``."""
+
+    async def try_next(self) -> Any:  # type: ignore[override]
+        return await run_async(self._gen_try_next())
+
+    def __repr__(self) -> str:
+        return f"<tenantpool.AsyncCommandCursor object on {self._database.name}>"
+
+
+@async_operations
+class AsyncCollection(Collection):
+    """A tenant's collection; its operations are coroutines (``find`` returns an ``AsyncCursor``)."""
+
+
+@async_operations
+class AsyncDatabase(Database):
+    """A tenant's database; ``db.posts`` is an ``AsyncCollection``."""
+
+    _collection_class = AsyncCollection
+    _cursor_class = AsyncCursor
+    _command_cursor_class = AsyncCommandCursor
+
+
+@async_operations
+class AsyncTenantClient(TenantClient):
+    """``AsyncUserConnectionManager.get_client``'s result: ``client[name]`` is an ``AsyncDatabase``."""
+
+    __slots__ = ()
+    _database_class = AsyncDatabase
+
+    def start_session(self, *args: Any, **kwargs: Any) -> Any:
+        raise InvalidOperation(
+            "sessions and transactions are not in the async API yet; use UserConnectionManager for them"
+        )
+
+
+class AsyncUserConnectionManager(UserConnectionManager):
+    """``UserConnectionManager`` for asyncio apps (FastAPI): same constructor, strategies, tiers and
+    statistics; ``get_database`` is not awaited (it does no I/O) and returns an ``AsyncDatabase``."""
+
+    _client_class = AsyncTenantClient
+
+    def get_database(self, user_id: str, db_name: str | None = None) -> AsyncDatabase:  # type: ignore[override]
+        return super().get_database(user_id, db_name)  # type: ignore[return-value]
+
+    def get_client(self, user_id: str) -> AsyncTenantClient:  # type: ignore[override]
+        return super().get_client(user_id)  # type: ignore[return-value]
+
+    async def close_all(self) -> None:  # type: ignore[override]
+        """Closes every pool (each once its in-flight operations finish); later calls raise."""
+        UserConnectionManager.close_all(self)
+
+    def __enter__(self) -> Any:
+        raise TypeError("use 'async with' with AsyncUserConnectionManager")
+
+    async def __aenter__(self) -> AsyncUserConnectionManager:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close_all()
+
+
+__all__ = [
+    "AsyncCollection",
+    "AsyncCommandCursor",
+    "AsyncCursor",
+    "AsyncDatabase",
+    "AsyncTenantClient",
+    "AsyncUserConnectionManager",
+]
