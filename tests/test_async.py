@@ -12,6 +12,9 @@ from pymongo.results import InsertOneResult
 
 from tenantpool import AsyncCollection, AsyncCursor, AsyncDatabase, AsyncUserConnectionManager
 
+# Generous: a busy machine must slow these tests down, not fail them.
+PATIENT = {"serverSelectionTimeoutMS": 30000, "connectTimeoutMS": 20000}
+
 LOOPS = ["asyncio"]
 try:
     import uvloop  # noqa: F401
@@ -39,7 +42,7 @@ def app_connections(pymongo_client, app: str) -> int:
 @pytest.mark.parametrize("loop", LOOPS)
 def test_crud_cursors_and_errors(mongodb_uri, loop):
     async def main():
-        async with AsyncUserConnectionManager(mongodb_uri) as manager:
+        async with AsyncUserConnectionManager(mongodb_uri, **PATIENT) as manager:
             db = manager.get_database("async_crud")
             assert isinstance(db, AsyncDatabase) and isinstance(db.posts, AsyncCollection)
             await db.posts.drop()
@@ -71,7 +74,7 @@ def test_crud_cursors_and_errors(mongodb_uri, loop):
 
 def test_thousand_concurrent_tasks_over_hundred_tenants(mongodb_uri):
     async def main():
-        async with AsyncUserConnectionManager(mongodb_uri, user_pool_size=5) as manager:
+        async with AsyncUserConnectionManager(mongodb_uri, user_pool_size=5, **PATIENT) as manager:
 
             async def task(i: int) -> tuple[int, int]:
                 coll = manager.get_database(f"at{i % 100}").items
@@ -96,7 +99,9 @@ def test_event_loop_keeps_ticking_during_a_burst(mongodb_uri):
     lags: list[float] = []
 
     async def main():
-        async with AsyncUserConnectionManager(mongodb_uri, strategy="shared", user_pool_size=10) as manager:
+        async with AsyncUserConnectionManager(
+            mongodb_uri, strategy="shared", user_pool_size=10, **PATIENT
+        ) as manager:
             for t in range(50):
                 await manager.get_database(f"burst{t}").c.insert_one({"x": t})
             done = asyncio.Event()
@@ -124,7 +129,9 @@ def test_cancelled_tasks_release_quota_and_connections(mongodb_uri, pymongo_clie
     app = "tp-async-cancel"
 
     async def main():
-        async with AsyncUserConnectionManager(mongodb_uri, user_pool_size=5, appName=app) as manager:
+        async with AsyncUserConnectionManager(
+            mongodb_uri, user_pool_size=5, appName=app, **PATIENT
+        ) as manager:
             coll = manager.get_database("cancelme").c
             await coll.insert_one({"x": 1})
             baseline = app_connections(pymongo_client, app)
