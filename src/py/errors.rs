@@ -49,6 +49,24 @@ fn with_labels(mut details: Document, e: &Error) -> Document {
     details
 }
 
+/// pymongo's "not primary" codes (NotWritablePrimary, NotPrimaryNoSecondaryOk, ...).
+fn is_not_primary(code: i32) -> bool {
+    matches!(code, 10107 | 13435 | 13436 | 11600 | 11602 | 189 | 91)
+}
+
+fn server_reply(e: &Error) -> Option<Document> {
+    e.server_response().and_then(|raw| Document::try_from(raw.as_ref()).ok())
+}
+
+fn last_write_error(e: &Error) -> Option<Document> {
+    let reply = server_reply(e)?;
+    let errors = reply.get_array("writeErrors").ok()?;
+    match errors.last()? {
+        Bson::Document(d) => Some(d.clone()),
+        _ => None,
+    }
+}
+
 fn is_duplicate_key(code: i32) -> bool {
     matches!(code, 11000 | 11001 | 12582)
 }
@@ -79,6 +97,15 @@ pub fn driver_error(py: Python<'_>, e: &Error, scrub: &dyn Fn(&str) -> String) -
 
 fn driver_error_class(py: Python<'_>, e: &Error, scrub: &dyn Fn(&str) -> String) -> PyErr {
     match e.kind.as_ref() {
+        ErrorKind::Command(c) if is_not_primary(c.code) => {
+            // pymongo's NotPrimaryError is an AutoReconnect: retrying on the new primary is right.
+            let details =
+                server_reply(e).unwrap_or_else(|| doc! { "ok": 0.0, "errmsg": &c.message, "code": c.code });
+            match to_dict(py, &with_labels(details, e)) {
+                Ok(d) => make(py, "NotPrimaryError", (scrub(&c.message), d)),
+                Err(err) => err,
+            }
+        }
         ErrorKind::Command(c) => {
             let cls = match c.code {
                 50 => "ExecutionTimeout",
@@ -86,18 +113,26 @@ fn driver_error_class(py: Python<'_>, e: &Error, scrub: &dyn Fn(&str) -> String)
                 code if is_duplicate_key(code) => "DuplicateKeyError",
                 _ => "OperationFailure",
             };
-            let details = doc! { "ok": 0.0, "errmsg": &c.message, "code": c.code, "codeName": &c.code_name };
+            // The whole server reply, as pymongo's `details`, when the driver kept it.
+            let details = server_reply(e).unwrap_or_else(
+                || doc! { "ok": 0.0, "errmsg": &c.message, "code": c.code, "codeName": &c.code_name },
+            );
             make_failure(py, cls, scrub(&c.message), c.code, with_labels(details, e))
         }
         ErrorKind::Write(WriteFailure::WriteError(w)) => {
             let cls = if is_duplicate_key(w.code) { "DuplicateKeyError" } else { "WriteError" };
-            let mut details = doc! { "index": 0, "code": w.code, "errmsg": &w.message };
-            if let Some(name) = &w.code_name {
-                details.insert("codeName", name);
-            }
-            if let Some(info) = &w.details {
-                details.insert("errInfo", info.clone());
-            }
+            // pymongo's details are the server's writeErrors entry (with keyPattern and keyValue for a
+            // duplicate key, which apps read to tell which unique field collided).
+            let details = last_write_error(e).unwrap_or_else(|| {
+                let mut d = doc! { "index": 0, "code": w.code, "errmsg": &w.message };
+                if let Some(name) = &w.code_name {
+                    d.insert("codeName", name);
+                }
+                if let Some(info) = &w.details {
+                    d.insert("errInfo", info.clone());
+                }
+                d
+            });
             make_failure(py, cls, scrub(&w.message), w.code, details)
         }
         ErrorKind::Write(WriteFailure::WriteConcernError(w)) => {

@@ -251,8 +251,6 @@ KNOWN = {
     "holding an op over 16 MiB + 16 KiB",
     "retryable_bulk_write_after_network_error": "bulk_write runs on the core's generic command op, which "
     "does not retry writes",
-    "not_primary_error": "src/py/errors.rs maps 'not primary' command errors to OperationFailure, pymongo "
-    "raises NotPrimaryError",
 }
 
 
