@@ -38,13 +38,11 @@ lint: venv
 	cargo clippy --all-targets -- -D warnings
 	$(VENV)/bin/ruff check $(wildcard python tests examples bench)
 
-# Uses $MONGODB_URI if set, else a throwaway local mongod.
+# Uses $MONGODB_URI if set, else a throwaway local mongod: examples/quickstart.py, then the FastAPI SaaS
+# example under uvicorn with the load test over 200 tenants and the per-tier pool stats.
 demo: build
-	@if [ -n "$${MONGODB_URI:-}" ]; then \
-		set -x; $(PY) examples/quickstart.py; \
-	else \
-		set -x; $(PY) -m tenantpool.testing.mongod --run $(abspath $(PY)) examples/quickstart.py; \
-	fi
+	PY=$(abspath $(PY)) bash scripts/demo.sh
 
+# Starts its own mongod unless $MONGODB_URI is set; writes bench/results/. E.g. BENCH_ARGS=--quick.
 bench: build
-	$(PY) bench/run.py
+	$(PY) bench/run.py $(BENCH_ARGS)
