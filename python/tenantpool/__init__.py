@@ -7,6 +7,9 @@ db = manager.get_database("a")   # the database "user_a_db" (db_name_template), 
 db.posts.insert_one({"title": "Hello"})
 """
 
+import atexit
+
+from . import _core
 from ._core import __version__
 from .asynchronous import (
     AsyncCollection,
@@ -56,3 +59,7 @@ __all__ = [
     "calculate_pool_size",
     "get_user_group",
 ]
+
+# Stop the Rust runtime's threads before the interpreter is torn down: a database task finishing during
+# finalization must not try to hand its result to Python.
+atexit.register(_core.shutdown)

@@ -5,6 +5,7 @@ from typing import Any
 
 __version__: str
 
+def shutdown() -> None: ...
 def group_of(tenant: str, groups: int) -> int: ...
 def calculate_pool_size(
     concurrent_users: int, requests_per_user: int = 5, available_connections: int = 10000

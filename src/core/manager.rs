@@ -34,9 +34,9 @@ impl TenantPool {
 
 impl Pool for TenantPool {
     fn close(&self) {
-        if self.owned {
+        if let (true, Some(rt)) = (self.owned, runtime::live()) {
             let client = Client::clone(&self.client);
-            runtime::get().spawn(async move { client.shutdown().await });
+            rt.spawn(async move { client.shutdown().await });
         }
     }
 }
@@ -44,11 +44,12 @@ impl Pool for TenantPool {
 impl Drop for TenantPool {
     fn drop(&mut self) {
         // The driver's Drop may spawn cleanup, which needs a runtime context on whatever thread the
-        // last reference happens to go away.
-        let rt = runtime::get();
-        let _guard = rt.enter();
-        // SAFETY: dropped exactly once, here, and never used after.
-        unsafe { ManuallyDrop::drop(&mut self.client) }
+        // last reference happens to go away. At process exit there is none: leave it to the OS.
+        if let Some(rt) = runtime::live() {
+            let _guard = rt.enter();
+            // SAFETY: dropped exactly once, here, and never used after.
+            unsafe { ManuallyDrop::drop(&mut self.client) }
+        }
     }
 }
 
@@ -105,10 +106,11 @@ pub struct TenantSession {
 impl Drop for TenantSession {
     fn drop(&mut self) {
         // Ending a session with an open transaction spawns its abort: that needs the runtime.
-        let rt = runtime::get();
-        let _guard = rt.enter();
-        // SAFETY: dropped exactly once, here, and never used after.
-        unsafe { ManuallyDrop::drop(self.session.get_mut()) }
+        if let Some(rt) = runtime::live() {
+            let _guard = rt.enter();
+            // SAFETY: dropped exactly once, here, and never used after.
+            unsafe { ManuallyDrop::drop(self.session.get_mut()) }
+        }
     }
 }
 
@@ -448,9 +450,13 @@ impl Manager {
         self.reaper_stop.notify_one();
         let n = self.registry.close();
         let shared: Vec<Client> = self.shared.lock().iter_mut().filter_map(Option::take).collect();
-        let rt = runtime::get();
-        for client in shared {
-            rt.spawn(async move { client.shutdown().await });
+        match runtime::live() {
+            Some(rt) => {
+                for client in shared {
+                    rt.spawn(async move { client.shutdown().await });
+                }
+            }
+            None => std::mem::forget(shared),
         }
         n
     }

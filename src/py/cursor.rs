@@ -51,9 +51,13 @@ impl PyRawCursor {
 
 /// Drops a cursor inside the runtime: an unexhausted one schedules `killCursors` on the server.
 fn release(open: Box<Open>) {
-    let rt = runtime::get();
-    let _guard = rt.enter();
-    drop(open);
+    match runtime::live() {
+        Some(rt) => {
+            let _guard = rt.enter();
+            drop(open);
+        }
+        None => std::mem::forget(open),
+    }
 }
 
 /// Takes the cursor out of its slot for one fetch. If the fetch is abandoned (an asyncio task

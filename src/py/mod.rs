@@ -15,6 +15,13 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<session::PySession>()?;
     m.add_function(wrap_pyfunction!(policy::group_of, m)?)?;
     m.add_function(wrap_pyfunction!(policy::calculate_pool_size, m)?)?;
+    m.add_function(wrap_pyfunction!(shutdown, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
+}
+
+/// Stops tenantpool's runtime threads; registered with `atexit` by the Python package.
+#[pyfunction]
+fn shutdown(py: Python<'_>) {
+    py.detach(crate::core::runtime::shutdown);
 }
