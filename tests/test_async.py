@@ -157,10 +157,9 @@ def test_cancelled_tasks_release_quota_and_connections(mongodb_uri, pymongo_clie
                 await asyncio.sleep(0.01)
             info = manager.get_user_stats("cancelme")
             assert (info["in_use"], info["in_flight"], info["waiting"]) == (0, 0, 0)
-            started = time.monotonic()
+            # A leaked slot would make these wait for ever: waitQueueTimeoutMS turns that into an error.
             docs = await asyncio.gather(*(coll.find_one({"x": 1}) for _ in range(5)))
             assert all(d["x"] == 1 for d in docs)
-            assert time.monotonic() - started < 5
 
             # Connections cut mid-operation are closed, not leaked: back to the baseline.
             deadline = time.monotonic() + 20
