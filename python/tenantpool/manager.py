@@ -9,7 +9,7 @@ from types import TracebackType
 from typing import Any
 
 from bson.codec_options import CodecOptions
-from pymongo.errors import ConfigurationError
+from pymongo.errors import ConfigurationError, InvalidName
 
 from . import _core
 from ._options import split_options, with_credentials
@@ -186,6 +186,12 @@ class UserConnectionManager:
     def _check_user(self, user_id: Any) -> str:
         if not isinstance(user_id, str):
             raise TypeError(f"user_id must be a str, not {type(user_id).__name__}")
+        if not user_id.isascii():
+            # Lone surrogates (e.g. from json.loads) cannot even cross into Rust: refuse them here.
+            raise InvalidName(
+                f"tenant id {user_id!r} contains non-ASCII characters; tenant ids may contain only ASCII "
+                "letters, digits, '_' and '-'"
+            )
         return user_id
 
     def get_client(self, user_id: str) -> TenantClient:

@@ -45,9 +45,22 @@ impl Template {
                 tenant.len() + self.prefix.len() + self.suffix.len(),
             ));
         }
+        // A tenant must never land in a system database (a template like "{user_id}" would allow it).
+        let len = tenant.len() + self.prefix.len() + self.suffix.len();
+        if (5..=6).contains(&len) {
+            let name = format!("{}{}{}", self.prefix, tenant, self.suffix);
+            if SYSTEM_DATABASES.iter().any(|s| s.eq_ignore_ascii_case(&name)) {
+                return Err(format!(
+                    "tenant id {tenant:?} would map to the system database {name:?}; choose another id or \
+                     a db_name_template with a prefix"
+                ));
+            }
+        }
         Ok(())
     }
 }
+
+const SYSTEM_DATABASES: [&str; 3] = ["admin", "local", "config"];
 
 /// Tenant ids are restricted to ASCII letters, digits, `_` and `-`: everything else is either invalid
 /// in a database name or has look-alikes (Unicode normalisation) that would let two ids name one tenant.
@@ -110,6 +123,16 @@ mod tests {
         let ids = ["a", "A", "a_", "_a", "a-", "ab"];
         let names: std::collections::HashSet<_> = ids.iter().map(|i| t.db_name(i).unwrap()).collect();
         assert_eq!(names.len(), ids.len());
+    }
+
+    #[test]
+    fn never_maps_to_a_system_database() {
+        let bare = Template::parse("{user_id}").unwrap();
+        for id in ["admin", "ADMIN", "local", "config"] {
+            assert!(bare.db_name(id).is_err(), "{id}");
+        }
+        assert!(Template::parse("a{user_id}").unwrap().db_name("dmin").is_err());
+        assert!(bare.db_name("admins").is_ok());
     }
 
     #[test]

@@ -37,17 +37,20 @@ fn percent_encode(v: &str) -> String {
     out
 }
 
+/// The userinfo of a URI (`user:password`), found from the last `@`: a password may hold unencoded
+/// `/`, `?` or `:` (invalid, but people type them), and must be hidden all the same.
+fn userinfo(uri: &str) -> Option<(usize, &str)> {
+    let start = uri.find("://")? + 3;
+    let at = start + uri[start..].rfind('@')?;
+    Some((start, &uri[start..at]))
+}
+
 /// The URI with any password replaced by `***`, for repr, logs and error messages.
 pub fn redact(uri: &str) -> String {
-    let Some(scheme_end) = uri.find("://").map(|i| i + 3) else {
-        return uri.to_owned();
-    };
-    let rest = &uri[scheme_end..];
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => {
-            let user = rest[..at].split(':').next().unwrap_or("");
-            format!("{}{user}:***@{}", &uri[..scheme_end], &rest[at + 1..])
+    match userinfo(uri) {
+        Some((start, info)) => {
+            let user = info.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &uri[..start], &uri[start + info.len()..])
         }
         None => uri.to_owned(),
     }
@@ -55,16 +58,15 @@ pub fn redact(uri: &str) -> String {
 
 /// Replaces every occurrence of the URI's password in `text`: driver messages sometimes echo it.
 pub fn scrub(text: &str, uri: &str) -> String {
-    let Some(scheme_end) = uri.find("://").map(|i| i + 3) else {
-        return text.to_owned();
-    };
-    let rest = &uri[scheme_end..];
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return text.to_owned();
-    };
-    match rest[..at].split_once(':') {
-        Some((_, pw)) if !pw.is_empty() => text.replace(pw, "***"),
+    match userinfo(uri).and_then(|(_, info)| info.split_once(':')) {
+        Some((_, pw)) if !pw.is_empty() => {
+            let mut out = text.replace(pw, "***");
+            // The driver may have cut the password at a character it took for a delimiter.
+            for part in pw.split(['?', '/', '#', '@']).filter(|p| p.len() >= 3) {
+                out = out.replace(part, "***");
+            }
+            out
+        }
         _ => text.to_owned(),
     }
 }
@@ -98,5 +100,9 @@ mod tests {
         assert_eq!(redact("mongodb://h:1/"), "mongodb://h:1/");
         assert_eq!(scrub("bad secret here", "mongodb://u:secret@h/"), "bad *** here");
         assert_eq!(scrub("nothing", "mongodb://h/"), "nothing");
+        // An unencoded '?' in the password must not expose it.
+        let uri = "mongodb://u:Secret?x@h:1/";
+        assert!(!redact(uri).contains("Secret"));
+        assert!(!scrub("invalid server address u:Secret: got Secret", uri).contains("Secret"));
     }
 }

@@ -35,6 +35,8 @@ enum State {
 pub struct PyRawCursor {
     manager: Arc<Manager>,
     state: Arc<Mutex<State>>,
+    /// The process that opened the cursor: in a forked child its connection belongs to the parent.
+    pid: u32,
 }
 
 impl PyRawCursor {
@@ -45,7 +47,11 @@ impl PyRawCursor {
         session: Option<Arc<TenantSession>>,
     ) -> Self {
         let open = Open { cursor, session, lease };
-        PyRawCursor { manager, state: Arc::new(Mutex::new(State::Ready(Box::new(open)))) }
+        PyRawCursor {
+            manager,
+            state: Arc::new(Mutex::new(State::Ready(Box::new(open)))),
+            pid: std::process::id(),
+        }
     }
 }
 
@@ -119,10 +125,25 @@ fn busy(message: &str) -> PyErr {
     })
 }
 
+impl PyRawCursor {
+    /// A cursor inherited through fork cannot continue: its server cursor lives on the parent's
+    /// connection. Forget it (closing would disturb the parent) and say so.
+    fn check_process(&self) -> PyResult<()> {
+        if self.pid == std::process::id() {
+            return Ok(());
+        }
+        if let State::Ready(open) = std::mem::replace(&mut *self.state.lock(), State::Done) {
+            std::mem::forget(open);
+        }
+        Err(busy("this cursor was opened before os.fork(); run the query again in this process"))
+    }
+}
+
 #[pymethods]
 impl PyRawCursor {
     /// The next server batch as consecutive BSON documents, or None once the cursor is exhausted.
     fn next_batch<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        self.check_process()?;
         let Some(fetch) = Fetch::start(&self.state).map_err(busy)? else {
             return Ok(None);
         };
@@ -135,6 +156,7 @@ impl PyRawCursor {
 
     /// `next_batch` as an asyncio awaitable.
     fn next_batch_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        self.check_process()?;
         let fetch = Fetch::start(&self.state).map_err(busy)?;
         let manager = Arc::clone(&self.manager);
         aio::awaitable(py, async move {
@@ -171,6 +193,9 @@ impl PyRawCursor {
 
 impl Drop for PyRawCursor {
     fn drop(&mut self) {
+        if self.pid != std::process::id() {
+            return;
+        }
         let mut slot = self.state.lock();
         if let State::Ready(open) = std::mem::replace(&mut *slot, State::Done) {
             drop(slot);

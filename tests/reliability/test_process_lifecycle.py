@@ -297,11 +297,6 @@ def test_child_does_not_see_or_close_the_parents_pools(manager):
     assert manager.get_stats()["active_users"] == ["fk_p1"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a cursor opened before fork hangs forever when iterated in the "
-    "child (pymongo continues it); see the reliability report",
-)
 def test_cursor_opened_before_fork_does_not_hang_in_child(manager, pymongo_client):
     coll = manager.get_database("fk_cursor").c
     coll.drop()

@@ -170,17 +170,7 @@ def test_configuration_errors_have_no_password(case):
         ":",
         "#",
         "%",
-        pytest.param(
-            "?",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason=(
-                    "BUG: with an unencoded '?' in the password, redact()/scrub() take the '?' as the end "
-                    "of the authority, find no '@' and leave the message alone; the driver's error names "
-                    "'u:<password>' as a host"
-                ),
-            ),
-        ),
+        "?",
     ],
 )
 def test_malformed_password_in_uri_does_not_leak(char):

@@ -120,11 +120,6 @@ def test_non_string_ids_raise_type_error(manager, tenant):
             entry(tenant)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (minor): a str with a lone surrogate raises UnicodeEncodeError (PyO3 "
-    "&str extraction) instead of InvalidName",
-)
 @pytest.mark.parametrize("tenant", ["\ud800", "a\udfffb"])
 def test_lone_surrogates_are_rejected_with_invalid_name(manager, tenant):
     # json.loads('"\\ud800"') yields such a str, so a request can carry one. It is refused (not encodable,
@@ -183,13 +178,6 @@ def test_case_only_different_tenants_get_an_error_never_each_others_data(manager
     assert b_name not in pymongo_client.list_database_names()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (security): with a template whose fixed parts can surround an id to "
-    "spell a system database, the tenant gets it (template '{user_id}', "
-    "tenant 'admin' -> database 'admin'); Template::db_name never checks "
-    "for admin/local/config",
-)
 @pytest.mark.parametrize(
     "template, tenant",
     [
