@@ -37,6 +37,8 @@ print("done")
 def test_exit_after_async_work_and_a_quota_timeout_is_clean(mongodb_uri):
     env = {**os.environ, "MONGODB_URI": mongodb_uri}
     for _ in range(8):
-        r = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=120)
+        r = subprocess.run(
+            [sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=120
+        )
         assert r.returncode == 0, r.stderr[-2000:]
         assert r.stdout.split() == ["quota", "timeout", "done"]
