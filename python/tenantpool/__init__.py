@@ -8,6 +8,7 @@ db.posts.insert_one({"title": "Hello"})
 """
 
 import atexit
+import os
 
 from . import _core
 from ._core import __version__
@@ -63,3 +64,10 @@ __all__ = [
 # Stop the Rust runtime's threads before the interpreter is torn down: a database task finishing during
 # finalization must not try to hand its result to Python.
 atexit.register(_core.shutdown)
+
+# A fork while another thread is inside the core would leave the child with locks held by a thread that
+# does not exist there: hold them across the fork instead.
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(
+        before=_core.before_fork, after_in_parent=_core.after_fork, after_in_child=_core.after_fork
+    )

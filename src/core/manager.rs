@@ -201,6 +201,7 @@ impl Manager {
             owner_pid: Mutex::new(std::process::id()),
         });
         manager.spawn_reaper(Arc::clone(&manager.reaper_stop));
+        MANAGERS.lock().push(Arc::downgrade(&manager));
         Ok(manager)
     }
 
@@ -515,6 +516,40 @@ impl Manager {
                 manager.registry.reap(Instant::now());
             }
         });
+    }
+}
+
+/// Every live manager of the process, for the fork hooks.
+static MANAGERS: Mutex<Vec<Weak<Manager>>> = Mutex::new(Vec::new());
+
+/// Called just before `fork()` (Python's `os.register_at_fork`): takes every lock a forked child could
+/// otherwise inherit held by a thread that does not exist in the child. In the order the other paths
+/// take them (owner pid, registry, shared clients, runtime), so this cannot deadlock with them.
+pub fn prepare_fork() -> Vec<Arc<Manager>> {
+    let mut all = MANAGERS.lock();
+    all.retain(|m| m.strong_count() > 0);
+    let managers: Vec<Arc<Manager>> = all.iter().filter_map(Weak::upgrade).collect();
+    std::mem::forget(all);
+    for m in &managers {
+        std::mem::forget(m.owner_pid.lock());
+        m.registry.lock_for_fork();
+        std::mem::forget(m.shared.lock());
+    }
+    runtime::lock_for_fork();
+    managers
+}
+
+/// Called after `fork()` in the parent and in the child, with what `prepare_fork` returned.
+pub fn finish_fork(managers: Vec<Arc<Manager>>) {
+    // SAFETY: each lock below was taken, and forgotten, by prepare_fork in this process image.
+    unsafe {
+        runtime::unlock_after_fork();
+        for m in &managers {
+            m.registry.unlock_after_fork();
+            m.owner_pid.force_unlock();
+            m.shared.force_unlock();
+        }
+        MANAGERS.force_unlock();
     }
 }
 

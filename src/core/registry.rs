@@ -356,6 +356,20 @@ impl<P: Pool> Registry<P> {
         n
     }
 
+    /// Holds the registry's lock across `fork()` (see `manager::prepare_fork`), so that no other thread
+    /// is inside it at the instant of the fork.
+    pub fn lock_for_fork(&self) {
+        std::mem::forget(self.inner.lock());
+    }
+
+    /// Releases the lock taken by `lock_for_fork`, in the parent and in the child.
+    ///
+    /// # Safety
+    /// Only after `lock_for_fork`, once, on the same registry.
+    pub unsafe fn unlock_after_fork(&self) {
+        unsafe { self.inner.force_unlock() }
+    }
+
     /// Empties the registry without closing anything: for a forked child, whose inherited pools belong
     /// to the parent.
     pub fn abandon(&self) -> Vec<Arc<Entry<P>>> {

@@ -29,6 +29,17 @@ pub fn get() -> Arc<Runtime> {
     rt
 }
 
+/// Holds the runtime slot's lock across `fork()` (taken last: other locks are taken before it).
+pub fn lock_for_fork() {
+    std::mem::forget(RUNTIME.lock());
+}
+
+/// # Safety
+/// Only after `lock_for_fork`, once.
+pub unsafe fn unlock_after_fork() {
+    unsafe { RUNTIME.force_unlock() }
+}
+
 /// The runtime, unless the process is exiting. Cleanup paths (drops, background closes) use this: at
 /// exit they leave resources to the OS rather than start a runtime or touch a stopped one.
 pub fn live() -> Option<Arc<Runtime>> {

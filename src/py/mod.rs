@@ -16,6 +16,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(policy::group_of, m)?)?;
     m.add_function(wrap_pyfunction!(policy::calculate_pool_size, m)?)?;
     m.add_function(wrap_pyfunction!(shutdown, m)?)?;
+    m.add_function(wrap_pyfunction!(before_fork, m)?)?;
+    m.add_function(wrap_pyfunction!(after_fork, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
@@ -24,4 +26,23 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 #[pyfunction]
 fn shutdown(py: Python<'_>) {
     py.detach(crate::core::runtime::shutdown);
+}
+
+/// The managers whose locks `before_fork` holds until `after_fork`.
+static FORK_HELD: parking_lot::Mutex<Vec<std::sync::Arc<crate::core::manager::Manager>>> =
+    parking_lot::Mutex::new(Vec::new());
+
+/// `os.register_at_fork(before=...)`: no thread may be inside the core at the instant of the fork.
+#[pyfunction]
+fn before_fork(py: Python<'_>) {
+    // Without the GIL: a thread inside the core may need it to finish (the tier callback).
+    let held = py.detach(crate::core::manager::prepare_fork);
+    *FORK_HELD.lock() = held;
+}
+
+/// `os.register_at_fork(after_in_parent=..., after_in_child=...)`.
+#[pyfunction]
+fn after_fork() {
+    let held = std::mem::take(&mut *FORK_HELD.lock());
+    crate::core::manager::finish_fork(held);
 }

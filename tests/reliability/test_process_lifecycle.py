@@ -226,14 +226,6 @@ def test_manager_used_before_fork_works_in_child_and_shares_no_socket(manager, p
     assert pymongo_client["user_fk_new_db"].c.count_documents({"by": "child"}) == CHILD_WRITES
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "BUG: a fork while another thread is inside the manager can deadlock the child: the registry, "
-        "owner_pid and RUNTIME parking_lot mutexes are inherited locked (seen: child blocked forever in "
-        "Registry::abandon <- Manager::check_fork <- lease). Probabilistic: about 1 fork in 20-60 here."
-    ),
-)
 def test_fork_while_other_threads_are_inside_the_manager(mongodb_uri):
     """Forks at random moments of heavy use from other threads (pre-fork servers that fork on demand,
     multiprocessing with the fork start method). No child may deadlock on a lock that some parent thread
