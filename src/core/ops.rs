@@ -426,8 +426,10 @@ where
     use futures_util::StreamExt;
     while let Some(batch) = batches.next().await {
         let batch = batch?;
-        let mut out = Vec::new();
-        for item in batch.doc_slices()? {
+        let docs = batch.doc_slices()?;
+        // The array's size bounds its documents' total: one allocation per batch.
+        let mut out = Vec::with_capacity(docs.as_bytes().len());
+        for item in docs {
             let item = item.map_err(|e| invalid(e.to_string()))?;
             let d = item.as_document().ok_or_else(|| invalid("cursor returned a non-document"))?;
             out.extend_from_slice(d.as_bytes());
