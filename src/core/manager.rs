@@ -68,12 +68,21 @@ pub enum CoreError {
         quota: u32,
         waited: Duration,
     },
+    /// The runtime has shut down: the interpreter is exiting.
+    Stopped,
+}
+
+impl From<runtime::Stopped> for CoreError {
+    fn from(_: runtime::Stopped) -> Self {
+        CoreError::Stopped
+    }
 }
 
 impl fmt::Display for CoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CoreError::Closed => write!(f, "the UserConnectionManager is closed; create a new one"),
+            CoreError::Stopped => write!(f, "tenantpool has stopped because the interpreter is exiting"),
             CoreError::InvalidName(m) | CoreError::Configuration(m) | CoreError::Misuse(m) => f.write_str(m),
             CoreError::Driver(e) => write!(f, "{e}"),
             CoreError::WaitQueueTimeout { tenant, quota, waited } => write!(
@@ -178,7 +187,8 @@ impl Manager {
         let uri = merge_uri_options(&config.uri, &config.options);
         // Parsing may resolve SRV records: a network round trip, so it runs without the GIL (the caller
         // makes sure) and once per manager, not once per tenant.
-        let client_options = runtime::get()
+        let client_options = runtime::live()
+            .ok_or(CoreError::Stopped)?
             .block_on(async { ClientOptions::parse(&uri).await })
             .map_err(|e| CoreError::Configuration(scrub(&config_error(&e), &config.uri)))?;
         let manager = Arc::new_cyclic(|me| Manager {

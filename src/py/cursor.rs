@@ -8,6 +8,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use super::aio;
+use super::blocking::{block_on, detached};
 use super::manager::error;
 use crate::core::manager::{CoreError, Manager, TenantPool, TenantSession};
 use crate::core::ops::Opened;
@@ -148,7 +149,7 @@ impl PyRawCursor {
             return Ok(None);
         };
         let manager = &self.manager;
-        match py.detach(|| runtime::get().block_on(fetch.run(manager))) {
+        match block_on(py, fetch.run(manager)) {
             Ok(bytes) => Ok(bytes.map(|b| PyBytes::new(py, &b))),
             Err(e) => Err(error(py, &self.manager, e)),
         }
@@ -174,7 +175,8 @@ impl PyRawCursor {
     /// Kills the server cursor (if still open) and returns the lease. Idempotent.
     fn close(&self, py: Python<'_>) {
         let state = &self.state;
-        py.detach(|| {
+        // Cannot fail: at exit (`Stopped`) it closes with the GIL held, which is only a lock and a spawn.
+        let close = || {
             let mut slot = state.lock();
             if let State::Ready(_) = &*slot {
                 if let State::Ready(open) = std::mem::replace(&mut *slot, State::Done) {
@@ -182,7 +184,11 @@ impl PyRawCursor {
                     release(open);
                 }
             }
-        });
+            Ok::<(), CoreError>(())
+        };
+        if let Err(CoreError::Stopped) = detached(py, close) {
+            let _ = close();
+        }
     }
 
     #[getter]

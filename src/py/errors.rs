@@ -73,7 +73,7 @@ fn is_duplicate_key(code: i32) -> bool {
 
 pub fn core_error(py: Python<'_>, e: CoreError, scrub: &dyn Fn(&str) -> String) -> PyErr {
     match e {
-        CoreError::Closed => make(py, "InvalidOperation", (e.to_string(),)),
+        CoreError::Closed | CoreError::Stopped => make(py, "InvalidOperation", (e.to_string(),)),
         CoreError::InvalidName(m) => make(py, "InvalidName", (m,)),
         CoreError::Misuse(m) => make(py, "InvalidOperation", (m,)),
         CoreError::Configuration(m) => make(py, "ConfigurationError", (scrub(&m),)),

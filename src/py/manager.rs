@@ -11,6 +11,7 @@ use pyo3::types::{PyBytes, PyDict, PyList};
 use pyo3::exceptions::PyValueError;
 
 use super::aio;
+use super::blocking::{block_on, detached};
 use super::cursor::PyRawCursor;
 use super::errors::core_error;
 use super::session::PySession;
@@ -18,7 +19,6 @@ use crate::core::exposition;
 use crate::core::manager::{Config, CoreError, Manager, Sizer};
 use crate::core::ops::{CursorOp, Op};
 use crate::core::policy::Strategy;
-use crate::core::runtime;
 
 #[pyclass(module = "tenantpool._core", name = "Manager", frozen)]
 pub struct PyManager {
@@ -97,8 +97,7 @@ impl PyManager {
             slow_operation: slow_query_ms.map(Duration::from_millis),
         };
         let scrub_uri = config.uri.clone();
-        let inner = py
-            .detach(|| Manager::new(config))
+        let inner = detached(py, || Manager::new(config))
             .map_err(|e| core_error(py, e, &|s: &str| crate::core::options::scrub(s, &scrub_uri)))?;
         Ok(PyManager { inner })
     }
@@ -111,7 +110,7 @@ impl PyManager {
     /// Creates the tenant's pool if it has none and marks it used. No network I/O.
     fn ensure(&self, py: Python<'_>, tenant: &str) -> PyResult<()> {
         let inner = &self.inner;
-        py.detach(|| inner.lease(tenant).map(drop)).map_err(|e| self.err(py, e))
+        detached(py, || inner.lease(tenant).map(drop)).map_err(|e| self.err(py, e))
     }
 
     /// Runs a one-reply operation and returns the reply as BSON bytes (None: no document).
@@ -130,9 +129,7 @@ impl PyManager {
         let (op, spec, docs) = (parse_op(op)?, raw(spec)?, raw_docs(docs)?);
         let inner = &self.inner;
         let session = session.map(|s| s.handle());
-        let result = py.detach(|| {
-            runtime::get().block_on(inner.execute(tenant, db_name, op, &spec, docs, session.as_deref()))
-        });
+        let result = block_on(py, inner.execute(tenant, db_name, op, &spec, docs, session.as_deref()));
         match result {
             Ok(reply) => Ok(reply.map(|r| PyBytes::new(py, r.as_bytes()))),
             Err(e) => Err(self.err(py, e)),
@@ -178,9 +175,7 @@ impl PyManager {
         let (op, spec) = (parse_cursor_op(op)?, raw(spec)?);
         let inner = &self.inner;
         let session = session.map(|s| s.handle());
-        let opened = py.detach(|| {
-            runtime::get().block_on(inner.open_cursor(tenant, db_name, op, &spec, session.as_deref()))
-        });
+        let opened = block_on(py, inner.open_cursor(tenant, db_name, op, &spec, session.as_deref()));
         match opened {
             Ok((cursor, lease)) => Ok(PyRawCursor::new(Arc::clone(inner), cursor, lease, session)),
             Err(e) => Err(self.err(py, e)),
@@ -215,7 +210,7 @@ impl PyManager {
     /// Starts a client session on the tenant's client.
     fn start_session(&self, py: Python<'_>, tenant: &str) -> PyResult<PySession> {
         let inner = &self.inner;
-        match py.detach(|| runtime::get().block_on(inner.start_session(tenant))) {
+        match block_on(py, inner.start_session(tenant)) {
             Ok(s) => Ok(PySession::new(Arc::clone(inner), s)),
             Err(e) => Err(self.err(py, e)),
         }

@@ -1,6 +1,7 @@
 //! The PyO3 layer: one file per Python-visible class, plus the error mapping.
 
 mod aio;
+mod blocking;
 mod cursor;
 mod errors;
 mod manager;

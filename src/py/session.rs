@@ -8,9 +8,9 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use super::aio;
+use super::blocking::block_on;
 use super::manager::error;
 use crate::core::manager::{Manager, TenantSession};
-use crate::core::runtime;
 
 #[pyclass(module = "tenantpool._core", name = "Session", frozen)]
 pub struct PySession {
@@ -46,20 +46,17 @@ impl PySession {
     fn start_transaction(&self, py: Python<'_>, options: &[u8]) -> PyResult<()> {
         let options = transaction_options(options)?;
         let inner = &self.inner;
-        py.detach(|| runtime::get().block_on(inner.start_transaction(options)))
-            .map_err(|e| error(py, &self.manager, e))
+        block_on(py, inner.start_transaction(options)).map_err(|e| error(py, &self.manager, e))
     }
 
     fn commit_transaction(&self, py: Python<'_>) -> PyResult<()> {
         let inner = &self.inner;
-        py.detach(|| runtime::get().block_on(inner.commit_transaction()))
-            .map_err(|e| error(py, &self.manager, e))
+        block_on(py, inner.commit_transaction()).map_err(|e| error(py, &self.manager, e))
     }
 
     fn abort_transaction(&self, py: Python<'_>) -> PyResult<()> {
         let inner = &self.inner;
-        py.detach(|| runtime::get().block_on(inner.abort_transaction()))
-            .map_err(|e| error(py, &self.manager, e))
+        block_on(py, inner.abort_transaction()).map_err(|e| error(py, &self.manager, e))
     }
 
     fn commit_transaction_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
