@@ -1,6 +1,7 @@
 //! The PyO3 layer: one file per Python-visible class, plus the error mapping.
 
 mod aio;
+mod change_stream;
 mod cursor;
 mod errors;
 mod manager;
@@ -12,6 +13,7 @@ use pyo3::prelude::*;
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<manager::PyManager>()?;
     m.add_class::<cursor::PyRawCursor>()?;
+    m.add_class::<change_stream::PyRawChangeStream>()?;
     m.add_class::<session::PySession>()?;
     m.add_function(wrap_pyfunction!(policy::group_of, m)?)?;
     m.add_function(wrap_pyfunction!(policy::calculate_pool_size, m)?)?;
