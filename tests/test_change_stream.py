@@ -288,9 +288,10 @@ def test_close(coll):
     stream.close()  # idempotent
 
 
-def test_close_from_another_thread_ends_a_blocked_next(coll):
+def test_close_from_another_thread_ends_a_blocked_next(manager, coll):
     # A round that would wait a minute on the server: close() must end it at once.
     stream = coll.watch(max_await_time_ms=60_000)
+    in_flight = manager.get_user_stats("alice")["in_flight"]
     outcome: list[Any] = []
 
     def reader() -> None:
@@ -301,10 +302,15 @@ def test_close_from_another_thread_ends_a_blocked_next(coll):
 
     t = threading.Thread(target=reader)
     t.start()
+    # The reader's round holds a quota slot while it waits on the server.
+    wait_until(lambda: manager.get_user_stats("alice")["in_flight"] > in_flight, 10, "the reader's round")
+    assert stream.alive
     stream.close()
     t.join(timeout=10)
     assert not t.is_alive(), "next() kept waiting after close()"
     assert outcome == ["stopped"]
+    assert not stream.alive
+    assert manager.get_user_stats("alice")["in_use"] == 0
 
 
 def test_blocked_next_releases_the_gil_and_sees_another_threads_write(coll):
