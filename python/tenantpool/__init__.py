@@ -13,14 +13,18 @@ import os
 from . import _core
 from ._core import __version__
 from .asynchronous import (
+    AsyncChangeStream,
     AsyncCollection,
+    AsyncCollectionChangeStream,
     AsyncCommandCursor,
     AsyncCursor,
     AsyncDatabase,
+    AsyncDatabaseChangeStream,
     AsyncTenantClient,
     AsyncUserConnectionManager,
 )
 from .cache import CachedDatabaseWrapper
+from .change_stream import ChangeStream, CollectionChangeStream, DatabaseChangeStream
 from .client import TenantClient
 from .collection import Collection
 from .cursor import CommandCursor, Cursor
@@ -38,17 +42,23 @@ from .variants import (
 
 __all__ = [
     "DEFAULT_TIER_POOL_SIZES",
+    "AsyncChangeStream",
     "AsyncCollection",
+    "AsyncCollectionChangeStream",
     "AsyncCommandCursor",
     "AsyncCursor",
     "AsyncDatabase",
+    "AsyncDatabaseChangeStream",
     "AsyncTenantClient",
     "AsyncUserConnectionManager",
     "CachedDatabaseWrapper",
+    "ChangeStream",
     "Collection",
+    "CollectionChangeStream",
     "CommandCursor",
     "Cursor",
     "Database",
+    "DatabaseChangeStream",
     "GroupConnectionManager",
     "MemoryEfficientConnectionManager",
     "MonitoredUserConnectionManager",

@@ -14,7 +14,7 @@ import inspect
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any, NamedTuple, TypeVar, Union
 
-from ._core import Manager, RawCursor
+from ._core import Manager, RawChangeStream, RawCursor
 
 T = TypeVar("T")
 
@@ -48,7 +48,23 @@ class NextBatch(NamedTuple):
     raw: RawCursor
 
 
-Call = Union[Execute, OpenCursor, NextBatch]
+class Watch(NamedTuple):
+    """Opens a change stream on ``spec.collection`` (or the database): the reply is a RawChangeStream."""
+
+    core: Manager
+    tenant: str
+    db_name: str
+    spec: bytes
+    session: Any = None
+
+
+class NextChange(NamedTuple):
+    """One round of a change stream: ``(event, token)``, each BSON bytes or None."""
+
+    raw: RawChangeStream
+
+
+Call = Union[Execute, OpenCursor, NextBatch, Watch, NextChange]
 Operation = Generator[Call, Any, T]
 
 
@@ -57,6 +73,10 @@ def _sync_call(call: Call) -> Any:
         return call.core.execute(call.tenant, call.db_name, call.op, call.spec, call.docs, call.session)
     if type(call) is NextBatch:
         return call.raw.next_batch()
+    if type(call) is NextChange:
+        return call.raw.try_next()
+    if type(call) is Watch:
+        return call.core.watch(call.tenant, call.db_name, call.spec, call.session)
     return call.core.open_cursor(call.tenant, call.db_name, call.op, call.spec, call.session)
 
 
@@ -65,6 +85,10 @@ def _async_call(call: Call) -> Awaitable[Any]:
         return call.core.execute_async(call.tenant, call.db_name, call.op, call.spec, call.docs, call.session)
     if type(call) is NextBatch:
         return call.raw.next_batch_async()
+    if type(call) is NextChange:
+        return call.raw.try_next_async()
+    if type(call) is Watch:
+        return call.core.watch_async(call.tenant, call.db_name, call.spec, call.session)
     return call.core.open_cursor_async(call.tenant, call.db_name, call.op, call.spec, call.session)
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from pymongo.errors import InvalidOperation
 
 from ._calls import async_operations, run_async
+from .change_stream import ChangeStream, CollectionChangeStream, DatabaseChangeStream
 from .client import TenantClient
 from .collection import Collection
 from .cursor import CommandCursor, Cursor
@@ -94,6 +95,56 @@ class AsyncCommandCursor(_AsyncIteration, CommandCursor):  # type: ignore[misc]
         return f"<tenantpool.AsyncCommandCursor object on {self._database.name}>"
 
 
+class AsyncChangeStream(ChangeStream):
+    """pymongo's ``AsyncChangeStream``: ``async for change in stream``, ``await stream.next()``,
+    ``await stream.try_next()``, ``await stream.close()``, ``async with``."""
+
+    def __aiter__(self) -> AsyncChangeStream:
+        return self
+
+    async def try_next(self) -> Any:  # type: ignore[override]
+        """The next change, or None if none came during one round (one getMore)."""
+        return await run_async(self._gen_try_next())
+
+    async def next(self) -> Any:  # type: ignore[override]
+        """The next change, waiting as long as it takes; StopAsyncIteration once the stream is closed."""
+        while self.alive:
+            change = await self.try_next()
+            if change is not None:
+                return change
+        raise StopAsyncIteration
+
+    __anext__ = next
+
+    async def close(self) -> None:  # type: ignore[override]
+        ChangeStream.close(self)
+
+    def __iter__(self) -> Any:
+        raise TypeError(f"'{type(self).__name__}' is an async iterator: use 'async for'")
+
+    def __next__(self) -> Any:
+        raise TypeError(f"'{type(self).__name__}' is an async iterator: use 'await stream.next()'")
+
+    def __enter__(self) -> Any:
+        raise TypeError(f"use 'async with' with {type(self).__name__}")
+
+    async def __aenter__(self) -> AsyncChangeStream:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        ChangeStream.close(self)
+
+
+class AsyncCollectionChangeStream(AsyncChangeStream, CollectionChangeStream):
+    """The change stream of ``AsyncCollection.watch()``."""
+
+
+class AsyncDatabaseChangeStream(AsyncChangeStream, DatabaseChangeStream):
+    """The change stream of ``AsyncDatabase.watch()``."""
+
+
 @async_operations
 class AsyncCollection(Collection):
     """A tenant's collection; its operations are coroutines (``find`` returns an ``AsyncCursor``)."""
@@ -106,6 +157,8 @@ class AsyncDatabase(Database):
     _collection_class = AsyncCollection
     _cursor_class = AsyncCursor
     _command_cursor_class = AsyncCommandCursor
+    _collection_change_stream_class = AsyncCollectionChangeStream
+    _database_change_stream_class = AsyncDatabaseChangeStream
 
 
 @async_operations
@@ -150,10 +203,13 @@ class AsyncUserConnectionManager(UserConnectionManager):
 
 
 __all__ = [
+    "AsyncChangeStream",
     "AsyncCollection",
+    "AsyncCollectionChangeStream",
     "AsyncCommandCursor",
     "AsyncCursor",
     "AsyncDatabase",
+    "AsyncDatabaseChangeStream",
     "AsyncTenantClient",
     "AsyncUserConnectionManager",
 ]

@@ -79,6 +79,14 @@ class TenantClient:
 
         return ClientSession(self, self._manager._core.start_session(self._user_id))
 
+    def watch(self, *args: Any, **kwargs: Any) -> Any:
+        """Not supported: a client-wide change stream sees every database of the deployment, other
+        tenants' included. Watch the tenant's database (``get_database().watch()``) instead."""
+        raise NotImplementedError(
+            "TenantClient.watch (a cluster-wide change stream) is not supported by tenantpool: it would "
+            "see other tenants' databases; use the tenant's Database.watch() or Collection.watch()"
+        )
+
     def close(self) -> None:
         """Closes this tenant's pool; the next operation opens a new one."""
         self._manager.close_user_connection(self._user_id)

@@ -73,6 +73,7 @@ from .bulk import (
     check_write_response,
     document_too_large,
 )
+from .change_stream import CollectionChangeStream, gen_watch
 from .cursor import CommandCursor, Cursor, find_options_fit_driver
 
 if TYPE_CHECKING:
@@ -1198,11 +1199,44 @@ class Collection:
             )
         )
 
+    def watch(
+        self,
+        pipeline: Sequence[Mapping[str, Any]] | None = None,
+        full_document: str | None = None,
+        resume_after: Mapping[str, Any] | None = None,
+        max_await_time_ms: int | None = None,
+        batch_size: int | None = None,
+        collation: Any = None,
+        start_at_operation_time: Any = None,
+        session: ClientSession | None = None,
+        start_after: Mapping[str, Any] | None = None,
+        comment: Any = None,
+        full_document_before_change: str | None = None,
+        show_expanded_events: bool | None = None,
+    ) -> CollectionChangeStream:
+        """A change stream of this collection (pymongo's ``Collection.watch``), opened at once: changes
+        made after this returns are seen. Needs a replica set or sharded cluster, as in pymongo."""
+        return (
+            yield from gen_watch(
+                self._database,
+                self,
+                pipeline,
+                full_document,
+                resume_after,
+                max_await_time_ms,
+                batch_size,
+                collation,
+                start_at_operation_time,
+                session,
+                start_after,
+                comment,
+                full_document_before_change,
+                show_expanded_events,
+            )
+        )
+
     # pymongo methods tenantpool does not have (yet): named, so that a call fails saying so instead of
     # reaching __getattr__ (which would take the name for a sub-collection).
-
-    def watch(self, *args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError("Collection.watch (change streams) is not supported by tenantpool yet")
 
     def find_raw_batches(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError("Collection.find_raw_batches is not supported by tenantpool yet")

@@ -23,6 +23,7 @@ from ._common import (
     validate_collation_or_none,
     write_concern_document,
 )
+from .change_stream import CollectionChangeStream, DatabaseChangeStream, gen_watch
 from .collection import Collection, _aggregate
 from .cursor import CommandCursor, Cursor
 
@@ -47,6 +48,8 @@ class Database:
     _collection_class: type[Collection] = Collection
     _cursor_class: type[Cursor] = Cursor
     _command_cursor_class: type[CommandCursor] = CommandCursor
+    _collection_change_stream_class: type[CollectionChangeStream] = CollectionChangeStream
+    _database_change_stream_class: type[DatabaseChangeStream] = DatabaseChangeStream
 
     def __init__(
         self,
@@ -342,8 +345,40 @@ class Database:
             raise CollectionInvalid(f"{name} invalid: {result!r}")
         return result
 
-    def watch(self, *args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError("Database.watch (change streams) is not supported by tenantpool yet")
+    def watch(
+        self,
+        pipeline: Sequence[Mapping[str, Any]] | None = None,
+        full_document: str | None = None,
+        resume_after: Mapping[str, Any] | None = None,
+        max_await_time_ms: int | None = None,
+        batch_size: int | None = None,
+        collation: Any = None,
+        start_at_operation_time: Any = None,
+        session: ClientSession | None = None,
+        start_after: Mapping[str, Any] | None = None,
+        comment: Any = None,
+        full_document_before_change: str | None = None,
+        show_expanded_events: bool | None = None,
+    ) -> DatabaseChangeStream:
+        """A change stream of every collection of this database (pymongo's ``Database.watch``)."""
+        return (
+            yield from gen_watch(
+                self,
+                None,
+                pipeline,
+                full_document,
+                resume_after,
+                max_await_time_ms,
+                batch_size,
+                collation,
+                start_at_operation_time,
+                session,
+                start_after,
+                comment,
+                full_document_before_change,
+                show_expanded_events,
+            )
+        )
 
     def dereference(
         self, dbref: DBRef, session: ClientSession | None = None, comment: Any = None, **kwargs: Any

@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 
 use super::naming::{check_db_name, Template};
-use super::ops::{self, CursorOp, Op, Opened};
+use super::ops::{self, Change, CursorOp, Op, Opened, Watched};
 use super::options::{merge_uri_options, redact, scrub};
 use super::policy::Strategy;
 use super::registry::{Lease, Limits, Made, Pool, Registry, RegistryError};
@@ -432,6 +432,56 @@ impl Manager {
             (Opened::InSession(_), None) => {
                 return Err(CoreError::Misuse("a cursor opened in a session needs that session".into()))
             }
+        };
+        if r.is_err() {
+            lease.record_error();
+            self.registry.counters.operation_error();
+        }
+        r.map_err(CoreError::Driver)
+    }
+
+    /// Opens a change stream for the tenant (on `spec.collection`, or on the database). Like a cursor's,
+    /// the lease returned with it keeps the tenant's pool open for as long as the stream lives.
+    pub async fn watch(
+        &self,
+        tenant: &str,
+        db_name: &str,
+        spec: &RawDocument,
+        session: Option<&TenantSession>,
+    ) -> Result<(Watched, Lease<TenantPool>), CoreError> {
+        let (lease, db) = self.target(tenant, db_name, session)?;
+        let r = {
+            let _slot = self.permit(&lease).await?;
+            let started = Instant::now();
+            let r = match session {
+                Some(s) => ops::watch(&db, spec, Some(&mut **s.session.lock().await)).await,
+                None => ops::watch(&db, spec, None).await,
+            };
+            self.finished(started);
+            r
+        };
+        match r {
+            Ok(stream) => Ok((stream, lease)),
+            Err(e) => {
+                lease.record_error();
+                self.registry.counters.operation_error();
+                Err(CoreError::Driver(e))
+            }
+        }
+    }
+
+    /// One round of a change stream: a buffered event, or one getMore (which waits on the server up to
+    /// maxAwaitTimeMS, holding a slot of the tenant's quota as any operation on a connection does).
+    pub async fn next_change(
+        &self,
+        stream: &mut Watched,
+        lease: &Lease<TenantPool>,
+        session: Option<&TenantSession>,
+    ) -> Result<Change, CoreError> {
+        let _slot = self.permit(lease).await?;
+        let r = match session {
+            Some(s) => stream.next_change(Some(&mut **s.session.lock().await)).await,
+            None => stream.next_change(None).await,
         };
         if r.is_err() {
             lease.record_error();

@@ -116,7 +116,7 @@ impl Drop for Fetch {
     }
 }
 
-fn busy(message: &str) -> PyErr {
+pub fn invalid_operation(message: &str) -> PyErr {
     Python::attach(|py| match py.import("pymongo.errors").and_then(|m| m.getattr("InvalidOperation")) {
         Ok(cls) => match cls.call1((message,)) {
             Ok(exc) => PyErr::from_value(exc),
@@ -136,7 +136,7 @@ impl PyRawCursor {
         if let State::Ready(open) = std::mem::replace(&mut *self.state.lock(), State::Done) {
             std::mem::forget(open);
         }
-        Err(busy("this cursor was opened before os.fork(); run the query again in this process"))
+        Err(invalid_operation("this cursor was opened before os.fork(); run the query again in this process"))
     }
 }
 
@@ -145,7 +145,7 @@ impl PyRawCursor {
     /// The next server batch as consecutive BSON documents, or None once the cursor is exhausted.
     fn next_batch<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
         self.check_process()?;
-        let Some(fetch) = Fetch::start(&self.state).map_err(busy)? else {
+        let Some(fetch) = Fetch::start(&self.state).map_err(invalid_operation)? else {
             return Ok(None);
         };
         let manager = &self.manager;
@@ -158,7 +158,7 @@ impl PyRawCursor {
     /// `next_batch` as an asyncio awaitable.
     fn next_batch_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         self.check_process()?;
-        let fetch = Fetch::start(&self.state).map_err(busy)?;
+        let fetch = Fetch::start(&self.state).map_err(invalid_operation)?;
         let manager = Arc::clone(&self.manager);
         aio::awaitable(py, async move {
             let r = match fetch {

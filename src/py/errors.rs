@@ -206,6 +206,12 @@ fn driver_error_class(py: Python<'_>, e: &Error, scrub: &dyn Fn(&str) -> String)
             make(py, "ConfigurationError", (scrub(message),))
         }
         ErrorKind::Transaction { message, .. } => make(py, "InvalidOperation", (scrub(message),)),
+        // pymongo's words for a change stream whose pipeline removed the events' `_id`.
+        ErrorKind::MissingResumeToken => make(
+            py,
+            "InvalidOperation",
+            ("Cannot provide resume functionality when the resume token is missing.",),
+        ),
         ErrorKind::Custom(c) => match c.downcast_ref::<InvalidSpec>() {
             Some(InvalidSpec(m)) => make(py, "InvalidOperation", (scrub(m),)),
             None => make(py, "PyMongoError", (scrub(&e.to_string()),)),

@@ -12,6 +12,7 @@ use pyo3::exceptions::PyValueError;
 
 use super::aio;
 use super::blocking::{block_on, detached};
+use super::change_stream::PyRawChangeStream;
 use super::cursor::PyRawCursor;
 use super::errors::core_error;
 use super::session::PySession;
@@ -201,6 +202,51 @@ impl PyManager {
             Python::attach(|py| match result {
                 Ok((cursor, lease)) => {
                     Py::new(py, PyRawCursor::new(Arc::clone(&inner), cursor, lease, session))
+                }
+                Err(e) => Err(error(py, &inner, e)),
+            })
+        })
+    }
+
+    /// Opens a change stream (on `spec.collection`, or on the database); it holds a lease on the
+    /// tenant's pool until closed, invalidated or dropped.
+    #[pyo3(signature = (tenant, db_name, spec, session=None))]
+    fn watch(
+        &self,
+        py: Python<'_>,
+        tenant: &str,
+        db_name: &str,
+        spec: &[u8],
+        session: Option<PyRef<'_, PySession>>,
+    ) -> PyResult<PyRawChangeStream> {
+        let spec = raw(spec)?;
+        let inner = &self.inner;
+        let session = session.map(|s| s.handle());
+        let opened = block_on(py, inner.watch(tenant, db_name, &spec, session.as_deref()));
+        match opened {
+            Ok((stream, lease)) => Ok(PyRawChangeStream::new(Arc::clone(inner), stream, lease, session)),
+            Err(e) => Err(self.err(py, e)),
+        }
+    }
+
+    /// `watch` as an asyncio awaitable.
+    #[pyo3(signature = (tenant, db_name, spec, session=None))]
+    fn watch_async<'py>(
+        &self,
+        py: Python<'py>,
+        tenant: String,
+        db_name: String,
+        spec: &[u8],
+        session: Option<PyRef<'_, PySession>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let spec = raw(spec)?;
+        let inner = Arc::clone(&self.inner);
+        let session = session.map(|s| s.handle());
+        aio::awaitable(py, async move {
+            let result = inner.watch(&tenant, &db_name, &spec, session.as_deref()).await;
+            Python::attach(|py| match result {
+                Ok((stream, lease)) => {
+                    Py::new(py, PyRawChangeStream::new(Arc::clone(&inner), stream, lease, session))
                 }
                 Err(e) => Err(error(py, &inner, e)),
             })

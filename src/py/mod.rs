@@ -2,6 +2,7 @@
 
 mod aio;
 mod blocking;
+mod change_stream;
 mod cursor;
 mod errors;
 mod manager;
@@ -13,6 +14,7 @@ use pyo3::prelude::*;
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<manager::PyManager>()?;
     m.add_class::<cursor::PyRawCursor>()?;
+    m.add_class::<change_stream::PyRawChangeStream>()?;
     m.add_class::<session::PySession>()?;
     m.add_function(wrap_pyfunction!(policy::group_of, m)?)?;
     m.add_function(wrap_pyfunction!(policy::calculate_pool_size, m)?)?;
