@@ -1,5 +1,6 @@
 //! The tenant manager: one driver client per tenant, held in the registry, reaped in the background.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::mem::ManuallyDrop;
 use std::sync::{Arc, Weak};
@@ -9,9 +10,9 @@ use mongodb::bson::{RawDocument, RawDocumentBuf};
 use mongodb::options::ClientOptions;
 use mongodb::options::TransactionOptions;
 use mongodb::{Client, ClientSession, Database};
-use parking_lot::Mutex;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 
+use super::forklock::ForkMutex;
 use super::naming::{check_db_name, Template};
 use super::ops::{self, Change, CursorOp, Op, Opened, Watched};
 use super::options::{merge_uri_options, redact, scrub};
@@ -171,11 +172,11 @@ pub struct Manager {
     sizer: Option<Sizer>,
     slow_operation: Option<Duration>,
     /// The strategy's shared clients, created on first use.
-    shared: Mutex<Vec<Option<Client>>>,
+    shared: ForkMutex<Vec<Option<Client>>>,
     uri: String,
     reaper_stop: Arc<Notify>,
     /// The process that owns the clients; a forked child starts over with none.
-    owner_pid: Mutex<u32>,
+    owner_pid: ForkMutex<u32>,
 }
 
 impl Manager {
@@ -205,10 +206,10 @@ impl Manager {
             wait_queue_timeout: config.wait_queue_timeout,
             sizer: config.sizer,
             slow_operation: config.slow_operation,
-            shared: Mutex::new(vec![None; config.strategy.shared_clients()]),
+            shared: ForkMutex::new(vec![None; config.strategy.shared_clients()]),
             uri: config.uri,
             reaper_stop: Arc::new(Notify::new()),
-            owner_pid: Mutex::new(std::process::id()),
+            owner_pid: ForkMutex::new(std::process::id()),
         });
         manager.spawn_reaper(Arc::clone(&manager.reaper_stop));
         MANAGERS.lock().push(Arc::downgrade(&manager));
@@ -580,37 +581,49 @@ impl Manager {
 }
 
 /// Every live manager of the process, for the fork hooks.
-static MANAGERS: Mutex<Vec<Weak<Manager>>> = Mutex::new(Vec::new());
+static MANAGERS: ForkMutex<Vec<Weak<Manager>>> = ForkMutex::new(Vec::new());
+
+/// The locks `prepare_fork` took, held by the forking thread until `finish_fork` drops them.
+struct ForkHold {
+    /// Dropped before `_managers` (fields drop in declaration order): they borrow from it.
+    _guards: Vec<Box<dyn Held>>,
+    _managers: Vec<Arc<Manager>>,
+}
+
+/// Any lock guard: `ForkHold` keeps guards of different types.
+trait Held {}
+impl<T> Held for T {}
+
+thread_local! {
+    /// `fork()` calls its before and after hooks on the forking thread, and in the child that thread is
+    /// the only one, with a copy of this.
+    static FORK_HOLD: RefCell<Option<ForkHold>> = const { RefCell::new(None) };
+}
 
 /// Called just before `fork()` (Python's `os.register_at_fork`): takes every lock a forked child could
 /// otherwise inherit held by a thread that does not exist in the child. In the order the other paths
-/// take them (owner pid, registry, shared clients, runtime), so this cannot deadlock with them.
-pub fn prepare_fork() -> Vec<Arc<Manager>> {
+/// take them (owner pid, registry, shared clients, runtime), so this cannot deadlock with them. These
+/// locks are `ForkMutex`es, not parking_lot's: see `forklock` for why that matters to the child.
+pub fn prepare_fork() {
     let mut all = MANAGERS.lock();
     all.retain(|m| m.strong_count() > 0);
     let managers: Vec<Arc<Manager>> = all.iter().filter_map(Weak::upgrade).collect();
-    std::mem::forget(all);
+    let mut guards: Vec<Box<dyn Held>> = vec![Box::new(all)];
     for m in &managers {
-        std::mem::forget(m.owner_pid.lock());
-        m.registry.lock_for_fork();
-        std::mem::forget(m.shared.lock());
+        // SAFETY: `ForkHold` keeps the Arc, hence the manager, alive for longer than these guards.
+        let m: &'static Manager = unsafe { &*Arc::as_ptr(m) };
+        guards.push(Box::new(m.owner_pid.lock()));
+        guards.push(Box::new(m.registry.lock_for_fork()));
+        guards.push(Box::new(m.shared.lock()));
     }
-    runtime::lock_for_fork();
-    managers
+    guards.push(Box::new(runtime::lock_for_fork()));
+    let hold = ForkHold { _guards: guards, _managers: managers };
+    FORK_HOLD.with(|h| *h.borrow_mut() = Some(hold));
 }
 
-/// Called after `fork()` in the parent and in the child, with what `prepare_fork` returned.
-pub fn finish_fork(managers: Vec<Arc<Manager>>) {
-    // SAFETY: each lock below was taken, and forgotten, by prepare_fork in this process image.
-    unsafe {
-        runtime::unlock_after_fork();
-        for m in &managers {
-            m.registry.unlock_after_fork();
-            m.owner_pid.force_unlock();
-            m.shared.force_unlock();
-        }
-        MANAGERS.force_unlock();
-    }
+/// Called after `fork()` in the parent and in the child: releases what `prepare_fork` took, if it ran.
+pub fn finish_fork() {
+    drop(FORK_HOLD.with(|h| h.borrow_mut().take()));
 }
 
 fn config_error(e: &mongodb::error::Error) -> String {

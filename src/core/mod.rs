@@ -1,6 +1,7 @@
 //! The plain Rust core: no Python in here.
 
 pub mod exposition;
+pub mod forklock;
 pub mod manager;
 pub mod metrics;
 pub mod naming;

@@ -9,8 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
-
+use super::forklock::ForkMutex;
 use super::metrics::{CloseCause, Counters};
 use super::quota::Quota;
 
@@ -151,7 +150,8 @@ pub enum RegistryError {
 }
 
 pub struct Registry<P: Pool> {
-    inner: Mutex<Inner<P>>,
+    /// Held across `fork()` by the fork hooks: hence not parking_lot's (see `forklock`).
+    inner: ForkMutex<Inner<P>>,
     limits: Limits,
     epoch: Instant,
     pub counters: Arc<Counters>,
@@ -186,7 +186,7 @@ pub struct EntryInfo {
 impl<P: Pool> Registry<P> {
     pub fn new(limits: Limits) -> Self {
         Registry {
-            inner: Mutex::new(Inner { entries: HashMap::new(), closed: false }),
+            inner: ForkMutex::new(Inner { entries: HashMap::new(), closed: false }),
             limits,
             epoch: Instant::now(),
             counters: Arc::new(Counters::default()),
@@ -356,18 +356,10 @@ impl<P: Pool> Registry<P> {
         n
     }
 
-    /// Holds the registry's lock across `fork()` (see `manager::prepare_fork`), so that no other thread
-    /// is inside it at the instant of the fork.
-    pub fn lock_for_fork(&self) {
-        std::mem::forget(self.inner.lock());
-    }
-
-    /// Releases the lock taken by `lock_for_fork`, in the parent and in the child.
-    ///
-    /// # Safety
-    /// Only after `lock_for_fork`, once, on the same registry.
-    pub unsafe fn unlock_after_fork(&self) {
-        unsafe { self.inner.force_unlock() }
+    /// The registry's lock, for `fork()` to hold (see `manager::prepare_fork`), so that no other thread
+    /// is inside it at the instant of the fork. Dropping it, in the parent and in the child, releases it.
+    pub fn lock_for_fork(&self) -> impl Sized + '_ {
+        self.inner.lock()
     }
 
     /// Empties the registry without closing anything: for a forked child, whose inherited pools belong

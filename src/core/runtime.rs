@@ -8,10 +8,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
 use tokio::runtime::Runtime;
 
-static RUNTIME: Mutex<Option<(u32, Arc<Runtime>)>> = Mutex::new(None);
+use super::forklock::ForkMutex;
+
+static RUNTIME: ForkMutex<Option<(u32, Arc<Runtime>)>> = ForkMutex::new(None);
 /// Set by `shutdown`: the embedding process is exiting.
 static SHUT_DOWN: AtomicBool = AtomicBool::new(false);
 
@@ -33,15 +34,9 @@ pub fn get() -> Arc<Runtime> {
     rt
 }
 
-/// Holds the runtime slot's lock across `fork()` (taken last: other locks are taken before it).
-pub fn lock_for_fork() {
-    std::mem::forget(RUNTIME.lock());
-}
-
-/// # Safety
-/// Only after `lock_for_fork`, once.
-pub unsafe fn unlock_after_fork() {
-    unsafe { RUNTIME.force_unlock() }
+/// The runtime slot's lock, for `fork()` to hold (taken last: other locks are taken before it).
+pub fn lock_for_fork() -> impl Sized {
+    RUNTIME.lock()
 }
 
 /// The runtime, unless the process is exiting. Cleanup paths (drops, background closes) use this: at

@@ -31,21 +31,15 @@ fn shutdown(py: Python<'_>) {
     py.detach(crate::core::runtime::shutdown);
 }
 
-/// The managers whose locks `before_fork` holds until `after_fork`.
-static FORK_HELD: parking_lot::Mutex<Vec<std::sync::Arc<crate::core::manager::Manager>>> =
-    parking_lot::Mutex::new(Vec::new());
-
 /// `os.register_at_fork(before=...)`: no thread may be inside the core at the instant of the fork.
 #[pyfunction]
 fn before_fork(py: Python<'_>) {
     // Without the GIL: a thread inside the core may need it to finish (the tier callback).
-    let held = py.detach(crate::core::manager::prepare_fork);
-    *FORK_HELD.lock() = held;
+    py.detach(crate::core::manager::prepare_fork);
 }
 
 /// `os.register_at_fork(after_in_parent=..., after_in_child=...)`.
 #[pyfunction]
 fn after_fork() {
-    let held = std::mem::take(&mut *FORK_HELD.lock());
-    crate::core::manager::finish_fork(held);
+    crate::core::manager::finish_fork();
 }

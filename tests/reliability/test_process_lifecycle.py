@@ -226,14 +226,6 @@ def test_manager_used_before_fork_works_in_child_and_shares_no_socket(manager, p
     assert pymongo_client["user_fk_new_db"].c.count_documents({"by": "child"}) == CHILD_WRITES
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "BUG: a fork while other threads are inside the manager can still, rarely, hang the child (seen 1 in "
-        "53 forks after the register_at_fork lock hooks; about 1 in 20-60 before them): some lock below "
-        "the core's own (driver or runtime internals) is inherited held"
-    ),
-)
 def test_fork_while_other_threads_are_inside_the_manager(mongodb_uri):
     """Forks at random moments of heavy use from other threads (pre-fork servers that fork on demand,
     multiprocessing with the fork start method). No child may deadlock on a lock that some parent thread
@@ -277,6 +269,78 @@ def test_fork_while_other_threads_are_inside_the_manager(mongodb_uri):
     bad = [(k, o) for k, o in enumerate(outcomes) if not o.get("ok")]
     print(f"fork while busy: {len(outcomes)} forks, {len(bad)} hung or failed")
     assert not bad, f"child {bad[0][0] + 1} of {len(outcomes)} failed or hung: {bad[0][1]}"
+
+
+FORK_WITH_WAITERS_SCRIPT = textwrap.dedent("""
+    import json, os, signal, sys, threading, time
+
+    # Fork hooks run "before" callables in reverse order of registration: registered ahead of
+    # tenantpool's, this one runs after tenantpool's hook has taken the core's locks, and keeps them
+    # held long enough for the busy threads below to block waiting for them at the instant of the fork.
+    os.register_at_fork(before=lambda: time.sleep(0.05))
+
+    from tenantpool import UserConnectionManager
+
+    m = UserConnectionManager(sys.argv[1], idle_timeout=0.05, max_connections=5, appName="tp-fork-wait")
+    stop = threading.Event()
+
+    def busy(i):
+        n = 0
+        while not stop.is_set():
+            m.get_client(f"fw{i}_{n % 10}")
+            if n % 25 == 0:
+                m.get_database(f"fw{i}_{n % 10}").c.find_one()
+            n += 1
+
+    for i in range(4):
+        threading.Thread(target=busy, args=(i,), daemon=True).start()
+    time.sleep(0.2)
+    outcomes = []
+    for k in range(int(sys.argv[2])):
+        pid = os.fork()
+        if pid == 0:
+            signal.alarm(30)
+            try:
+                m.get_client("fw_child")
+                m.get_database("fw_child").c.insert_one({"k": k})
+            except BaseException:
+                os._exit(3)
+            os._exit(0)
+        deadline = time.monotonic() + 8
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                outcomes.append(os.waitstatus_to_exitcode(status))
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                outcomes.append("hung")
+                break
+            time.sleep(0.01)
+        if outcomes[-1] != 0:
+            break
+    stop.set()
+    print(json.dumps(outcomes), flush=True)
+    os._exit(0)
+""")
+
+
+def test_fork_while_other_threads_wait_for_the_core_locks(mongodb_uri):
+    """The deterministic form of the test above: every fork happens while other threads are blocked on the
+    locks the fork hooks hold. Until the hooks held std mutexes instead of parking_lot's, the child's first
+    call hung nearly every time: releasing a parking_lot lock that threads were parked on may hand it to
+    one of them, and in the child none of them exists (see src/core/forklock.rs)."""
+    forks = 8
+    proc = subprocess.run(
+        [sys.executable, "-c", FORK_WITH_WAITERS_SCRIPT, mongodb_uri, str(forks)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-2000:])
+    outcomes = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert outcomes == [0] * forks, f"forked children (exit codes, or hung): {outcomes}"
 
 
 def test_child_does_not_see_or_close_the_parents_pools(manager):
