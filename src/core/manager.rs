@@ -509,6 +509,8 @@ impl Manager {
     }
 
     pub fn close(&self) -> usize {
+        // In a forked child, closing must not retire (and shut down) the parent's inherited pools.
+        self.check_fork();
         self.reaper_stop.notify_one();
         let n = self.registry.close();
         let shared: Vec<Client> = self.shared.lock().iter_mut().filter_map(Option::take).collect();

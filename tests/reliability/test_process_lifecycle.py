@@ -361,6 +361,23 @@ def test_child_does_not_see_or_close_the_parents_pools(manager):
     assert manager.get_stats()["active_users"] == ["fk_p1"]
 
 
+def test_close_all_in_child_leaves_the_parents_pools_alone(mongodb_uri):
+    """A child that closes an inherited manager before using it (a worker's shutdown hook) must not shut
+    down the parent's clients, whose sockets it shares."""
+    with UserConnectionManager(mongodb_uri, user_pool_size=1, appName="tp-fork-close") as m:
+        m.get_database("fk_close").c.insert_one({"by": "parent"})
+        inode_before = connection_inode(m, "fk_close")
+
+        def child() -> dict:
+            return {"closed": m.close_all()}
+
+        report = in_child(child)
+        assert not report.get("hung") and "error" not in report, report
+        assert m.get_stats()["active_users"] == ["fk_close"]
+        assert m.get_database("fk_close").c.count_documents({"by": "parent"}) == 1
+        assert connection_inode(m, "fk_close") == inode_before, "the parent's connection was replaced"
+
+
 def test_cursor_opened_before_fork_does_not_hang_in_child(manager, pymongo_client):
     coll = manager.get_database("fk_cursor").c
     coll.drop()
