@@ -423,7 +423,7 @@ impl Manager {
         cursor: &mut Opened,
         lease: &Lease<TenantPool>,
         session: Option<&TenantSession>,
-    ) -> Result<Option<Vec<u8>>, CoreError> {
+    ) -> Result<Option<ops::Batch>, CoreError> {
         let _slot = self.permit(lease).await?;
         let r = match (cursor, session) {
             (Opened::Plain(c), _) => ops::next_batch(c).await,

@@ -18,8 +18,8 @@ use mongodb::options::{
     FindOneAndUpdateOptions, FindOneOptions, FindOptions, FullDocumentBeforeChangeType, FullDocumentType,
     InsertManyOptions, InsertOneOptions, ReplaceOptions, ReturnDocument, UpdateModifications, UpdateOptions,
 };
-use mongodb::raw_batch_cursor::RawBatchCursor;
 use mongodb::raw_batch_cursor::SessionRawBatchCursor;
+use mongodb::raw_batch_cursor::{RawBatch, RawBatchCursor};
 use mongodb::{ClientSession, Collection, Database, IndexModel};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -422,25 +422,58 @@ pub async fn open_cursor(
     }
 }
 
-/// A cursor's documents, one server batch at a time, as consecutive BSON documents.
-pub async fn next_batch<S>(batches: &mut S) -> Result<Option<Vec<u8>>>
+/// One server batch, left in the reply it arrived in: the caller copies its documents once, straight
+/// into the buffer it hands on (a 16 MiB batch is not worth a second copy on the way).
+pub struct Batch {
+    reply: RawBatch,
+    len: usize,
+}
+
+impl Batch {
+    /// Checks that every item is a document and totals their sizes.
+    fn new(reply: RawBatch) -> Result<Batch> {
+        let mut len = 0;
+        for item in reply.doc_slices()? {
+            let item = item.map_err(|e| invalid(e.to_string()))?;
+            len +=
+                item.as_document().ok_or_else(|| invalid("cursor returned a non-document"))?.as_bytes().len();
+        }
+        Ok(Batch { reply, len })
+    }
+
+    /// The documents' total size in bytes: the length `copy_to` needs.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Writes the documents back to back into `out`, which is `len()` bytes long.
+    pub fn copy_to(&self, out: &mut [u8]) {
+        let mut at = 0;
+        // Validated by `new`: every item is there and is a document.
+        for d in self.reply.doc_slices().into_iter().flatten().flatten().filter_map(|i| i.as_document()) {
+            let bytes = d.as_bytes();
+            out[at..at + bytes.len()].copy_from_slice(bytes);
+            at += bytes.len();
+        }
+        debug_assert_eq!(at, out.len());
+    }
+}
+
+/// A cursor's next non-empty server batch, or None once it is exhausted.
+pub async fn next_batch<S>(batches: &mut S) -> Result<Option<Batch>>
 where
-    S: futures_util::Stream<Item = Result<mongodb::raw_batch_cursor::RawBatch>> + Unpin,
+    S: futures_util::Stream<Item = Result<RawBatch>> + Unpin,
 {
     use futures_util::StreamExt;
     while let Some(batch) = batches.next().await {
-        let batch = batch?;
-        let docs = batch.doc_slices()?;
-        // The array's size bounds its documents' total: one allocation per batch.
-        let mut out = Vec::with_capacity(docs.as_bytes().len());
-        for item in docs {
-            let item = item.map_err(|e| invalid(e.to_string()))?;
-            let d = item.as_document().ok_or_else(|| invalid("cursor returned a non-document"))?;
-            out.extend_from_slice(d.as_bytes());
-        }
+        let batch = Batch::new(batch?)?;
         // An empty batch of a live cursor is not the end (the server may still be producing).
-        if !out.is_empty() {
-            return Ok(Some(out));
+        if !batch.is_empty() {
+            return Ok(Some(batch));
         }
     }
     Ok(None)

@@ -1,17 +1,19 @@
 //! `_core.RawCursor`: a server cursor handing out one server batch at a time as BSON bytes, which the
 //! Python cursor classes decode with pymongo's C decoder. Usable from threads and from asyncio.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
+use tokio::task::JoinHandle;
 
 use super::aio;
 use super::blocking::{block_on, detached};
 use super::manager::error;
 use crate::core::manager::{CoreError, Manager, TenantPool, TenantSession};
-use crate::core::ops::Opened;
+use crate::core::ops::{Batch, Opened};
 use crate::core::registry::Lease;
 use crate::core::runtime;
 
@@ -32,10 +34,17 @@ enum State {
     Cancelled,
 }
 
+type Fetched = Result<Option<Batch>, CoreError>;
+
 #[pyclass(module = "tenantpool._core", name = "RawCursor", frozen)]
 pub struct PyRawCursor {
     manager: Arc<Manager>,
     state: Arc<Mutex<State>>,
+    /// The next batch, being fetched while Python decodes the current one.
+    ahead: Mutex<Option<JoinHandle<Fetched>>>,
+    /// Batches handed out so far; read ahead only once the caller is going through a large result.
+    batches: AtomicU32,
+    in_session: bool,
     /// The process that opened the cursor: in a forked child its connection belongs to the parent.
     pid: u32,
 }
@@ -47,13 +56,50 @@ impl PyRawCursor {
         lease: Lease<TenantPool>,
         session: Option<Arc<TenantSession>>,
     ) -> Self {
+        let in_session = session.is_some();
         let open = Open { cursor, session, lease };
         PyRawCursor {
             manager,
             state: Arc::new(Mutex::new(State::Ready(Box::new(open)))),
+            ahead: Mutex::new(None),
+            batches: AtomicU32::new(0),
+            in_session,
             pid: std::process::id(),
         }
     }
+
+    /// Starts fetching the batch after the one just handed out, so that the server's work and the
+    /// transfer overlap with Python decoding it (as a cursor is read, each getMore then costs the
+    /// caller only what its decoding does not hide).
+    ///
+    /// Only from the third batch on: the first comes with the query and the second is the caller's
+    /// first getMore, so a cursor read for a few documents and abandoned never costs an extra
+    /// getMore; one read past its first full batch costs at most one batch it does not use. Not in a
+    /// session, where a background getMore would hold the session against the caller's own operations.
+    fn read_ahead(&self) {
+        if self.in_session || self.batches.fetch_add(1, Ordering::Relaxed) < 1 {
+            return;
+        }
+        let Some(rt) = runtime::live() else { return };
+        let Ok(Some(fetch)) = Fetch::start(&self.state) else { return };
+        let manager = Arc::clone(&self.manager);
+        *self.ahead.lock() = Some(rt.spawn(async move { fetch.run(&manager).await }));
+    }
+
+    /// Stops a read-ahead in progress: dropping its fetch kills the server cursor.
+    fn cancel_read_ahead(&self) {
+        if let Some(handle) = self.ahead.lock().take() {
+            handle.abort();
+        }
+    }
+}
+
+/// The outcome of a read-ahead task.
+async fn read_ahead_result(handle: JoinHandle<Fetched>) -> Fetched {
+    handle.await.unwrap_or_else(|e| match e.try_into_panic() {
+        Ok(panic) => std::panic::resume_unwind(panic),
+        Err(_) => Err(CoreError::Misuse("this cursor was closed while it fetched a batch".into())),
+    })
 }
 
 /// Drops a cursor inside the runtime: an unexhausted one schedules `killCursors` on the server.
@@ -91,12 +137,13 @@ impl Fetch {
         }
     }
 
-    async fn run(mut self, manager: &Manager) -> Result<Option<Vec<u8>>, CoreError> {
+    async fn run(mut self, manager: &Manager) -> Result<Option<Batch>, CoreError> {
         let open = self.open.as_mut().expect("present until finished");
         let r = manager.next_batch(&mut open.cursor, &open.lease, open.session.as_deref()).await;
         let open = self.open.take().expect("present until finished");
         let mut slot = self.state.lock();
-        if matches!(r, Ok(Some(_))) {
+        // Still Busy unless the cursor was closed meanwhile (then it is Done and stays so).
+        if matches!(r, Ok(Some(_))) && matches!(*slot, State::Busy) {
             *slot = State::Ready(open);
         } else {
             *slot = State::Done;
@@ -110,10 +157,22 @@ impl Fetch {
 impl Drop for Fetch {
     fn drop(&mut self) {
         if let Some(open) = self.open.take() {
-            *self.state.lock() = State::Cancelled;
+            let mut slot = self.state.lock();
+            if matches!(*slot, State::Busy) {
+                *slot = State::Cancelled;
+            }
+            drop(slot);
             release(open);
         }
     }
+}
+
+/// The batch's documents as one `bytes`, copied once, from the server's reply.
+fn to_bytes<'py>(py: Python<'py>, batch: &Batch) -> PyResult<Bound<'py, PyBytes>> {
+    PyBytes::new_with(py, batch.len(), |out| {
+        batch.copy_to(out);
+        Ok(())
+    })
 }
 
 pub fn invalid_operation(message: &str) -> PyErr {
@@ -136,6 +195,8 @@ impl PyRawCursor {
         if let State::Ready(open) = std::mem::replace(&mut *self.state.lock(), State::Done) {
             std::mem::forget(open);
         }
+        // A read-ahead task of the parent's runtime, which has no threads here.
+        std::mem::forget(self.ahead.lock().take());
         Err(invalid_operation("this cursor was opened before os.fork(); run the query again in this process"))
     }
 }
@@ -145,12 +206,20 @@ impl PyRawCursor {
     /// The next server batch as consecutive BSON documents, or None once the cursor is exhausted.
     fn next_batch<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
         self.check_process()?;
-        let Some(fetch) = Fetch::start(&self.state).map_err(invalid_operation)? else {
-            return Ok(None);
+        let ahead = self.ahead.lock().take();
+        let fetched = match ahead {
+            Some(handle) => block_on(py, read_ahead_result(handle)),
+            None => match Fetch::start(&self.state).map_err(invalid_operation)? {
+                Some(fetch) => block_on(py, fetch.run(&self.manager)),
+                None => return Ok(None),
+            },
         };
-        let manager = &self.manager;
-        match block_on(py, fetch.run(manager)) {
-            Ok(bytes) => Ok(bytes.map(|b| PyBytes::new(py, &b))),
+        match fetched {
+            Ok(Some(batch)) => {
+                self.read_ahead();
+                to_bytes(py, &batch).map(Some)
+            }
+            Ok(None) => Ok(None),
             Err(e) => Err(error(py, &self.manager, e)),
         }
     }
@@ -158,15 +227,20 @@ impl PyRawCursor {
     /// `next_batch` as an asyncio awaitable.
     fn next_batch_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         self.check_process()?;
-        let fetch = Fetch::start(&self.state).map_err(invalid_operation)?;
+        let ahead = self.ahead.lock().take();
+        let fetch = match ahead {
+            Some(_) => None,
+            None => Fetch::start(&self.state).map_err(invalid_operation)?,
+        };
         let manager = Arc::clone(&self.manager);
         aio::awaitable(py, async move {
-            let r = match fetch {
-                Some(f) => f.run(&manager).await,
-                None => Ok(None),
+            let r = match (ahead, fetch) {
+                (Some(handle), _) => read_ahead_result(handle).await,
+                (None, Some(f)) => f.run(&manager).await,
+                (None, None) => Ok(None),
             };
             Python::attach(|py| match r {
-                Ok(bytes) => Ok(bytes.map(|b| PyBytes::new(py, &b).unbind())),
+                Ok(batch) => Ok(batch.map(|b| to_bytes(py, &b)).transpose()?.map(Bound::unbind)),
                 Err(e) => Err(error(py, &manager, e)),
             })
         })
@@ -177,12 +251,16 @@ impl PyRawCursor {
         let state = &self.state;
         // Cannot fail: at exit (`Stopped`) it closes with the GIL held, which is only a lock and a spawn.
         let close = || {
+            self.cancel_read_ahead();
             let mut slot = state.lock();
-            if let State::Ready(_) = &*slot {
-                if let State::Ready(open) = std::mem::replace(&mut *slot, State::Done) {
+            match std::mem::replace(&mut *slot, State::Done) {
+                State::Ready(open) => {
                     drop(slot);
                     release(open);
                 }
+                // A fetch in progress releases the cursor when it finishes and sees Done.
+                State::Busy | State::Done => {}
+                State::Cancelled => *slot = State::Cancelled,
             }
             Ok::<(), CoreError>(())
         };
@@ -200,8 +278,10 @@ impl PyRawCursor {
 impl Drop for PyRawCursor {
     fn drop(&mut self) {
         if self.pid != std::process::id() {
+            std::mem::forget(self.ahead.lock().take());
             return;
         }
+        self.cancel_read_ahead();
         let mut slot = self.state.lock();
         if let State::Ready(open) = std::mem::replace(&mut *slot, State::Done) {
             drop(slot);
