@@ -164,6 +164,18 @@ fn options<T: DeserializeOwned + Default>(spec: &RawDocument) -> Result<(T, Opti
     Ok((opts, max_time))
 }
 
+/// The driver's insert_many options. Its `write_concern` is `#[serde(skip)]`, so serde would drop a write
+/// concern silently: it is read here.
+fn insert_many_options(spec: &RawDocument) -> Result<InsertManyOptions> {
+    let (mut o, _) = options::<InsertManyOptions>(spec)?;
+    let given = doc_field(spec, "options")?;
+    if let Some(wc) = given.get("writeConcern") {
+        o.write_concern =
+            Some(bson::from_bson(wc.clone()).map_err(|e| invalid(format!("invalid writeConcern: {e}")))?);
+    }
+    Ok(o)
+}
+
 fn update_modifications(spec: &RawDocument) -> Result<UpdateModifications> {
     match spec.get("update").map_err(|e| invalid(e.to_string()))? {
         Some(v) if v.as_array().is_some() => {
@@ -238,7 +250,7 @@ pub async fn execute(
             RawDocumentBuf::new()
         }
         Op::InsertMany => {
-            let (o, _) = options::<InsertManyOptions>(spec)?;
+            let o = insert_many_options(spec)?;
             if docs.is_empty() {
                 return Err(invalid("documents must be a non-empty list"));
             }
@@ -687,6 +699,18 @@ mod tests {
         assert_eq!(o.sort, Some(doc! { "a": 1 }));
         assert!(o.hint.is_some());
         assert_eq!(o.allow_disk_use, Some(true));
+    }
+
+    #[test]
+    fn insert_many_keeps_its_write_concern() {
+        let spec =
+            rawdoc! { "options": { "ordered": false, "writeConcern": { "w": 3_i32, "wtimeout": 500_i32 } } };
+        let o = insert_many_options(&spec).unwrap();
+        assert_eq!(o.ordered, Some(false));
+        let wc = o.write_concern.unwrap();
+        assert_eq!(wc.w, Some(mongodb::options::Acknowledgment::Nodes(3)));
+        assert_eq!(wc.w_timeout, Some(Duration::from_millis(500)));
+        assert!(insert_many_options(&rawdoc! {}).unwrap().write_concern.is_none());
     }
 
     #[test]

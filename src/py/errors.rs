@@ -162,7 +162,11 @@ fn driver_error_class(py: Python<'_>, e: &Error, scrub: &dyn Fn(&str) -> String)
                 .write_concern_error
                 .iter()
                 .map(|w| {
-                    Bson::Document(doc! { "code": w.code, "codeName": &w.code_name, "errmsg": &w.message })
+                    let mut d = doc! { "code": w.code, "codeName": &w.code_name, "errmsg": &w.message };
+                    if let Some(info) = &w.details {
+                        d.insert("errInfo", info.clone());
+                    }
+                    Bson::Document(d)
                 })
                 .collect();
             let details = doc! {
