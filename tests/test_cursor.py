@@ -259,7 +259,8 @@ def test_command_cursor_iterates_batches(coll, profiled):
     assert isinstance(cursor, CommandCursor)
     assert cursor.alive
     assert [d["n"] for d in cursor.to_list(15)] == list(range(15))
-    assert len(profiled(t, "getMore")) == 1
+    # The caller's one getMore, and perhaps the read-ahead of the batch after it.
+    assert len(profiled(t, "getMore")) in (1, 2)
     assert len(cursor.to_list()) == 80
     assert not cursor.alive
     assert cursor.try_next() is None

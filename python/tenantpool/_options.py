@@ -71,8 +71,6 @@ def split_options(options: Mapping[str, Any]) -> tuple[list[tuple[str, str]], Co
         if lower in _CODEC_KEYS:
             codec_kwargs[_codec_name(lower)] = validated
             continue
-        if lower == "read_preference":
-            raise ConfigurationError("pass readPreference='secondaryPreferred' etc. as a string option")
         uri_options.append((name, _uri_value(key, value)))
     try:
         codec = CodecOptions(**codec_kwargs)

@@ -20,6 +20,7 @@ from bson.timestamp import Timestamp
 from pymongo import common
 from pymongo.errors import InvalidOperation
 
+from . import _read_preference
 from ._calls import NextChange, Operation, Watch, run_sync
 from ._common import check_bool, core_session, decode, encode, put, validate_collation_or_none
 
@@ -99,6 +100,8 @@ def gen_watch(
         options["readConcern"] = {"level": rc.level}
 
     spec: dict[str, Any] = {"pipeline": pipeline, "options": options}
+    # The target's read preference, as in pymongo (the stream's getMores follow its first aggregate).
+    _read_preference.put(spec, target._read_preference_for(session), session)
     if collection is not None:
         spec["collection"] = collection.name
         cls = database._collection_change_stream_class

@@ -6,6 +6,9 @@ from typing import TYPE_CHECKING, Any
 
 from bson.codec_options import CodecOptions
 from pymongo.errors import InvalidOperation
+from pymongo.read_concern import ReadConcern
+from pymongo.read_preferences import _ServerMode
+from pymongo.write_concern import WriteConcern
 
 from ._calls import operations
 from .database import Database
@@ -39,11 +42,23 @@ class TenantClient:
     def codec_options(self) -> CodecOptions:
         return self._manager.codec_options
 
-    def get_database(self, name: str | None = None, codec_options: CodecOptions | None = None) -> Database:
+    @property
+    def read_preference(self) -> _ServerMode:
+        """The manager's read preference: the default of this tenant's databases."""
+        return self._manager.read_preference
+
+    def get_database(
+        self,
+        name: str | None = None,
+        codec_options: CodecOptions | None = None,
+        read_preference: _ServerMode | None = None,
+        write_concern: WriteConcern | None = None,
+        read_concern: ReadConcern | None = None,
+    ) -> Database:
         """``name``, or by default the tenant's own database from the manager's template."""
         if name is None:
             name = self._manager._core.db_name(self._user_id)
-        return self._database_class(self, name, codec_options=codec_options)
+        return self._database_class(self, name, codec_options, read_preference, write_concern, read_concern)
 
     get_default_database = get_database
 

@@ -21,7 +21,7 @@ from bson import ObjectId
 from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 from bson.son import SON
-from pymongo import ReadPreference, ReturnDocument
+from pymongo import ReturnDocument
 from pymongo.common import (
     validate_is_document_type,
     validate_list,
@@ -41,9 +41,11 @@ from pymongo.errors import (
 )
 from pymongo.operations import IndexModel
 from pymongo.read_concern import ReadConcern
+from pymongo.read_preferences import _ServerMode
 from pymongo.results import BulkWriteResult, DeleteResult, InsertManyResult, InsertOneResult, UpdateResult
 from pymongo.write_concern import DEFAULT_WRITE_CONCERN, WriteConcern
 
+from . import _read_preference
 from ._calls import Execute, operations
 from ._common import (
     MAX_BSON_SIZE,
@@ -139,13 +141,12 @@ class Collection:
         if not isinstance(name, str):
             raise TypeError(f"name must be an instance of str, not {type(name)}")
         _validate_name(name)
-        if read_preference is not None and getattr(read_preference, "mode", 0) != 0:
-            raise ConfigurationError(
-                "read preferences other than primary are not supported yet by tenantpool"
-            )
         self._database = database
         self._name = name
         self._codec: CodecOptions = codec_options or database.codec_options
+        self._read_preference: _ServerMode = _read_preference.check(
+            read_preference or database.read_preference
+        )
         self._write_concern: WriteConcern = write_concern or database.write_concern
         self._read_concern: ReadConcern = read_concern or database.read_concern
         self._core = database._core
@@ -187,8 +188,17 @@ class Collection:
         return self._read_concern
 
     @property
-    def read_preference(self) -> Any:
-        return ReadPreference.PRIMARY
+    def read_preference(self) -> _ServerMode:
+        return self._read_preference
+
+    def _read_preference_for(self, session: ClientSession | None) -> _ServerMode:
+        """The read preference of a read: inside a transaction, the transaction's (pymongo's rule)."""
+        return _read_preference.for_session(self._read_preference, session)
+
+    def _route(self, spec: dict[str, Any], session: ClientSession | None) -> dict[str, Any]:
+        """Puts a read's read preference into its spec (refusing a non-primary one in a transaction)."""
+        _read_preference.put(spec, self._read_preference_for(session), session)
+        return spec
 
     def __getattr__(self, name: str) -> Collection:
         if name.startswith("_"):
@@ -205,7 +215,7 @@ class Collection:
             f"{self._name}.{name}",
             False,
             self._codec,
-            None,
+            self._read_preference,
             self._write_concern,
             self._read_concern,
         )
@@ -234,7 +244,7 @@ class Collection:
             self._name,
             False,
             codec_options or self._codec,
-            read_preference,
+            read_preference or self._read_preference,
             write_concern or self._write_concern,
             read_concern or self._read_concern,
         )
@@ -339,10 +349,15 @@ class Collection:
         codec: CodecOptions | None = None,
         db_name: str | None = None,
         session: ClientSession | None = None,
+        read_preference: _ServerMode | None = None,
     ) -> Any:
-        """Sends ``command`` as is (the core's generic op) and returns the server's reply."""
+        """Sends ``command`` as is (the core's generic op) and returns the server's reply; on the
+        primary unless a ``read_preference`` is given."""
         codec = codec or self._codec
-        spec = encode({"command": command}, False, codec)
+        doc: dict[str, Any] = {"command": command}
+        if read_preference is not None:
+            _read_preference.put(doc, read_preference, session)
+        spec = encode(doc, False, codec)
         raw = core_session(session, self._user_id)
         reply = yield Execute(
             self._core, self._user_id, db_name or self._db_name, "command", spec, session=raw
@@ -360,9 +375,11 @@ class Collection:
         parse_write_concern_error: bool = False,
         db_name: str | None = None,
         session: ClientSession | None = None,
+        read_preference: _ServerMode | None = None,
     ) -> Any:
         """A command as pymongo's ``Collection._command`` sends it: concerns and collation added, some
-        errors tolerated (their reply returned instead)."""
+        errors tolerated (their reply returned instead). On the primary unless a ``read_preference`` is
+        given."""
         if write_concern is not None and not write_concern.is_server_default:
             command["writeConcern"] = write_concern_document(write_concern)
         if read_concern is not None and read_concern.level is not None:
@@ -370,7 +387,7 @@ class Collection:
         if collation is not None:
             command["collation"] = collation
         try:
-            reply = yield from self._run_command(command, codec, db_name, session)
+            reply = yield from self._run_command(command, codec, db_name, session, read_preference)
         except OperationFailure as exc:
             if allowed_error(exc, allowable_errors):
                 return exc.details
@@ -777,9 +794,8 @@ class Collection:
         # One round trip and no cursor: the document comes back in the reply.
         options.pop("limit", None)
         options.pop("batchSize", None)
-        spec = encode(
-            {"collection": self._name, "filter": cursor._spec, "options": options}, False, self._codec
-        )
+        doc = {"collection": self._name, "filter": cursor._spec, "options": options}
+        spec = encode(self._route(doc, cursor._session), False, self._codec)
         check_query_size(spec)
         raw = core_session(cursor._session, self._user_id)
         reply = yield Execute(self._core, self._user_id, self._db_name, "find_one", spec, session=raw)
@@ -810,7 +826,7 @@ class Collection:
             put(options, "collation", collation)
             put(options, "comment", comment)
             self._read_options(options, session)
-            spec = {"filter": filter, "options": options}
+            spec = self._route({"filter": filter, "options": options}, session)
             return int((yield from self._execute("count_documents", spec, session=session))["n"])
         pipeline: list[Any] = [{"$match": filter}]
         if "skip" in kwargs:
@@ -823,7 +839,12 @@ class Collection:
         cmd.update(kwargs)
         codec = codec_for_replies(self._codec)
         reply = yield from self._command(
-            cmd, codec, read_concern=self._rc(session), collation=collation, session=session
+            cmd,
+            codec,
+            read_concern=self._rc(session),
+            collation=collation,
+            session=session,
+            read_preference=self._read_preference_for(session),
         )
         batch = reply["cursor"]["firstBatch"]
         return batch[0]["n"] if batch else 0
@@ -835,14 +856,20 @@ class Collection:
             options: dict[str, Any] = dict(kwargs)
             put(options, "comment", comment)
             self._read_options(options, None)
-            return int((yield from self._execute("estimated_document_count", {"options": options}))["n"])
+            spec = self._route({"options": options}, None)
+            return int((yield from self._execute("estimated_document_count", spec))["n"])
         cmd: dict[str, Any] = {"count": self._name}
         put(kwargs, "comment", comment)
         cmd.update(kwargs)
         return int(
-            (yield from self._command(cmd, codec_for_replies(self._codec), read_concern=self._read_concern))[
-                "n"
-            ]
+            (
+                yield from self._command(
+                    cmd,
+                    codec_for_replies(self._codec),
+                    read_concern=self._read_concern,
+                    read_preference=self._read_preference,
+                )
+            )["n"]
         )
 
     def distinct(
@@ -874,14 +901,18 @@ class Collection:
             put(options, "comment", comment)
             put(options, "hint", hint)
             self._read_options(options, session)
-            spec = {"key": key, "filter": query or {}, "options": options}
+            spec = self._route({"key": key, "filter": query or {}, "options": options}, session)
             return (yield from self._execute("distinct", spec, session=session))["values"]
         cmd: dict[str, Any] = {"distinct": self._name, "key": key}
         cmd.update(kwargs)
         put(cmd, "comment", comment)
         put(cmd, "hint", hint)
         reply = yield from self._command(
-            cmd, read_concern=self._rc(session), collation=collation, session=session
+            cmd,
+            read_concern=self._rc(session),
+            collation=collation,
+            session=session,
+            read_preference=self._read_preference_for(session),
         )
         return reply["values"]
 
@@ -1105,9 +1136,12 @@ class Collection:
         """The collection's indexes (as SON documents, like pymongo); none if the collection does not
         exist."""
         codec = CodecOptions(SON)
+        # On the primary, as in pymongo (inside a transaction, the transaction's read preference).
+        read_preference = _read_preference.for_command(None, session)
         if comment is None:
             try:
-                spec = {"collection": self._name}
+                spec: dict[str, Any] = {"collection": self._name}
+                _read_preference.put(spec, read_preference, session)
                 raw = yield from CommandCursor._gen_open(self._database, "list_indexes", spec, codec, session)
                 return self._database._command_cursor_class(self._database, raw, codec, session=session)
             except OperationFailure as exc:
@@ -1117,7 +1151,7 @@ class Collection:
         # The driver's listIndexes takes no comment: send the command (an index list fits one batch).
         try:
             cmd = {"listIndexes": self._name, "cursor": {}, "comment": comment}
-            reply = yield from self._command(cmd, codec, session=session)
+            reply = yield from self._command(cmd, codec, session=session, read_preference=read_preference)
         except OperationFailure as exc:
             if exc.code != 26:
                 raise
@@ -1298,6 +1332,8 @@ def _aggregate(
     in_transaction = session is not None and session.in_transaction
     wc = DEFAULT_WRITE_CONCERN if in_transaction else target.write_concern
     rc = ReadConcern() if in_transaction else target.read_concern
+    # As in pymongo, $out/$merge too: the driver sends those to the primary unless every server is 5.0+.
+    read_preference = target._read_preference_for(session)
     known = {"allowDiskUse", "bypassDocumentValidation", "comment", "hint", "let", "maxTimeMS"}
     typed = (
         set(kwargs) <= known
@@ -1321,6 +1357,7 @@ def _aggregate(
         spec: dict[str, Any] = {"pipeline": pipeline, "options": options}
         if collection is not None:
             spec["collection"] = collection.name
+        _read_preference.put(spec, read_preference, session)
         raw = yield from CommandCursor._gen_open(database, "aggregate", spec, codec, session)
         return database._command_cursor_class(database, raw, codec, session=session)
     # Options the driver does not model: send pymongo's command, so the server judges them. A result
@@ -1340,12 +1377,15 @@ def _aggregate(
         cmd["readConcern"] = rc.document
     if performs_write and not wc.is_server_default and "writeConcern" not in cmd:
         cmd["writeConcern"] = write_concern_document(wc)
-    reply = yield from database._run_command(cmd, codec, session)
+    reply = yield from database._run_command(cmd, codec, session, read_preference)
     cursor = reply["cursor"]
     if cursor["id"]:
         ns = cursor.get("ns", "").split(".", 1)[-1]
+        # With a non-primary read preference the kill may reach another member than the cursor's (then
+        # the server times the cursor out); the error below is raised either way.
+        kill = {"killCursors": ns, "cursors": [cursor["id"]]}
         try:
-            (yield from database._run_command({"killCursors": ns, "cursors": [cursor["id"]]}, codec, session))
+            (yield from database._run_command(kill, codec, session, read_preference))
         except OperationFailure:
             pass
         unknown = sorted(set(kwargs) - known)

@@ -485,7 +485,9 @@ class Cursor(_BatchCursor):
             return None
         c = self._collection
         options = self._options()
-        spec = encode({"collection": c.name, "filter": self._spec, "options": options}, False, self._codec)
+        doc = {"collection": c.name, "filter": self._spec, "options": options}
+        # The collection's read preference when the query runs (the transaction's inside one), as in pymongo.
+        spec = encode(c._route(doc, self._session), False, self._codec)
         check_query_size(spec)
         if not find_options_fit_driver(options):
             (yield from self._run_find_command(options))
@@ -504,12 +506,17 @@ class Cursor(_BatchCursor):
         if isinstance(limit, int) and limit < 0:
             cmd["limit"] = -limit
             cmd["singleBatch"] = True
-        reply = yield from c._run_command(cmd, self._codec, session=self._session)
+        read_preference = c._read_preference_for(self._session)
+        reply = yield from c._run_command(
+            cmd, self._codec, session=self._session, read_preference=read_preference
+        )
         cursor = reply["cursor"]
         if cursor["id"]:
             (
                 yield from c._run_command(
-                    {"killCursors": c.name, "cursors": [cursor["id"]]}, session=self._session
+                    {"killCursors": c.name, "cursors": [cursor["id"]]},
+                    session=self._session,
+                    read_preference=read_preference,
                 )
             )
             raise InvalidOperation(
@@ -547,8 +554,14 @@ class Cursor(_BatchCursor):
             # As pymongo: an explain always uses a hard limit.
             cmd["limit"] = abs(limit)
             cmd["singleBatch"] = True
+        c = self._collection
         return (
-            yield from self._collection._run_command({"explain": cmd}, self._codec, session=self._session)
+            yield from c._run_command(
+                {"explain": cmd},
+                self._codec,
+                session=self._session,
+                read_preference=c._read_preference_for(self._session),
+            )
         )
 
     def __getitem__(self, index: int | slice) -> Any:

@@ -7,11 +7,12 @@ from typing import TYPE_CHECKING, Any
 
 from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
 from bson.dbref import DBRef
-from pymongo import ReadPreference
 from pymongo.errors import CollectionInvalid, InvalidName, OperationFailure, WriteConcernError
 from pymongo.read_concern import ReadConcern
+from pymongo.read_preferences import _ServerMode
 from pymongo.write_concern import DEFAULT_WRITE_CONCERN, WriteConcern
 
+from . import _read_preference
 from ._calls import Execute, operations
 from ._common import (
     allowed_error,
@@ -67,6 +68,7 @@ class Database:
         self._client = client
         self._name = name
         self._codec: CodecOptions = codec_options or client.codec_options
+        self._read_preference: _ServerMode = _read_preference.check(read_preference or client.read_preference)
         # The tenant client's defaults are the driver's, applied by it to typed operations.
         self._write_concern: WriteConcern = write_concern or WriteConcern()
         self._read_concern: ReadConcern = read_concern or ReadConcern()
@@ -94,18 +96,27 @@ class Database:
         return self._read_concern
 
     @property
-    def read_preference(self) -> Any:
-        return ReadPreference.PRIMARY
+    def read_preference(self) -> _ServerMode:
+        return self._read_preference
+
+    def _read_preference_for(self, session: ClientSession | None) -> _ServerMode:
+        """The read preference of a read: inside a transaction, the transaction's (pymongo's rule)."""
+        return _read_preference.for_session(self._read_preference, session)
 
     def _run_command(
         self,
         command: Mapping[str, Any],
         codec: CodecOptions | None = None,
         session: ClientSession | None = None,
+        read_preference: _ServerMode | None = None,
     ) -> Any:
-        """Sends ``command`` as is (the core's generic op) and returns the server's reply."""
+        """Sends ``command`` as is (the core's generic op) and returns the server's reply; on the
+        primary unless a ``read_preference`` is given."""
         codec = codec or self._codec
-        spec = encode({"command": command}, False, codec)
+        doc: dict[str, Any] = {"command": command}
+        if read_preference is not None:
+            _read_preference.put(doc, read_preference, session)
+        spec = encode(doc, False, codec)
         raw = core_session(session, self._user_id)
         return decode(
             (yield Execute(self._core, self._user_id, self._name, "command", spec, session=raw)), codec
@@ -147,17 +158,11 @@ class Database:
         write_concern: WriteConcern | None = None,
         read_concern: ReadConcern | None = None,
     ) -> Database:
-        if read_preference is not None and getattr(read_preference, "mode", 0) != 0:
-            from pymongo.errors import ConfigurationError
-
-            raise ConfigurationError(
-                "read preferences other than primary are not supported yet by tenantpool"
-            )
         return type(self)(
             self._client,
             self._name,
             codec_options or self._codec,
-            None,
+            read_preference or self._read_preference,
             write_concern or self._write_concern,
             read_concern or self._read_concern,
         )
@@ -175,20 +180,20 @@ class Database:
         **kwargs: Any,
     ) -> dict[str, Any]:
         """Runs a database command, as pymongo's ``Database.command`` (same arguments, replies and errors).
-        As in pymongo, the reply is decoded with ``codec_options``, by default plain dicts."""
-        if read_preference is not None and getattr(read_preference, "mode", 0) != 0:
-            from pymongo.errors import ConfigurationError
-
-            raise ConfigurationError(
-                "read preferences other than primary are not supported yet by tenantpool"
-            )
+        As in pymongo, the reply is decoded with ``codec_options``, by default plain dicts, and the command
+        runs on the primary unless ``read_preference`` is given (the database's is not used)."""
+        read_preference = _read_preference.for_command(read_preference, session)
         if comment is not None:
             kwargs["comment"] = comment
         if isinstance(command, str):
             command = {command: value}
         command.update(kwargs)
         try:
-            return (yield from self._run_command(command, codec_options or DEFAULT_CODEC_OPTIONS, session))
+            return (
+                yield from self._run_command(
+                    command, codec_options or DEFAULT_CODEC_OPTIONS, session, read_preference
+                )
+            )
         except OperationFailure as exc:
             if not check or allowed_error(exc, allowable_errors):
                 return exc.details or {}
@@ -223,11 +228,14 @@ class Database:
         comment: Any = None,
         **kwargs: Any,
     ) -> CommandCursor:
+        # On the primary, as in pymongo (inside a transaction, the transaction's read preference).
+        read_preference = _read_preference.for_command(None, session)
         # The driver's listCollections takes only a filter; anything else goes as pymongo's command (a
         # database's collection list comes back in one batch).
         if comment is None and set(kwargs) <= {"nameOnly"} and kwargs.get("nameOnly") in (None, True):
             spec: dict[str, Any] = {}
             put(spec, "filter", filter)
+            _read_preference.put(spec, read_preference, session)
             raw = yield from CommandCursor._gen_open(self, "list_collections", spec, self._codec, session)
             cursor = self._command_cursor_class(self, raw, self._codec, session=session)
             docs = yield from cursor._gen_to_list()
@@ -239,7 +247,7 @@ class Database:
         put(kwargs, "filter", filter)
         put(kwargs, "comment", comment)
         cmd.update(kwargs)
-        reply = yield from self._run_command(cmd, session=session)
+        reply = yield from self._run_command(cmd, session=session, read_preference=read_preference)
         return self._command_cursor_class(self, None, self._codec, first_batch=reply["cursor"]["firstBatch"])
 
     def create_collection(

@@ -10,9 +10,11 @@ from typing import Any
 
 from bson.codec_options import CodecOptions
 from pymongo.errors import ConfigurationError, InvalidName
+from pymongo.read_preferences import _ServerMode
 
 from . import _core
 from ._options import split_options, with_credentials
+from ._read_preference import manager_read_preference
 from .client import TenantClient
 from .database import Database
 
@@ -118,6 +120,9 @@ class UserConnectionManager:
                 wait_queue_timeout_ms = options.pop(key)
                 if wait_queue_timeout_ms is not None:
                     _positive_int(key, wait_queue_timeout_ms)
+        # The read preference is applied by the Python layer to each read, as pymongo applies it: the
+        # driver gets none (see _read_preference).
+        connection_string, self._read_preference = manager_read_preference(connection_string, options)
         uri_options, codec, credentials = split_options(options)
         self.strategy = strategy
         self.groups = groups if strategy == "grouped" else None
@@ -150,6 +155,13 @@ class UserConnectionManager:
     @property
     def codec_options(self) -> CodecOptions:
         return self._codec
+
+    @property
+    def read_preference(self) -> _ServerMode:
+        """The default read preference of every tenant's client (``readPreference``,
+        ``readPreferenceTags`` and ``maxStalenessSeconds`` from the URI or keywords, or a
+        ``read_preference=`` object), as pymongo's ``MongoClient.read_preference``."""
+        return self._read_preference
 
     # -- tiers ----------------------------------------------------------------------------------------
 

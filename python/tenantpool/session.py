@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import bson
 from pymongo.errors import InvalidOperation, PyMongoError
 from pymongo.read_concern import ReadConcern
+from pymongo.read_preferences import _ServerMode
 from pymongo.write_concern import WriteConcern
 
 from ._core import Session as _RawSession
@@ -38,8 +39,14 @@ def transaction_options(
     read_preference: Any,
     max_commit_time_ms: int | None,
 ) -> bytes:
-    if read_preference is not None and getattr(read_preference, "mode", 0) != 0:
-        raise InvalidOperation("transactions must read from the primary")
+    """The driver's transaction options. The read preference is not among them: it is checked here as
+    pymongo's ``TransactionOptions`` checks it, and applied by the Python layer to each read (which, as in
+    pymongo, refuses to run a read in a transaction whose read preference is not primary)."""
+    if read_preference is not None and not isinstance(read_preference, _ServerMode):
+        raise TypeError(
+            f"{read_preference!r} is not valid for read_preference. See pymongo.read_preferences for valid "
+            "options."
+        )
     opts: dict[str, Any] = {}
     if read_concern is not None and read_concern.level is not None:
         opts["readConcern"] = {"level": read_concern.level}
@@ -61,6 +68,8 @@ class ClientSession:
         self._raw = raw
         self._in_transaction = False
         self._ended = False
+        # The read preference of the transaction in progress.
+        self._txn_read_pref: _ServerMode | None = None
 
     @property
     def client(self) -> TenantClient:
@@ -73,6 +82,10 @@ class ClientSession:
     @property
     def has_ended(self) -> bool:
         return self._ended
+
+    def _txn_read_preference(self) -> _ServerMode | None:
+        """The transaction's read preference while one is in progress (pymongo's name)."""
+        return self._txn_read_pref if self._in_transaction else None
 
     def _check_ended(self) -> None:
         if self._ended:
@@ -114,6 +127,8 @@ class ClientSession:
         self._raw.start_transaction(
             transaction_options(read_concern, write_concern, read_preference, max_commit_time_ms)
         )
+        # As pymongo's: the one given, else the client's (tenantpool has no default_transaction_options).
+        self._txn_read_pref = read_preference or self._client.read_preference
         self._in_transaction = True
         return self._transaction_context()
 

@@ -18,6 +18,7 @@ use mongodb::options::{
     FindOneAndUpdateOptions, FindOneOptions, FindOptions, FullDocumentBeforeChangeType, FullDocumentType,
     InsertManyOptions, InsertOneOptions, ReplaceOptions, ReturnDocument, UpdateModifications, UpdateOptions,
 };
+use mongodb::options::{ReadPreference, SelectionCriteria};
 use mongodb::raw_batch_cursor::SessionRawBatchCursor;
 use mongodb::raw_batch_cursor::{RawBatch, RawBatchCursor};
 use mongodb::{ClientSession, Collection, Database, IndexModel};
@@ -164,6 +165,32 @@ fn options<T: DeserializeOwned + Default>(spec: &RawDocument) -> Result<(T, Opti
     Ok((opts, max_time))
 }
 
+/// The read preference of a read, from `spec.readPreference` (the driver's read preference document:
+/// `mode`, `tagSets`, `maxStalenessSeconds`, `hedge`); the primary without one. Always explicit, so that
+/// no operation falls back on a default of the driver's: the Python layer decides, as pymongo would.
+fn selection_criteria(spec: &RawDocument) -> Result<SelectionCriteria> {
+    match spec.get("readPreference").map_err(|e| invalid(format!("readPreference: {e}")))? {
+        None => Ok(SelectionCriteria::ReadPreference(ReadPreference::Primary)),
+        Some(v) => {
+            let doc = v.as_document().ok_or_else(|| invalid("readPreference must be a document"))?;
+            bson::from_slice::<SelectionCriteria>(doc.as_bytes())
+                .map_err(|e| invalid(format!("invalid readPreference: {e}")))
+        }
+    }
+}
+
+/// The driver's insert_many options. Its `write_concern` is `#[serde(skip)]`, so serde would drop a write
+/// concern silently: it is read here.
+fn insert_many_options(spec: &RawDocument) -> Result<InsertManyOptions> {
+    let (mut o, _) = options::<InsertManyOptions>(spec)?;
+    let given = doc_field(spec, "options")?;
+    if let Some(wc) = given.get("writeConcern") {
+        o.write_concern =
+            Some(bson::from_bson(wc.clone()).map_err(|e| invalid(format!("invalid writeConcern: {e}")))?);
+    }
+    Ok(o)
+}
+
 fn update_modifications(spec: &RawDocument) -> Result<UpdateModifications> {
     match spec.get("update").map_err(|e| invalid(e.to_string()))? {
         Some(v) if v.as_array().is_some() => {
@@ -238,7 +265,7 @@ pub async fn execute(
             RawDocumentBuf::new()
         }
         Op::InsertMany => {
-            let (o, _) = options::<InsertManyOptions>(spec)?;
+            let o = insert_many_options(spec)?;
             if docs.is_empty() {
                 return Err(invalid("documents must be a non-empty list"));
             }
@@ -248,6 +275,7 @@ pub async fn execute(
         Op::FindOne => {
             let (mut o, mt) = options::<FindOneOptions>(spec)?;
             o.max_time = mt;
+            o.selection_criteria = Some(selection_criteria(spec)?);
             return run!(coll()?.find_one(doc_field(spec, "filter")?).with_options(o), session);
         }
         Op::UpdateOne | Op::UpdateMany => {
@@ -281,18 +309,21 @@ pub async fn execute(
         Op::CountDocuments => {
             let (mut o, mt) = options::<CountOptions>(spec)?;
             o.max_time = mt;
+            o.selection_criteria = Some(selection_criteria(spec)?);
             let n = run!(coll()?.count_documents(doc_field(spec, "filter")?).with_options(o), session)?;
             rawdoc! { "n": n as i64 }
         }
         Op::EstimatedDocumentCount => {
             let (mut o, mt) = options::<EstimatedDocumentCountOptions>(spec)?;
             o.max_time = mt;
+            o.selection_criteria = Some(selection_criteria(spec)?);
             let n = coll()?.estimated_document_count().with_options(o).await?;
             rawdoc! { "n": n as i64 }
         }
         Op::Distinct => {
             let (mut o, mt) = options::<DistinctOptions>(spec)?;
             o.max_time = mt;
+            o.selection_criteria = Some(selection_criteria(spec)?);
             let key = str_field(spec, "key")?;
             let values = run!(coll()?.distinct(key, doc_field(spec, "filter")?).with_options(o), session)?;
             let mut arr = RawArrayBuf::new();
@@ -367,7 +398,10 @@ pub async fn execute(
             }
             rawdoc! { "names": arr }
         }
-        Op::Command => to_raw(run!(db.run_raw_command(raw_doc_field(spec, "command")?), session)?)?,
+        Op::Command => to_raw(run!(
+            db.run_raw_command(raw_doc_field(spec, "command")?).selection_criteria(selection_criteria(spec)?),
+            session
+        )?)?,
         Op::DropDatabase => {
             run!(db.drop(), session)?;
             RawDocumentBuf::new()
@@ -406,17 +440,20 @@ pub async fn open_cursor(
         CursorOp::Find => {
             let (mut o, mt) = options::<FindOptions>(spec)?;
             o.max_time = mt;
+            o.selection_criteria = Some(selection_criteria(spec)?);
             open!(coll()?.find(doc_field(spec, "filter")?).with_options(o))
         }
         CursorOp::Aggregate => {
             let (mut o, mt) = options::<AggregateOptions>(spec)?;
             o.max_time = mt;
+            o.selection_criteria = Some(selection_criteria(spec)?);
             let pipeline = pipeline_field(spec, "pipeline")?;
             match spec.get_str("collection") {
                 Ok(_) => open!(coll()?.aggregate(pipeline).with_options(o)),
                 Err(_) => open!(db.aggregate(pipeline).with_options(o)),
             }
         }
+        // The driver runs these on the primary, as pymongo does (the Python layer sends no read preference).
         CursorOp::ListIndexes => open!(coll()?.list_indexes()),
         CursorOp::ListCollections => open!(db.list_collections().filter(doc_field(spec, "filter")?)),
     }
@@ -610,7 +647,8 @@ pub async fn watch(
     spec: &RawDocument,
     mut session: Option<&mut ClientSession>,
 ) -> Result<Watched> {
-    let options = change_stream_options(spec)?;
+    let mut options = change_stream_options(spec)?;
+    options.selection_criteria = Some(selection_criteria(spec)?);
     let pipeline = match spec.get("pipeline").map_err(|e| invalid(format!("pipeline: {e}")))? {
         Some(_) => pipeline_field(spec, "pipeline")?,
         None => Vec::new(),
@@ -720,6 +758,42 @@ mod tests {
         assert_eq!(o.sort, Some(doc! { "a": 1 }));
         assert!(o.hint.is_some());
         assert_eq!(o.allow_disk_use, Some(true));
+    }
+
+    #[test]
+    fn read_preference_from_spec() {
+        use mongodb::options::ReadPreference as Rp;
+        let primary = selection_criteria(&rawdoc! {}).unwrap();
+        assert!(matches!(primary, SelectionCriteria::ReadPreference(Rp::Primary)));
+        let spec = rawdoc! { "readPreference": { "mode": "secondaryPreferred",
+        "tagSets": [{ "dc": "ny" }, {}], "maxStalenessSeconds": 120_i32 } };
+        match selection_criteria(&spec).unwrap() {
+            SelectionCriteria::ReadPreference(Rp::SecondaryPreferred { options: Some(o) }) => {
+                assert_eq!(o.tag_sets.as_ref().map(Vec::len), Some(2));
+                assert_eq!(o.max_staleness, Some(Duration::from_secs(120)));
+            }
+            other => panic!("{other:?}"),
+        }
+        for bad in [
+            rawdoc! { "readPreference": { "mode": "bogus" } },
+            rawdoc! { "readPreference": { "mode": "primary", "tagSets": [{ "dc": "ny" }] } },
+            rawdoc! { "readPreference": { "mode": "secondary", "tags": [] } },
+            rawdoc! { "readPreference": "secondary" },
+        ] {
+            assert!(selection_criteria(&bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn insert_many_keeps_its_write_concern() {
+        let spec =
+            rawdoc! { "options": { "ordered": false, "writeConcern": { "w": 3_i32, "wtimeout": 500_i32 } } };
+        let o = insert_many_options(&spec).unwrap();
+        assert_eq!(o.ordered, Some(false));
+        let wc = o.write_concern.unwrap();
+        assert_eq!(wc.w, Some(mongodb::options::Acknowledgment::Nodes(3)));
+        assert_eq!(wc.w_timeout, Some(Duration::from_millis(500)));
+        assert!(insert_many_options(&rawdoc! {}).unwrap().write_concern.is_none());
     }
 
     #[test]

@@ -67,6 +67,9 @@ fn last_write_error(e: &Error) -> Option<Document> {
     }
 }
 
+/// The driver's words for a maxStalenessSeconds below its minimum (90 s, and heartbeat frequency + 10 s).
+const MAX_STALENESS: &str = "invalid max_staleness value: ";
+
 fn is_duplicate_key(code: i32) -> bool {
     matches!(code, 11000 | 11001 | 12582)
 }
@@ -162,7 +165,11 @@ fn driver_error_class(py: Python<'_>, e: &Error, scrub: &dyn Fn(&str) -> String)
                 .write_concern_error
                 .iter()
                 .map(|w| {
-                    Bson::Document(doc! { "code": w.code, "codeName": &w.code_name, "errmsg": &w.message })
+                    let mut d = doc! { "code": w.code, "codeName": &w.code_name, "errmsg": &w.message };
+                    if let Some(info) = &w.details {
+                        d.insert("errInfo", info.clone());
+                    }
+                    Bson::Document(d)
                 })
                 .collect();
             let details = doc! {
@@ -191,6 +198,13 @@ fn driver_error_class(py: Python<'_>, e: &Error, scrub: &dyn Fn(&str) -> String)
             scrub(message),
             18,
             doc! { "ok": 0.0, "errmsg": message, "code": 18 },
+        ),
+        // pymongo raises ConfigurationError, at server selection too, for a maxStalenessSeconds the
+        // replica set's heartbeat frequency cannot honour.
+        ErrorKind::InvalidArgument { message, .. } if message.starts_with(MAX_STALENESS) => make(
+            py,
+            "ConfigurationError",
+            (format!("maxStalenessSeconds {}", &message[MAX_STALENESS.len()..]),),
         ),
         ErrorKind::InvalidArgument { message, .. } => make(py, "InvalidOperation", (scrub(message),)),
         ErrorKind::BsonSerialization(_) | ErrorKind::BsonDeserialization(_) => {

@@ -353,6 +353,12 @@ def case_write_concern_unsatisfiable(db):
     return attempt(lambda: coll.insert_one({"_id": 1})), attempt(lambda: coll.delete_many({}))
 
 
+def case_insert_many_write_concern_unsatisfiable(db):
+    # The write concern reaches the server (the driver's insert_many options would drop it silently).
+    coll = db.c.with_options(write_concern=WriteConcern(w=5, wtimeout=100))
+    return attempt(lambda: coll.insert_many([{"_id": 1}, {"_id": 2}])), db.c.count_documents({})
+
+
 def case_write_concern_journal(db):
     return db.c.with_options(write_concern=WriteConcern(j=True)).insert_one({"_id": 1})
 

@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Mapping, Sequence
 
 from pymongo import MongoClient
 from pymongo.errors import ConnectionFailure, PyMongoError
@@ -326,7 +327,9 @@ class MongodProcess:
 
 class ReplicaSet:
     """N mongods (default 3) forming one replica set; member 0 is preferred
-    primary. Short election timeouts make failover take a few seconds."""
+    primary. Short election timeouts make failover take a few seconds.
+    ``tags`` gives each member its replica set tags (for read preference tag
+    sets), one mapping per member."""
 
     def __init__(
         self,
@@ -336,9 +339,13 @@ class ReplicaSet:
         binary: str | None = None,
         startup_timeout: float = 60.0,
         election_timeout_ms: int = 2000,
+        tags: Sequence[Mapping[str, str]] | None = None,
     ) -> None:
         if members < 1:
             raise ValueError("a replica set needs at least one member")
+        if tags is not None and len(tags) != members:
+            raise ValueError("tags needs one mapping per member")
+        self.tags = [dict(t) for t in tags] if tags is not None else None
         self.replset = replset
         self.startup_timeout = startup_timeout
         self.election_timeout_ms = election_timeout_ms
@@ -376,6 +383,7 @@ class ReplicaSet:
                 "_id": self.replset,
                 "members": [
                     {"_id": i, "host": m.host, "priority": 2 if i == 0 else 1}
+                    | ({"tags": self.tags[i]} if self.tags else {})
                     for i, m in enumerate(self.members)
                 ],
                 "settings": {
