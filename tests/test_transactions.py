@@ -3,8 +3,13 @@ retrying a callback that hits a transient error, as pymongo does."""
 
 from __future__ import annotations
 
+import gc
+
 import pytest
-from pymongo.errors import InvalidOperation, OperationFailure
+from bson import Binary
+from pymongo.client_session import SessionOptions, TransactionOptions
+from pymongo.errors import InvalidOperation, OperationFailure, WriteConcernError
+from pymongo.write_concern import WriteConcern
 
 from tenantpool import UserConnectionManager
 
@@ -97,3 +102,50 @@ def test_a_session_belongs_to_its_tenant(manager):
     s.end_session()
     with pytest.raises(InvalidOperation):
         manager.get_database("owner").c.insert_one({}, session=s)
+
+
+def test_session_options_and_properties(manager):
+    db = manager.get_database("txopts")
+    db.c.drop()
+    client = manager.get_client("txopts")
+    options = TransactionOptions(write_concern=WriteConcern(w=5, wtimeout=100))
+    with client.start_session(causal_consistency=False, default_transaction_options=options) as s:
+        assert isinstance(s.options, SessionOptions) and s.options.causal_consistency is False
+        assert s.client == client and isinstance(s.session_id["id"], Binary)
+        # The session's default write concern (w: 5, more than one node can do) applies to the commit.
+        with pytest.raises(WriteConcernError), s.start_transaction():
+            db.c.insert_one({"x": 1}, session=s)
+        assert not s.in_transaction
+        with s.start_transaction(write_concern=WriteConcern(w=1)):
+            db.c.insert_one({"x": 2}, session=s)
+    assert s.has_ended
+    with pytest.raises(InvalidOperation, match="ended session"):
+        s.session_id  # noqa: B018
+    with pytest.raises(TypeError, match="TransactionOptions"):
+        client.start_session(default_transaction_options={"writeConcern": {"w": 1}})
+    with pytest.raises(InvalidOperation, match="snapshot"):
+        client.start_session(snapshot=True)
+
+
+def test_ending_a_session_returns_its_lease_at_once(manager):
+    """end_session lets go of the core session even while a reference cycle (an exception's traceback)
+    still holds the Python session: the transaction is aborted and the lease returned without a GC."""
+    db = manager.get_database("txlease")
+    db.c.drop()
+    db.c.insert_one({"_id": 1})
+    gc.disable()
+    try:
+        s = manager.get_client("txlease").start_session()
+        s.start_transaction()
+        db.c.insert_one({"_id": 2}, session=s)
+        try:
+            db.c.insert_one({"_id": 1}, session=s)
+        except OperationFailure as exc:
+            kept = exc  # its traceback refers to frames that refer to the session
+        assert manager.get_user_stats("txlease")["in_use"] == 1
+        s.end_session()
+        assert manager.get_user_stats("txlease")["in_use"] == 0
+        assert kept is not None
+    finally:
+        gc.enable()
+    assert db.c.count_documents({}) == 1

@@ -14,6 +14,7 @@ from . import _core
 from ._core import __version__
 from .asynchronous import (
     AsyncChangeStream,
+    AsyncClientSession,
     AsyncCollection,
     AsyncCollectionChangeStream,
     AsyncCommandCursor,
@@ -30,6 +31,7 @@ from .collection import Collection
 from .cursor import CommandCursor, Cursor
 from .database import Database
 from .manager import DEFAULT_TIER_POOL_SIZES, UserConnectionManager
+from .session import ClientSession
 from .variants import (
     GroupConnectionManager,
     MemoryEfficientConnectionManager,
@@ -43,6 +45,7 @@ from .variants import (
 __all__ = [
     "DEFAULT_TIER_POOL_SIZES",
     "AsyncChangeStream",
+    "AsyncClientSession",
     "AsyncCollection",
     "AsyncCollectionChangeStream",
     "AsyncCommandCursor",
@@ -53,6 +56,7 @@ __all__ = [
     "AsyncUserConnectionManager",
     "CachedDatabaseWrapper",
     "ChangeStream",
+    "ClientSession",
     "Collection",
     "CollectionChangeStream",
     "CommandCursor",

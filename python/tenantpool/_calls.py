@@ -1,20 +1,22 @@
 """One implementation of every operation, run two ways.
 
-Each operation of Database, Collection and Cursor is written once, as a generator that shapes its
-arguments, *yields* the core call it needs (``Execute`` or ``OpenCursor``), receives the reply, and
-returns the result. ``run_sync`` drives such a generator with the blocking core calls (GIL released
+Each operation of Database, Collection, Cursor and ClientSession is written once, as a generator that
+shapes its arguments, *yields* the core call it needs (``Execute``, ``OpenCursor``...), receives the
+reply, and returns the result. ``run_sync`` drives such a generator with the blocking core calls (GIL released
 inside), ``run_async`` with the awaitable ones. The sync and async classes are thin: their public
 methods are the same generators wrapped by ``sync_method`` / ``async_method``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
+import time
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any, NamedTuple, TypeVar, Union
 
-from ._core import Manager, RawChangeStream, RawCursor
+from ._core import Manager, RawChangeStream, RawCursor, Session
 
 T = TypeVar("T")
 
@@ -64,7 +66,30 @@ class NextChange(NamedTuple):
     raw: RawChangeStream
 
 
-Call = Union[Execute, OpenCursor, NextBatch, Watch, NextChange]
+class SessionCall(NamedTuple):
+    """A transaction step of a core session: ``method`` is ``start_transaction``, ``commit_transaction``
+    or ``abort_transaction`` (the async driver calls its ``*_async`` twin). The reply is None."""
+
+    raw: Session
+    method: str
+    args: tuple[Any, ...] = ()
+
+
+class Invoke(NamedTuple):
+    """The application's own code (``with_transaction``'s callback): the reply is what it returns,
+    awaited by the async driver when it returns an awaitable."""
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+
+
+class Sleep(NamedTuple):
+    """A pause (``with_transaction``'s backoff between retries): ``time.sleep`` or ``asyncio.sleep``."""
+
+    seconds: float
+
+
+Call = Union[Execute, OpenCursor, NextBatch, Watch, NextChange, SessionCall, Invoke, Sleep]
 Operation = Generator[Call, Any, T]
 
 
@@ -77,6 +102,12 @@ def _sync_call(call: Call) -> Any:
         return call.raw.try_next()
     if type(call) is Watch:
         return call.core.watch(call.tenant, call.db_name, call.spec, call.session)
+    if type(call) is SessionCall:
+        return getattr(call.raw, call.method)(*call.args)
+    if type(call) is Invoke:
+        return call.fn(*call.args)
+    if type(call) is Sleep:
+        return time.sleep(call.seconds)
     return call.core.open_cursor(call.tenant, call.db_name, call.op, call.spec, call.session)
 
 
@@ -89,7 +120,20 @@ def _async_call(call: Call) -> Awaitable[Any]:
         return call.raw.try_next_async()
     if type(call) is Watch:
         return call.core.watch_async(call.tenant, call.db_name, call.spec, call.session)
+    if type(call) is SessionCall:
+        return getattr(call.raw, f"{call.method}_async")(*call.args)
+    if type(call) is Invoke:
+        return _invoke(call.fn, call.args)
+    if type(call) is Sleep:
+        return asyncio.sleep(call.seconds)
     return call.core.open_cursor_async(call.tenant, call.db_name, call.op, call.spec, call.session)
+
+
+async def _invoke(fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    result = fn(*args)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
 
 
 def run_sync(operation: Operation[T]) -> T:

@@ -16,7 +16,7 @@ from pymongo.collation import validate_collation_or_none
 from pymongo.errors import DocumentTooLarge, OperationFailure
 from pymongo.write_concern import WriteConcern
 
-from .session import ClientSession
+from .session import _Session
 
 # The server refuses larger documents (maxBsonObjectSize).
 MAX_BSON_SIZE = 16 * 1024 * 1024
@@ -145,10 +145,10 @@ def plain_ints(value: Any) -> Any:
 
 def core_session(session: Any, user_id: str) -> Any:
     """The core session behind a ``session=`` argument: None without one; the session must be a
-    tenantpool ClientSession of the same tenant."""
+    tenantpool ClientSession (or AsyncClientSession) of the same tenant."""
     if session is None:
         return None
-    if not isinstance(session, ClientSession):
+    if not isinstance(session, _Session):
         raise ValueError(f"'session' argument must be a ClientSession or None, not {type(session)}")
     return session._handle(user_id)
 

@@ -9,6 +9,9 @@ running, and cancelling the awaiting task releases the tenant's lease and quota 
     await db.posts.insert_one({"title": "Hello"})
     async for post in db.posts.find().sort("_id", -1).limit(10):
         ...
+    async with manager.get_client("user_a").start_session() as s:
+        async with await s.start_transaction():
+            await db.posts.insert_one({"title": "In a transaction"}, session=s)
     await manager.close_all()
 """
 
@@ -17,8 +20,6 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Any
 
-from pymongo.errors import InvalidOperation
-
 from ._calls import async_operations, run_async
 from .change_stream import ChangeStream, CollectionChangeStream, DatabaseChangeStream
 from .client import TenantClient
@@ -26,6 +27,7 @@ from .collection import Collection
 from .cursor import CommandCursor, Cursor
 from .database import Database
 from .manager import UserConnectionManager
+from .session import AsyncClientSession
 
 
 class _AsyncIteration:
@@ -168,10 +170,20 @@ class AsyncTenantClient(TenantClient):
     __slots__ = ()
     _database_class = AsyncDatabase
 
-    def start_session(self, *args: Any, **kwargs: Any) -> Any:
-        raise InvalidOperation(
-            "sessions and transactions are not in the async API yet; use UserConnectionManager for them"
-        )
+    def start_session(  # type: ignore[override]
+        self,
+        causal_consistency: bool | None = None,
+        default_transaction_options: Any = None,
+        snapshot: bool | None = False,
+    ) -> AsyncClientSession:
+        """A session on this tenant's client, as pymongo's ``AsyncMongoClient.start_session``: not a
+        coroutine (it does no network I/O), used as ``async with client.start_session() as s:``. The
+        session is also awaitable (to itself), so ``async with await client.start_session()`` works."""
+        return super().start_session(causal_consistency, default_transaction_options, snapshot)  # type: ignore[return-value]
+
+    @classmethod
+    def _session_class(cls) -> type[Any]:
+        return AsyncClientSession
 
 
 class AsyncUserConnectionManager(UserConnectionManager):
@@ -204,6 +216,7 @@ class AsyncUserConnectionManager(UserConnectionManager):
 
 __all__ = [
     "AsyncChangeStream",
+    "AsyncClientSession",
     "AsyncCollection",
     "AsyncCollectionChangeStream",
     "AsyncCommandCursor",

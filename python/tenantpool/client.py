@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from bson.codec_options import CodecOptions
-from pymongo.errors import InvalidOperation
 from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import _ServerMode
 from pymongo.write_concern import WriteConcern
@@ -87,12 +86,19 @@ class TenantClient:
         default_transaction_options: Any = None,
         snapshot: bool | None = False,
     ) -> ClientSession:
-        """A session on this tenant's client, for transactions (``with session.start_transaction():``)."""
-        if default_transaction_options is not None or snapshot:
-            raise InvalidOperation("default_transaction_options and snapshot sessions are not supported yet")
+        """A session on this tenant's client, for transactions (``with session.start_transaction():``).
+        No network I/O, as pymongo's: the driver takes a server session from its pool."""
+        from .session import session_options
+
+        options = session_options(causal_consistency, default_transaction_options, snapshot)
+        raw = self._manager._core.start_session(self._user_id, options.causal_consistency)
+        return self._session_class()(self, raw, options)  # type: ignore[no-any-return]
+
+    @classmethod
+    def _session_class(cls) -> type[Any]:
         from .session import ClientSession
 
-        return ClientSession(self, self._manager._core.start_session(self._user_id))
+        return ClientSession
 
     def watch(self, *args: Any, **kwargs: Any) -> Any:
         """Not supported: a client-wide change stream sees every database of the deployment, other

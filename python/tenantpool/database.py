@@ -268,12 +268,11 @@ class Database:
             check_mapping("clusteredIndex", clustered_index)
         in_transaction = session is not None and session.in_transaction
         # listCollections cannot run in a transaction: pymongo skips the check there.
-        if (
-            check_exists
-            and not in_transaction
-            and name in self.list_collection_names(session=session, filter={"name": name})
-        ):
-            raise CollectionInvalid(f"collection {name} already exists")
+        if check_exists and not in_transaction:
+            # The generator, not the public method: that one is a coroutine on AsyncDatabase.
+            names = yield from self._gen_list_collection_names(session=session, filter={"name": name})
+            if name in names:
+                raise CollectionInvalid(f"collection {name} already exists")
         coll = self._collection_class(
             self, name, False, codec_options, read_preference, write_concern, read_concern
         )

@@ -1,36 +1,57 @@
-"""ClientSession: pymongo's session and transaction API on one tenant's client.
+"""ClientSession and AsyncClientSession: pymongo's session and transaction API on one tenant's client.
+
+Both classes run the same steps, written once as generators (see ``_calls``): starting, committing and
+aborting a transaction, leaving a ``start_transaction`` block, ``with_transaction``'s retry loop and
+``end_session``. ``ClientSession`` drives them with blocking core calls, ``AsyncClientSession`` with
+awaitable ones.
 
 ``with_transaction`` follows pymongo's retry rules: the whole callback is retried on a
-``TransientTransactionError`` label, the commit on ``UnknownTransactionCommitResult``, for up to 120 s.
+``TransientTransactionError`` label, the commit on ``UnknownTransactionCommitResult`` (unless the
+server ran out of ``maxCommitTimeMS``), with pymongo's jittered backoff between attempts, for up to
+120 s.
+
+Whether a transaction is open is the core session's own state, so a call that never finished (a
+cancelled asyncio task) cannot leave it wrong. A session that ends, or is garbage-collected, with a
+transaction open aborts it and gives back its hold on the tenant's pool.
 """
 
 from __future__ import annotations
 
+import random
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Generator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import bson
-from pymongo.errors import InvalidOperation, PyMongoError
+from pymongo.client_session import SessionOptions, TransactionOptions
+from pymongo.errors import InvalidOperation, OperationFailure, PyMongoError
 from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import _ServerMode
 from pymongo.write_concern import WriteConcern
 
+from ._calls import Invoke, SessionCall, Sleep, run_async, run_sync
 from ._core import Session as _RawSession
 
 if TYPE_CHECKING:
     from .client import TenantClient
 
 T = TypeVar("T")
+_Step = Generator[Any, Any, T]
 
-# pymongo's limit for retrying a transaction in with_transaction.
+# pymongo's limit for retrying a transaction in with_transaction, and its backoff between attempts.
 _WITH_TRANSACTION_RETRY_TIME_LIMIT = 120
+_BACKOFF_INITIAL = 0.005
+_BACKOFF_MAX = 0.5
 
 
-def _within_time_limit(start: float) -> bool:
-    return time.monotonic() - start < _WITH_TRANSACTION_RETRY_TIME_LIMIT
+def _within_time_limit(start: float, backoff: float = 0) -> bool:
+    return time.monotonic() + backoff - start < _WITH_TRANSACTION_RETRY_TIME_LIMIT
+
+
+def _max_time_expired_error(exc: PyMongoError) -> bool:
+    """A commit that ran out of maxCommitTimeMS is not retried (pymongo's rule)."""
+    return isinstance(exc, OperationFailure) and exc.code == 50
 
 
 def transaction_options(
@@ -60,24 +81,37 @@ def transaction_options(
     return bson.encode(opts)
 
 
-class ClientSession:
-    """A session of one tenant. Pass it as ``session=`` to that tenant's operations."""
+class _Session:
+    """What the sync and async sessions share: state, properties, and every step as a generator."""
 
-    def __init__(self, client: TenantClient, raw: _RawSession) -> None:
+    def __init__(self, client: TenantClient, raw: _RawSession, options: SessionOptions) -> None:
         self._client = client
-        self._raw = raw
-        self._in_transaction = False
+        self._raw: _RawSession | None = raw
+        self._options = options
         self._ended = False
         # The read preference of the transaction in progress.
         self._txn_read_pref: _ServerMode | None = None
 
     @property
-    def client(self) -> TenantClient:
+    def client(self) -> Any:
+        """The tenant's client that started this session."""
         return self._client
 
     @property
+    def options(self) -> SessionOptions:
+        """The ``SessionOptions`` this session was started with."""
+        return self._options
+
+    @property
+    def session_id(self) -> Any:
+        """The session's ``lsid`` document, ``{"id": Binary(..., 4)}``."""
+        self._check_ended()
+        assert self._raw is not None
+        return bson.decode(self._raw.session_id)
+
+    @property
     def in_transaction(self) -> bool:
-        return self._in_transaction
+        return self._raw is not None and self._raw.in_transaction
 
     @property
     def has_ended(self) -> bool:
@@ -85,7 +119,7 @@ class ClientSession:
 
     def _txn_read_preference(self) -> _ServerMode | None:
         """The transaction's read preference while one is in progress (pymongo's name)."""
-        return self._txn_read_pref if self._in_transaction else None
+        return self._txn_read_pref if self.in_transaction else None
 
     def _check_ended(self) -> None:
         if self._ended:
@@ -99,19 +133,145 @@ class ClientSession:
                 f"this session belongs to tenant {self._client.user_id!r}, not {user_id!r}; start a session "
                 "from the tenant's own client"
             )
+        assert self._raw is not None
         return self._raw
 
-    @contextmanager
-    def _transaction_context(self) -> Iterator[ClientSession]:
+    def _inherit(self, name: str, value: Any) -> Any:
+        """An option of a transaction: the one given, else the session's default_transaction_options'."""
+        if value is not None:
+            return value
+        defaults = self._options.default_transaction_options
+        return getattr(defaults, name) if defaults is not None else None
+
+    def _gen_start_transaction(
+        self,
+        read_concern: ReadConcern | None,
+        write_concern: WriteConcern | None,
+        read_preference: Any,
+        max_commit_time_ms: int | None,
+    ) -> _Step[None]:
+        self._check_ended()
+        if self.in_transaction:
+            raise InvalidOperation("Transaction already in progress")
+        spec = transaction_options(
+            self._inherit("read_concern", read_concern),
+            self._inherit("write_concern", write_concern),
+            self._inherit("read_preference", read_preference),
+            self._inherit("max_commit_time_ms", max_commit_time_ms),
+        )
+        yield SessionCall(self._raw, "start_transaction", (spec,))
+        # As pymongo's: the one given, else the session's default, else the client's.
+        given = self._inherit("read_preference", read_preference)
+        self._txn_read_pref = given or self._client.read_preference
+
+    def _gen_commit_transaction(self) -> _Step[None]:
+        self._check_ended()
+        yield SessionCall(self._raw, "commit_transaction")
+
+    def _gen_abort_transaction(self) -> _Step[None]:
+        self._check_ended()
+        yield SessionCall(self._raw, "abort_transaction")
+
+    def _gen_exit_transaction(self, failed: bool) -> _Step[None]:
+        """Leaving a ``start_transaction`` block: commit on success, abort on error."""
+        if self.in_transaction:
+            if failed:
+                yield from self._gen_abort_transaction()
+            else:
+                yield from self._gen_commit_transaction()
+
+    def _gen_with_transaction(
+        self,
+        callback: Callable[[Any], Any],
+        read_concern: ReadConcern | None,
+        write_concern: WriteConcern | None,
+        read_preference: Any,
+        max_commit_time_ms: int | None,
+    ) -> _Step[Any]:
+        start = time.monotonic()
+        retry = 0
+        last_error: BaseException | None = None
+        while True:
+            if retry:
+                backoff = random.random() * min(_BACKOFF_INITIAL * (1.5**retry), _BACKOFF_MAX)
+                if not _within_time_limit(start, backoff):
+                    assert last_error is not None
+                    raise last_error
+                yield Sleep(backoff)
+            retry += 1
+            yield from self._gen_start_transaction(
+                read_concern, write_concern, read_preference, max_commit_time_ms
+            )
+            try:
+                result = yield Invoke(callback, (self,))
+            except BaseException as exc:  # cancellation and KeyboardInterrupt abort too
+                last_error = exc
+                if self.in_transaction:
+                    yield from self._gen_abort_transaction()
+                if (
+                    isinstance(exc, PyMongoError)
+                    and exc.has_error_label("TransientTransactionError")
+                    and _within_time_limit(start)
+                ):
+                    continue
+                raise
+            if not self.in_transaction:
+                return result  # the callback committed or aborted itself
+            while True:
+                try:
+                    yield from self._gen_commit_transaction()
+                except PyMongoError as exc:
+                    last_error = exc
+                    if (
+                        exc.has_error_label("UnknownTransactionCommitResult")
+                        and not _max_time_expired_error(exc)
+                        and _within_time_limit(start)
+                    ):
+                        continue
+                    if exc.has_error_label("TransientTransactionError") and _within_time_limit(start):
+                        break
+                    raise
+                return result
+
+    def _gen_end_session(self) -> _Step[None]:
+        if self._ended:
+            return
         try:
-            yield self
-        except BaseException:
-            if self._in_transaction:
-                self.abort_transaction()
-            raise
-        else:
-            if self._in_transaction:
-                self.commit_transaction()
+            if self.in_transaction:
+                try:
+                    yield from self._gen_abort_transaction()
+                except PyMongoError:
+                    pass
+        finally:
+            # Even if the abort was cancelled: the core session, let go of, aborts a transaction still
+            # open, and returns the tenant's lease (whatever Python objects still refer to it).
+            self._ended = True
+            raw, self._raw = self._raw, None
+            if raw is not None:
+                raw.end()
+
+
+class _TransactionContext:
+    """``with session.start_transaction():`` commits on success and aborts on error."""
+
+    def __init__(self, session: ClientSession) -> None:
+        self._session = session
+
+    def __enter__(self) -> ClientSession:
+        return self._session
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        run_sync(self._session._gen_exit_transaction(exc is not None))
+
+
+class ClientSession(_Session):
+    """A session of one tenant. Pass it as ``session=`` to that tenant's operations."""
+
+    @property
+    def client(self) -> TenantClient:
+        return self._client
 
     def start_transaction(
         self,
@@ -119,36 +279,18 @@ class ClientSession:
         write_concern: WriteConcern | None = None,
         read_preference: Any = None,
         max_commit_time_ms: int | None = None,
-    ) -> Any:
+    ) -> _TransactionContext:
         """Starts a transaction; as a context manager it commits on success and aborts on error."""
-        self._check_ended()
-        if self._in_transaction:
-            raise InvalidOperation("Transaction already in progress")
-        self._raw.start_transaction(
-            transaction_options(read_concern, write_concern, read_preference, max_commit_time_ms)
+        run_sync(
+            self._gen_start_transaction(read_concern, write_concern, read_preference, max_commit_time_ms)
         )
-        # As pymongo's: the one given, else the client's (tenantpool has no default_transaction_options).
-        self._txn_read_pref = read_preference or self._client.read_preference
-        self._in_transaction = True
-        return self._transaction_context()
+        return _TransactionContext(self)
 
     def commit_transaction(self) -> None:
-        self._check_ended()
-        try:
-            self._raw.commit_transaction()
-        except PyMongoError as exc:
-            # Only an unknown result leaves the transaction open for a retried commit.
-            if not exc.has_error_label("UnknownTransactionCommitResult"):
-                self._in_transaction = False
-            raise
-        self._in_transaction = False
+        run_sync(self._gen_commit_transaction())
 
     def abort_transaction(self) -> None:
-        self._check_ended()
-        try:
-            self._raw.abort_transaction()
-        finally:
-            self._in_transaction = False
+        run_sync(self._gen_abort_transaction())
 
     def with_transaction(
         self,
@@ -159,45 +301,15 @@ class ClientSession:
         max_commit_time_ms: int | None = None,
     ) -> T:
         """Runs ``callback(session)`` in a transaction and commits it, retrying as pymongo does."""
-        start = time.monotonic()
-        while True:
-            self.start_transaction(read_concern, write_concern, read_preference, max_commit_time_ms)
-            try:
-                result = callback(self)
-            except BaseException as exc:
-                if self._in_transaction:
-                    self.abort_transaction()
-                if (
-                    isinstance(exc, PyMongoError)
-                    and exc.has_error_label("TransientTransactionError")
-                    and _within_time_limit(start)
-                ):
-                    continue
-                raise
-            if not self._in_transaction:
-                return result  # the callback committed or aborted itself
-            while True:
-                try:
-                    self.commit_transaction()
-                except PyMongoError as exc:
-                    if exc.has_error_label("UnknownTransactionCommitResult") and _within_time_limit(start):
-                        continue
-                    if exc.has_error_label("TransientTransactionError") and _within_time_limit(start):
-                        break
-                    raise
-                return result
+        return run_sync(
+            self._gen_with_transaction(
+                callback, read_concern, write_concern, read_preference, max_commit_time_ms
+            )
+        )
 
     def end_session(self) -> None:
         """Ends the session (aborting an open transaction)."""
-        if self._ended:
-            return
-        if self._in_transaction:
-            try:
-                self.abort_transaction()
-            except PyMongoError:
-                pass
-        self._ended = True
-        self._raw = None  # type: ignore[assignment]  # releases the core session and its lease
+        run_sync(self._gen_end_session())
 
     def __enter__(self) -> ClientSession:
         return self
@@ -206,3 +318,122 @@ class ClientSession:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.end_session()
+
+
+class _AsyncTransactionContext:
+    """What ``AsyncClientSession.start_transaction()`` returns. Awaiting it starts the transaction
+    (pymongo: ``async with await session.start_transaction():``, or ``await session.start_transaction()``
+    alone); ``async with`` starts it if that was not done (Motor's ``async with
+    session.start_transaction():``). Leaving the block commits on success and aborts on error (a
+    cancelled task aborts)."""
+
+    def __init__(self, session: AsyncClientSession, options: tuple[Any, ...]) -> None:
+        self._session = session
+        self._options = options
+        self._started = False
+
+    async def _start(self) -> _AsyncTransactionContext:
+        if not self._started:
+            await run_async(self._session._gen_start_transaction(*self._options))
+            self._started = True
+        return self
+
+    def __await__(self) -> Generator[Any, None, _AsyncTransactionContext]:
+        return self._start().__await__()
+
+    async def __aenter__(self) -> AsyncClientSession:
+        await self._start()
+        return self._session
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await run_async(self._session._gen_exit_transaction(exc is not None))
+
+    def __enter__(self) -> Any:
+        raise TypeError("use 'async with' with an AsyncClientSession's transaction")
+
+    def __exit__(self, *args: Any) -> None:  # pragma: no cover - __enter__ always raises
+        pass
+
+
+class AsyncClientSession(_Session):
+    """pymongo's ``AsyncClientSession`` for one tenant: ``async with client.start_session() as s:``
+    (``async with await client.start_session()`` works too), ``async with await s.start_transaction():``,
+    ``await s.with_transaction(callback)``, ``await s.end_session()``. Pass it as ``session=`` to the
+    tenant's async operations."""
+
+    def start_transaction(
+        self,
+        read_concern: ReadConcern | None = None,
+        write_concern: WriteConcern | None = None,
+        read_preference: Any = None,
+        max_commit_time_ms: int | None = None,
+    ) -> _AsyncTransactionContext:
+        """Starts a transaction once awaited or entered with ``async with``."""
+        return _AsyncTransactionContext(
+            self, (read_concern, write_concern, read_preference, max_commit_time_ms)
+        )
+
+    async def commit_transaction(self) -> None:
+        await run_async(self._gen_commit_transaction())
+
+    async def abort_transaction(self) -> None:
+        await run_async(self._gen_abort_transaction())
+
+    async def with_transaction(
+        self,
+        callback: Callable[[AsyncClientSession], Awaitable[T]],
+        read_concern: ReadConcern | None = None,
+        write_concern: WriteConcern | None = None,
+        read_preference: Any = None,
+        max_commit_time_ms: int | None = None,
+    ) -> T:
+        """Runs ``await callback(session)`` in a transaction and commits it, retrying as pymongo does."""
+        return await run_async(
+            self._gen_with_transaction(
+                callback, read_concern, write_concern, read_preference, max_commit_time_ms
+            )
+        )
+
+    async def end_session(self) -> None:
+        """Ends the session (aborting an open transaction)."""
+        await run_async(self._gen_end_session())
+
+    async def _itself(self) -> AsyncClientSession:
+        return self
+
+    def __await__(self) -> Generator[Any, None, AsyncClientSession]:
+        """``await client.start_session()`` gives the session (the shape of pymongo 4.9 and Motor)."""
+        return self._itself().__await__()
+
+    async def __aenter__(self) -> AsyncClientSession:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.end_session()
+
+    def __enter__(self) -> Any:
+        raise TypeError("use 'async with' with AsyncClientSession")
+
+    def __exit__(self, *args: Any) -> None:  # pragma: no cover - __enter__ always raises
+        pass
+
+
+def session_options(
+    causal_consistency: bool | None, default_transaction_options: Any, snapshot: bool | None
+) -> SessionOptions:
+    """pymongo's SessionOptions (which checks the arguments as pymongo does); snapshot sessions are not
+    supported."""
+    if snapshot:
+        raise InvalidOperation("snapshot sessions are not supported yet")
+    if default_transaction_options is not None and not isinstance(
+        default_transaction_options, TransactionOptions
+    ):
+        raise TypeError(
+            "default_transaction_options must be an instance of pymongo.client_session.TransactionOptions, "
+            f"not: {default_transaction_options!r}"
+        )
+    return SessionOptions(causal_consistency, default_transaction_options, snapshot)

@@ -3,12 +3,13 @@
 use std::cell::RefCell;
 use std::fmt;
 use std::mem::ManuallyDrop;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use mongodb::bson::{RawDocument, RawDocumentBuf};
 use mongodb::options::ClientOptions;
-use mongodb::options::TransactionOptions;
+use mongodb::options::{SessionOptions, TransactionOptions};
 use mongodb::{Client, ClientSession, Database};
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 
@@ -108,8 +109,14 @@ impl From<RegistryError> for CoreError {
 /// A client session of one tenant (for causal consistency and transactions).
 pub struct TenantSession {
     pub tenant: String,
-    /// Operations of one session run one at a time, as the driver requires.
+    /// Operations of one session run one at a time, as the driver requires. A caller that is dropped
+    /// (a cancelled asyncio task) lets go of the lock with its future.
     pub session: tokio::sync::Mutex<ManuallyDrop<ClientSession>>,
+    /// The session's `lsid` document, fixed for its life (read without the lock).
+    pub id: mongodb::bson::Document,
+    /// Whether a transaction is started and neither committed nor aborted. Changed only under the lock
+    /// and in the same poll as the driver's own state, so a dropped caller never leaves it stale.
+    in_transaction: AtomicBool,
     lease: Lease<TenantPool>,
 }
 
@@ -125,17 +132,30 @@ impl Drop for TenantSession {
 }
 
 impl TenantSession {
-    pub async fn start_transaction(&self, options: TransactionOptions) -> Result<(), CoreError> {
+    pub fn in_transaction(&self) -> bool {
+        self.in_transaction.load(Ordering::Acquire)
+    }
+
+    async fn start_transaction(&self, options: TransactionOptions) -> Result<(), CoreError> {
         let mut s = self.session.lock().await;
-        s.start_transaction().with_options(options).await.map_err(CoreError::Driver)
+        s.start_transaction().with_options(options).await.map_err(CoreError::Driver)?;
+        self.in_transaction.store(true, Ordering::Release);
+        Ok(())
     }
 
-    pub async fn commit_transaction(&self) -> Result<(), CoreError> {
-        self.session.lock().await.commit_transaction().await.map_err(CoreError::Driver)
+    /// The driver marks the transaction committed before it sends `commitTransaction` (a retried commit
+    /// is allowed from that state), so the session is out of the transaction once the commit starts.
+    async fn commit_transaction(&self) -> Result<(), CoreError> {
+        let mut s = self.session.lock().await;
+        self.in_transaction.store(false, Ordering::Release);
+        s.commit_transaction().await.map_err(CoreError::Driver)
     }
 
-    pub async fn abort_transaction(&self) -> Result<(), CoreError> {
-        self.session.lock().await.abort_transaction().await.map_err(CoreError::Driver)
+    /// Likewise, the driver marks the transaction aborted before it sends `abortTransaction`.
+    async fn abort_transaction(&self) -> Result<(), CoreError> {
+        let mut s = self.session.lock().await;
+        self.in_transaction.store(false, Ordering::Release);
+        s.abort_transaction().await.map_err(CoreError::Driver)
     }
 }
 
@@ -491,13 +511,59 @@ impl Manager {
         r.map_err(CoreError::Driver)
     }
 
-    /// Starts a session on the tenant's client; it keeps the tenant's pool open until it ends.
-    pub async fn start_session(&self, tenant: &str) -> Result<TenantSession, CoreError> {
+    /// Starts a transaction in the session. No slot of the quota: no command is sent (the driver may
+    /// wait for server selection).
+    pub async fn start_transaction(
+        &self,
+        session: &TenantSession,
+        options: TransactionOptions,
+    ) -> Result<(), CoreError> {
+        session.start_transaction(options).await
+    }
+
+    /// Commits the session's transaction: a command on a connection, so it takes a slot of the
+    /// tenant's quota like any operation (before the session's lock, as operations do).
+    pub async fn commit_transaction(&self, session: &TenantSession) -> Result<(), CoreError> {
+        self.end_transaction(session, true).await
+    }
+
+    /// Aborts the session's transaction (the driver ignores the server's errors, as the spec says).
+    pub async fn abort_transaction(&self, session: &TenantSession) -> Result<(), CoreError> {
+        self.end_transaction(session, false).await
+    }
+
+    async fn end_transaction(&self, session: &TenantSession, commit: bool) -> Result<(), CoreError> {
+        let _slot = self.permit(&session.lease).await?;
+        let started = Instant::now();
+        let r = match commit {
+            true => session.commit_transaction().await,
+            false => session.abort_transaction().await,
+        };
+        self.finished(started);
+        if r.is_err() {
+            session.lease.record_error();
+            self.registry.counters.operation_error();
+        }
+        r
+    }
+
+    /// Starts a session on the tenant's client; it keeps the tenant's pool open until it ends. No
+    /// network I/O: the driver takes a server session from its pool (as pymongo's `start_session`).
+    pub async fn start_session(
+        &self,
+        tenant: &str,
+        causal_consistency: Option<bool>,
+    ) -> Result<TenantSession, CoreError> {
         let lease = self.lease(tenant)?;
-        let session = lease.pool().client().start_session().await.map_err(CoreError::Driver)?;
+        let options = SessionOptions::builder().causal_consistency(causal_consistency).build();
+        let session =
+            lease.pool().client().start_session().with_options(options).await.map_err(CoreError::Driver)?;
+        let id = session.id().clone();
         Ok(TenantSession {
             tenant: tenant.to_owned(),
             session: tokio::sync::Mutex::new(ManuallyDrop::new(session)),
+            id,
+            in_transaction: AtomicBool::new(false),
             lease,
         })
     }

@@ -129,7 +129,7 @@ impl PyManager {
     ) -> PyResult<Option<Bound<'py, PyBytes>>> {
         let (op, spec, docs) = (parse_op(op)?, raw(spec)?, raw_docs(docs)?);
         let inner = &self.inner;
-        let session = session.map(|s| s.handle());
+        let session = session.map(|s| s.handle(py)).transpose()?;
         let result = block_on(py, inner.execute(tenant, db_name, op, &spec, docs, session.as_deref()));
         match result {
             Ok(reply) => Ok(reply.map(|r| PyBytes::new(py, r.as_bytes()))),
@@ -152,7 +152,7 @@ impl PyManager {
     ) -> PyResult<Bound<'py, PyAny>> {
         let (op, spec, docs) = (parse_op(op)?, raw(spec)?, raw_docs(docs)?);
         let inner = Arc::clone(&self.inner);
-        let session = session.map(|s| s.handle());
+        let session = session.map(|s| s.handle(py)).transpose()?;
         aio::awaitable(py, async move {
             let result = inner.execute(&tenant, &db_name, op, &spec, docs, session.as_deref()).await;
             Python::attach(|py| match result {
@@ -175,7 +175,7 @@ impl PyManager {
     ) -> PyResult<PyRawCursor> {
         let (op, spec) = (parse_cursor_op(op)?, raw(spec)?);
         let inner = &self.inner;
-        let session = session.map(|s| s.handle());
+        let session = session.map(|s| s.handle(py)).transpose()?;
         let opened = block_on(py, inner.open_cursor(tenant, db_name, op, &spec, session.as_deref()));
         match opened {
             Ok((cursor, lease)) => Ok(PyRawCursor::new(Arc::clone(inner), cursor, lease, session)),
@@ -196,7 +196,7 @@ impl PyManager {
     ) -> PyResult<Bound<'py, PyAny>> {
         let (op, spec) = (parse_cursor_op(op)?, raw(spec)?);
         let inner = Arc::clone(&self.inner);
-        let session = session.map(|s| s.handle());
+        let session = session.map(|s| s.handle(py)).transpose()?;
         aio::awaitable(py, async move {
             let result = inner.open_cursor(&tenant, &db_name, op, &spec, session.as_deref()).await;
             Python::attach(|py| match result {
@@ -221,7 +221,7 @@ impl PyManager {
     ) -> PyResult<PyRawChangeStream> {
         let spec = raw(spec)?;
         let inner = &self.inner;
-        let session = session.map(|s| s.handle());
+        let session = session.map(|s| s.handle(py)).transpose()?;
         let opened = block_on(py, inner.watch(tenant, db_name, &spec, session.as_deref()));
         match opened {
             Ok((stream, lease)) => Ok(PyRawChangeStream::new(Arc::clone(inner), stream, lease, session)),
@@ -241,7 +241,7 @@ impl PyManager {
     ) -> PyResult<Bound<'py, PyAny>> {
         let spec = raw(spec)?;
         let inner = Arc::clone(&self.inner);
-        let session = session.map(|s| s.handle());
+        let session = session.map(|s| s.handle(py)).transpose()?;
         aio::awaitable(py, async move {
             let result = inner.watch(&tenant, &db_name, &spec, session.as_deref()).await;
             Python::attach(|py| match result {
@@ -253,10 +253,17 @@ impl PyManager {
         })
     }
 
-    /// Starts a client session on the tenant's client.
-    fn start_session(&self, py: Python<'_>, tenant: &str) -> PyResult<PySession> {
+    /// Starts a client session on the tenant's client (no network I/O: sync and async callers alike
+    /// call this one).
+    #[pyo3(signature = (tenant, causal_consistency=None))]
+    fn start_session(
+        &self,
+        py: Python<'_>,
+        tenant: &str,
+        causal_consistency: Option<bool>,
+    ) -> PyResult<PySession> {
         let inner = &self.inner;
-        match block_on(py, inner.start_session(tenant)) {
+        match block_on(py, inner.start_session(tenant, causal_consistency)) {
             Ok(s) => Ok(PySession::new(Arc::clone(inner), s)),
             Err(e) => Err(self.err(py, e)),
         }
