@@ -9,7 +9,7 @@
 //! child, and its unlock always releases: the forking thread holds the guards across the fork and drops
 //! them in the parent and in the child alike.
 
-use std::sync::{MutexGuard, PoisonError};
+use std::sync::{MutexGuard, PoisonError, TryLockError};
 
 /// `std::sync::Mutex` with parking_lot's interface: a panic while the lock is held does not poison it.
 #[derive(Default)]
@@ -22,6 +22,15 @@ impl<T> ForkMutex<T> {
 
     pub fn lock(&self) -> MutexGuard<'_, T> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The lock if it is free now; never waits.
+    pub fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
+        match self.0.try_lock() {
+            Ok(guard) => Some(guard),
+            Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
     }
 }
 

@@ -280,6 +280,19 @@ impl Manager {
         Ok(self.registry.lease(tenant, || self.make(tenant))?)
     }
 
+    /// `lease(tenant).map(drop)` if it can be done without waiting on a lock or creating a pool; None
+    /// otherwise. Lets a caller that holds the GIL mark a tenant used without letting go of the GIL
+    /// (with many threads, every release of the GIL is a chance for a thread switch).
+    pub fn try_touch(&self, tenant: &str) -> Option<Result<(), CoreError>> {
+        if let Err(e) = self.template.check_tenant(tenant) {
+            return Some(Err(CoreError::InvalidName(e)));
+        }
+        if *self.owner_pid.try_lock()? != std::process::id() {
+            return None;
+        }
+        Some(self.registry.try_lease_existing(tenant)?.map(drop).map_err(CoreError::from))
+    }
+
     fn make(&self, tenant: &str) -> Result<Made<TenantPool>, String> {
         let slot = self.strategy.client_slot(tenant);
         let (size, label) = match &self.sizer {

@@ -239,6 +239,20 @@ impl<P: Pool> Registry<P> {
         Ok(lease)
     }
 
+    /// A lease on the tenant's existing pool without waiting for anything: None if there is no such
+    /// pool or the lock is busy (the caller then takes the waiting path, `lease`). For callers that
+    /// must not block where they are (a thread holding the GIL).
+    pub fn try_lease_existing(&self, tenant: &str) -> Option<Result<Lease<P>, RegistryError>> {
+        let inner = self.inner.try_lock()?;
+        if inner.closed {
+            return Some(Err(RegistryError::Closed));
+        }
+        inner.entries.get(tenant).map(|e| {
+            self.counters.reused();
+            Ok(self.take(e))
+        })
+    }
+
     fn lease_existing(&self, tenant: &str) -> Result<Option<Lease<P>>, RegistryError> {
         let inner = self.inner.lock();
         if inner.closed {
@@ -456,6 +470,22 @@ mod tests {
         drop((a, b));
         assert_eq!(r.info("a").unwrap().in_use, 0);
         assert_eq!(r.info("a").unwrap().operations, 2);
+    }
+
+    #[test]
+    fn try_lease_existing_never_waits_and_never_creates() {
+        let r = registry(None, None);
+        let p = FakePool::default();
+        assert!(r.try_lease_existing("a").is_none(), "no pool yet: the caller must take the waiting path");
+        drop(lease(&r, "a", &p));
+        let held = r.lock_for_fork();
+        assert!(r.try_lease_existing("a").is_none(), "the lock is held: it must not wait for it");
+        drop(held);
+        let l = r.try_lease_existing("a").unwrap().unwrap();
+        assert_eq!(l.entry().in_use(), 1);
+        drop(l);
+        r.close();
+        assert!(matches!(r.try_lease_existing("a"), Some(Err(RegistryError::Closed))));
     }
 
     #[test]

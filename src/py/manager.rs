@@ -111,7 +111,13 @@ impl PyManager {
     /// Creates the tenant's pool if it has none and marks it used. No network I/O.
     fn ensure(&self, py: Python<'_>, tenant: &str) -> PyResult<()> {
         let inner = &self.inner;
-        detached(py, || inner.lease(tenant).map(drop)).map_err(|e| self.err(py, e))
+        let touched = match inner.try_touch(tenant) {
+            Some(done) => done,
+            // Creating a pool may call the tier callback, and a lock may be held across a fork by the
+            // thread that waits for the GIL: wait without it.
+            None => detached(py, || inner.lease(tenant).map(drop)),
+        };
+        touched.map_err(|e| self.err(py, e))
     }
 
     /// Runs a one-reply operation and returns the reply as BSON bytes (None: no document).
