@@ -8,6 +8,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use pyo3::prelude::*;
+use pyo3::IntoPyObjectExt;
 use pyo3_async_runtimes::generic::{ContextExt, JoinError, Runtime};
 use pyo3_async_runtimes::TaskLocals;
 
@@ -67,10 +68,40 @@ impl ContextExt for TenantRuntime {
 }
 
 /// Runs `fut` on the tenantpool runtime and returns an asyncio awaitable of its result.
-pub fn awaitable<'py, F, T>(py: Python<'py>, fut: F) -> PyResult<Bound<'py, PyAny>>
+///
+/// `fut` ends in a `Deferred` (see `deliver`): what needs the GIL runs where pyo3-async-runtimes already
+/// holds it to resolve the asyncio future, on a blocking-pool thread, and never on the I/O thread. Taking
+/// the GIL there would stall every other operation's socket I/O while the event loop holds the GIL.
+pub fn awaitable<'py, F>(py: Python<'py>, fut: F) -> PyResult<Bound<'py, PyAny>>
 where
-    F: Future<Output = PyResult<T>> + Send + 'static,
-    T: for<'a> IntoPyObject<'a> + Send + 'static,
+    F: Future<Output = Deferred> + Send + 'static,
 {
-    pyo3_async_runtimes::generic::future_into_py::<TenantRuntime, F, T>(py, fut)
+    pyo3_async_runtimes::generic::future_into_py::<TenantRuntime, _, Deferred>(
+        py,
+        async move { Ok(fut.await) },
+    )
+}
+
+/// The Python side of an awaitable's result, built once the GIL is held.
+pub struct Deferred(Box<Convert>);
+
+type Convert = dyn for<'a> FnOnce(Python<'a>) -> PyResult<Py<PyAny>> + Send;
+
+/// Wraps the part of an awaitable that turns its Rust outcome into Python objects (or exceptions).
+pub fn deliver<T, C>(convert: C) -> Deferred
+where
+    C: for<'a> FnOnce(Python<'a>) -> PyResult<T> + Send + 'static,
+    T: for<'a> IntoPyObject<'a>,
+{
+    Deferred(Box::new(move |py| convert(py)?.into_py_any(py)))
+}
+
+impl<'py> IntoPyObject<'py> for Deferred {
+    type Target = PyAny;
+    type Output = Bound<'py, PyAny>;
+    type Error = PyErr;
+
+    fn into_pyobject(self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        Ok((self.0)(py)?.into_bound(py))
+    }
 }

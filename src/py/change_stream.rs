@@ -218,7 +218,7 @@ impl PyRawChangeStream {
                 Some(round) => round.run(&manager).await,
                 None => Ok((None, None)),
             };
-            Python::attach(|py| match r {
+            aio::deliver(move |py| match r {
                 Ok(r) => Ok(to_python(py, r)),
                 Err(e) => Err(error(py, &manager, e)),
             })

@@ -239,7 +239,7 @@ impl PyRawCursor {
                 (None, Some(f)) => f.run(&manager).await,
                 (None, None) => Ok(None),
             };
-            Python::attach(|py| match r {
+            aio::deliver(move |py| match r {
                 Ok(batch) => Ok(batch.map(|b| to_bytes(py, &b)).transpose()?.map(Bound::unbind)),
                 Err(e) => Err(error(py, &manager, e)),
             })

@@ -161,7 +161,7 @@ impl PyManager {
         let session = session.map(|s| s.handle(py)).transpose()?;
         aio::awaitable(py, async move {
             let result = inner.execute(&tenant, &db_name, op, &spec, docs, session.as_deref()).await;
-            Python::attach(|py| match result {
+            aio::deliver(move |py| match result {
                 Ok(reply) => Ok(reply.map(|r| PyBytes::new(py, r.as_bytes()).unbind())),
                 Err(e) => Err(error(py, &inner, e)),
             })
@@ -205,7 +205,7 @@ impl PyManager {
         let session = session.map(|s| s.handle(py)).transpose()?;
         aio::awaitable(py, async move {
             let result = inner.open_cursor(&tenant, &db_name, op, &spec, session.as_deref()).await;
-            Python::attach(|py| match result {
+            aio::deliver(move |py| match result {
                 Ok((cursor, lease)) => {
                     Py::new(py, PyRawCursor::new(Arc::clone(&inner), cursor, lease, session))
                 }
@@ -250,7 +250,7 @@ impl PyManager {
         let session = session.map(|s| s.handle(py)).transpose()?;
         aio::awaitable(py, async move {
             let result = inner.watch(&tenant, &db_name, &spec, session.as_deref()).await;
-            Python::attach(|py| match result {
+            aio::deliver(move |py| match result {
                 Ok((stream, lease)) => {
                     Py::new(py, PyRawChangeStream::new(Arc::clone(&inner), stream, lease, session))
                 }

@@ -97,7 +97,7 @@ impl PySession {
         let (inner, manager) = (self.handle(py)?, Arc::clone(&self.manager));
         aio::awaitable(py, async move {
             let r = manager.start_transaction(&inner, options).await;
-            Python::attach(|py| r.map_err(|e| error(py, &manager, e)))
+            aio::deliver(move |py| r.map_err(|e| error(py, &manager, e)))
         })
     }
 
@@ -105,7 +105,7 @@ impl PySession {
         let (inner, manager) = (self.handle(py)?, Arc::clone(&self.manager));
         aio::awaitable(py, async move {
             let r = manager.commit_transaction(&inner).await;
-            Python::attach(|py| r.map_err(|e| error(py, &manager, e)))
+            aio::deliver(move |py| r.map_err(|e| error(py, &manager, e)))
         })
     }
 
@@ -113,7 +113,7 @@ impl PySession {
         let (inner, manager) = (self.handle(py)?, Arc::clone(&self.manager));
         aio::awaitable(py, async move {
             let r = manager.abort_transaction(&inner).await;
-            Python::attach(|py| r.map_err(|e| error(py, &manager, e)))
+            aio::deliver(move |py| r.map_err(|e| error(py, &manager, e)))
         })
     }
 }
