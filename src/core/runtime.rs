@@ -48,6 +48,18 @@ pub fn live() -> Option<Arc<Runtime>> {
     Some(get())
 }
 
+/// Drops `value` inside the runtime: driver objects (cursors, change streams) spawn their server-side
+/// cleanup from `Drop`. At exit it is left to the OS instead, like everything else then.
+pub fn drop_in_runtime<T>(value: T) {
+    match live() {
+        Some(rt) => {
+            let _guard = rt.enter();
+            drop(value);
+        }
+        None => std::mem::forget(value),
+    }
+}
+
 /// Stops the runtime when the embedding interpreter exits, so that no runtime thread calls into an
 /// interpreter that is being torn down. Operations still running (daemon threads) are dropped: their
 /// callers get `Stopped`. Returns once those callers are back in the interpreter, or after a bound.

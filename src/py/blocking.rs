@@ -19,6 +19,15 @@ pub fn detached<T: Send>(
     py.detach(f)
 }
 
+/// Runs a short `f` that must run even at exit (a close): without the GIL, or with it once the
+/// interpreter is exiting, when letting go of the GIL is no longer safe.
+pub fn detached_or_here(py: Python<'_>, f: impl FnOnce() + Send) {
+    match Blocking::enter() {
+        Some(_counted) => py.detach(f),
+        None => f(),
+    }
+}
+
 /// Runs an operation on the runtime and waits for it without the GIL.
 pub fn block_on<'a, T: Send + 'static>(
     py: Python<'_>,

@@ -12,7 +12,7 @@ use pyo3::types::PyBytes;
 use tokio::sync::Notify;
 
 use super::aio;
-use super::blocking::{block_on, detached};
+use super::blocking::{block_on, detached_or_here};
 use super::cursor::invalid_operation;
 use super::manager::error;
 use crate::core::manager::{CoreError, Manager, TenantPool, TenantSession};
@@ -77,13 +77,7 @@ impl PyRawChangeStream {
 /// Drops a stream inside the runtime: a live one schedules `killCursors` on the server. The lease goes
 /// with it.
 fn release(open: Box<Open>) {
-    match runtime::live() {
-        Some(rt) => {
-            let _guard = rt.enter();
-            drop(open);
-        }
-        None => std::mem::forget(open),
-    }
+    runtime::drop_in_runtime(open);
 }
 
 /// Takes the stream out of its slot for one round. If the round is abandoned (an asyncio task
@@ -234,7 +228,6 @@ impl PyRawChangeStream {
     /// Kills the server cursor (if still open) and returns the lease. Idempotent. A round in progress
     /// in another thread stops at once (returning no event) and releases the stream.
     fn close(&self, py: Python<'_>) {
-        // Cannot fail: at exit (`Stopped`) it closes with the GIL held, which is only a lock and a spawn.
         let close = || {
             let mut slot = self.state.lock();
             match std::mem::replace(&mut *slot, State::Done) {
@@ -250,11 +243,9 @@ impl PyRawChangeStream {
                 other @ State::Cancelled => *slot = other,
                 State::Done => {}
             }
-            Ok::<(), CoreError>(())
         };
-        if let Err(CoreError::Stopped) = detached(py, close) {
-            let _ = close();
-        }
+        // At exit it closes with the GIL held: only a lock and a spawn.
+        detached_or_here(py, close);
     }
 
     #[getter]

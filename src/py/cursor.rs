@@ -10,7 +10,7 @@ use pyo3::types::PyBytes;
 use tokio::task::JoinHandle;
 
 use super::aio;
-use super::blocking::{block_on, detached};
+use super::blocking::{block_on, detached_or_here};
 use super::manager::error;
 use crate::core::manager::{CoreError, Manager, TenantPool, TenantSession};
 use crate::core::ops::{Batch, Opened};
@@ -104,13 +104,7 @@ async fn read_ahead_result(handle: JoinHandle<Fetched>) -> Fetched {
 
 /// Drops a cursor inside the runtime: an unexhausted one schedules `killCursors` on the server.
 fn release(open: Box<Open>) {
-    match runtime::live() {
-        Some(rt) => {
-            let _guard = rt.enter();
-            drop(open);
-        }
-        None => std::mem::forget(open),
-    }
+    runtime::drop_in_runtime(open);
 }
 
 /// Takes the cursor out of its slot for one fetch. If the fetch is abandoned (an asyncio task
@@ -249,7 +243,6 @@ impl PyRawCursor {
     /// Kills the server cursor (if still open) and returns the lease. Idempotent.
     fn close(&self, py: Python<'_>) {
         let state = &self.state;
-        // Cannot fail: at exit (`Stopped`) it closes with the GIL held, which is only a lock and a spawn.
         let close = || {
             self.cancel_read_ahead();
             let mut slot = state.lock();
@@ -262,11 +255,9 @@ impl PyRawCursor {
                 State::Busy | State::Done => {}
                 State::Cancelled => *slot = State::Cancelled,
             }
-            Ok::<(), CoreError>(())
         };
-        if let Err(CoreError::Stopped) = detached(py, close) {
-            let _ = close();
-        }
+        // At exit it closes with the GIL held: only a lock and a spawn.
+        detached_or_here(py, close);
     }
 
     #[getter]
