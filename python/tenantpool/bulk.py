@@ -6,11 +6,13 @@ are grouped into runs of ``insert``/``update``/``delete`` commands (consecutive 
 per kind when unordered), each run is split into batches, and the server replies are merged into pymongo's
 ``bulk_api_result`` layout, with error indexes mapped back to the caller's request list.
 
-Everything goes through the core's generic ``command`` op, which sends the command as one BSON document
-(not an OP_MSG document sequence as pymongo does), so batches are capped at the server's command-size limit
-(16 MiB + 16 KiB) rather than pymongo's 48 MB message. The results are the same; only the number of round
-trips differs. The generic op does not retry, so unlike pymongo these writes are not retryable writes.
-Given an explicit session, the commands run in it (and in its transaction, if one is open).
+Each command is sent as one BSON document (not an OP_MSG document sequence as pymongo does), so batches
+are capped at the server's command-size limit (16 MiB + 16 KiB) rather than pymongo's 48 MB message. The
+results are the same; only the number of round trips differs. As in pymongo, an acknowledged bulk without
+multi-document ops (``UpdateMany``, ``DeleteMany``) is a retryable write: each command goes through the
+core's ``retryable_write`` op, which numbers it and retries it once after a network error or a failover.
+Given an explicit session, the commands run in it (and in its transaction, if one is open) and are not
+retried: the driver keeps a session's transaction numbers to itself.
 """
 
 from __future__ import annotations
@@ -177,6 +179,8 @@ class BulkWriter:
         self.uses_collation = False
         self.uses_array_filters = False
         self.uses_sort = False
+        # pymongo's rule: a bulk holding a multi-document op is not a retryable write.
+        self.retryable = True
 
     # -- pymongo's request protocol ---------------------------------------------------------------------
 
@@ -199,6 +203,8 @@ class BulkWriter:
     ) -> None:
         validate_ok_for_update(update)
         op: dict[str, Any] = {"q": selector, "u": update, "multi": multi}
+        if multi:
+            self.retryable = False
         self._add_update_options(op, upsert, collation, array_filters, hint, sort)
 
     def add_replace(
@@ -246,6 +252,8 @@ class BulkWriter:
         hint: Any = None,
     ) -> None:
         op: dict[str, Any] = {"q": selector, "limit": limit}
+        if not limit:
+            self.retryable = False
         if collation is not None:
             self.uses_collation = True
             op["collation"] = collation
@@ -318,7 +326,9 @@ class BulkWriter:
         array_doc = _pack_int(len(array) + 5) + array + b"\x00"
         body = header[4:-1] + b"\x04" + _FIELDS[run.op_type].encode() + b"\x00" + array_doc
         command = RawBSONDocument(_pack_int(len(body) + 5) + body + b"\x00")
-        reply = yield from self._collection._run_command(command, self._reply_codec, session=self._session)
+        reply = yield from self._collection._run_command(
+            command, self._reply_codec, session=self._session, retryable=self.retryable and not unacknowledged
+        )
         return reply, len(elements)
 
     def execute(self, write_concern: WriteConcern) -> dict[str, Any] | None:

@@ -350,18 +350,19 @@ class Collection:
         db_name: str | None = None,
         session: ClientSession | None = None,
         read_preference: _ServerMode | None = None,
+        retryable: bool = False,
     ) -> Any:
         """Sends ``command`` as is (the core's generic op) and returns the server's reply; on the
-        primary unless a ``read_preference`` is given."""
+        primary unless a ``read_preference`` is given. ``retryable``: the command is a write pymongo
+        would retry (outside a session, the core then does)."""
         codec = codec or self._codec
         doc: dict[str, Any] = {"command": command}
         if read_preference is not None:
             _read_preference.put(doc, read_preference, session)
         spec = encode(doc, False, codec)
         raw = core_session(session, self._user_id)
-        reply = yield Execute(
-            self._core, self._user_id, db_name or self._db_name, "command", spec, session=raw
-        )
+        op = "retryable_write" if retryable and raw is None else "command"
+        reply = yield Execute(self._core, self._user_id, db_name or self._db_name, op, spec, session=raw)
         return decode(reply, codec)
 
     def _command(
@@ -376,10 +377,11 @@ class Collection:
         db_name: str | None = None,
         session: ClientSession | None = None,
         read_preference: _ServerMode | None = None,
+        retryable: bool = False,
     ) -> Any:
         """A command as pymongo's ``Collection._command`` sends it: concerns and collation added, some
         errors tolerated (their reply returned instead). On the primary unless a ``read_preference`` is
-        given."""
+        given; ``retryable`` as in ``_run_command``."""
         if write_concern is not None and not write_concern.is_server_default:
             command["writeConcern"] = write_concern_document(write_concern)
         if read_concern is not None and read_concern.level is not None:
@@ -387,7 +389,7 @@ class Collection:
         if collation is not None:
             command["collation"] = collation
         try:
-            reply = yield from self._run_command(command, codec, db_name, session, read_preference)
+            reply = yield from self._run_command(command, codec, db_name, session, read_preference, retryable)
         except OperationFailure as exc:
             if allowed_error(exc, allowable_errors):
                 return exc.details
@@ -424,7 +426,11 @@ class Collection:
             document_too_large(name, op_size, MAX_BSON_SIZE)
         if op_size > MAX_BSON_SIZE + COMMAND_OVERHEAD:
             document_too_large(name, op_size, MAX_BSON_SIZE + COMMAND_OVERHEAD)
-        reply = yield from self._run_command(cmd, codec_for_replies(self._codec), session=session)
+        # pymongo's rule: a single-document write is retryable, a multi-document one is not.
+        single = op_type == INSERT or (op.get("limit") == 1 if op_type == DELETE else not op.get("multi"))
+        reply = yield from self._run_command(
+            cmd, codec_for_replies(self._codec), session=session, retryable=wc.acknowledged and single
+        )
         if not wc.acknowledged:
             return None
         check_write_response(reply)
@@ -994,7 +1000,11 @@ class Collection:
         put(cmd, "arrayFilters", None if array_filters is None else list(array_filters))
         put(cmd, "hint", hint)
         out = yield from self._command(
-            cmd, write_concern=None if raw_wc is not None else wc, collation=collation, session=session
+            cmd,
+            write_concern=None if raw_wc is not None else wc,
+            collation=collation,
+            session=session,
+            retryable=wc.acknowledged,
         )
         if not wc.acknowledged:
             # pymongo gets no reply to an unacknowledged command.

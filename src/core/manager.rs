@@ -19,12 +19,15 @@ use super::ops::{self, Change, CursorOp, Op, Opened, Watched};
 use super::options::{merge_uri_options, redact, scrub};
 use super::policy::Strategy;
 use super::registry::{Lease, Limits, Made, Pool, Registry, RegistryError};
+use super::retry::Stash;
 use super::runtime;
 
 /// The driver client serving one tenant: its own (per_user), or a handle on a shared one. Closing an
 /// owned client shuts it down in the background; the caller never waits on I/O.
 pub struct TenantPool {
     client: ManuallyDrop<Client>,
+    /// The client's sessions for retryable generic writes; shared with the client's other tenants.
+    stash: Arc<Stash>,
     owned: bool,
 }
 
@@ -32,15 +35,31 @@ impl TenantPool {
     pub fn client(&self) -> &Client {
         &self.client
     }
+
+    pub fn stash(&self) -> &Stash {
+        &self.stash
+    }
 }
 
 impl Pool for TenantPool {
     fn close(&self) {
         if let (true, Some(rt)) = (self.owned, runtime::live()) {
-            let client = Client::clone(&self.client);
-            rt.spawn(async move { client.shutdown().await });
+            shut_down(&rt, Client::clone(&self.client), &self.stash);
         }
     }
+}
+
+/// A client of the grouped and shared strategies, with the sessions it keeps for retryable writes.
+type SharedClient = (Client, Arc<Stash>);
+
+/// Shuts a client down in the background, after handing back the sessions its stash kept (the driver's
+/// `shutdown` waits until every session is dropped).
+fn shut_down(rt: &tokio::runtime::Runtime, client: Client, stash: &Stash) {
+    let sessions = stash.close();
+    rt.spawn(async move {
+        drop(sessions);
+        client.shutdown().await
+    });
 }
 
 impl Drop for TenantPool {
@@ -192,7 +211,7 @@ pub struct Manager {
     sizer: Option<Sizer>,
     slow_operation: Option<Duration>,
     /// The strategy's shared clients, created on first use.
-    shared: ForkMutex<Vec<Option<Client>>>,
+    shared: ForkMutex<Vec<Option<SharedClient>>>,
     uri: String,
     reaper_stop: Arc<Notify>,
     /// The process that owns the clients; a forked child starts over with none.
@@ -307,11 +326,20 @@ impl Manager {
             return Err(format!("the pool size of tenant {tenant:?} must be at least 1"));
         }
         let pool = match slot {
-            None => TenantPool { client: ManuallyDrop::new(self.new_client(size)), owned: true },
+            None => TenantPool {
+                client: ManuallyDrop::new(self.new_client(size)),
+                stash: Arc::default(),
+                owned: true,
+            },
             Some(slot) => {
                 let mut shared = self.shared.lock();
-                let client = shared[slot].get_or_insert_with(|| self.new_client(self.shared_pool_size));
-                TenantPool { client: ManuallyDrop::new(client.clone()), owned: false }
+                let (client, stash) = shared[slot]
+                    .get_or_insert_with(|| (self.new_client(self.shared_pool_size), Arc::default()));
+                TenantPool {
+                    client: ManuallyDrop::new(client.clone()),
+                    stash: Arc::clone(stash),
+                    owned: false,
+                }
             }
         };
         Ok(Made { pool, size, label })
@@ -409,6 +437,11 @@ impl Manager {
         let started = Instant::now();
         let r = match session {
             Some(s) => ops::execute(&db, op, spec, docs, Some(&mut **s.session.lock().await)).await,
+            // In a caller's session the write goes out as a plain command (see Op::RetryableWrite).
+            None if op == Op::RetryableWrite => {
+                let retry_writes = self.client_options.retry_writes != Some(false);
+                ops::retryable_write(&db, lease.pool().stash(), spec, retry_writes).await
+            }
             None => ops::execute(&db, op, spec, docs, None).await,
         };
         self.finished(started);
@@ -592,11 +625,11 @@ impl Manager {
         self.check_fork();
         self.reaper_stop.notify_one();
         let n = self.registry.close();
-        let shared: Vec<Client> = self.shared.lock().iter_mut().filter_map(Option::take).collect();
+        let shared: Vec<SharedClient> = self.shared.lock().iter_mut().filter_map(Option::take).collect();
         match runtime::live() {
             Some(rt) => {
-                for client in shared {
-                    rt.spawn(async move { client.shutdown().await });
+                for (client, stash) in shared {
+                    shut_down(&rt, client, &stash);
                 }
             }
             None => std::mem::forget(shared),

@@ -10,4 +10,5 @@ pub mod options;
 pub mod policy;
 pub mod quota;
 pub mod registry;
+pub mod retry;
 pub mod runtime;

@@ -23,6 +23,8 @@ use mongodb::raw_batch_cursor::SessionRawBatchCursor;
 use mongodb::raw_batch_cursor::{RawBatch, RawBatchCursor};
 use mongodb::{ClientSession, Collection, Database, IndexModel};
 use serde::de::DeserializeOwned;
+
+use super::retry::{self, Stash};
 use serde::{Deserialize, Serialize};
 
 /// Operations that return one reply document.
@@ -48,7 +50,10 @@ pub enum Op {
     DropCollection,
     CreateCollection,
     ListCollectionNames,
+    /// A command as the caller built it.
     Command,
+    /// A write command (pymongo's bulk batches) run as a retryable write.
+    RetryableWrite,
     DropDatabase,
 }
 
@@ -76,6 +81,7 @@ impl Op {
             "create_collection" => Op::CreateCollection,
             "list_collection_names" => Op::ListCollectionNames,
             "command" => Op::Command,
+            "retryable_write" => Op::RetryableWrite,
             "drop_database" => Op::DropDatabase,
             _ => return None,
         })
@@ -83,7 +89,14 @@ impl Op {
 
     /// Whether the operation works on a collection (the spec then names it under `collection`).
     pub fn on_collection(self) -> bool {
-        !matches!(self, Op::CreateCollection | Op::ListCollectionNames | Op::Command | Op::DropDatabase)
+        !matches!(
+            self,
+            Op::CreateCollection
+                | Op::ListCollectionNames
+                | Op::Command
+                | Op::RetryableWrite
+                | Op::DropDatabase
+        )
     }
 }
 
@@ -398,7 +411,9 @@ pub async fn execute(
             }
             rawdoc! { "names": arr }
         }
-        Op::Command => to_raw(run!(
+        // Only in a caller's session: without one the manager runs it through `retryable_write`. The
+        // driver keeps a session's transaction number to itself, so in a session it is not retried.
+        Op::Command | Op::RetryableWrite => to_raw(run!(
             db.run_raw_command(raw_doc_field(spec, "command")?).selection_criteria(selection_criteria(spec)?),
             session
         )?)?,
@@ -408,6 +423,17 @@ pub async fn execute(
         }
     };
     Ok(Some(reply))
+}
+
+/// Runs the write command under `command` in `spec` as a retryable write (`retry::write`).
+pub async fn retryable_write(
+    db: &Database,
+    stash: &Stash,
+    spec: &RawDocument,
+    retry_writes: bool,
+) -> Result<Option<RawDocumentBuf>> {
+    let reply = retry::write(db, stash, raw_doc_field(spec, "command")?, retry_writes).await?;
+    Ok(Some(to_raw(reply)?))
 }
 
 /// A server cursor, opened inside a session or not (the driver gives the two different types).

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 
 import pytest
 from _harness import attempt, collect_cases, ids
-from pymongo import InsertOne, UpdateOne
+from pymongo import DeleteOne, InsertOne, UpdateMany, UpdateOne
 
 HUGE = "x" * (17 * 1024 * 1024)
 
@@ -158,6 +158,54 @@ def case_retryable_bulk_write_after_network_error(db):
         return attempt(lambda: db.c.bulk_write([InsertOne({"_id": 1}), InsertOne({"_id": 2})]))
 
 
+def case_retryable_bulk_write_applies_once(db):
+    # The server applies each batch, then fails it with a retryable write concern error: the retry carries
+    # the same lsid and txnNumber, so the server answers from its record and nothing is applied twice.
+    db.c.insert_one({"_id": 1, "n": 0})
+    with fail_point(
+        db,
+        "failCommand",
+        {
+            "failCommands": ["update", "delete"],
+            "writeConcernError": {"code": 91, "errmsg": "Replication is being shut down"},
+            "errorLabels": ["RetryableWriteError"],
+        },
+        mode={"times": 2},
+    ):
+        result = attempt(
+            lambda: db.c.bulk_write(
+                [UpdateOne({"_id": 1}, {"$inc": {"n": 1}}), DeleteOne({"_id": 2}), InsertOne({"_id": 3})],
+                ordered=False,
+            )
+        )
+    return result, db.c.find_one({"_id": 1})
+
+
+def case_retryable_bulk_write_after_not_primary(db):
+    with fail_point(
+        db, "failCommand", {"failCommands": ["insert", "update"], "errorCode": 10107}, mode={"times": 2}
+    ):
+        return attempt(
+            lambda: db.c.bulk_write([InsertOne({"_id": 1}), UpdateOne({"_id": 1}, {"$inc": {"n": 1}})])
+        ), db.c.find_one()
+
+
+def case_bulk_write_with_a_multi_op_is_not_retried(db):
+    db.c.insert_many([{"_id": 1}, {"_id": 2}])
+    with fail_point(
+        db, "failCommand", {"failCommands": ["update"], "closeConnection": True}, mode={"times": 1}
+    ):
+        requests = [UpdateMany({}, {"$inc": {"n": 1}}), InsertOne({"_id": 3})]
+        outcome = attempt(lambda: db.c.bulk_write(requests))
+    return outcome, db.c.count_documents({"n": 1})
+
+
+def case_retry_fails_twice(db):
+    # HostUnreachable: retryable, and unlike a shutdown error it leaves the server selectable.
+    with fail_point(db, "failCommand", {"failCommands": ["insert"], "errorCode": 6}, mode={"times": 2}):
+        return attempt(lambda: db.c.bulk_write([InsertOne({"_id": 1})])), db.c.count_documents({})
+
+
 def case_not_primary_error(db):
     with fail_point(db, "failCommand", {"failCommands": ["ping"], "errorCode": 10107}, mode={"times": 1}):
         return attempt(lambda: db.command("ping"))
@@ -249,8 +297,6 @@ CASES = collect_cases(globals())
 KNOWN = {
     "document_too_large_in_a_batch": "deliberate: tenantpool raises DocumentTooLarge before sending a batch "
     "holding an op over 16 MiB + 16 KiB",
-    "retryable_bulk_write_after_network_error": "bulk_write runs on the core's generic command op, which "
-    "does not retry writes",
 }
 
 

@@ -131,14 +131,15 @@ class MongodProcess:
     By default it is initiated as a single-node replica set (transactions and
     change streams need one) and :meth:`start` returns once it is a writable
     primary. ``initiate=False`` only waits until it accepts connections
-    (used by :class:`ReplicaSet`). Use as a context manager or call
+    (used by :class:`ReplicaSet`); ``replset=None`` starts a standalone server.
+    Use as a context manager or call
     :meth:`stop`; both are idempotent.
     """
 
     def __init__(
         self,
         *,
-        replset: str = "rs0",
+        replset: str | None = "rs0",
         port: int | None = None,
         binary: str | None = None,
         dbpath: str | None = None,
@@ -165,6 +166,8 @@ class MongodProcess:
 
     @property
     def uri(self) -> str:
+        if self.replset is None:
+            return f"mongodb://{self.host}/"
         return f"mongodb://{self.host}/?replicaSet={self.replset}"
 
     @property
@@ -205,7 +208,7 @@ class MongodProcess:
                     raise MongodError(self._exit_message())
             else:
                 raise MongodError(self._exit_message())
-            if self.initiate:
+            if self.initiate and self.replset is not None:
                 if not self._initiated:
                     member = {"_id": 0, "host": self.host}
                     config = {"_id": self.replset, "members": [member]}
@@ -258,8 +261,7 @@ class MongodProcess:
             "--dbpath", self.dbpath,
             "--logpath", self.logpath,
             "--logappend",
-            "--replSet", self.replset,
-            "--oplogSize", "64",
+            *(("--replSet", self.replset, "--oplogSize", "64") if self.replset is not None else ()),
             "--wiredTigerCacheSizeGB", "0.25",
             "--nounixsocket",
             "--setParameter", "enableTestCommands=1",
