@@ -3,12 +3,14 @@
 Arguments are checked and shaped in Python as pymongo checks and shapes them, encoded once with pymongo's C
 encoder, and handed to the Rust core as bytes. Two ways to the server:
 
-* the Rust driver's typed operations (``insert_one``, ``update_many``, ``find``...), used whenever the
-  arguments map onto the driver's options: these are retryable reads and writes, as in pymongo;
+* the Rust driver's typed operations (``update_many``, ``find``...), used whenever the arguments map onto
+  the driver's options: these are retryable reads and writes, as in pymongo;
 * the core's generic ``command`` op, carrying exactly the command pymongo would send, for everything else:
-  index and collection administration, ``bulk_write``, unacknowledged writes, and server options passed
-  through ``**kwargs`` that the driver does not model. The server then judges (and words its errors about)
-  the very command it would have had from pymongo.
+  index and collection administration, ``bulk_write``, inserts outside a session (whose errors then keep
+  the server's whole writeErrors entry), unacknowledged writes, and server options passed through
+  ``**kwargs`` that the driver does not model. The server then judges (and words its errors about) the
+  very command it would have had from pymongo. Writes among these are retryable writes where pymongo's
+  are (the core's ``retryable_write`` op; see ``tenantpool/bulk.py``).
 """
 
 from __future__ import annotations
@@ -450,13 +452,25 @@ class Collection:
             document["_id"] = ObjectId()
         wc = self._write_concern_for(session)
         data = encode(document, False, self._codec)
-        typed = wc.acknowledged and len(data) <= MAX_BSON_SIZE and _bool_or_none(bypass_document_validation)
+        # Outside a session the core sends pymongo's insert command as a retryable write and hands back
+        # a reply that holds errors; in a transaction (nothing is retried per statement) that command goes
+        # as it is. Either way an error's details are the server's writeErrors entry, with keyPattern and
+        # keyValue. Only in a session outside a transaction does the driver's typed insert run, so that it
+        # is retried with the session's transaction number; its errors lack those two keys.
+        typed = (
+            wc.acknowledged
+            and len(data) <= MAX_BSON_SIZE
+            and _bool_or_none(bypass_document_validation)
+            and not (session is not None and session.in_transaction)
+        )
         if typed:
             options: dict[str, Any] = {}
             put(options, "bypassDocumentValidation", bypass_document_validation)
             put(options, "comment", comment)
             self._write_options(options, session)
-            (yield from self._execute("insert_one", {"options": options}, [data], session=session))
+            reply = yield from self._execute("insert_one", {"options": options}, [data], session=session)
+            if reply:
+                check_write_response(reply)
         else:
             # The driver refuses unacknowledged writes, and documents over 16 MiB that pymongo leaves to
             # the server to judge.
@@ -490,9 +504,15 @@ class Collection:
         if not docs:
             raise InvalidOperation("No operations to execute")
         wc = self._write_concern_for(session)
-        data = [encode(doc, False, self._codec) for doc in docs]
+        # In a session outside a transaction, the driver's typed insert_many (which retries with the
+        # session's transaction number). Otherwise pymongo's insert commands as bulk_write sends them:
+        # retryable writes too outside a session, and their errors carry the server's writeErrors
+        # entries (keyPattern, keyValue), which the driver's typed insert_many drops.
+        in_session = session is not None and not session.in_transaction
+        data = [encode(doc, False, self._codec) for doc in docs] if in_session else None
         typed = (
-            wc.acknowledged
+            data is not None
+            and wc.acknowledged
             and isinstance(ordered, bool)
             and _bool_or_none(bypass_document_validation)
             and all(len(d) <= MAX_BSON_SIZE for d in data)
@@ -506,6 +526,7 @@ class Collection:
         put(options, "bypassDocumentValidation", bypass_document_validation)
         put(options, "comment", comment)
         self._write_options(options, session)
+        assert data is not None
         try:
             (yield from self._execute("insert_many", {"options": options}, data, session=session))
         except BulkWriteError as exc:

@@ -354,6 +354,11 @@ impl Manager {
         Client::with_options(options).expect("options were validated at construction")
     }
 
+    /// The `retryWrites` setting (on unless turned off, as in pymongo).
+    fn retry_writes(&self) -> bool {
+        self.client_options.retry_writes != Some(false)
+    }
+
     /// Counts the operation as slow if it took longer than the threshold.
     fn finished(&self, started: Instant) {
         if let Some(threshold) = self.slow_operation {
@@ -439,8 +444,10 @@ impl Manager {
             Some(s) => ops::execute(&db, op, spec, docs, Some(&mut **s.session.lock().await)).await,
             // In a caller's session the write goes out as a plain command (see Op::RetryableWrite).
             None if op == Op::RetryableWrite => {
-                let retry_writes = self.client_options.retry_writes != Some(false);
-                ops::retryable_write(&db, lease.pool().stash(), spec, retry_writes).await
+                ops::retryable_write(&db, lease.pool().stash(), spec, self.retry_writes()).await
+            }
+            None if op == Op::InsertOne => {
+                ops::insert_one(&db, lease.pool().stash(), spec, docs, self.retry_writes()).await
             }
             None => ops::execute(&db, op, spec, docs, None).await,
         };

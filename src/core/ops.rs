@@ -436,6 +436,42 @@ pub async fn retryable_write(
     Ok(Some(to_raw(reply)?))
 }
 
+/// insert_one outside a session: the insert command pymongo sends, run as a retryable write. The
+/// driver's typed insert turns a refused write into an error without the server's reply, whose
+/// writeErrors entry (with keyPattern and keyValue for a duplicate key, which apps read to tell which
+/// unique field collided) is pymongo's `details`. So the reply comes back when it holds write or write
+/// concern errors, for the caller to raise as pymongo does; otherwise nothing does.
+pub async fn insert_one(
+    db: &Database,
+    stash: &Stash,
+    spec: &RawDocument,
+    docs: Vec<RawDocumentBuf>,
+    retry_writes: bool,
+) -> Result<Option<RawDocumentBuf>> {
+    let name =
+        spec.get_str("collection").map_err(|_| invalid("collection: a collection name is required"))?;
+    let doc = docs.into_iter().next().ok_or_else(|| invalid("insert_one needs a document"))?;
+    let mut documents = RawArrayBuf::new();
+    documents.push(doc);
+    let mut command = rawdoc! { "insert": name, "ordered": true, "documents": documents };
+    if let Ok(options) = spec.get_document("options") {
+        for entry in options {
+            let (key, value) = entry.map_err(|e| invalid(format!("options: {e}")))?;
+            match key {
+                "bypassDocumentValidation" | "comment" | "writeConcern" => {
+                    command.append(key, value.to_raw_bson())
+                }
+                other => return Err(invalid(format!("insert_one does not take the option {other:?}"))),
+            }
+        }
+    }
+    let reply = retry::write(db, stash, command, retry_writes).await?;
+    if reply.contains_key("writeErrors") || reply.contains_key("writeConcernError") {
+        return Ok(Some(to_raw(reply)?));
+    }
+    Ok(Some(RawDocumentBuf::new()))
+}
+
 /// A server cursor, opened inside a session or not (the driver gives the two different types).
 pub enum Opened {
     Plain(RawBatchCursor),

@@ -14,9 +14,9 @@ ObjectIds are renumbered in order of appearance (ids generated client- or server
 the runs, their identity pattern must not), the database's name in strings becomes ``<db>``, and the
 per-reply cluster bookkeeping (``$clusterTime``, ``operationTime``...) is dropped.
 
-Exception ``details`` (and the documents inside them) are compared on the keys both sides have, as the
-issue asks; keys present on one side only are collected as *notes* and listed in the terminal summary,
-so a gap stays visible without failing the case.
+Exception ``details`` (and the documents inside them) are compared on the keys both sides have; keys
+present on one side only are collected as *notes*, kept apart from value differences so a report says
+which it is. The ``differ`` fixture fails a case on either: no such gap is left.
 """
 
 from __future__ import annotations

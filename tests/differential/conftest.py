@@ -17,8 +17,6 @@ from tenantpool import UserConnectionManager
 sys.path.insert(0, str(Path(__file__).parent))
 from _harness import Comparison, compare, database_state, run_case
 
-_NOTES: dict[str, list[str]] = {}
-
 
 class Differ:
     """Runs a case on pymongo and on tenantpool against the same server and compares the outcomes."""
@@ -76,12 +74,11 @@ class Differ:
                 self._dropper.submit(self._admin.drop_database, name)
             if template:
                 manager.close_user_connection(suffix)
-        if result.notes:
-            _NOTES[case.__name__] = result.notes
-        assert not result.differences, "\n".join(
+        assert not (result.differences or result.notes), "\n".join(
             [
                 "pymongo and tenantpool differ:",
                 *result.differences,
+                *(f"{note} (in error details)" for note in result.notes),
                 f"pymongo outcome: {expected!r}",
                 f"tenantpool outcome: {actual!r}",
             ]
@@ -102,12 +99,3 @@ def differ(mongodb_uri: str, pymongo_client: MongoClient) -> Iterator[Differ]:
     yield d
     d.close()
 
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    """Lists the keys of exception details one library reports and the other does not."""
-    if not _NOTES:
-        return
-    terminalreporter.section("differential notes (keys of error details only one side has)")
-    for case, notes in sorted(_NOTES.items()):
-        for note in sorted(set(notes)):
-            terminalreporter.write_line(f"{case}: {note}")
