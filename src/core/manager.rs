@@ -8,7 +8,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use mongodb::bson::{RawDocument, RawDocumentBuf};
-use mongodb::options::ClientOptions;
+use mongodb::options::{ClientOptions, ServerMonitoringMode};
 use mongodb::options::{SessionOptions, TransactionOptions};
 use mongodb::{Client, ClientSession, Database};
 use tokio::sync::{Notify, OwnedSemaphorePermit};
@@ -227,10 +227,17 @@ impl Manager {
         let uri = merge_uri_options(&config.uri, &config.options);
         // Parsing may resolve SRV records: a network round trip, so it runs without the GIL (the caller
         // makes sure) and once per manager, not once per tenant.
-        let client_options = runtime::live()
+        let mut client_options = runtime::live()
             .ok_or(CoreError::Stopped)?
             .block_on(async { ClientOptions::parse(&uri).await })
             .map_err(|e| CoreError::Configuration(scrub(&config_error(&e), &config.uri)))?;
+        // Polling unless the URI asks otherwise (serverMonitoringMode). Streaming costs each client a
+        // second monitoring socket (its RTT monitor) and a server thread parked in an awaitable hello per
+        // server, which adds up with a client per tenant. And with streaming, a server marked unknown by
+        // an operation's error (ShutdownInProgress, say) stayed unselectable here for longer than a 5 s
+        // serverSelectionTimeoutMS, where a polling monitor checked it again within milliseconds and the
+        // retried write went through, as under pymongo.
+        client_options.server_monitoring_mode.get_or_insert(ServerMonitoringMode::Poll);
         let manager = Arc::new_cyclic(|me| Manager {
             me: me.clone(),
             registry: Registry::new(Limits {
