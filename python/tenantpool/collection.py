@@ -786,6 +786,7 @@ class Collection:
             cursor._empty
             or "allowDiskUse" in options
             or "noCursorTimeout" in options
+            or "tailable" in options
             or not find_options_fit_driver(options)
         ):
             # Options the driver's find_one drops: run it as pymongo does, a find with limit -1.
