@@ -568,9 +568,15 @@ impl Manager {
         &self,
         tenant: &str,
         causal_consistency: Option<bool>,
+        snapshot: bool,
     ) -> Result<TenantSession, CoreError> {
         let lease = self.lease(tenant)?;
-        let options = SessionOptions::builder().causal_consistency(causal_consistency).build();
+        // A snapshot session's reads carry `readConcern: {level: snapshot, atClusterTime}` (the time
+        // its first read got from the server), as pymongo's do.
+        let options = SessionOptions::builder()
+            .causal_consistency(causal_consistency)
+            .snapshot(snapshot.then_some(true))
+            .build();
         let session =
             lease.pool().client().start_session().with_options(options).await.map_err(CoreError::Driver)?;
         let id = session.id().clone();

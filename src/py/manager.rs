@@ -263,15 +263,16 @@ impl PyManager {
 
     /// Starts a client session on the tenant's client (no network I/O: sync and async callers alike
     /// call this one).
-    #[pyo3(signature = (tenant, causal_consistency=None))]
+    #[pyo3(signature = (tenant, causal_consistency=None, snapshot=false))]
     fn start_session(
         &self,
         py: Python<'_>,
         tenant: &str,
         causal_consistency: Option<bool>,
+        snapshot: bool,
     ) -> PyResult<PySession> {
         let inner = &self.inner;
-        match block_on(py, inner.start_session(tenant, causal_consistency)) {
+        match block_on(py, inner.start_session(tenant, causal_consistency, snapshot)) {
             Ok(s) => Ok(PySession::new(Arc::clone(inner), s)),
             Err(e) => Err(self.err(py, e)),
         }
