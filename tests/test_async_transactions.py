@@ -147,12 +147,20 @@ def test_commit_abort_and_the_transaction_block(mongodb_uri, loop):
                 async with await s.start_transaction(write_concern=WriteConcern(w=1)):
                     await db.accounts.insert_one({"_id": "e2"}, session=s)
             assert await db.accounts.count_documents({"_id": "e2"}) == 1
-            # Sync use of the async session is refused; snapshot sessions are not supported.
+            # Sync use of the async session is refused; a snapshot session has no transactions.
             with pytest.raises(TypeError, match="async with"):
                 with client.start_session():
                     pass
-            with pytest.raises(InvalidOperation, match="snapshot"):
-                client.start_session(snapshot=True)
+            # (A snapshot read sees majority-committed data.)
+            await db.accounts.with_options(write_concern=WriteConcern(w="majority")).insert_one({"_id": "m"})
+            async with client.start_session(snapshot=True) as s:
+                assert s.options.snapshot and not s.options.causal_consistency
+                with pytest.raises(InvalidOperation, match="not supported in snapshot sessions"):
+                    await s.start_transaction()
+                assert await db.accounts.count_documents({"_id": "m"}, session=s) == 1
+                await db.accounts.delete_one({"_id": "m"})
+                assert await db.accounts.find_one({"_id": "m"}, session=s) == {"_id": "m"}
+                assert s.operation_time is not None and s.cluster_time["clusterTime"] is not None
 
             # Change streams take the session too (outside a transaction, as the server requires).
             async with client.start_session() as s:

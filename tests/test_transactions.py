@@ -8,7 +8,7 @@ import gc
 import pytest
 from bson import Binary
 from pymongo.client_session import SessionOptions, TransactionOptions
-from pymongo.errors import InvalidOperation, OperationFailure, WriteConcernError
+from pymongo.errors import ConfigurationError, InvalidOperation, OperationFailure, WriteConcernError
 from pymongo.write_concern import WriteConcern
 
 from tenantpool import UserConnectionManager
@@ -123,8 +123,9 @@ def test_session_options_and_properties(manager):
         s.session_id  # noqa: B018
     with pytest.raises(TypeError, match="TransactionOptions"):
         client.start_session(default_transaction_options={"writeConcern": {"w": 1}})
-    with pytest.raises(InvalidOperation, match="snapshot"):
-        client.start_session(snapshot=True)
+    # pymongo's rule: a snapshot session is not causally consistent.
+    with pytest.raises(ConfigurationError, match="snapshot reads do not support causal_consistency=True"):
+        client.start_session(snapshot=True, causal_consistency=True)
 
 
 def test_ending_a_session_returns_its_lease_at_once(manager):

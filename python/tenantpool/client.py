@@ -91,7 +91,9 @@ class TenantClient:
         from .session import session_options
 
         options = session_options(causal_consistency, default_transaction_options, snapshot)
-        raw = self._manager._core.start_session(self._user_id, options.causal_consistency)
+        raw = self._manager._core.start_session(
+            self._user_id, options.causal_consistency, bool(options.snapshot)
+        )
         return self._session_class()(self, raw, options)  # type: ignore[no-any-return]
 
     @classmethod

@@ -295,7 +295,9 @@ class Collection:
 
     def _rc(self, session: ClientSession | None) -> ReadConcern | None:
         """The read concern of an operation: inside a transaction, the transaction's."""
-        if session is not None and session.in_transaction:
+        if session is not None and (session.in_transaction or session.options.snapshot):
+            # In a snapshot session the driver adds the session's own (snapshot, atClusterTime), which
+            # pymongo puts in place of the collection's level.
             return None
         return self._read_concern
 
@@ -813,6 +815,7 @@ class Collection:
             cursor._empty
             or "allowDiskUse" in options
             or "noCursorTimeout" in options
+            or "tailable" in options
             or not find_options_fit_driver(options)
         ):
             # Options the driver's find_one drops: run it as pymongo does, a find with limit -1.
@@ -1362,7 +1365,9 @@ def _aggregate(
     # Inside a transaction, the transaction's concerns apply.
     in_transaction = session is not None and session.in_transaction
     wc = DEFAULT_WRITE_CONCERN if in_transaction else target.write_concern
-    rc = ReadConcern() if in_transaction else target.read_concern
+    # In a snapshot session, the session's read concern (see Collection._rc).
+    snapshot = session is not None and bool(session.options.snapshot)
+    rc = ReadConcern() if in_transaction or snapshot else target.read_concern
     # As in pymongo, $out/$merge too: the driver sends those to the primary unless every server is 5.0+.
     read_preference = target._read_preference_for(session)
     known = {"allowDiskUse", "bypassDocumentValidation", "comment", "hint", "let", "maxTimeMS"}

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from bson.code import Code
 from bson.codec_options import CodecOptions
 from pymongo import CursorType
-from pymongo.errors import InvalidOperation
+from pymongo.errors import InvalidOperation, OperationFailure
 
 from ._calls import NextBatch, OpenCursor, Operation, operations, run_sync
 from ._common import (
@@ -38,8 +38,25 @@ if TYPE_CHECKING:
     from .session import ClientSession
 
 # pymongo's query flags that can be expressed as find options.
+_TAILABLE = 2
 _NO_TIMEOUT = 16
+_AWAIT_DATA = 32
 _PARTIAL = 128
+_SUPPORTED_FLAGS = _TAILABLE | _NO_TIMEOUT | _AWAIT_DATA | _PARTIAL
+_EXHAUST = 64
+
+# pymongo's _CURSOR_CLOSED_ERRORS: the server has already killed the cursor. On a tailable cursor they
+# mean the capped collection rolled over its position (CappedPositionLost), and pymongo ends the cursor
+# quietly (alive False) instead of raising.
+_CURSOR_CLOSED_ERRORS = frozenset([43, 175, 237, 28617, 17406, 96, 136])
+
+
+def _refuse_exhaust(how: str) -> InvalidOperation:
+    return InvalidOperation(
+        f"{how}: exhaust cursors are not supported by tenantpool (the Rust driver cannot read a stream "
+        f"of replies to one getMore); use CursorType.NON_TAILABLE, which returns the same documents "
+        f"(batch_size sets how many per round trip)"
+    )
 
 
 def _is_int(value: Any, minimum: int | None = None) -> bool:
@@ -48,9 +65,17 @@ def _is_int(value: Any, minimum: int | None = None) -> bool:
 
 def find_options_fit_driver(options: Mapping[str, Any]) -> bool:
     """Whether the Rust driver's find options can hold these values (unsigned skip, integer limit...)."""
+    if options.get("awaitData") and not options.get("tailable"):
+        return False  # the driver has no such cursor type; the server refuses it
     return all(
         key not in options or _is_int(options[key], minimum)
-        for key, minimum in (("skip", 0), ("limit", None), ("batchSize", 0), ("maxTimeMS", 0))
+        for key, minimum in (
+            ("skip", 0),
+            ("limit", None),
+            ("batchSize", 0),
+            ("maxTimeMS", 0),
+            ("maxAwaitTimeMS", 0),
+        )
     )
 
 
@@ -60,6 +85,8 @@ class _BatchCursor:
     _raw: RawCursor | None
     _codec: CodecOptions
     _session: ClientSession | None
+    # A tailable cursor (set when its query runs): an empty batch ends an iteration, not the cursor.
+    _tailable = False
 
     def _init_iteration(self) -> None:
         self._raw = None
@@ -87,8 +114,10 @@ class _BatchCursor:
         if self._raw is not None:
             try:
                 data = yield NextBatch(self._raw)
-            except BaseException:
+            except BaseException as exc:
                 self._close()
+                if self._tailable and isinstance(exc, OperationFailure) and exc.code in _CURSOR_CLOSED_ERRORS:
+                    return 0
                 raise
         if data is None:
             # The server cursor is exhausted (and released by the core).
@@ -142,7 +171,9 @@ class _BatchCursor:
             return True
         if self._killed:
             return False
-        if not self._started:
+        if not self._started or self._tailable:
+            # A tailable cursor is alive until the server closes it, batches or not (pymongo's rule;
+            # asking for a batch here would wait for new documents).
             return True
         return self._refresh() > 0
 
@@ -239,11 +270,11 @@ class Cursor(_BatchCursor):
             check_bool("allow_disk_use", allow_disk_use)
         if let is not None:
             check_mapping("let", let)
-        # Arguments the Rust driver's find cannot express (server features removed or tailing cursors).
-        if cursor_type != CursorType.NON_TAILABLE:
-            raise InvalidOperation(
-                "find(cursor_type=...): tailable and exhaust cursors are not supported by tenantpool yet"
-            )
+        if cursor_type == CursorType.EXHAUST:
+            if limit:
+                raise InvalidOperation("Can't use limit and exhaust together.")
+            raise _refuse_exhaust("find(cursor_type=CursorType.EXHAUST)")
+        # Arguments the Rust driver's find cannot express (server features removed).
         for name, value in (("oplog_replay", oplog_replay), ("max_scan", max_scan), ("snapshot", snapshot)):
             if value:
                 raise InvalidOperation(
@@ -267,7 +298,13 @@ class Cursor(_BatchCursor):
         self._comment = comment
         self._let = let
         self._hint = hint_value(hint)
-        self._flags = (_NO_TIMEOUT if no_cursor_timeout else 0) | (_PARTIAL if allow_partial_results else 0)
+        # pymongo's query flags: the cursor type's, and the two booleans'.
+        self._flags = (
+            cursor_type
+            | (_NO_TIMEOUT if no_cursor_timeout else 0)
+            | (_PARTIAL if allow_partial_results else 0)
+        )
+        self._max_await_time_ms: int | None = None
         self._empty = False
 
     @property
@@ -331,7 +368,10 @@ class Cursor(_BatchCursor):
         if not isinstance(max_await_time_ms, int) and max_await_time_ms is not None:
             raise TypeError(f"max_await_time_ms must be an integer or None, not {type(max_await_time_ms)}")
         self._check_okay_to_chain()
-        # As in pymongo: only tailable-await cursors use it, and those are not supported; so it is ignored.
+        # pymongo's test: ignored unless the cursor is tailable (then sent as each getMore's maxTimeMS;
+        # the server accepts it only with awaitData).
+        if self._flags & CursorType.TAILABLE_AWAIT:
+            self._max_await_time_ms = max_await_time_ms
         return self
 
     def hint(self, index: Any) -> Cursor:
@@ -387,10 +427,14 @@ class Cursor(_BatchCursor):
         if not isinstance(mask, int):
             raise TypeError(f"mask must be an int, not {type(mask)}")
         self._check_okay_to_chain()
-        if mask & ~(_NO_TIMEOUT | _PARTIAL):
+        if mask & _EXHAUST:
+            if self._limit:
+                raise InvalidOperation("Can't use limit and exhaust together.")
+            raise _refuse_exhaust(f"Cursor.add_option({mask})")
+        if mask & ~_SUPPORTED_FLAGS:
             raise InvalidOperation(
-                f"Cursor.add_option({mask}): only the no_timeout (16) and partial (128) "
-                f"flags are supported by tenantpool"
+                f"Cursor.add_option({mask}): only the tailable (2), no_timeout (16), await_data (32) and "
+                f"partial (128) flags are supported by tenantpool"
             )
         self._flags |= mask
         return self
@@ -417,6 +461,7 @@ class Cursor(_BatchCursor):
             "_batch_size",
             "_ordering",
             "_max_time_ms",
+            "_max_await_time_ms",
             "_max",
             "_min",
             "_collation",
@@ -465,6 +510,11 @@ class Cursor(_BatchCursor):
             o["noCursorTimeout"] = True
         if self._flags & _PARTIAL:
             o["allowPartialResults"] = True
+        if self._flags & _TAILABLE:
+            o["tailable"] = True
+        if self._flags & _AWAIT_DATA:
+            o["awaitData"] = True
+        put(o, "maxAwaitTimeMS", self._max_await_time_ms)
         put(o, "sort", self._ordering)
         put(o, "collation", self._collation)
         put(o, "hint", self._hint)
@@ -485,6 +535,7 @@ class Cursor(_BatchCursor):
             return None
         c = self._collection
         options = self._options()
+        self._tailable = bool(self._flags & _TAILABLE)
         doc = {"collection": c.name, "filter": self._spec, "options": options}
         # The collection's read preference when the query runs (the transaction's inside one), as in pymongo.
         spec = encode(c._route(doc, self._session), False, self._codec)
@@ -502,6 +553,8 @@ class Cursor(_BatchCursor):
         c = self._collection
         cmd: dict[str, Any] = {"find": c.name, "filter": self._spec}
         cmd.update(options)
+        # Sent with the getMores in pymongo, which this command cannot continue.
+        cmd.pop("maxAwaitTimeMS", None)
         limit = cmd.get("limit")
         if isinstance(limit, int) and limit < 0:
             cmd["limit"] = -limit
@@ -548,6 +601,7 @@ class Cursor(_BatchCursor):
         """The server's explanation of this query (``explain`` of the equivalent ``find`` command)."""
         options = self._options()
         limit = options.pop("limit", 0)
+        options.pop("maxAwaitTimeMS", None)  # a getMore option
         cmd: dict[str, Any] = {"find": self._collection.name, "filter": self._spec}
         cmd.update(options)
         if limit:
@@ -592,6 +646,7 @@ class Cursor(_BatchCursor):
             clone = self.clone()
             clone.skip(index + self._skip)
             clone.limit(-1)
+            clone._flags &= ~CursorType.TAILABLE_AWAIT  # as pymongo (PYTHON-1371)
             for doc in clone:
                 return doc
             raise IndexError("no such item for Cursor instance")

@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import bson
+from bson.timestamp import Timestamp
 from pymongo.client_session import SessionOptions, TransactionOptions
 from pymongo.errors import InvalidOperation, OperationFailure, PyMongoError
 from pymongo.read_concern import ReadConcern
@@ -91,6 +92,9 @@ class _Session:
         self._ended = False
         # The read preference of the transaction in progress.
         self._txn_read_pref: _ServerMode | None = None
+        # The times the core session had when this one ended (pymongo's ended sessions report them).
+        self._final_cluster_time: Mapping[str, Any] | None = None
+        self._final_operation_time: Timestamp | None = None
 
     @property
     def client(self) -> Any:
@@ -116,6 +120,60 @@ class _Session:
     @property
     def has_ended(self) -> bool:
         return self._ended
+
+    @property
+    def cluster_time(self) -> Mapping[str, Any] | None:
+        """The highest cluster time this session has seen (the ``$clusterTime`` of the server's
+        replies, ``{"clusterTime": Timestamp, "signature": {...}}``), or None before its first command.
+        If an operation of the session is running in another thread or task, waits for it to finish."""
+        if self._raw is None:
+            return self._final_cluster_time
+        data = self._raw.cluster_time
+        return None if data is None else bson.decode(data)
+
+    @property
+    def operation_time(self) -> Timestamp | None:
+        """The ``operationTime`` of the last command of this session, or None before its first."""
+        if self._raw is None:
+            return self._final_operation_time
+        at = self._raw.operation_time
+        return None if at is None else Timestamp(*at)
+
+    def advance_cluster_time(self, cluster_time: Mapping[str, Any]) -> None:
+        """Advances this session's cluster time to ``cluster_time`` (another session's ``cluster_time``)
+        if it is later, so that the next causally consistent operation follows that session's."""
+        if not isinstance(cluster_time, Mapping):
+            raise TypeError(
+                f"cluster_time must be a subclass of collections.Mapping, not {type(cluster_time)}"
+            )
+        if not isinstance(cluster_time.get("clusterTime"), Timestamp):
+            raise TypeError("Invalid cluster_time")
+        if not isinstance(cluster_time.get("signature"), Mapping):
+            # pymongo takes it and the server refuses the next command ("Missing expected field
+            # \"signature\""); the driver cannot hold a cluster time without one.
+            raise ValueError(
+                "cluster_time has no 'signature' document: pass another session's cluster_time as it is"
+            )
+        if self._raw is None:
+            current = self._final_cluster_time
+            if current is None or cluster_time["clusterTime"] > current["clusterTime"]:
+                self._final_cluster_time = cluster_time
+            return
+        self._raw.advance_cluster_time(bson.encode(cluster_time))
+
+    def advance_operation_time(self, operation_time: Timestamp) -> None:
+        """Advances this session's operation time to ``operation_time`` (another session's
+        ``operation_time``) if it is later: its next causally consistent read sees what that
+        session wrote."""
+        if not isinstance(operation_time, Timestamp):
+            raise TypeError(
+                f"operation_time must be an instance of bson.timestamp.Timestamp, not {type(operation_time)}"
+            )
+        if self._raw is None:
+            current = self._final_operation_time
+            self._final_operation_time = operation_time if current is None else max(current, operation_time)
+            return
+        self._raw.advance_operation_time(operation_time.time, operation_time.inc)
 
     def _txn_read_preference(self) -> _ServerMode | None:
         """The transaction's read preference while one is in progress (pymongo's name)."""
@@ -151,6 +209,8 @@ class _Session:
         max_commit_time_ms: int | None,
     ) -> _Step[None]:
         self._check_ended()
+        if self._options.snapshot:
+            raise InvalidOperation("Transactions are not supported in snapshot sessions")
         if self.in_transaction:
             raise InvalidOperation("Transaction already in progress")
         spec = transaction_options(
@@ -248,7 +308,11 @@ class _Session:
             self._ended = True
             raw, self._raw = self._raw, None
             if raw is not None:
-                raw.end()
+                cluster_time, operation_time = raw.end()
+                if cluster_time is not None:
+                    self._final_cluster_time = bson.decode(cluster_time)
+                if operation_time is not None:
+                    self._final_operation_time = Timestamp(*operation_time)
 
 
 class _TransactionContext:
@@ -425,10 +489,8 @@ class AsyncClientSession(_Session):
 def session_options(
     causal_consistency: bool | None, default_transaction_options: Any, snapshot: bool | None
 ) -> SessionOptions:
-    """pymongo's SessionOptions (which checks the arguments as pymongo does); snapshot sessions are not
-    supported."""
-    if snapshot:
-        raise InvalidOperation("snapshot sessions are not supported yet")
+    """pymongo's SessionOptions (which checks the arguments as pymongo does: ``ConfigurationError`` for a
+    snapshot session with ``causal_consistency=True``)."""
     if default_transaction_options is not None and not isinstance(
         default_transaction_options, TransactionOptions
     ):

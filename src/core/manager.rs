@@ -497,18 +497,20 @@ impl Manager {
         }
     }
 
-    /// The next server batch of a cursor; a getMore takes a slot of the tenant's quota like any operation.
+    /// The next server batch of a cursor; a getMore takes a slot of the tenant's quota like any operation
+    /// (a tailable-await getMore holds it while the server waits, as it holds a connection).
     pub async fn next_batch(
         &self,
         cursor: &mut Opened,
+        tailable: bool,
         lease: &Lease<TenantPool>,
         session: Option<&TenantSession>,
     ) -> Result<Option<ops::Batch>, CoreError> {
         let _slot = self.permit(lease).await?;
         let r = match (cursor, session) {
-            (Opened::Plain(c), _) => ops::next_batch(c).await,
+            (Opened::Plain(c), _) => ops::next_batch(c, tailable).await,
             (Opened::InSession(c), Some(s)) => {
-                ops::next_batch(&mut c.stream(&mut **s.session.lock().await)).await
+                ops::next_batch(&mut c.stream(&mut **s.session.lock().await), tailable).await
             }
             (Opened::InSession(_), None) => {
                 return Err(CoreError::Misuse("a cursor opened in a session needs that session".into()))
@@ -613,9 +615,15 @@ impl Manager {
         &self,
         tenant: &str,
         causal_consistency: Option<bool>,
+        snapshot: bool,
     ) -> Result<TenantSession, CoreError> {
         let lease = self.lease(tenant)?;
-        let options = SessionOptions::builder().causal_consistency(causal_consistency).build();
+        // A snapshot session's reads carry `readConcern: {level: snapshot, atClusterTime}` (the time
+        // its first read got from the server), as pymongo's do.
+        let options = SessionOptions::builder()
+            .causal_consistency(causal_consistency)
+            .snapshot(snapshot.then_some(true))
+            .build();
         let session =
             lease.pool().client().start_session().with_options(options).await.map_err(CoreError::Driver)?;
         let id = session.id().clone();

@@ -13,7 +13,7 @@ use mongodb::change_stream::session::SessionChangeStream;
 use mongodb::change_stream::ChangeStream;
 use mongodb::error::{Error, Result};
 use mongodb::options::{
-    AggregateOptions, ChangeStreamOptions, CountOptions, CreateCollectionOptions, DeleteOptions,
+    AggregateOptions, ChangeStreamOptions, CountOptions, CreateCollectionOptions, CursorType, DeleteOptions,
     DistinctOptions, EstimatedDocumentCountOptions, FindOneAndDeleteOptions, FindOneAndReplaceOptions,
     FindOneAndUpdateOptions, FindOneOptions, FindOptions, FullDocumentBeforeChangeType, FullDocumentType,
     InsertManyOptions, InsertOneOptions, ReplaceOptions, ReturnDocument, UpdateModifications, UpdateOptions,
@@ -161,21 +161,61 @@ fn str_field<'a>(spec: &'a RawDocument, key: &str) -> Result<&'a str> {
     spec.get_str(key).map_err(|e| invalid(format!("{key}: {e}")))
 }
 
+/// A duration in milliseconds (`maxTimeMS`, `maxAwaitTimeMS`) taken out of an options document.
+fn take_millis(d: &mut Document, key: &str) -> Result<Option<Duration>> {
+    match d.remove(key) {
+        None | Some(Bson::Null) => Ok(None),
+        Some(Bson::Int32(n)) if n >= 0 => Ok(Some(Duration::from_millis(n as u64))),
+        Some(Bson::Int64(n)) if n >= 0 => Ok(Some(Duration::from_millis(n as u64))),
+        Some(other) => Err(invalid(format!("{key} must be a non-negative integer, got {other}"))),
+    }
+}
+
 /// Deserializes the driver's options struct from `spec.options`. `maxTimeMS` is taken apart because
 /// the driver's options hold it as a `Duration`, which does not deserialize from milliseconds.
 fn options<T: DeserializeOwned + Default>(spec: &RawDocument) -> Result<(T, Option<Duration>)> {
-    let mut d = doc_field(spec, "options")?;
-    let max_time = match d.remove("maxTimeMS") {
-        None | Some(Bson::Null) => None,
-        Some(Bson::Int32(n)) if n >= 0 => Some(Duration::from_millis(n as u64)),
-        Some(Bson::Int64(n)) if n >= 0 => Some(Duration::from_millis(n as u64)),
-        Some(other) => return Err(invalid(format!("maxTimeMS must be a non-negative integer, got {other}"))),
-    };
+    options_from(doc_field(spec, "options")?)
+}
+
+fn options_from<T: DeserializeOwned + Default>(mut d: Document) -> Result<(T, Option<Duration>)> {
+    let max_time = take_millis(&mut d, "maxTimeMS")?;
     if d.is_empty() {
         return Ok((T::default(), max_time));
     }
     let opts = bson::from_document(d).map_err(|e| invalid(format!("invalid option: {e}")))?;
     Ok((opts, max_time))
+}
+
+/// The driver's find options, with the cursor type and await time given in pymongo's find command
+/// fields (`tailable`, `awaitData`) and `maxAwaitTimeMS`. The driver's struct skips those two in serde,
+/// which would drop them silently (and ignores unknown fields), so they are read here.
+fn find_options(spec: &RawDocument) -> Result<FindOptions> {
+    let mut d = doc_field(spec, "options")?;
+    let flag = |d: &mut Document, key: &str| match d.remove(key) {
+        None | Some(Bson::Boolean(false)) => Ok(false),
+        Some(Bson::Boolean(true)) => Ok(true),
+        Some(other) => Err(invalid(format!("{key} must be a boolean, got {other}"))),
+    };
+    let (tailable, await_data) = (flag(&mut d, "tailable")?, flag(&mut d, "awaitData")?);
+    let max_await = take_millis(&mut d, "maxAwaitTimeMS")?;
+    let (mut o, max_time): (FindOptions, _) = options_from(d)?;
+    o.max_time = max_time;
+    o.cursor_type = match (tailable, await_data) {
+        (false, false) => None,
+        (true, false) => Some(CursorType::Tailable),
+        (true, true) => Some(CursorType::TailableAwait),
+        // The server refuses it; the Python layer sends such a query as the raw command instead.
+        (false, true) => return Err(invalid("awaitData needs tailable")),
+    };
+    // The driver sends it as the getMores' maxTimeMS, as pymongo sends max_await_time_ms.
+    o.max_await_time = max_await;
+    Ok(o)
+}
+
+/// Whether a cursor op's spec opens a tailable cursor, whose empty batches do not end it.
+pub fn is_tailable(op: CursorOp, spec: &RawDocument) -> bool {
+    op == CursorOp::Find
+        && spec.get_document("options").is_ok_and(|o| o.get_bool("tailable").unwrap_or(false))
 }
 
 /// The read preference of a read, from `spec.readPreference` (the driver's read preference document:
@@ -500,8 +540,7 @@ pub async fn open_cursor(
     let coll = || named.as_ref().ok_or_else(|| invalid("collection: a collection name is required"));
     match op {
         CursorOp::Find => {
-            let (mut o, mt) = options::<FindOptions>(spec)?;
-            o.max_time = mt;
+            let mut o = find_options(spec)?;
             o.selection_criteria = Some(selection_criteria(spec)?);
             open!(coll()?.find(doc_field(spec, "filter")?).with_options(o))
         }
@@ -560,10 +599,18 @@ impl Batch {
         }
         debug_assert_eq!(at, out.len());
     }
+
+    /// The cursor id the server gave with this batch: 0 once it closed the cursor.
+    fn cursor_id(&self) -> i64 {
+        let cursor = self.reply.as_raw_document().get_document("cursor");
+        cursor.ok().and_then(|c| c.get_i64("id").ok()).unwrap_or(0)
+    }
 }
 
-/// A cursor's next non-empty server batch, or None once it is exhausted.
-pub async fn next_batch<S>(batches: &mut S) -> Result<Option<Batch>>
+/// A cursor's next non-empty server batch, or None once it is exhausted. A tailable cursor's next
+/// batch, empty or not: an empty one means nothing new yet, and asking again is the caller's choice
+/// (pymongo's iteration stops there while the cursor stays alive).
+pub async fn next_batch<S>(batches: &mut S, tailable: bool) -> Result<Option<Batch>>
 where
     S: futures_util::Stream<Item = Result<RawBatch>> + Unpin,
 {
@@ -571,7 +618,7 @@ where
     while let Some(batch) = batches.next().await {
         let batch = Batch::new(batch?)?;
         // An empty batch of a live cursor is not the end (the server may still be producing).
-        if !batch.is_empty() {
+        if !batch.is_empty() || (tailable && batch.cursor_id() != 0) {
             return Ok(Some(batch));
         }
     }
@@ -856,6 +903,32 @@ mod tests {
         assert_eq!(wc.w, Some(mongodb::options::Acknowledgment::Nodes(3)));
         assert_eq!(wc.w_timeout, Some(Duration::from_millis(500)));
         assert!(insert_many_options(&rawdoc! {}).unwrap().write_concern.is_none());
+    }
+
+    #[test]
+    fn find_options_carry_the_cursor_type_and_await_time() {
+        let spec = rawdoc! { "options": { "tailable": true, "awaitData": true, "maxAwaitTimeMS": 250_i32,
+        "maxTimeMS": 50_i64, "batchSize": 2_i32 } };
+        let o = find_options(&spec).unwrap();
+        assert!(matches!(o.cursor_type, Some(CursorType::TailableAwait)));
+        assert_eq!(o.max_await_time, Some(Duration::from_millis(250)));
+        assert_eq!(o.max_time, Some(Duration::from_millis(50)));
+        assert_eq!(o.batch_size, Some(2));
+        assert!(is_tailable(CursorOp::Find, &spec));
+        assert!(!is_tailable(CursorOp::Aggregate, &spec));
+        let o = find_options(&rawdoc! { "options": { "tailable": true } }).unwrap();
+        assert!(matches!(o.cursor_type, Some(CursorType::Tailable)));
+        assert!(o.max_await_time.is_none());
+        let o = find_options(&rawdoc! {}).unwrap();
+        assert!(o.cursor_type.is_none());
+        assert!(!is_tailable(CursorOp::Find, &rawdoc! { "options": { "tailable": false } }));
+        for bad in [
+            rawdoc! { "options": { "awaitData": true } },
+            rawdoc! { "options": { "tailable": 1_i32 } },
+            rawdoc! { "options": { "tailable": true, "maxAwaitTimeMS": -5_i32 } },
+        ] {
+            assert!(find_options(&bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

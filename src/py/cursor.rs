@@ -1,5 +1,7 @@
 //! `_core.RawCursor`: a server cursor handing out one server batch at a time as BSON bytes, which the
-//! Python cursor classes decode with pymongo's C decoder. Usable from threads and from asyncio.
+//! Python cursor classes decode with pymongo's C decoder. Usable from threads and from asyncio. A fetch
+//! takes the cursor out of its slot, so one blocked on the server (a tailable-await getMore) holds no
+//! lock, and `close` from another thread ends it at once.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -7,6 +9,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use super::aio;
@@ -19,6 +22,8 @@ use crate::core::runtime;
 
 struct Open {
     cursor: Opened,
+    // Its empty batches are answers ("nothing new yet"), not something to fetch past.
+    tailable: bool,
     // A cursor opened in a session fetches its later batches in that session.
     session: Option<Arc<TenantSession>>,
     // Keeps the tenant's pool open for as long as the server cursor lives.
@@ -40,11 +45,14 @@ type Fetched = Result<Option<Batch>, CoreError>;
 pub struct PyRawCursor {
     manager: Arc<Manager>,
     state: Arc<Mutex<State>>,
+    /// Wakes a fetch blocked on the server when another thread closes the cursor.
+    stop: Arc<Notify>,
     /// The next batch, being fetched while Python decodes the current one.
     ahead: Mutex<Option<JoinHandle<Fetched>>>,
     /// Batches handed out so far; read ahead only once the caller is going through a large result.
     batches: AtomicU32,
     in_session: bool,
+    tailable: bool,
     /// The process that opened the cursor: in a forked child its connection belongs to the parent.
     pid: u32,
 }
@@ -55,15 +63,18 @@ impl PyRawCursor {
         cursor: Opened,
         lease: Lease<TenantPool>,
         session: Option<Arc<TenantSession>>,
+        tailable: bool,
     ) -> Self {
         let in_session = session.is_some();
-        let open = Open { cursor, session, lease };
+        let open = Open { cursor, tailable, session, lease };
         PyRawCursor {
             manager,
             state: Arc::new(Mutex::new(State::Ready(Box::new(open)))),
+            stop: Arc::new(Notify::new()),
             ahead: Mutex::new(None),
             batches: AtomicU32::new(0),
             in_session,
+            tailable,
             pid: std::process::id(),
         }
     }
@@ -76,12 +87,15 @@ impl PyRawCursor {
     /// first getMore, so a cursor read for a few documents and abandoned never costs an extra
     /// getMore; one read past its first full batch costs at most one batch it does not use. Not in a
     /// session, where a background getMore would hold the session against the caller's own operations.
+    /// Not on a tailable cursor: its getMore waits for new documents (up to maxAwaitTimeMS with
+    /// awaitData), so one started ahead would hold a connection and a quota slot waiting for documents
+    /// the caller may never ask for, and what it found would come late to a caller that asked again.
     fn read_ahead(&self) {
-        if self.in_session || self.batches.fetch_add(1, Ordering::Relaxed) < 1 {
+        if self.in_session || self.tailable || self.batches.fetch_add(1, Ordering::Relaxed) < 1 {
             return;
         }
         let Some(rt) = runtime::live() else { return };
-        let Ok(Some(fetch)) = Fetch::start(&self.state) else { return };
+        let Ok(Some(fetch)) = Fetch::start(&self.state, &self.stop) else { return };
         let manager = Arc::clone(&self.manager);
         *self.ahead.lock() = Some(rt.spawn(async move { fetch.run(&manager).await }));
     }
@@ -111,14 +125,17 @@ fn release(open: Box<Open>) {
 /// cancelled), dropping the guard kills the cursor and records why.
 struct Fetch {
     state: Arc<Mutex<State>>,
+    stop: Arc<Notify>,
     open: Option<Box<Open>>,
 }
 
 impl Fetch {
-    fn start(state: &Arc<Mutex<State>>) -> Result<Option<Fetch>, &'static str> {
+    fn start(state: &Arc<Mutex<State>>, stop: &Arc<Notify>) -> Result<Option<Fetch>, &'static str> {
         let mut slot = state.lock();
         match std::mem::replace(&mut *slot, State::Busy) {
-            State::Ready(open) => Ok(Some(Fetch { state: Arc::clone(state), open: Some(open) })),
+            State::Ready(open) => {
+                Ok(Some(Fetch { state: Arc::clone(state), stop: Arc::clone(stop), open: Some(open) }))
+            }
             State::Busy => Err("this cursor is already fetching a batch; a cursor is not for concurrent use"),
             State::Done => {
                 *slot = State::Done;
@@ -133,7 +150,13 @@ impl Fetch {
 
     async fn run(mut self, manager: &Manager) -> Result<Option<Batch>, CoreError> {
         let open = self.open.as_mut().expect("present until finished");
-        let r = manager.next_batch(&mut open.cursor, &open.lease, open.session.as_deref()).await;
+        let stop = Arc::clone(&self.stop);
+        let r = tokio::select! {
+            r = manager.next_batch(&mut open.cursor, open.tailable, &open.lease, open.session.as_deref()) => r,
+            // Closed from another thread: abandon the getMore (a tailable-await one may wait for
+            // seconds); the cursor ends as if exhausted, and releasing it kills the server cursor.
+            _ = stop.notified() => Ok(None),
+        };
         let open = self.open.take().expect("present until finished");
         let mut slot = self.state.lock();
         // Still Busy unless the cursor was closed meanwhile (then it is Done and stays so).
@@ -203,7 +226,7 @@ impl PyRawCursor {
         let ahead = self.ahead.lock().take();
         let fetched = match ahead {
             Some(handle) => block_on(py, read_ahead_result(handle)),
-            None => match Fetch::start(&self.state).map_err(invalid_operation)? {
+            None => match Fetch::start(&self.state, &self.stop).map_err(invalid_operation)? {
                 Some(fetch) => block_on(py, fetch.run(&self.manager)),
                 None => return Ok(None),
             },
@@ -224,7 +247,7 @@ impl PyRawCursor {
         let ahead = self.ahead.lock().take();
         let fetch = match ahead {
             Some(_) => None,
-            None => Fetch::start(&self.state).map_err(invalid_operation)?,
+            None => Fetch::start(&self.state, &self.stop).map_err(invalid_operation)?,
         };
         let manager = Arc::clone(&self.manager);
         aio::awaitable(py, async move {
@@ -240,7 +263,8 @@ impl PyRawCursor {
         })
     }
 
-    /// Kills the server cursor (if still open) and returns the lease. Idempotent.
+    /// Kills the server cursor (if still open) and returns the lease. Idempotent. A fetch in progress
+    /// in another thread stops at once (as if the cursor were exhausted) and releases the cursor.
     fn close(&self, py: Python<'_>) {
         let state = &self.state;
         let close = || {
@@ -251,8 +275,12 @@ impl PyRawCursor {
                     drop(slot);
                     release(open);
                 }
-                // A fetch in progress releases the cursor when it finishes and sees Done.
-                State::Busy | State::Done => {}
+                State::Busy => {
+                    // The fetch releases the cursor when it stops and sees Done. A stored permit if it
+                    // has not started waiting yet.
+                    self.stop.notify_one();
+                }
+                State::Done => {}
                 State::Cancelled => *slot = State::Cancelled,
             }
         };

@@ -18,7 +18,7 @@ use super::errors::core_error;
 use super::session::PySession;
 use crate::core::exposition;
 use crate::core::manager::{Config, CoreError, Manager, Sizer};
-use crate::core::ops::{CursorOp, Op};
+use crate::core::ops::{self, CursorOp, Op};
 use crate::core::policy::Strategy;
 
 #[pyclass(module = "tenantpool._core", name = "Manager", frozen)]
@@ -183,8 +183,9 @@ impl PyManager {
         let inner = &self.inner;
         let session = session.map(|s| s.handle(py)).transpose()?;
         let opened = block_on(py, inner.open_cursor(tenant, db_name, op, &spec, session.as_deref()));
+        let tailable = ops::is_tailable(op, &spec);
         match opened {
-            Ok((cursor, lease)) => Ok(PyRawCursor::new(Arc::clone(inner), cursor, lease, session)),
+            Ok((cursor, lease)) => Ok(PyRawCursor::new(Arc::clone(inner), cursor, lease, session, tailable)),
             Err(e) => Err(self.err(py, e)),
         }
     }
@@ -205,9 +206,10 @@ impl PyManager {
         let session = session.map(|s| s.handle(py)).transpose()?;
         aio::awaitable(py, async move {
             let result = inner.open_cursor(&tenant, &db_name, op, &spec, session.as_deref()).await;
+            let tailable = ops::is_tailable(op, &spec);
             aio::deliver(move |py| match result {
                 Ok((cursor, lease)) => {
-                    Py::new(py, PyRawCursor::new(Arc::clone(&inner), cursor, lease, session))
+                    Py::new(py, PyRawCursor::new(Arc::clone(&inner), cursor, lease, session, tailable))
                 }
                 Err(e) => Err(error(py, &inner, e)),
             })
@@ -261,15 +263,16 @@ impl PyManager {
 
     /// Starts a client session on the tenant's client (no network I/O: sync and async callers alike
     /// call this one).
-    #[pyo3(signature = (tenant, causal_consistency=None))]
+    #[pyo3(signature = (tenant, causal_consistency=None, snapshot=false))]
     fn start_session(
         &self,
         py: Python<'_>,
         tenant: &str,
         causal_consistency: Option<bool>,
+        snapshot: bool,
     ) -> PyResult<PySession> {
         let inner = &self.inner;
-        match block_on(py, inner.start_session(tenant, causal_consistency)) {
+        match block_on(py, inner.start_session(tenant, causal_consistency, snapshot)) {
             Ok(s) => Ok(PySession::new(Arc::clone(inner), s)),
             Err(e) => Err(self.err(py, e)),
         }

@@ -129,6 +129,31 @@ def case_create_collection_in_transaction(db):
     return db.list_collection_names(), db.made_in_txn.find_one()
 
 
+def case_snapshot_session_reads(db):
+    # Written with w: majority: a snapshot read sees the majority-committed data.
+    c = db.get_collection("c", write_concern=WriteConcern(w="majority"))
+    c.insert_many([{"_id": i, "a": i % 2} for i in range(4)])
+    with db.client.start_session(snapshot=True) as s:
+        first = c.find_one({"_id": 1}, session=s)
+        c.insert_one({"_id": 10, "a": 1})
+        c.update_one({"_id": 2}, {"$set": {"a": 5}})
+        reads = (
+            first,
+            c.find({}, session=s).sort("_id").to_list(),
+            c.find({}, session=s, batch_size=1).to_list(),
+            c.count_documents({"a": 1}, session=s),
+            sorted(c.distinct("a", session=s)),
+            c.aggregate([{"$group": {"_id": "$a", "n": {"$sum": 1}}}, {"$sort": {"_id": 1}}], session=s),
+            c.with_options(read_concern=ReadConcern("majority")).find_one({"_id": 10}, session=s),
+        )
+        options = (s.options.snapshot, s.options.causal_consistency)
+        refused = (
+            attempt(s.start_transaction),
+            attempt(lambda: db.client.start_session(snapshot=True, causal_consistency=True)),
+        )
+    return reads, options, refused, c.count_documents({})
+
+
 CASES = collect_cases(globals())
 
 
