@@ -227,7 +227,7 @@ impl PyRawCursor {
             None => Fetch::start(&self.state).map_err(invalid_operation)?,
         };
         let manager = Arc::clone(&self.manager);
-        aio::awaitable(py, async move {
+        aio::awaitable(py, move || async move {
             let r = match (ahead, fetch) {
                 (Some(handle), _) => read_ahead_result(handle).await,
                 (None, Some(f)) => f.run(&manager).await,
