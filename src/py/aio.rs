@@ -18,7 +18,7 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::io::{ErrorKind, Read, Write};
 use std::panic::AssertUnwindSafe;
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 
 use futures_util::FutureExt;
 use parking_lot::Mutex;
@@ -54,7 +54,9 @@ where
     };
     let completions = Completions::of_running_loop(py)?;
     let future = completions.create_future.bind(py).call0()?;
-    let delivery = Delivery { completions, future: Some(future.clone().unbind()) };
+    let on_done = Bound::new(py, Abort(OnceLock::new()))?;
+    let delivery =
+        Delivery { completions, future: Some((future.clone().unbind(), on_done.clone().unbind())) };
     let task = rt.spawn(async move {
         let outcome = match AssertUnwindSafe(async move { Box::pin(make()).await }).catch_unwind().await {
             Ok(deferred) => Outcome::Ready(deferred),
@@ -62,7 +64,7 @@ where
         };
         delivery.deliver(outcome);
     });
-    let on_done = Abort(task.abort_handle());
+    let _ = on_done.get().0.set(task.abort_handle());
     if let Err(e) = future.call_method1(intern!(py, "add_done_callback"), (on_done,)) {
         task.abort();
         return Err(e);
@@ -94,6 +96,7 @@ enum Outcome {
 
 struct Done {
     future: Py<PyAny>,
+    on_done: Py<Abort>,
     outcome: Outcome,
 }
 
@@ -101,34 +104,37 @@ struct Done {
 /// the runtime shut down), it still resolves the future, so that no awaiting task waits for ever.
 struct Delivery {
     completions: Arc<Completions>,
-    future: Option<Py<PyAny>>,
+    future: Option<(Py<PyAny>, Py<Abort>)>,
 }
 
 impl Delivery {
     fn deliver(mut self, outcome: Outcome) {
-        if let Some(future) = self.future.take() {
-            self.completions.push(Done { future, outcome });
+        if let Some((future, on_done)) = self.future.take() {
+            self.completions.push(Done { future, on_done, outcome });
         }
     }
 }
 
 impl Drop for Delivery {
     fn drop(&mut self) {
-        if let Some(future) = self.future.take() {
-            self.completions.push(Done { future, outcome: Outcome::Dropped });
+        if let Some((future, on_done)) = self.future.take() {
+            self.completions.push(Done { future, on_done, outcome: Outcome::Dropped });
         }
     }
 }
 
-/// The done callback of every operation's future: a cancelled future aborts its task.
+/// The done callback of every operation's future: a cancelled future aborts its task. Set before the
+/// task exists, so that the task can hand it back with its result (see `drain`).
 #[pyclass(frozen)]
-struct Abort(AbortHandle);
+struct Abort(OnceLock<AbortHandle>);
 
 #[pymethods]
 impl Abort {
     fn __call__(&self, future: &Bound<'_, PyAny>) -> PyResult<()> {
         if future.call_method0(intern!(future.py(), "cancelled"))?.is_truthy()? {
-            self.0.abort();
+            if let Some(task) = self.0.get() {
+                task.abort();
+            }
         }
         Ok(())
     }
@@ -290,7 +296,7 @@ impl Completions {
         }
         let batch = std::mem::take(&mut *self.ready.lock());
         let mut unused = Vec::new();
-        for Done { future, outcome } in batch {
+        for Done { future, on_done, outcome } in batch {
             let future = future.bind(py);
             let cancelled =
                 future.call_method0(intern!(py, "cancelled")).and_then(|c| c.is_truthy()).unwrap_or(true);
@@ -308,6 +314,9 @@ impl Completions {
                 Outcome::Panicked(message) => Err(panicked(&message)),
                 Outcome::Dropped => Err(core_error(py, CoreError::Stopped, &|m| m.to_owned())),
             };
+            // Resolved here, the future no longer needs its cancellation callback: removed, it costs
+            // the loop no extra callback per operation.
+            let _ = future.call_method1(intern!(py, "remove_done_callback"), (on_done,));
             let set = match result {
                 Ok(value) => future.call_method1(intern!(py, "set_result"), (value,)),
                 Err(e) => future.call_method1(intern!(py, "set_exception"), (e.into_value(py),)),
