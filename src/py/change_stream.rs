@@ -207,7 +207,7 @@ impl PyRawChangeStream {
         self.check_process()?;
         let round = Round::start(self).map_err(invalid_operation)?;
         let manager = Arc::clone(&self.manager);
-        aio::awaitable(py, async move {
+        aio::awaitable(py, move || async move {
             let r = match round {
                 Some(round) => round.run(&manager).await,
                 None => Ok((None, None)),

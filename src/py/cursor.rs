@@ -250,7 +250,7 @@ impl PyRawCursor {
             None => Fetch::start(&self.state, &self.stop).map_err(invalid_operation)?,
         };
         let manager = Arc::clone(&self.manager);
-        aio::awaitable(py, async move {
+        aio::awaitable(py, move || async move {
             let r = match (ahead, fetch) {
                 (Some(handle), _) => read_ahead_result(handle).await,
                 (None, Some(f)) => f.run(&manager).await,

@@ -159,7 +159,7 @@ impl PyManager {
         let (op, spec, docs) = (parse_op(op)?, raw(spec)?, raw_docs(docs)?);
         let inner = Arc::clone(&self.inner);
         let session = session.map(|s| s.handle(py)).transpose()?;
-        aio::awaitable(py, async move {
+        aio::awaitable(py, move || async move {
             let result = inner.execute(&tenant, &db_name, op, &spec, docs, session.as_deref()).await;
             aio::deliver(move |py| match result {
                 Ok(reply) => Ok(reply.map(|r| PyBytes::new(py, r.as_bytes()).unbind())),
@@ -204,7 +204,7 @@ impl PyManager {
         let (op, spec) = (parse_cursor_op(op)?, raw(spec)?);
         let inner = Arc::clone(&self.inner);
         let session = session.map(|s| s.handle(py)).transpose()?;
-        aio::awaitable(py, async move {
+        aio::awaitable(py, move || async move {
             let result = inner.open_cursor(&tenant, &db_name, op, &spec, session.as_deref()).await;
             let tailable = ops::is_tailable(op, &spec);
             aio::deliver(move |py| match result {
@@ -250,7 +250,7 @@ impl PyManager {
         let spec = raw(spec)?;
         let inner = Arc::clone(&self.inner);
         let session = session.map(|s| s.handle(py)).transpose()?;
-        aio::awaitable(py, async move {
+        aio::awaitable(py, move || async move {
             let result = inner.watch(&tenant, &db_name, &spec, session.as_deref()).await;
             aio::deliver(move |py| match result {
                 Ok((stream, lease)) => {

@@ -180,7 +180,7 @@ impl PySession {
     fn start_transaction_async<'py>(&self, py: Python<'py>, options: &[u8]) -> PyResult<Bound<'py, PyAny>> {
         let options = transaction_options(options)?;
         let (inner, manager) = (self.handle(py)?, Arc::clone(&self.manager));
-        aio::awaitable(py, async move {
+        aio::awaitable(py, move || async move {
             let r = manager.start_transaction(&inner, options).await;
             aio::deliver(move |py| r.map_err(|e| error(py, &manager, e)))
         })
@@ -188,7 +188,7 @@ impl PySession {
 
     fn commit_transaction_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let (inner, manager) = (self.handle(py)?, Arc::clone(&self.manager));
-        aio::awaitable(py, async move {
+        aio::awaitable(py, move || async move {
             let r = manager.commit_transaction(&inner).await;
             aio::deliver(move |py| r.map_err(|e| error(py, &manager, e)))
         })
@@ -196,7 +196,7 @@ impl PySession {
 
     fn abort_transaction_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let (inner, manager) = (self.handle(py)?, Arc::clone(&self.manager));
-        aio::awaitable(py, async move {
+        aio::awaitable(py, move || async move {
             let r = manager.abort_transaction(&inner).await;
             aio::deliver(move |py| r.map_err(|e| error(py, &manager, e)))
         })
