@@ -91,7 +91,12 @@ def test_cursors_made_in_the_block_use_the_session(manager, pymongo_client):
         assert [c["name"] for c in db.list_collections(filter={"name": coll.name})] == [coll.name]
         assert [i["name"] for i in coll.list_indexes()] == ["_id_"]
         # The server refuses these in a transaction: so they ran in the bound session's.
-        for op in (db.list_collection_names, db.list_collections, coll.list_indexes):
+        for op in (
+            db.list_collection_names,
+            db.list_collections,
+            coll.list_indexes,
+            manager.get_client("bind-a").list_database_names,
+        ):
             s.start_transaction()
             with pytest.raises(OperationFailure) as info:
                 op()
@@ -166,6 +171,7 @@ def test_another_clients_operation_raises(manager, mongodb_uri):
             lambda: b_coll.count_documents({}),
             lambda: b_coll.database.command("ping"),
             lambda: b_coll.database.list_collection_names(),
+            lambda: b_coll.database.client.list_database_names(),
         ):
             with pytest.raises(InvalidOperation) as info:
                 op()
