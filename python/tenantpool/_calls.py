@@ -14,7 +14,10 @@ import functools
 import inspect
 import time
 from collections.abc import Awaitable, Callable, Generator
+from contextvars import ContextVar
 from typing import Any, NamedTuple, TypeVar, Union
+
+from pymongo.errors import InvalidOperation
 
 from ._core import Manager, RawChangeStream, RawCursor, Session
 
@@ -166,20 +169,96 @@ async def run_async(operation: Operation[T]) -> T:
         return done.value
 
 
+# The session ``with session.bind():`` (``async with`` for an AsyncClientSession) binds in this context
+# (thread, asyncio task): pymongo's ``_SESSION``, one variable for the sync API, one for the async one.
+BOUND_SESSION: ContextVar[Any] = ContextVar("tenantpool.BOUND_SESSION", default=None)
+ASYNC_BOUND_SESSION: ContextVar[Any] = ContextVar("tenantpool.ASYNC_BOUND_SESSION", default=None)
+
+# pymongo's message (MongoClient._get_bound_session), word for word.
+_OTHER_CLIENT = (
+    "Only the client that created the bound session can perform operations within"
+    " its context block. See <PLACEHOLDER> for more information."
+)
+
+
+def bound_session(target: Any, bound: Any) -> Any:
+    """``bound``, the session bound in this context, for an operation of ``target`` (a Database,
+    Collection or TenantClient) given no session: it must be of the same client, the same tenant of the
+    same manager, else pymongo's InvalidOperation."""
+    client = bound._client
+    core = getattr(target, "_core", None)
+    if core is None:
+        core = target._manager._core
+    if client._user_id != target._user_id or client._manager._core is not core:
+        raise InvalidOperation(_OTHER_CLIENT)
+    return bound
+
+
+def _session_index(gen: Callable[..., Any]) -> int | None:
+    """Where a method's ``session`` parameter is among its positional arguments (``self`` excluded), a
+    large number if it is keyword-only, None if it has none."""
+    params = list(inspect.signature(gen).parameters.values())[1:]
+    for i, param in enumerate(params):
+        if param.name == "session":
+            if param.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD:
+                return i
+            if param.kind is inspect.Parameter.KEYWORD_ONLY:
+                return 1 << 30
+    return None
+
+
+def _with_bound(
+    target: Any, bound: Any, index: int, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[Any, ...]:
+    """The arguments of a call given no session (or None) with the bound session in its place."""
+    if index < len(args):
+        if args[index] is None:
+            args = (*args[:index], bound_session(target, bound), *args[index + 1 :])
+    elif kwargs.get("session") is None:
+        kwargs["session"] = bound_session(target, bound)
+    return args
+
+
 def sync_method(gen: Callable[..., Operation[T]]) -> Callable[..., T]:
+    index = _session_index(gen)
+    if index is None:
+
+        @functools.wraps(gen)
+        def method(self: Any, *args: Any, **kwargs: Any) -> T:
+            return run_sync(gen(self, *args, **kwargs))
+
+        return method
+
     @functools.wraps(gen)
-    def method(self: Any, *args: Any, **kwargs: Any) -> T:
+    def session_method(self: Any, *args: Any, **kwargs: Any) -> T:
+        # A call given no session runs in the bound one (``ClientSession.bind``), decided here, at the
+        # call, so that its write and read concerns and transaction see it.
+        bound = BOUND_SESSION.get()
+        if bound is not None:
+            args = _with_bound(self, bound, index, args, kwargs)
         return run_sync(gen(self, *args, **kwargs))
 
-    return method
+    return session_method
 
 
 def async_method(gen: Callable[..., Operation[T]]) -> Callable[..., Awaitable[T]]:
+    index = _session_index(gen)
+    if index is None:
+
+        @functools.wraps(gen)
+        async def method(self: Any, *args: Any, **kwargs: Any) -> T:
+            return await run_async(gen(self, *args, **kwargs))
+
+        return method
+
     @functools.wraps(gen)
-    async def method(self: Any, *args: Any, **kwargs: Any) -> T:
+    async def session_method(self: Any, *args: Any, **kwargs: Any) -> T:
+        bound = ASYNC_BOUND_SESSION.get()
+        if bound is not None:
+            args = _with_bound(self, bound, index, args, kwargs)
         return await run_async(gen(self, *args, **kwargs))
 
-    return method
+    return session_method
 
 
 def operations(cls: type[T]) -> type[T]:

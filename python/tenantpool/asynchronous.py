@@ -20,7 +20,7 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Any
 
-from ._calls import async_operations, run_async
+from ._calls import ASYNC_BOUND_SESSION, async_operations, run_async
 from .change_stream import ChangeStream, CollectionChangeStream, DatabaseChangeStream
 from .client import TenantClient
 from .collection import Collection
@@ -77,6 +77,8 @@ class _AsyncIteration:
 @async_operations
 class AsyncCursor(_AsyncIteration, Cursor):  # type: ignore[misc]
     """The cursor ``AsyncCollection.find`` returns: chain options, then ``async for`` or ``to_list``."""
+
+    _bound_sessions = ASYNC_BOUND_SESSION
 
     def __getitem__(self, index: Any) -> Any:
         if isinstance(index, slice):

@@ -76,8 +76,10 @@ class TenantClient:
     def admin(self) -> Database:
         return self._database_class(self, "admin")
 
-    def list_database_names(self) -> list[str]:
-        reply = yield from self.admin._gen_command("listDatabases", nameOnly=True)
+    def list_database_names(self, session: ClientSession | None = None, comment: Any = None) -> list[str]:
+        reply = yield from self.admin._gen_command(
+            "listDatabases", nameOnly=True, session=session, comment=comment
+        )
         return [d["name"] for d in reply["databases"]]
 
     def start_session(

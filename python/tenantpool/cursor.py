@@ -15,7 +15,7 @@ from bson.codec_options import CodecOptions
 from pymongo import CursorType
 from pymongo.errors import InvalidOperation, OperationFailure
 
-from ._calls import NextBatch, OpenCursor, Operation, operations, run_sync
+from ._calls import BOUND_SESSION, NextBatch, OpenCursor, Operation, bound_session, operations, run_sync
 from ._common import (
     check_bool,
     check_mapping,
@@ -213,6 +213,9 @@ class Cursor(_BatchCursor):
     """The cursor ``Collection.find`` returns, with pymongo's arguments, checks and chaining: options can be
     changed until the first document is fetched; the query runs on first iteration."""
 
+    # The variable of the sessions ``bind()`` binds (the async cursor's: the async sessions').
+    _bound_sessions = BOUND_SESSION
+
     def __init__(
         self,
         collection: Collection,
@@ -243,6 +246,11 @@ class Cursor(_BatchCursor):
         self._collection = collection
         self._codec = collection.codec_options
         self._init_iteration()
+        if session is None:
+            bound = self._bound_sessions.get()
+            if bound is not None:
+                # The session bound by ``with session.bind():``, taken when the cursor is made.
+                session = bound_session(collection, bound)
         # Checked now, as pymongo checks it: a foreign or ended session fails at the call.
         core_session(session, collection._user_id)
         self._session: ClientSession | None = session

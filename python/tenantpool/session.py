@@ -20,6 +20,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Awaitable, Callable, Generator, Mapping
+from contextvars import Token
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -31,7 +32,7 @@ from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import _ServerMode
 from pymongo.write_concern import WriteConcern
 
-from ._calls import Invoke, SessionCall, Sleep, run_async, run_sync
+from ._calls import ASYNC_BOUND_SESSION, BOUND_SESSION, Invoke, SessionCall, Sleep, run_async, run_sync
 from ._core import Session as _RawSession
 
 if TYPE_CHECKING:
@@ -330,8 +331,35 @@ class _TransactionContext:
         run_sync(self._session._gen_exit_transaction(exc is not None))
 
 
+class _BoundSessionContext:
+    """What ``ClientSession.bind()`` returns (pymongo 4.17's): inside ``with session.bind():`` every
+    operation of the session's client given no ``session=`` runs in it, and one of another client
+    (another tenant, or another manager) raises InvalidOperation. The binding is a ContextVar, so it is
+    this thread's (or asyncio task's) only. Leaving the block ends the session unless
+    ``end_session=False``."""
+
+    def __init__(self, session: ClientSession, end_session: bool) -> None:
+        self._session = session
+        self._session_token: Token[Any] | None = None
+        self._end_session = end_session
+
+    def __enter__(self) -> ClientSession:
+        self._session_token = BOUND_SESSION.set(self._session)
+        return self._session
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._session_token:
+            BOUND_SESSION.reset(self._session_token)
+            self._session_token = None
+        if self._end_session:
+            self._session.end_session()
+
+
 class ClientSession(_Session):
-    """A session of one tenant. Pass it as ``session=`` to that tenant's operations."""
+    """A session of one tenant. Pass it as ``session=`` to that tenant's operations, or bind it
+    (``with session.bind():``) to run in it every operation of the block given none."""
 
     @property
     def client(self) -> TenantClient:
@@ -374,6 +402,12 @@ class ClientSession(_Session):
     def end_session(self) -> None:
         """Ends the session (aborting an open transaction)."""
         run_sync(self._gen_end_session())
+
+    def bind(self, end_session: bool = True) -> _BoundSessionContext:
+        """``with session.bind():`` runs in this session every operation of its client, inside the block,
+        given no ``session=`` (pymongo 4.17); leaving the block ends the session unless
+        ``end_session=False``."""
+        return _BoundSessionContext(self, end_session)
 
     def __enter__(self) -> ClientSession:
         return self
@@ -421,6 +455,35 @@ class _AsyncTransactionContext:
         pass
 
 
+class _AsyncBoundSessionContext:
+    """What ``AsyncClientSession.bind()`` returns: ``async with session.bind():`` (see
+    ``_BoundSessionContext``); the binding is the asyncio task's."""
+
+    def __init__(self, session: AsyncClientSession, end_session: bool) -> None:
+        self._session = session
+        self._session_token: Token[Any] | None = None
+        self._end_session = end_session
+
+    async def __aenter__(self) -> AsyncClientSession:
+        self._session_token = ASYNC_BOUND_SESSION.set(self._session)
+        return self._session
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._session_token:
+            ASYNC_BOUND_SESSION.reset(self._session_token)
+            self._session_token = None
+        if self._end_session:
+            await self._session.end_session()
+
+    def __enter__(self) -> Any:
+        raise TypeError("use 'async with' with an AsyncClientSession's bind()")
+
+    def __exit__(self, *args: Any) -> None:  # pragma: no cover - __enter__ always raises
+        pass
+
+
 class AsyncClientSession(_Session):
     """pymongo's ``AsyncClientSession`` for one tenant: ``async with client.start_session() as s:``
     (``async with await client.start_session()`` works too), ``async with await s.start_transaction():``,
@@ -463,6 +526,12 @@ class AsyncClientSession(_Session):
     async def end_session(self) -> None:
         """Ends the session (aborting an open transaction)."""
         await run_async(self._gen_end_session())
+
+    def bind(self, end_session: bool = True) -> _AsyncBoundSessionContext:
+        """``async with session.bind():`` runs in this session every async operation of its client,
+        inside the block, given no ``session=`` (pymongo 4.17); leaving the block ends the session unless
+        ``end_session=False``."""
+        return _AsyncBoundSessionContext(self, end_session)
 
     async def _itself(self) -> AsyncClientSession:
         return self
