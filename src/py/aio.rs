@@ -15,6 +15,7 @@
 
 use std::any::Any;
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io::{ErrorKind, Read, Write};
 use std::panic::AssertUnwindSafe;
@@ -142,11 +143,16 @@ impl Abort {
 
 /// One event loop's completion queue.
 struct Completions {
-    ready: Mutex<Vec<Done>>,
+    ready: Mutex<VecDeque<Done>>,
     wake: Wake,
     /// The loop's `create_future`, looked up once.
     create_future: Py<PyAny>,
 }
+
+/// Results resolved per loop callback. Each resolved future makes its task runnable in the next loop
+/// iteration: in slices, a burst of results does not become one long iteration of task steps, and
+/// timers and other I/O get their turn in between.
+const DRAIN_AT_ONCE: usize = 64;
 
 enum Wake {
     /// One byte on a socket pair whose reading end the loop watches: no GIL, no thread hop.
@@ -230,7 +236,7 @@ impl Completions {
                 })?;
             let fd = std::os::fd::AsRawFd::as_raw_fd(&reader);
             let completions = Arc::new(Completions {
-                ready: Mutex::new(Vec::new()),
+                ready: Mutex::new(VecDeque::new()),
                 wake: Wake::Socket { reader, writer },
                 create_future: create_future.clone_ref(py),
             });
@@ -242,7 +248,7 @@ impl Completions {
             }
         }
         Ok(Arc::new(Completions {
-            ready: Mutex::new(Vec::new()),
+            ready: Mutex::new(VecDeque::new()),
             wake: Wake::Threadsafe { event_loop: event_loop.clone().unbind() },
             create_future,
         }))
@@ -252,7 +258,7 @@ impl Completions {
     fn push(self: &Arc<Self>, done: Done) {
         let first = {
             let mut ready = self.ready.lock();
-            ready.push(done);
+            ready.push_back(done);
             ready.len() == 1
         };
         if !first {
@@ -279,8 +285,9 @@ impl Completions {
         }
     }
 
-    /// Resolves every queued future. On the loop's thread, with the GIL.
-    fn drain(&self, py: Python<'_>) {
+    /// Resolves the queued futures, at most `DRAIN_AT_ONCE` of them, and asks for another drain if
+    /// more are left. On the loop's thread, with the GIL.
+    fn drain(self: &Arc<Self>, py: Python<'_>) {
         #[cfg(unix)]
         if let Wake::Socket { reader, .. } = &self.wake {
             // Emptied before the queue is taken: a byte written after this belongs to a push that
@@ -294,7 +301,16 @@ impl Completions {
                 }
             }
         }
-        let batch = std::mem::take(&mut *self.ready.lock());
+        let (batch, more): (Vec<Done>, bool) = {
+            let mut ready = self.ready.lock();
+            let n = ready.len().min(DRAIN_AT_ONCE);
+            (ready.drain(..n).collect(), !ready.is_empty())
+        };
+        if more {
+            // The rest in a later loop iteration, after the callbacks already due (timers, other I/O).
+            // A push sees a non-empty queue and sends no wake-up of its own, so this one must.
+            self.wake_again(py);
+        }
         let mut unused = Vec::new();
         for Done { future, on_done, outcome } in batch {
             let future = future.bind(py);
@@ -329,6 +345,22 @@ impl Completions {
             // Results of cancelled operations may hold driver objects (a cursor) whose drop spawns
             // their server-side cleanup.
             runtime::drop_in_runtime(unused);
+        }
+    }
+}
+
+impl Completions {
+    /// Asks the loop for one more drain, from its own thread.
+    fn wake_again(self: &Arc<Self>, py: Python<'_>) {
+        match &self.wake {
+            #[cfg(unix)]
+            Wake::Socket { writer, .. } => drop((&*writer).write(&[1])),
+            Wake::Threadsafe { event_loop } => {
+                let again = Drain(Arc::clone(self));
+                if let Err(e) = event_loop.bind(py).call_method1(intern!(py, "call_soon"), (again,)) {
+                    e.write_unraisable(py, None);
+                }
+            }
         }
     }
 }
