@@ -7,30 +7,15 @@ servers."""
 from __future__ import annotations
 
 import threading
-import time
 from contextlib import contextmanager
 
 import pytest
 from pymongo import DeleteOne, InsertOne, MongoClient, UpdateMany, UpdateOne
 from pymongo.errors import AutoReconnect
+from tests.reliability._util import app_connections, wait_until
 
 from tenantpool import UserConnectionManager
 from tenantpool.testing.mongod import MongodProcess
-
-
-def wait_until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-
-
-def app_connections(client: MongoClient, app_name: str) -> int:
-    ops = client.admin.aggregate(
-        [{"$currentOp": {"allUsers": True, "idleConnections": True}}, {"$match": {"appName": app_name}}]
-    )
-    return len(list(ops))
 
 
 @contextmanager

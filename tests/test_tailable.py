@@ -14,22 +14,12 @@ from typing import Any
 import pytest
 from pymongo import CursorType
 from pymongo.errors import InvalidOperation, OperationFailure
+from tests.reliability._util import wait_until
 
 from tenantpool import AsyncUserConnectionManager, UserConnectionManager
 
 LONG_WAIT_MS = 5_000  # an await time no test waits out (each checks it returned well before). Not
 # longer: an abandoned getMore waits that long on the server, holding its collection (a drop waits).
-
-
-def wait_until(predicate, timeout: float, what: str, every: float = 0.02):
-    """Polls a state the server or the core reaches on its own schedule; fails naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture(scope="module")
