@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from bson import ObjectId
 from bson.codec_options import CodecOptions, DatetimeConversion
 from bson.raw_bson import RawBSONDocument
@@ -289,3 +290,12 @@ def collect_cases(namespace: Mapping[str, Any]) -> list[Callable[[Any], Any]]:
 
 def ids(cases: Iterable[Callable[..., Any]]) -> list[str]:
     return [c.__name__.removeprefix("case_") for c in cases]
+
+
+def params(cases: list[Callable[..., Any]], known: Mapping[str, str]) -> list[Any]:
+    """The cases as pytest params, those named in ``known`` (id -> reason) as strict xfails, so that a fix
+    shows up as an unexpected pass."""
+    return [
+        pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=known[i])) if i in known else c
+        for c, i in zip(cases, ids(cases))
+    ]

@@ -9,7 +9,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import pytest
-from _harness import attempt, collect_cases, ids
+from _harness import attempt, collect_cases, ids, params
 from pymongo import DeleteOne, InsertOne, UpdateMany, UpdateOne
 
 HUGE = "x" * (17 * 1024 * 1024)
@@ -300,13 +300,6 @@ KNOWN = {
 }
 
 
-@pytest.mark.parametrize(
-    "case",
-    [
-        pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=KNOWN[i])) if i in KNOWN else c
-        for c, i in zip(CASES, ids(CASES))
-    ],
-    ids=ids(CASES),
-)
+@pytest.mark.parametrize("case", params(CASES, KNOWN), ids=ids(CASES))
 def test_errors(differ, case):
     differ.check(case)

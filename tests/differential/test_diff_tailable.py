@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import pytest
-from _harness import attempt, collect_cases, ids
+from _harness import attempt, collect_cases, ids, params
 from pymongo import CursorType
 
 
@@ -136,13 +136,6 @@ KNOWN = {
 }
 
 
-@pytest.mark.parametrize(
-    "case",
-    [
-        pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=KNOWN[i])) if i in KNOWN else c
-        for c, i in zip(CASES, ids(CASES))
-    ],
-    ids=ids(CASES),
-)
+@pytest.mark.parametrize("case", params(CASES, KNOWN), ids=ids(CASES))
 def test_tailable(differ, case):
     differ.check(case)
