@@ -53,3 +53,11 @@ def replica_set():
     failover tests; ~3 s to start."""
     with _mongod.ReplicaSet(3) as rs:
         yield rs
+
+
+@pytest.fixture(scope="session")
+def auth_mongod():
+    """A single-node replica set started with ``--auth`` and a keyFile; its ``uri`` carries the
+    credentials of a root user created through the localhost exception (tests/test_auth.py)."""
+    with _mongod.MongodProcess(auth=True) as server:
+        yield server

@@ -28,6 +28,7 @@ from .cache import CachedDatabaseWrapper
 from .change_stream import ChangeStream, CollectionChangeStream, DatabaseChangeStream
 from .client import TenantClient
 from .collection import Collection
+from .credentials import TenantCredentials
 from .cursor import CommandCursor, Cursor
 from .database import Database
 from .manager import DEFAULT_TIER_POOL_SIZES, UserConnectionManager
@@ -68,6 +69,7 @@ __all__ = [
     "MonitoredUserConnectionManager",
     "OptimizedConnectionManager",
     "TenantClient",
+    "TenantCredentials",
     "TieredUserConnectionManager",
     "UserConnectionManager",
     "__version__",

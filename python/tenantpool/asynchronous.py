@@ -26,6 +26,7 @@ from .client import TenantClient
 from .collection import Collection
 from .cursor import CommandCursor, Cursor
 from .database import Database
+from .credentials import TenantCredentials
 from .manager import UserConnectionManager
 from .session import AsyncClientSession
 
@@ -199,6 +200,29 @@ class AsyncUserConnectionManager(UserConnectionManager):
 
     def get_client(self, user_id: str) -> AsyncTenantClient:  # type: ignore[override]
         return super().get_client(user_id)  # type: ignore[return-value]
+
+    async def provision_tenant(  # type: ignore[override]
+        self,
+        user_id: str,
+        password: str,
+        *,
+        roles: Any = ("readWrite",),
+        username: str | None = None,
+        source: str | None = None,
+    ) -> TenantCredentials:
+        """``UserConnectionManager.provision_tenant``, awaited: the commands run on tenantpool's runtime."""
+        user_id, username, password, roles, source = self._user_args(user_id, password, roles, username, source)
+        created = await self._core.provision_async(user_id, username, password, roles, source)
+        self._log_provisioned(user_id, username, created)
+        return TenantCredentials(username, password, source)
+
+    async def deprovision_tenant(  # type: ignore[override]
+        self, user_id: str, *, username: str | None = None, source: str | None = None
+    ) -> bool:
+        """``UserConnectionManager.deprovision_tenant``, awaited."""
+        user_id = self._check_user(user_id)
+        username = user_id if username is None else username
+        return bool(await self._core.deprovision_async(user_id, username, source))
 
     async def close_all(self) -> None:  # type: ignore[override]
         """Closes every pool (each once its in-flight operations finish); later calls raise."""

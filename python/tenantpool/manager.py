@@ -14,6 +14,7 @@ from pymongo.read_preferences import _ServerMode
 
 from . import _core
 from ._options import split_options, with_credentials
+from .credentials import CredentialsLike, TenantCredentials, check_roles, core_callback
 from ._read_preference import manager_read_preference
 from .client import TenantClient
 from .database import Database
@@ -48,10 +49,18 @@ class UserConnectionManager:
     (one client). In every strategy a tenant waits for a slot of its own quota for at most
     ``waitQueueTimeoutMS`` and then gets ``WaitQueueTimeoutError``. ``tier_pool_sizes`` with ``tier_of``
     (or an overridden ``get_user_tier``) gives tenants of different tiers different shares.
+
+    ``credentials`` (``per_user`` only) is a callable ``user_id -> TenantCredentials`` (or a
+    ``(username, password)`` tuple, or a mapping): each tenant's client then authenticates as the
+    tenant's own MongoDB user, so the server itself keeps the tenant in its database.
+    ``provision_tenant`` / ``deprovision_tenant`` create and drop those users with the connection
+    string's (admin) credentials.
     """
 
     tier_pool_sizes: dict[str, int] | None = None
     _client_class: type[TenantClient] = TenantClient
+    # Seconds the provisioning client stays open after its last use (tests shorten it).
+    _admin_idle_timeout: float = 10.0
 
     def __init__(
         self,
@@ -68,6 +77,7 @@ class UserConnectionManager:
         tier_pool_sizes: dict[str, int] | None = None,
         tier_of: Callable[[str], str] | None = None,
         slow_query_ms: int | None = None,
+        credentials: Callable[[str], CredentialsLike] | None = None,
         **mongo_options: Any,
     ) -> None:
         if not isinstance(connection_string, str):
@@ -123,7 +133,7 @@ class UserConnectionManager:
         # The read preference is applied by the Python layer to each read, as pymongo applies it: the
         # driver gets none (see _read_preference).
         connection_string, self._read_preference = manager_read_preference(connection_string, options)
-        uri_options, codec, credentials = split_options(options)
+        uri_options, codec, uri_credentials = split_options(options)
         self.strategy = strategy
         self.groups = groups if strategy == "grouped" else None
         self._codec: CodecOptions = codec
@@ -131,7 +141,7 @@ class UserConnectionManager:
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
         self._core = _core.Manager(
-            with_credentials(connection_string, credentials),
+            with_credentials(connection_string, uri_credentials),
             user_pool_size,
             None if idle_timeout is None else float(idle_timeout),
             max_connections,
@@ -143,6 +153,8 @@ class UserConnectionManager:
             wait_queue_timeout_ms=wait_queue_timeout_ms,
             pool_size_of=self._tier_callback() if self._uses_tiers() else None,
             slow_query_ms=slow_query_ms,
+            credentials=None if credentials is None else core_callback(credentials),
+            admin_idle_ms=int(self._admin_idle_timeout * 1000),
         )
         logger.info(
             "UserConnectionManager for %s: pool_size=%s idle_timeout=%s max_connections=%s",
@@ -220,6 +232,52 @@ class UserConnectionManager:
             raise TypeError(f"db_name must be a str, not {type(db_name).__name__}")
         self._core.ensure(user_id)
         return self._client_class(self, user_id)._database_class(self._client_class(self, user_id), db_name)
+
+    # -- tenant users (server-enforced isolation) -------------------------------------------------------
+
+    def _user_args(
+        self, user_id: str, password: str, roles: Any, username: str | None, source: str | None
+    ) -> tuple[str, str, str, list[str], str | None]:
+        user_id = self._check_user(user_id)
+        username = user_id if username is None else username
+        # Validated as the credentials callback's values are (non-empty str, no value in the message).
+        TenantCredentials(username, password, source)
+        return user_id, username, password, check_roles(roles), source
+
+    def provision_tenant(
+        self,
+        user_id: str,
+        password: str,
+        *,
+        roles: Any = ("readWrite",),
+        username: str | None = None,
+        source: str | None = None,
+    ) -> TenantCredentials:
+        """Creates the tenant's MongoDB user (``username``, default the user id, defined in ``source``,
+        default the tenant's database) with ``roles`` on the tenant's database only (``read``,
+        ``readWrite``, ``dbAdmin``), using the connection string's credentials (they need
+        ``userAdmin`` on the tenant's database, e.g. ``userAdminAnyDatabase``). Idempotent: an existing
+        user gets the password and roles given, and the tenant's live pool is closed so that its next
+        operation authenticates with the new password (rotation). Returns the credentials the
+        ``credentials`` callback should return for this tenant."""
+        user_id, username, password, roles, source = self._user_args(user_id, password, roles, username, source)
+        created = self._core.provision(user_id, username, password, roles, source)
+        self._log_provisioned(user_id, username, created)
+        return TenantCredentials(username, password, source)
+
+    def deprovision_tenant(self, user_id: str, *, username: str | None = None, source: str | None = None) -> bool:
+        """Drops the tenant's MongoDB user and closes its pool: its next operation fails with
+        ``OperationFailure`` code 18. The tenant's data stays. False if there was no such user."""
+        user_id = self._check_user(user_id)
+        username = user_id if username is None else username
+        existed = self._core.deprovision(user_id, username, source)
+        logger.info("dropped the MongoDB user %r of tenant %r (existed: %s)", username, user_id, existed)
+        return bool(existed)
+
+    @staticmethod
+    def _log_provisioned(user_id: str, username: str, created: bool) -> None:
+        verb = "created" if created else "updated (password and roles)"
+        logger.info("MongoDB user %r of tenant %r %s", username, user_id, verb)
 
     def close_user_connection(self, user_id: str) -> bool:
         """Closes the tenant's pool (after its in-flight operations finish). False if it had none."""

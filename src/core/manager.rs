@@ -8,16 +8,18 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use mongodb::bson::{RawDocument, RawDocumentBuf};
-use mongodb::options::{ClientOptions, ServerMonitoringMode};
+use mongodb::options::{ClientOptions, Credential, ServerMonitoringMode};
 use mongodb::options::{SessionOptions, TransactionOptions};
 use mongodb::{Client, ClientSession, Database};
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 
+use super::credentials::{authentication_failed, is_authentication_failure, CredentialSource, Identity};
 use super::forklock::ForkMutex;
 use super::naming::{check_db_name, Template};
 use super::ops::{self, Change, CursorOp, Op, Opened, Watched};
 use super::options::{merge_uri_options, redact, scrub};
 use super::policy::Strategy;
+use super::provision::Provisioner;
 use super::registry::{Lease, Limits, Made, Pool, Registry, RegistryError};
 use super::retry::Stash;
 use super::runtime;
@@ -29,6 +31,8 @@ pub struct TenantPool {
     /// The client's sessions for retryable generic writes; shared with the client's other tenants.
     stash: Arc<Stash>,
     owned: bool,
+    /// The MongoDB user the client authenticates as when the tenant has its own (`credentials`).
+    identity: Option<Identity>,
 }
 
 impl TenantPool {
@@ -91,6 +95,9 @@ pub enum CoreError {
     },
     /// The runtime has shut down: the interpreter is exiting.
     Stopped,
+    /// The tenant's client could not authenticate (OperationFailure code 18); the message names the
+    /// tenant and its user, never a password.
+    Authentication(String),
 }
 
 impl From<runtime::Stopped> for CoreError {
@@ -104,7 +111,10 @@ impl fmt::Display for CoreError {
         match self {
             CoreError::Closed => write!(f, "the UserConnectionManager is closed; create a new one"),
             CoreError::Stopped => write!(f, "tenantpool has stopped because the interpreter is exiting"),
-            CoreError::InvalidName(m) | CoreError::Configuration(m) | CoreError::Misuse(m) => f.write_str(m),
+            CoreError::InvalidName(m)
+            | CoreError::Configuration(m)
+            | CoreError::Misuse(m)
+            | CoreError::Authentication(m) => f.write_str(m),
             CoreError::Driver(e) => write!(f, "{e}"),
             CoreError::WaitQueueTimeout { tenant, quota, waited } => write!(
                 f,
@@ -197,6 +207,10 @@ pub struct Config {
     pub sizer: Option<Sizer>,
     /// Operations slower than this are counted as slow.
     pub slow_operation: Option<Duration>,
+    /// Each tenant's own MongoDB user (per_user only): the server then enforces its isolation.
+    pub credentials: Option<CredentialSource>,
+    /// How long the provisioning client stays open after its last use.
+    pub admin_idle: Duration,
 }
 
 pub struct Manager {
@@ -210,6 +224,8 @@ pub struct Manager {
     wait_queue_timeout: Option<Duration>,
     sizer: Option<Sizer>,
     slow_operation: Option<Duration>,
+    credentials: Option<CredentialSource>,
+    provisioner: Provisioner,
     /// The strategy's shared clients, created on first use.
     shared: ForkMutex<Vec<Option<SharedClient>>>,
     uri: String,
@@ -224,6 +240,16 @@ impl Manager {
             return Err(CoreError::Configuration("pool sizes must be at least 1".into()));
         }
         let template = Template::parse(&config.db_name_template).map_err(CoreError::Configuration)?;
+        if config.credentials.is_some() && config.strategy != Strategy::PerUser {
+            return Err(CoreError::Configuration(format!(
+                "credentials= needs strategy='per_user': with strategy={:?} one connection serves many \
+                 tenants, so it cannot authenticate as each tenant's own user. Use strategy='per_user' \
+                 (bounded with max_connections) for server-enforced isolation, or keep {:?} with \
+                 tenantpool's client-side isolation and the connection string's credentials",
+                config.strategy.name(),
+                config.strategy.name()
+            )));
+        }
         let uri = merge_uri_options(&config.uri, &config.options);
         // Parsing may resolve SRV records: a network round trip, so it runs without the GIL (the caller
         // makes sure) and once per manager, not once per tenant.
@@ -238,6 +264,7 @@ impl Manager {
         // serverSelectionTimeoutMS, where a polling monitor checked it again within milliseconds and the
         // retried write went through, as under pymongo.
         client_options.server_monitoring_mode.get_or_insert(ServerMonitoringMode::Poll);
+        let provisioner_options = client_options.clone();
         let manager = Arc::new_cyclic(|me| Manager {
             me: me.clone(),
             registry: Registry::new(Limits {
@@ -252,6 +279,8 @@ impl Manager {
             wait_queue_timeout: config.wait_queue_timeout,
             sizer: config.sizer,
             slow_operation: config.slow_operation,
+            credentials: config.credentials,
+            provisioner: Provisioner::new(provisioner_options, config.admin_idle),
             shared: ForkMutex::new(vec![None; config.strategy.shared_clients()]),
             uri: config.uri,
             reaper_stop: Arc::new(Notify::new()),
@@ -333,32 +362,74 @@ impl Manager {
             return Err(format!("the pool size of tenant {tenant:?} must be at least 1"));
         }
         let pool = match slot {
-            None => TenantPool {
-                client: ManuallyDrop::new(self.new_client(size)),
-                stash: Arc::default(),
-                owned: true,
-            },
+            None => {
+                let credential = self.tenant_credential(tenant)?;
+                let identity = credential.as_ref().map(|(_, who)| who.clone());
+                TenantPool {
+                    client: ManuallyDrop::new(self.new_client(size, credential.map(|(c, _)| c))),
+                    stash: Arc::default(),
+                    owned: true,
+                    identity,
+                }
+            }
             Some(slot) => {
                 let mut shared = self.shared.lock();
                 let (client, stash) = shared[slot]
-                    .get_or_insert_with(|| (self.new_client(self.shared_pool_size), Arc::default()));
+                    .get_or_insert_with(|| (self.new_client(self.shared_pool_size, None), Arc::default()));
                 TenantPool {
                     client: ManuallyDrop::new(client.clone()),
                     stash: Arc::clone(stash),
                     owned: false,
+                    identity: None,
                 }
             }
         };
         Ok(Made { pool, size, label })
     }
 
-    fn new_client(&self, max_pool_size: u32) -> Client {
+    /// A driver client; `credential`, the tenant's own, replaces the connection string's.
+    fn new_client(&self, max_pool_size: u32, credential: Option<Credential>) -> Client {
         let mut options = self.client_options.clone();
         options.max_pool_size = Some(max_pool_size);
+        if credential.is_some() {
+            options.credential = credential;
+        }
         // The driver spawns its monitors on the ambient runtime.
         let rt = runtime::get();
         let _guard = rt.enter();
         Client::with_options(options).expect("options were validated at construction")
+    }
+
+    /// The tenant's own credential (`credentials`), looked up as its pool is created.
+    fn tenant_credential(&self, tenant: &str) -> Result<Option<(Credential, Identity)>, String> {
+        let Some(lookup) = &self.credentials else {
+            return Ok(None);
+        };
+        let db = self.template.db_name(tenant)?;
+        lookup(tenant)?.to_driver(tenant, &db).map(Some)
+    }
+
+    /// A driver error of the tenant's operation. A failed authentication names the tenant and, when
+    /// the tenant has its own credentials, retires its pool: the next operation opens a pool with the
+    /// credentials looked up afresh (a fixed or rotated password) instead of failing on this one.
+    fn failed(&self, lease: &Lease<TenantPool>, e: mongodb::error::Error) -> CoreError {
+        if !is_authentication_failure(&e) {
+            return CoreError::Driver(e);
+        }
+        let identity = lease.pool().identity.as_ref();
+        if identity.is_some() {
+            self.registry.discard(lease.entry());
+        }
+        CoreError::Authentication(self.scrub(&authentication_failed(&lease.entry().tenant, identity, &e)))
+    }
+
+    pub(super) fn provisioner(&self) -> &Provisioner {
+        &self.provisioner
+    }
+
+    /// Whether the provisioning client is open (it closes when idle).
+    pub fn admin_client_open(&self) -> bool {
+        self.provisioner.is_open()
     }
 
     /// The `retryWrites` setting (on unless turned off, as in pymongo).
@@ -463,7 +534,7 @@ impl Manager {
             lease.record_error();
             self.registry.counters.operation_error();
         }
-        r.map_err(CoreError::Driver)
+        r.map_err(|e| self.failed(&lease, e))
     }
 
     /// Opens a cursor for the tenant. The lease returned with it keeps the tenant's pool open for as
@@ -492,7 +563,7 @@ impl Manager {
             Err(e) => {
                 lease.record_error();
                 self.registry.counters.operation_error();
-                Err(CoreError::Driver(e))
+                Err(self.failed(&lease, e))
             }
         }
     }
@@ -520,7 +591,7 @@ impl Manager {
             lease.record_error();
             self.registry.counters.operation_error();
         }
-        r.map_err(CoreError::Driver)
+        r.map_err(|e| self.failed(lease, e))
     }
 
     /// Opens a change stream for the tenant (on `spec.collection`, or on the database). Like a cursor's,
@@ -548,7 +619,7 @@ impl Manager {
             Err(e) => {
                 lease.record_error();
                 self.registry.counters.operation_error();
-                Err(CoreError::Driver(e))
+                Err(self.failed(&lease, e))
             }
         }
     }
@@ -570,7 +641,7 @@ impl Manager {
             lease.record_error();
             self.registry.counters.operation_error();
         }
-        r.map_err(CoreError::Driver)
+        r.map_err(|e| self.failed(lease, e))
     }
 
     /// Starts a transaction in the session. No slot of the quota: no command is sent (the driver may
@@ -606,7 +677,10 @@ impl Manager {
             session.lease.record_error();
             self.registry.counters.operation_error();
         }
-        r
+        r.map_err(|e| match e {
+            CoreError::Driver(e) => self.failed(&session.lease, e),
+            e => e,
+        })
     }
 
     /// Starts a session on the tenant's client; it keeps the tenant's pool open until it ends. No
@@ -646,6 +720,7 @@ impl Manager {
         // In a forked child, closing must not retire (and shut down) the parent's inherited pools.
         self.check_fork();
         self.reaper_stop.notify_one();
+        self.provisioner.close();
         let n = self.registry.close();
         let shared: Vec<SharedClient> = self.shared.lock().iter_mut().filter_map(Option::take).collect();
         match runtime::live() {
@@ -751,6 +826,7 @@ pub fn prepare_fork() {
         guards.push(Box::new(m.owner_pid.lock()));
         guards.push(Box::new(m.registry.lock_for_fork()));
         guards.push(Box::new(m.shared.lock()));
+        guards.push(Box::new(m.provisioner.lock_for_fork()));
     }
     guards.push(Box::new(runtime::lock_for_fork()));
     let hold = ForkHold { _guards: guards, _managers: managers };

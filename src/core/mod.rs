@@ -1,5 +1,6 @@
 //! The plain Rust core: no Python in here.
 
+pub mod credentials;
 pub mod exposition;
 pub mod forklock;
 pub mod manager;
@@ -8,6 +9,7 @@ pub mod naming;
 pub mod ops;
 pub mod options;
 pub mod policy;
+pub mod provision;
 pub mod quota;
 pub mod registry;
 pub mod retry;

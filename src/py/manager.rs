@@ -13,13 +13,16 @@ use pyo3::exceptions::PyValueError;
 use super::aio;
 use super::blocking::{block_on, detached};
 use super::change_stream::PyRawChangeStream;
+use super::credentials::python_credentials;
 use super::cursor::PyRawCursor;
 use super::errors::core_error;
 use super::session::PySession;
+use crate::core::credentials::scrub_secret;
 use crate::core::exposition;
 use crate::core::manager::{Config, CoreError, Manager, Sizer};
 use crate::core::ops::{self, CursorOp, Op};
 use crate::core::policy::Strategy;
+use crate::core::provision::{Provisioned, TenantUser};
 
 #[pyclass(module = "tenantpool._core", name = "Manager", frozen)]
 pub struct PyManager {
@@ -54,6 +57,12 @@ pub fn error(py: Python<'_>, manager: &Arc<Manager>, e: CoreError) -> PyErr {
     core_error(py, e, &move |s: &str| m.scrub(s))
 }
 
+/// A provisioning error, with the connection string's password and the tenant's new one scrubbed.
+fn provisioning_error(py: Python<'_>, manager: &Arc<Manager>, e: CoreError, password: &str) -> PyErr {
+    let m = Arc::clone(manager);
+    core_error(py, e, &|s: &str| scrub_secret(&m.scrub(s), password))
+}
+
 impl PyManager {
     fn err(&self, py: Python<'_>, e: CoreError) -> PyErr {
         error(py, &self.inner, e)
@@ -65,7 +74,7 @@ impl PyManager {
     #[new]
     #[pyo3(signature = (uri, user_pool_size, idle_timeout, max_connections, db_name_template, options,
                         strategy="per_user", groups=10, shared_pool_size=100, wait_queue_timeout_ms=None,
-                        pool_size_of=None, slow_query_ms=None))]
+                        pool_size_of=None, slow_query_ms=None, credentials=None, admin_idle_ms=10_000))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -81,6 +90,8 @@ impl PyManager {
         wait_queue_timeout_ms: Option<u64>,
         pool_size_of: Option<Py<PyAny>>,
         slow_query_ms: Option<u64>,
+        credentials: Option<Py<PyAny>>,
+        admin_idle_ms: u64,
     ) -> PyResult<Self> {
         let strategy = Strategy::parse(strategy, groups)
             .map_err(|m| core_error(py, CoreError::Configuration(m), &|s: &str| s.to_owned()))?;
@@ -96,6 +107,8 @@ impl PyManager {
             wait_queue_timeout: wait_queue_timeout_ms.map(Duration::from_millis),
             sizer: pool_size_of.map(python_sizer),
             slow_operation: slow_query_ms.map(Duration::from_millis),
+            credentials: credentials.map(python_credentials),
+            admin_idle: Duration::from_millis(admin_idle_ms),
         };
         let scrub_uri = config.uri.clone();
         let inner = detached(py, || Manager::new(config))
@@ -278,6 +291,79 @@ impl PyManager {
         }
     }
 
+    /// Creates the tenant's MongoDB user, or updates its password and roles if it exists (then closes
+    /// the tenant's pool); True if it was created.
+    #[pyo3(signature = (tenant, username, password, roles, source=None))]
+    fn provision(
+        &self,
+        py: Python<'_>,
+        tenant: &str,
+        username: &str,
+        password: &str,
+        roles: Vec<String>,
+        source: Option<&str>,
+    ) -> PyResult<bool> {
+        let user = TenantUser { username, password, roles: &roles, source };
+        let r = block_on(py, self.inner.provision(tenant, &user));
+        r.map(|p| p == Provisioned::Created).map_err(|e| provisioning_error(py, &self.inner, e, password))
+    }
+
+    /// `provision` as an asyncio awaitable.
+    #[pyo3(signature = (tenant, username, password, roles, source=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn provision_async<'py>(
+        &self,
+        py: Python<'py>,
+        tenant: String,
+        username: String,
+        password: String,
+        roles: Vec<String>,
+        source: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let inner = Arc::clone(&self.inner);
+        aio::awaitable(py, move || async move {
+            let user = TenantUser {
+                username: &username,
+                password: &password,
+                roles: &roles,
+                source: source.as_deref(),
+            };
+            let r = inner.provision(&tenant, &user).await;
+            aio::deliver(move |py| match r {
+                Ok(p) => Ok(p == Provisioned::Created),
+                Err(e) => Err(provisioning_error(py, &inner, e, &password)),
+            })
+        })
+    }
+
+    /// Drops the tenant's MongoDB user and closes its pool; False if there was no such user.
+    #[pyo3(signature = (tenant, username, source=None))]
+    fn deprovision(
+        &self,
+        py: Python<'_>,
+        tenant: &str,
+        username: &str,
+        source: Option<&str>,
+    ) -> PyResult<bool> {
+        block_on(py, self.inner.deprovision(tenant, username, source)).map_err(|e| self.err(py, e))
+    }
+
+    /// `deprovision` as an asyncio awaitable.
+    #[pyo3(signature = (tenant, username, source=None))]
+    fn deprovision_async<'py>(
+        &self,
+        py: Python<'py>,
+        tenant: String,
+        username: String,
+        source: Option<String>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let inner = Arc::clone(&self.inner);
+        aio::awaitable(py, move || async move {
+            let r = inner.deprovision(&tenant, &username, source.as_deref()).await;
+            aio::deliver(move |py| r.map_err(|e| error(py, &inner, e)))
+        })
+    }
+
     fn close_tenant(&self, py: Python<'_>, tenant: &str) -> PyResult<bool> {
         self.inner.close_tenant(tenant).map_err(|e| self.err(py, e))
     }
@@ -331,6 +417,7 @@ impl PyManager {
         d.set_item("slow_operations", c.slow_operations)?;
         d.set_item("strategy", self.inner.strategy().name())?;
         d.set_item("shared_clients", self.inner.shared_clients_open())?;
+        d.set_item("admin_client_open", self.inner.admin_client_open())?;
         Ok(d)
     }
 

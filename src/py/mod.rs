@@ -3,6 +3,7 @@
 mod aio;
 mod blocking;
 mod change_stream;
+mod credentials;
 mod cursor;
 mod errors;
 mod manager;

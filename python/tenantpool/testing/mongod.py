@@ -15,6 +15,7 @@ import argparse
 import atexit
 import ctypes
 import os
+import secrets
 import shutil
 import signal
 import site
@@ -26,6 +27,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from urllib.parse import quote
 
 from pymongo import MongoClient
 from pymongo.errors import ConnectionFailure, PyMongoError
@@ -134,6 +136,12 @@ class MongodProcess:
     (used by :class:`ReplicaSet`); ``replset=None`` starts a standalone server.
     Use as a context manager or call
     :meth:`stop`; both are idempotent.
+
+    ``auth=True`` starts it with ``--auth`` (and, for a replica set, a
+    generated ``--keyFile``) and creates the first user, ``admin_user`` with
+    the ``root`` role, through the localhost exception; :attr:`uri` and
+    :attr:`direct_uri` then carry that user's credentials (``admin_password``,
+    random unless given).
     """
 
     def __init__(
@@ -146,7 +154,14 @@ class MongodProcess:
         initiate: bool = True,
         startup_timeout: float = 60.0,
         extra_args: list[str] | tuple[str, ...] = (),
+        auth: bool = False,
+        admin_user: str = "tenantpool-admin",
+        admin_password: str | None = None,
     ) -> None:
+        self.auth = auth
+        self.admin_user = admin_user
+        self.admin_password = admin_password or secrets.token_urlsafe(18)
+        self._admin_created = False
         self.replset = replset
         self.port = port
         self.binary = binary
@@ -165,14 +180,27 @@ class MongodProcess:
         return f"{_LOOPBACK}:{self.port}"
 
     @property
+    def _userinfo(self) -> str:
+        if not self.auth:
+            return ""
+        return f"{quote(self.admin_user, safe='')}:{quote(self.admin_password, safe='')}@"
+
+    @property
     def uri(self) -> str:
         if self.replset is None:
-            return f"mongodb://{self.host}/"
-        return f"mongodb://{self.host}/?replicaSet={self.replset}"
+            return f"mongodb://{self._userinfo}{self.host}/"
+        return f"mongodb://{self._userinfo}{self.host}/?replicaSet={self.replset}"
 
     @property
     def direct_uri(self) -> str:
-        return f"mongodb://{self.host}/?directConnection=true"
+        return f"mongodb://{self._userinfo}{self.host}/?directConnection=true"
+
+    @property
+    def keyfile(self) -> str | None:
+        """The replica set keyFile of an ``auth=True`` server (members authenticate each other)."""
+        if not (self.auth and self.replset is not None and self.dbpath):
+            return None
+        return os.path.join(self.dbpath, "keyfile")
 
     @property
     def logpath(self) -> str | None:
@@ -193,6 +221,11 @@ class MongodProcess:
         binary = self.binary or find_mongod()
         if self.dbpath is None:
             self.dbpath = tempfile.mkdtemp(prefix="tenantpool-mongod-")
+        if self.keyfile and not os.path.exists(self.keyfile):
+            # 6 to 1024 characters of the base64 alphabet, readable by the owner only (mongod checks).
+            fd = os.open(self.keyfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))
         # Only a port we picked ourselves may be re-picked if someone grabbed it.
         may_repick = self.port is None
         deadline = time.monotonic() + self.startup_timeout
@@ -216,10 +249,20 @@ class MongodProcess:
                         client.admin.command("replSetInitiate", config)
                     self._initiated = True
                 self._wait_writable_primary(deadline)
+            if self.auth and not self._admin_created:
+                self._create_admin()
         except BaseException:
             self.kill()
             raise
         return self
+
+    def _create_admin(self) -> None:
+        # The localhost exception: with no user defined yet, a loopback client may create the first.
+        with _direct_client(self.port) as client:
+            client.admin.command(
+                "createUser", self.admin_user, pwd=self.admin_password, roles=["root"]
+            )
+        self._admin_created = True
 
     def stop(self) -> None:
         """Shut down cleanly (SIGKILL after 20 s) and delete an owned dbpath."""
@@ -236,6 +279,7 @@ class MongodProcess:
             shutil.rmtree(self.dbpath, ignore_errors=True)
             self.dbpath = None
             self._initiated = False
+            self._admin_created = False
 
     def kill(self) -> None:
         """SIGKILL, keeping port and dbpath so :meth:`start` can restart it."""
@@ -262,6 +306,8 @@ class MongodProcess:
             "--logpath", self.logpath,
             "--logappend",
             *(("--replSet", self.replset, "--oplogSize", "64") if self.replset is not None else ()),
+            *(("--auth",) if self.auth else ()),
+            *(("--keyFile", self.keyfile) if self.keyfile else ()),
             "--wiredTigerCacheSizeGB", "0.25",
             "--nounixsocket",
             "--setParameter", "enableTestCommands=1",
@@ -513,6 +559,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--replset", default="rs0", help="replica set name")
     parser.add_argument("--members", type=int, default=1, help="number of members (default 1)")
     parser.add_argument(
+        "--auth",
+        action="store_true",
+        help="single member only: start with --auth and a keyFile; MONGODB_URI carries a root user",
+    )
+    parser.add_argument(
         "--run",
         nargs=argparse.REMAINDER,
         metavar="CMD",
@@ -527,10 +578,12 @@ def main(argv: list[str] | None = None) -> int:
         # Installed before starting so an early SIGTERM still cleans up.
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: done.set())
+    if args.auth and args.members > 1:
+        parser.error("--auth supports a single member")
     if args.members > 1:
         server = ReplicaSet(args.members, replset=args.replset)
     else:
-        server = MongodProcess(replset=args.replset)
+        server = MongodProcess(replset=args.replset, auth=args.auth)
     with server:
         if done.is_set():
             return 0
