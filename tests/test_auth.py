@@ -13,10 +13,9 @@ import threading
 import pytest
 from pymongo import MongoClient
 from pymongo.errors import ConfigurationError, InvalidName, OperationFailure
+from tests.reliability._util import app_connections, wait_until
 
 from tenantpool import AsyncUserConnectionManager, TenantCredentials, UserConnectionManager
-
-from tests.reliability._util import app_connections, wait_until
 
 _ids = itertools.count()
 
@@ -103,7 +102,8 @@ def test_provisioned_tenant_works(auth_mongod):
         db.items.update_one({"_id": 1}, {"$set": {"x": 1}})
         assert db.items.find_one({"_id": 1})["x"] == 1
         assert len(list(db.items.find().batch_size(20))) == 250  # getMores on the tenant's user
-        groups = list(db.items.aggregate([{"$group": {"_id": "$n", "c": {"$sum": 1}}}, {"$sort": {"_id": 1}}]))
+        pipeline = [{"$group": {"_id": "$n", "c": {"$sum": 1}}}, {"$sort": {"_id": 1}}]
+        groups = list(db.items.aggregate(pipeline))
         assert [g["c"] for g in groups] == [84, 83, 83]
         db.items.create_index("n")  # dbAdmin
         db.items.aggregate([{"$match": {"n": 1}}, {"$out": "ones"}])  # $out inside its own database
@@ -212,7 +212,7 @@ def test_wrong_password_fails_that_tenant_only(auth_mongod):
             try:
                 while not done.is_set():
                     m.get_database(good).items.insert_one({})
-            except BaseException as exc:  # noqa: BLE001 - reported below
+            except BaseException as exc:  # reported below
                 errors.append(exc)
 
         worker = threading.Thread(target=good_traffic)

@@ -24,9 +24,9 @@ from ._calls import ASYNC_BOUND_SESSION, async_operations, run_async
 from .change_stream import ChangeStream, CollectionChangeStream, DatabaseChangeStream
 from .client import TenantClient
 from .collection import Collection
+from .credentials import TenantCredentials
 from .cursor import CommandCursor, Cursor
 from .database import Database
-from .credentials import TenantCredentials
 from .manager import UserConnectionManager
 from .session import AsyncClientSession
 
@@ -211,7 +211,9 @@ class AsyncUserConnectionManager(UserConnectionManager):
         source: str | None = None,
     ) -> TenantCredentials:
         """``UserConnectionManager.provision_tenant``, awaited: the commands run on tenantpool's runtime."""
-        user_id, username, password, roles, source = self._user_args(user_id, password, roles, username, source)
+        user_id, username, password, roles, source = self._user_args(
+            user_id, password, roles, username, source
+        )
         created = await self._core.provision_async(user_id, username, password, roles, source)
         self._log_provisioned(user_id, username, created)
         return TenantCredentials(username, password, source)

@@ -14,9 +14,9 @@ from pymongo.read_preferences import _ServerMode
 
 from . import _core
 from ._options import split_options, with_credentials
-from .credentials import CredentialsLike, TenantCredentials, check_roles, core_callback
 from ._read_preference import manager_read_preference
 from .client import TenantClient
+from .credentials import CredentialsLike, TenantCredentials, check_roles, core_callback
 from .database import Database
 
 logger = logging.getLogger("tenantpool")
@@ -260,12 +260,16 @@ class UserConnectionManager:
         user gets the password and roles given, and the tenant's live pool is closed so that its next
         operation authenticates with the new password (rotation). Returns the credentials the
         ``credentials`` callback should return for this tenant."""
-        user_id, username, password, roles, source = self._user_args(user_id, password, roles, username, source)
+        user_id, username, password, roles, source = self._user_args(
+            user_id, password, roles, username, source
+        )
         created = self._core.provision(user_id, username, password, roles, source)
         self._log_provisioned(user_id, username, created)
         return TenantCredentials(username, password, source)
 
-    def deprovision_tenant(self, user_id: str, *, username: str | None = None, source: str | None = None) -> bool:
+    def deprovision_tenant(
+        self, user_id: str, *, username: str | None = None, source: str | None = None
+    ) -> bool:
         """Drops the tenant's MongoDB user and closes its pool: its next operation fails with
         ``OperationFailure`` code 18. The tenant's data stays. False if there was no such user."""
         user_id = self._check_user(user_id)

@@ -1,20 +1,20 @@
-"""Secrets: the connection string's password never shows up in a repr, the stats, the logs or an error
-message, against a real server with authentication (--auth plus a keyFile, as replica sets require) and
-against unreachable or misconfigured ones.
+"""Secrets: the connection string's password, and the tenants' own passwords (``credentials=``,
+``provision_tenant``), never show up in a repr, the stats, the metrics, the logs or an error message,
+against a real server with authentication (--auth plus a keyFile, as replica sets require) and against
+unreachable or misconfigured ones.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import os
 import traceback
 from urllib.parse import quote, quote_plus
 
 import pytest
-from pymongo import MongoClient
 from pymongo.errors import ConfigurationError, OperationFailure, PyMongoError, ServerSelectionTimeoutError
 
-from tenantpool import UserConnectionManager
+from tenantpool import AsyncUserConnectionManager, TenantCredentials, UserConnectionManager
 from tenantpool.testing import MongodProcess, free_port
 
 # Characters that need percent-encoding, so both the raw and the encoded form are checked.
@@ -28,7 +28,18 @@ def forms(secret: str) -> set[str]:
 
 # For URIs where the password is pasted unencoded: only letters and digits, plus the one character tried.
 PLAIN_PASSWORD = "Tp9PlainSecretZq"
-SECRET_FORMS = forms(PASSWORD) | forms("wrong" + PASSWORD) | {PLAIN_PASSWORD}
+# Tenants' own passwords (per-tenant credentials): the right one, a wrong one, a rotated one.
+TENANT_PASSWORD = "Tn-S3cr3t/T@nant:pw%Zq"
+TENANT_WRONG = "Tn-Wr0ng/T@nant:pw%Zq"
+TENANT_ROTATED = "Tn-R0tated/T@nant:pw%Zq"
+SECRET_FORMS = (
+    forms(PASSWORD)
+    | forms("wrong" + PASSWORD)
+    | {PLAIN_PASSWORD}
+    | forms(TENANT_PASSWORD)
+    | forms(TENANT_WRONG)
+    | forms(TENANT_ROTATED)
+)
 
 
 def assert_clean(text: str, where: str) -> None:
@@ -46,14 +57,9 @@ def assert_exception_clean(exc: BaseException, where: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def auth_server(tmp_path_factory):
-    keyfile = tmp_path_factory.mktemp("key") / "keyfile"
-    keyfile.write_text("tenantpoolReliabilityKeyfile0123456789")  # base64 alphabet only
-    os.chmod(keyfile, 0o600)
-    with MongodProcess(extra_args=["--auth", "--keyFile", str(keyfile)]) as srv:
-        # The localhost exception allows creating the first user.
-        with MongoClient(srv.direct_uri) as c:
-            c.admin.command("createUser", USER, pwd=PASSWORD, roles=["root"])
+def auth_server():
+    # --auth and a generated keyFile; the harness creates the root user through the localhost exception.
+    with MongodProcess(auth=True, admin_user=USER, admin_password=PASSWORD) as srv:
         yield srv
 
 
@@ -181,3 +187,78 @@ def test_malformed_password_in_uri_does_not_leak(char):
             assert_clean(repr(manager), "repr(manager)")
             manager.get_database("sec4").items.find_one()
     assert_exception_clean(info.value, f"error for a password containing {char!r}")
+
+
+def test_tenant_passwords_absent_everywhere(auth_server, caplog):
+    """Per-tenant credentials: the tenants' passwords never show up, whether right, wrong or rotated,
+    nor in what provisioning logs or raises."""
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="tenantpool")
+    vault = {"sect1": TENANT_PASSWORD, "sect2": TENANT_WRONG}
+    things: dict[str, str] = {}
+    with UserConnectionManager(
+        uri_with(auth_server, PASSWORD),
+        credentials=lambda u: TenantCredentials(u, vault[u]),
+        appName="tp-tenant-secrets",
+    ) as manager:
+        things["provision_tenant()"] = repr(manager.provision_tenant("sect1", TENANT_PASSWORD))
+        manager.provision_tenant("sect2", TENANT_PASSWORD)  # sect2's vault entry is wrong
+        db = manager.get_database("sect1")
+        db.items.insert_one({"x": 1})
+        cursor = db.items.find()
+        next(cursor)
+        with pytest.raises(OperationFailure) as info:
+            manager.get_database("sect2").items.find_one()
+        assert info.value.code == 18 and "sect2" in str(info.value)
+        assert_exception_clean(info.value, "a tenant's authentication error")
+        with pytest.raises(OperationFailure) as info:  # the server's Unauthorized: another database
+            manager.get_client("sect1")["user_sect2_db"].command("find", "items")
+        assert_exception_clean(info.value, "an Unauthorized error")
+        vault["sect1"] = TENANT_ROTATED
+        manager.provision_tenant("sect1", TENANT_ROTATED)
+        assert db.items.find_one({}, {"_id": 0}) == {"x": 1}
+        things.update(
+            {
+                "repr(manager)": repr(manager),
+                "vars(manager)": repr(vars(manager)),
+                "repr(database)": repr(db),
+                "repr(cursor)": repr(cursor),
+                "get_stats()": repr(manager.get_stats()),
+                "get_user_stats()": repr(manager.get_user_stats("sect1")),
+                "get_tier_stats()": repr(manager.get_tier_stats()),
+                "metrics_text()": manager.metrics_text(),
+            }
+        )
+        cursor.close()
+        manager.deprovision_tenant("sect2")
+    # A manager logged in as a tenant may not provision: the server's refusal, without the new password.
+    tenant_uri = (
+        f"mongodb://sect1:{quote(TENANT_ROTATED, safe='')}@{auth_server.host}/"
+        f"?replicaSet={auth_server.replset}&authSource=user_sect1_db"
+    )
+    with UserConnectionManager(tenant_uri) as tenant_manager:
+        things["repr(tenant manager)"] = repr(tenant_manager)
+        with pytest.raises(OperationFailure) as info:
+            tenant_manager.provision_tenant("sect3", TENANT_WRONG)
+        assert info.value.code == 13
+        assert_exception_clean(info.value, "a provisioning error")
+    for where, text in things.items():
+        assert_clean(text, where)
+    for r in caplog.records:
+        assert_clean(r.getMessage(), f"log record {r.name}")
+    assert_clean(caplog.text, "captured logs")
+
+
+def test_tenant_passwords_absent_from_async_errors(auth_server):
+    async def main() -> None:
+        async with AsyncUserConnectionManager(
+            uri_with(auth_server, PASSWORD), credentials=lambda u: (u, TENANT_WRONG)
+        ) as manager:
+            await manager.provision_tenant("sect4", TENANT_PASSWORD)
+            with pytest.raises(OperationFailure) as info:
+                await manager.get_database("sect4").items.find_one()
+            assert info.value.code == 18
+            assert_exception_clean(info.value, "an async authentication error")
+            await manager.deprovision_tenant("sect4")
+
+    asyncio.run(main())
