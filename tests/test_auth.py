@@ -33,15 +33,10 @@ class Vault(dict):
 
 
 def manager(cls=UserConnectionManager, uri: str = "", **kwargs):
-    """A manager with tenantpool's client-side namespace guard off (``isolation="off"``, once the
-    guard exists), so that whatever is refused below is refused by the server."""
+    """A manager with tenantpool's client-side namespace scope off (``isolation="off"``), so that
+    whatever is refused below is refused by the server."""
     kwargs.setdefault("serverSelectionTimeoutMS", 3000)
-    try:
-        return cls(uri, isolation="off", **kwargs)
-    except ConfigurationError as exc:
-        if "isolation" not in str(exc):
-            raise
-        return cls(uri, **kwargs)
+    return cls(uri, isolation="off", **kwargs)
 
 
 def assert_server_refused(exc: OperationFailure, what: str = "") -> None:
@@ -358,3 +353,18 @@ def test_async_provisioning_and_isolation(auth_mongod, admin):
 
     asyncio.run(main())
     assert user_doc(admin, a) is None and user_doc(admin, b) is not None
+
+
+def test_client_side_scope_and_server_together(auth_mongod):
+    """With the default isolation="strict" the client-side scope refuses first, before anything is
+    sent (no server reply in the error); the server's refusal is the layer under it."""
+    a, b = tenant("a"), tenant("b")
+    vault = Vault({a: "pw-a", b: "pw-b"})
+    with UserConnectionManager(auth_mongod.uri, credentials=vault.credentials) as m:
+        assert m.isolation == "strict"
+        m.provision_tenant(a, vault[a])
+        m.get_database(a).items.insert_one({"_id": 1})
+        with pytest.raises(OperationFailure) as info:
+            m.get_client(a)[f"user_{b}_db"].items.find_one()
+        assert info.value.code == 13 and "operationTime" not in (info.value.details or {})
+        assert m.get_database(a).items.find_one() == {"_id": 1}

@@ -99,6 +99,11 @@ def gen_watch(
     if rc is not None and rc.level is not None:
         options["readConcern"] = {"level": rc.level}
 
+    scope = database._scope
+    if scope is not None:
+        if collection is None:
+            scope.check_database_operation(user_id, database.name, "watch")
+        scope.check_pipeline(user_id, pipeline)
     spec: dict[str, Any] = {"pipeline": pipeline, "options": options}
     # The target's read preference, as in pymongo (the stream's getMores follow its first aggregate).
     _read_preference.put(spec, target._read_preference_for(session), session)

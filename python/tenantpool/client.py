@@ -10,11 +10,17 @@ from pymongo.read_preferences import _ServerMode
 from pymongo.write_concern import WriteConcern
 
 from ._calls import operations
+from ._common import write_concern_document
+from .cursor import CommandCursor
 from .database import Database
 
 if TYPE_CHECKING:
     from .manager import UserConnectionManager
     from .session import ClientSession
+
+
+def _wc_field(wc: WriteConcern) -> dict[str, Any]:
+    return {} if wc.is_server_default else {"writeConcern": write_concern_document(wc)}
 
 
 @operations
@@ -77,10 +83,32 @@ class TenantClient:
         return self._database_class(self, "admin")
 
     def list_database_names(self, session: ClientSession | None = None, comment: Any = None) -> list[str]:
+        """The names of the tenant's databases that exist (under ``isolation="off"``, all of the
+        deployment's, as pymongo's)."""
         reply = yield from self.admin._gen_command(
             "listDatabases", nameOnly=True, session=session, comment=comment
         )
         return [d["name"] for d in reply["databases"]]
+
+    def list_databases(
+        self, session: ClientSession | None = None, comment: Any = None, **kwargs: Any
+    ) -> CommandCursor:
+        """A cursor of the tenant's databases (``name``, ``sizeOnDisk``, ``empty``), as pymongo's
+        ``MongoClient.list_databases``; ``kwargs`` (``filter``, ``nameOnly``...) go to the command."""
+        admin = self.admin
+        reply = yield from admin._gen_command("listDatabases", session=session, comment=comment, **kwargs)
+        return admin._command_cursor_class(admin, None, admin.codec_options, first_batch=reply["databases"])
+
+    def drop_database(
+        self, name_or_database: str | Database, session: ClientSession | None = None, comment: Any = None
+    ) -> None:
+        """Drops one of the tenant's databases (pymongo's ``MongoClient.drop_database``)."""
+        name = name_or_database.name if isinstance(name_or_database, Database) else name_or_database
+        if not isinstance(name, str):
+            raise TypeError(f"name_or_database must be an instance of str or a Database, not {type(name)}")
+        db = self.get_database(name)
+        wc = db._wc(session)
+        (yield from db._gen_command("dropDatabase", session=session, comment=comment, **_wc_field(wc)))
 
     def start_session(
         self,

@@ -154,6 +154,9 @@ class Collection:
         self._core = database._core
         self._user_id = database._client.user_id
         self._db_name = database.name
+        self._scope = database._scope
+        if self._scope is not None and self._db_name == "admin":
+            self._scope.check_collection(self._user_id, "admin", name)
         if create or kwargs:
             warnings.warn(
                 "The `create` and `kwargs` arguments to Collection are deprecated and will be removed "
@@ -360,6 +363,8 @@ class Collection:
         primary unless a ``read_preference`` is given. ``retryable``: the command is a write pymongo
         would retry (outside a session, the core then does)."""
         codec = codec or self._codec
+        if self._scope is not None:
+            command = self._scope.check_command(self._user_id, db_name or self._db_name, command)
         doc: dict[str, Any] = {"command": command}
         if read_preference is not None:
             _read_preference.put(doc, read_preference, session)
@@ -1360,6 +1365,8 @@ def _aggregate(
         if name in kwargs:
             raise ConfigurationError(f"The {name} option cannot be specified as a keyword argument.")
     pipeline = validate_list("pipeline", pipeline)
+    if database._scope is not None:
+        database._scope.check_pipeline(database._user_id, pipeline)
     performs_write = (
         bool(pipeline)
         and isinstance(pipeline[-1], Mapping)

@@ -698,6 +698,8 @@ class CommandCursor(_BatchCursor):
     ) -> Operation[RawCursor]:
         """Runs the cursor's command at once, as pymongo does, so its errors surface at the call."""
         user_id = database._client.user_id
+        if database._scope is not None and "collection" not in spec:
+            database._scope.check_database_operation(user_id, database.name, op)
         raw = core_session(session, user_id)
         return (yield OpenCursor(database._core, user_id, database.name, op, encode(spec, False, codec), raw))
 

@@ -29,6 +29,7 @@ from .collection import Collection, _aggregate
 from .cursor import CommandCursor, Cursor
 
 if TYPE_CHECKING:
+    from ._isolation import IsolationScope
     from .client import TenantClient
     from .session import ClientSession
 
@@ -74,6 +75,10 @@ class Database:
         self._read_concern: ReadConcern = read_concern or ReadConcern()
         self._core = client.manager._core
         self._user_id = client.user_id
+        # None when the manager was made with isolation="off".
+        self._scope: IsolationScope | None = client.manager._scope
+        if self._scope is not None:
+            self._scope.check_database(self._user_id, name)
 
     @property
     def name(self) -> str:
@@ -113,6 +118,8 @@ class Database:
         """Sends ``command`` as is (the core's generic op) and returns the server's reply; on the
         primary unless a ``read_preference`` is given."""
         codec = codec or self._codec
+        if self._scope is not None:
+            command = self._scope.check_command(self._user_id, self._name, command)
         doc: dict[str, Any] = {"command": command}
         if read_preference is not None:
             _read_preference.put(doc, read_preference, session)
@@ -393,6 +400,8 @@ class Database:
         if not isinstance(dbref, DBRef):
             raise TypeError(f"cannot dereference a {type(dbref)}")
         if dbref.database is not None and dbref.database != self._name:
+            if self._scope is not None:
+                self._scope.check_dereference(self._user_id, dbref.database)
             raise ValueError(
                 f"trying to dereference a DBRef that points to another database "
                 f"({dbref.database!r} not {self._name!r})"

@@ -13,6 +13,7 @@ from pymongo.errors import ConfigurationError, InvalidName
 from pymongo.read_preferences import _ServerMode
 
 from . import _core
+from ._isolation import IsolationScope, TenantDatabases
 from ._options import split_options, with_credentials
 from ._read_preference import manager_read_preference
 from .client import TenantClient
@@ -50,11 +51,17 @@ class UserConnectionManager:
     ``waitQueueTimeoutMS`` and then gets ``WaitQueueTimeoutError``. ``tier_pool_sizes`` with ``tier_of``
     (or an overridden ``get_user_tier``) gives tenants of different tiers different shares.
 
+    ``isolation="strict"`` (the default) keeps each tenant's handles inside its own databases: the
+    template's, plus those ``tenant_databases`` adds (templates such as ``["files_{user_id}"]``, or a
+    callable ``user_id -> names``). Anything else (another database by name, ``admin`` commands beyond
+    server information, pipeline stages and commands naming another database) raises
+    ``OperationFailure`` code 13 before anything is sent. ``isolation="off"`` is for platform code only.
+
     ``credentials`` (``per_user`` only) is a callable ``user_id -> TenantCredentials`` (or a
     ``(username, password)`` tuple, or a mapping): each tenant's client then authenticates as the
-    tenant's own MongoDB user, so the server itself keeps the tenant in its database.
-    ``provision_tenant`` / ``deprovision_tenant`` create and drop those users with the connection
-    string's (admin) credentials.
+    tenant's own MongoDB user, so the server itself keeps the tenant in its database, whatever the
+    client-side scope lets through. ``provision_tenant`` / ``deprovision_tenant`` create and drop
+    those users with the connection string's (admin) credentials.
     """
 
     tier_pool_sizes: dict[str, int] | None = None
@@ -77,6 +84,8 @@ class UserConnectionManager:
         tier_pool_sizes: dict[str, int] | None = None,
         tier_of: Callable[[str], str] | None = None,
         slow_query_ms: int | None = None,
+        isolation: str = "strict",
+        tenant_databases: TenantDatabases = None,
         credentials: Callable[[str], CredentialsLike] | None = None,
         **mongo_options: Any,
     ) -> None:
@@ -84,6 +93,11 @@ class UserConnectionManager:
             raise TypeError(f"connection_string must be a str, not {type(connection_string).__name__}")
         _positive_int("user_pool_size", user_pool_size)
         _positive_int("groups", groups)
+        if isolation not in ("strict", "off"):
+            raise ConfigurationError(
+                f"isolation must be 'strict' (a tenant reaches only its own databases) or 'off' "
+                f"(platform code reaching any database), got {isolation!r}"
+            )
         if strategy not in ("per_user", "grouped", "shared"):
             raise ConfigurationError(f"strategy must be 'per_user', 'grouped' or 'shared', got {strategy!r}")
         if shared_pool_size is None:
@@ -156,6 +170,16 @@ class UserConnectionManager:
             credentials=None if credentials is None else core_callback(credentials),
             admin_idle_ms=int(self._admin_idle_timeout * 1000),
         )
+        self.isolation = isolation
+        self._scope: IsolationScope | None = (
+            IsolationScope(self._core.db_name, tenant_databases) if isolation == "strict" else None
+        )
+        if self._scope is None:
+            logger.warning(
+                "UserConnectionManager for %s has isolation='off': its tenants' handles reach any "
+                "database; use it for platform code only",
+                self._core.redacted_uri,
+            )
         logger.info(
             "UserConnectionManager for %s: pool_size=%s idle_timeout=%s max_connections=%s",
             self._core.redacted_uri,
@@ -230,8 +254,10 @@ class UserConnectionManager:
             db_name = self._core.db_name(user_id)
         elif not isinstance(db_name, str):
             raise TypeError(f"db_name must be a str, not {type(db_name).__name__}")
+        client = self._client_class(self, user_id)
+        database = client._database_class(client, db_name)  # checks the isolation scope: before ensure
         self._core.ensure(user_id)
-        return self._client_class(self, user_id)._database_class(self._client_class(self, user_id), db_name)
+        return database
 
     # -- tenant users (server-enforced isolation) -------------------------------------------------------
 
@@ -304,6 +330,10 @@ class UserConnectionManager:
             "max_connections": self.max_connections,
             "strategy": self.strategy,
             "pools": self._core.counters(),
+            "isolation": {
+                "mode": self.isolation,
+                "refusals": self._scope.refusals() if self._scope is not None else {},
+            },
         }
 
     def get_tier_stats(self) -> dict[str, dict[str, Any]]:
@@ -324,7 +354,8 @@ class UserConnectionManager:
     def metrics_text(self, top: int = 10) -> str:
         """Prometheus text exposition: totals, per tier/group series, and the ``top`` busiest tenants."""
         self._core.check_open()
-        return self._core.metrics_text(top)
+        text: str = self._core.metrics_text(top)
+        return text + self._scope.metrics_text() if self._scope is not None else text
 
     def get_user_stats(self, user_id: str) -> dict[str, Any] | None:
         """The tenant's pool: size, operations and errors, leases in use, age and idle time."""

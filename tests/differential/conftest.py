@@ -39,8 +39,11 @@ class Differ:
         key = tuple(sorted(options.items()))
         if key not in self._clients:
             self._clients[key] = MongoClient(self._uri, **options)
+            # isolation="off": the cases compare pymongo's behaviour, which knows no tenant scope, and
+            # some reach admin (fail points) or name databases freely; tests/test_isolation.py and
+            # tests/unit cover the scope.
             self._managers[key] = UserConnectionManager(
-                self._uri, db_name_template="diff_tp_{user_id}", **options
+                self._uri, db_name_template="diff_tp_{user_id}", isolation="off", **options
             )
         return self._clients[key], self._managers[key]
 
