@@ -368,3 +368,47 @@ def test_client_side_scope_and_server_together(auth_mongod):
             m.get_client(a)[f"user_{b}_db"].items.find_one()
         assert info.value.code == 13 and "operationTime" not in (info.value.details or {})
         assert m.get_database(a).items.find_one() == {"_id": 1}
+
+
+def test_concurrent_provisioning_shares_one_admin_client(auth_mongod, admin):
+    ids = [tenant("c") for _ in range(8)]
+    vault = Vault({u: "pw-" + u for u in ids})
+    barrier = threading.Barrier(len(ids))
+    errors: list[BaseException] = []
+    with manager(uri=auth_mongod.uri, credentials=vault.credentials) as m:
+
+        def provision(u: str) -> None:
+            try:
+                barrier.wait(10)
+                m.provision_tenant(u, vault[u])
+                m.get_database(u).items.insert_one({"u": u})
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=provision, args=(u,)) for u in ids]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        assert all(user_doc(admin, u) is not None for u in ids)
+        assert all(m.get_database(u).items.find_one({}, {"_id": 0}) == {"u": u} for u in ids)
+
+
+def test_provisioning_in_a_forked_child(auth_mongod, admin):
+    """A child forked while the admin client is open provisions through a client of its own (the
+    parent's sockets are never used or closed by the child)."""
+    from tests.reliability.test_process_lifecycle import in_child
+
+    parent_t, child_t = tenant("p"), tenant("k")
+    with manager(uri=auth_mongod.uri) as m:
+        m.provision_tenant(parent_t, "pw-p")
+        assert m.get_stats()["pools"]["admin_client_open"]
+
+        def body() -> dict:
+            m.provision_tenant(child_t, "pw-k")
+            return {"ok": True}
+
+        assert in_child(body) == {"ok": True, "status": 0}
+        assert user_doc(admin, child_t) is not None
+        assert m.provision_tenant(parent_t, "pw-p2") == TenantCredentials(parent_t, "pw-p2")
