@@ -412,3 +412,46 @@ def test_provisioning_in_a_forked_child(auth_mongod, admin):
         assert in_child(body) == {"ok": True, "status": 0}
         assert user_doc(admin, child_t) is not None
         assert m.provision_tenant(parent_t, "pw-p2") == TenantCredentials(parent_t, "pw-p2")
+
+
+def test_credentials_are_looked_up_once_per_pool(auth_mongod):
+    ids = [tenant("o") for _ in range(12)]
+    vault = Vault({u: "pw-" + u for u in ids})
+    calls: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def lookup(user_id: str) -> TenantCredentials:
+        with lock:
+            calls[user_id] = calls.get(user_id, 0) + 1
+        return vault.credentials(user_id)
+
+    with manager(uri=auth_mongod.uri, credentials=lookup) as m:
+        for u in ids:
+            m.provision_tenant(u, vault[u])
+        # Many threads creating pools at once: each calls back into Python from the core.
+        threads = [
+            threading.Thread(target=lambda u=u: [m.get_database(u).items.insert_one({}) for _ in range(5)])
+            for u in ids
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert not any(t.is_alive() for t in threads)
+        assert calls == {u: 1 for u in ids}
+        assert all(m.get_database(u).items.count_documents({}) == 5 for u in ids)
+        m.close_user_connection(ids[0])
+        m.get_database(ids[0]).items.find_one()
+        assert calls[ids[0]] == 2
+
+    async def from_the_event_loop() -> None:
+        async with manager(AsyncUserConnectionManager, auth_mongod.uri, credentials=lookup) as am:
+            db = am.get_database(ids[1])  # creates the pool on this thread
+            am.close_user_connection(ids[1])
+            # The next operation creates the pool on tenantpool's I/O thread, which calls back into
+            # Python while the event loop waits.
+            assert await db.items.count_documents({}) == 5
+
+    calls.clear()
+    asyncio.run(from_the_event_loop())
+    assert calls == {ids[1]: 2}
