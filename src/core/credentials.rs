@@ -7,7 +7,8 @@ use std::fmt;
 use mongodb::error::{Error, ErrorKind};
 use mongodb::options::{AuthMechanism, Credential};
 
-use super::naming::check_db_name;
+use super::naming::{check_db_name, Template};
+use super::policy::Strategy;
 
 /// The mechanisms a tenant's credential may name (None: negotiated with the server). Both take a
 /// username and a password, which is all a tenant credential carries.
@@ -83,6 +84,33 @@ impl TenantCredential {
     }
 }
 
+/// Per-tenant credentials need a client per tenant: refused, with what to do instead, elsewhere.
+pub fn check_strategy(strategy: Strategy) -> Result<(), String> {
+    if strategy == Strategy::PerUser {
+        return Ok(());
+    }
+    let name = strategy.name();
+    Err(format!(
+        "credentials= needs strategy='per_user': with strategy={name:?} one connection serves many tenants, \
+         so it cannot authenticate as each tenant's own user. Use strategy='per_user' (bounded with \
+         max_connections) for server-enforced isolation, or keep {name:?} with tenantpool's client-side \
+         isolation and the connection string's credentials"
+    ))
+}
+
+/// The tenant's own credential, looked up as its pool is created; None without `credentials`.
+pub fn tenant_credential(
+    lookup: Option<&CredentialSource>,
+    template: &Template,
+    tenant: &str,
+) -> Result<Option<(Credential, Identity)>, String> {
+    let Some(lookup) = lookup else {
+        return Ok(None);
+    };
+    let db = template.db_name(tenant)?;
+    lookup(tenant)?.to_driver(tenant, &db).map(Some)
+}
+
 /// Whether the driver error is a failed authentication (the handshake's, or the server's code 18).
 pub fn is_authentication_failure(e: &Error) -> bool {
     match e.kind.as_ref() {
@@ -131,6 +159,15 @@ mod tests {
             password: "s3cret-pw".into(),
             source: source.map(str::to_owned),
             mechanism: mechanism.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn only_per_user_takes_credentials() {
+        assert!(check_strategy(Strategy::PerUser).is_ok());
+        for s in [Strategy::Shared, Strategy::Grouped(4)] {
+            let e = check_strategy(s).unwrap_err();
+            assert!(e.contains("per_user") && e.contains(s.name()), "{e}");
         }
     }
 

@@ -13,7 +13,10 @@ use mongodb::options::{SessionOptions, TransactionOptions};
 use mongodb::{Client, ClientSession, Database};
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 
-use super::credentials::{authentication_failed, is_authentication_failure, CredentialSource, Identity};
+use super::credentials::{
+    authentication_failed, check_strategy, is_authentication_failure, tenant_credential,
+};
+use super::credentials::{CredentialSource, Identity};
 use super::forklock::ForkMutex;
 use super::naming::{check_db_name, Template};
 use super::ops::{self, Change, CursorOp, Op, Opened, Watched};
@@ -225,7 +228,7 @@ pub struct Manager {
     sizer: Option<Sizer>,
     slow_operation: Option<Duration>,
     credentials: Option<CredentialSource>,
-    provisioner: Provisioner,
+    pub(super) provisioner: Provisioner,
     /// The strategy's shared clients, created on first use.
     shared: ForkMutex<Vec<Option<SharedClient>>>,
     uri: String,
@@ -240,15 +243,8 @@ impl Manager {
             return Err(CoreError::Configuration("pool sizes must be at least 1".into()));
         }
         let template = Template::parse(&config.db_name_template).map_err(CoreError::Configuration)?;
-        if config.credentials.is_some() && config.strategy != Strategy::PerUser {
-            return Err(CoreError::Configuration(format!(
-                "credentials= needs strategy='per_user': with strategy={:?} one connection serves many \
-                 tenants, so it cannot authenticate as each tenant's own user. Use strategy='per_user' \
-                 (bounded with max_connections) for server-enforced isolation, or keep {:?} with \
-                 tenantpool's client-side isolation and the connection string's credentials",
-                config.strategy.name(),
-                config.strategy.name()
-            )));
+        if config.credentials.is_some() {
+            check_strategy(config.strategy).map_err(CoreError::Configuration)?;
         }
         let uri = merge_uri_options(&config.uri, &config.options);
         // Parsing may resolve SRV records: a network round trip, so it runs without the GIL (the caller
@@ -363,7 +359,7 @@ impl Manager {
         }
         let pool = match slot {
             None => {
-                let credential = self.tenant_credential(tenant)?;
+                let credential = tenant_credential(self.credentials.as_ref(), &self.template, tenant)?;
                 let identity = credential.as_ref().map(|(_, who)| who.clone());
                 TenantPool {
                     client: ManuallyDrop::new(self.new_client(size, credential.map(|(c, _)| c))),
@@ -400,15 +396,6 @@ impl Manager {
         Client::with_options(options).expect("options were validated at construction")
     }
 
-    /// The tenant's own credential (`credentials`), looked up as its pool is created.
-    fn tenant_credential(&self, tenant: &str) -> Result<Option<(Credential, Identity)>, String> {
-        let Some(lookup) = &self.credentials else {
-            return Ok(None);
-        };
-        let db = self.template.db_name(tenant)?;
-        lookup(tenant)?.to_driver(tenant, &db).map(Some)
-    }
-
     /// A driver error of the tenant's operation. A failed authentication names the tenant and, when
     /// the tenant has its own credentials, retires its pool: the next operation opens a pool with the
     /// credentials looked up afresh (a fixed or rotated password) instead of failing on this one.
@@ -421,15 +408,6 @@ impl Manager {
             self.registry.discard(lease.entry());
         }
         CoreError::Authentication(self.scrub(&authentication_failed(&lease.entry().tenant, identity, &e)))
-    }
-
-    pub(super) fn provisioner(&self) -> &Provisioner {
-        &self.provisioner
-    }
-
-    /// Whether the provisioning client is open (it closes when idle).
-    pub fn admin_client_open(&self) -> bool {
-        self.provisioner.is_open()
     }
 
     /// The `retryWrites` setting (on unless turned off, as in pymongo).

@@ -237,6 +237,11 @@ impl Provisioner {
 }
 
 impl Manager {
+    /// Whether the provisioning client is open (it closes when idle).
+    pub fn admin_client_open(&self) -> bool {
+        self.provisioner.is_open()
+    }
+
     /// Creates or updates the tenant's MongoDB user (see `Provisioner::provision`). An update closes the
     /// tenant's live pool, so that its next operation authenticates afresh (a new password) rather than
     /// reusing connections authenticated with the old one.
@@ -249,7 +254,7 @@ impl Manager {
         if self.is_closed() {
             return Err(CoreError::Closed);
         }
-        let outcome = self.provisioner().provision(&db, user).await?;
+        let outcome = self.provisioner.provision(&db, user).await?;
         if outcome == Provisioned::Updated {
             self.close_tenant(tenant)?;
         }
@@ -270,7 +275,7 @@ impl Manager {
         if self.is_closed() {
             return Err(CoreError::Closed);
         }
-        let existed = self.provisioner().deprovision(source, username).await?;
+        let existed = self.provisioner.deprovision(source, username).await?;
         self.close_tenant(tenant)?;
         Ok(existed)
     }
