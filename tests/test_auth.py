@@ -455,3 +455,14 @@ def test_credentials_are_looked_up_once_per_pool(auth_mongod):
     calls.clear()
     asyncio.run(from_the_event_loop())
     assert calls == {ids[1]: 2}
+
+
+def test_provisioning_with_wrong_admin_credentials(auth_mongod):
+    uri = auth_mongod.uri.replace(auth_mongod.admin_password, "not-the-admin-pw")
+    with manager(uri=uri) as m:
+        with pytest.raises(OperationFailure) as info:
+            m.provision_tenant(tenant(), "Tenant-Secret-Zq7")
+    assert info.value.code == 18
+    message = str(info.value)
+    assert "connection string's credentials" in message and "userAdmin" in message
+    assert "not-the-admin-pw" not in message and "Tenant-Secret-Zq7" not in message

@@ -14,6 +14,7 @@ use mongodb::error::{Error, ErrorKind};
 use mongodb::options::ClientOptions;
 use mongodb::Client;
 
+use super::credentials::is_authentication_failure;
 use super::forklock::ForkMutex;
 use super::manager::{CoreError, Manager};
 use super::runtime;
@@ -68,6 +69,19 @@ pub fn user_command(verb: &str, user: &TenantUser<'_>, db: &str) -> Document {
         "roles": roles,
         "writeConcern": { "w": "majority" },
     }
+}
+
+/// A provisioning command's error; a failed authentication is the connection string's user's, and
+/// says so (the driver's own message would not say whose).
+fn admin_error(e: Error) -> CoreError {
+    if !is_authentication_failure(&e) {
+        return CoreError::Driver(e);
+    }
+    CoreError::Authentication(format!(
+        "provisioning could not authenticate with the connection string's credentials ({e}); \
+         provision_tenant and deprovision_tenant use the manager's own user, which needs userAdmin on \
+         the tenants' databases (e.g. userAdminAnyDatabase)"
+    ))
 }
 
 fn server_code(e: &Error) -> Option<i32> {
@@ -192,10 +206,10 @@ impl Provisioner {
         match source.run_command(user_command("createUser", user, db)).await {
             Ok(_) => Ok(Provisioned::Created),
             Err(e) if server_code(&e) == Some(USER_EXISTS) => {
-                source.run_command(user_command("updateUser", user, db)).await.map_err(CoreError::Driver)?;
+                source.run_command(user_command("updateUser", user, db)).await.map_err(admin_error)?;
                 Ok(Provisioned::Updated)
             }
-            Err(e) => Err(CoreError::Driver(e)),
+            Err(e) => Err(admin_error(e)),
         }
     }
 
@@ -207,7 +221,7 @@ impl Provisioner {
         match client.database(source).run_command(command).await {
             Ok(_) => Ok(true),
             Err(e) if server_code(&e) == Some(USER_NOT_FOUND) => Ok(false),
-            Err(e) => Err(CoreError::Driver(e)),
+            Err(e) => Err(admin_error(e)),
         }
     }
 
