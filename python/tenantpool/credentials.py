@@ -69,6 +69,10 @@ class TenantCredentials:
     def __hash__(self) -> int:
         return hash((self.username, self.source, self.mechanism))
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # copy and pickle rebuild it through __init__ (attribute assignment is refused).
+        return (TenantCredentials, (self.username, self.password, self.source, self.mechanism))
+
     def __repr__(self) -> str:
         return (
             f"TenantCredentials(username={self.username!r}, password='***', source={self.source!r}, "
