@@ -12,7 +12,7 @@ import threading
 
 import pytest
 from pymongo import MongoClient
-from pymongo.errors import ConfigurationError, InvalidName, OperationFailure
+from pymongo.errors import ConfigurationError, InvalidName, InvalidOperation, OperationFailure
 from tests.reliability._util import app_connections, wait_until
 
 from tenantpool import AsyncUserConnectionManager, TenantCredentials, UserConnectionManager
@@ -466,3 +466,13 @@ def test_provisioning_with_wrong_admin_credentials(auth_mongod):
     message = str(info.value)
     assert "connection string's credentials" in message and "userAdmin" in message
     assert "not-the-admin-pw" not in message and "Tenant-Secret-Zq7" not in message
+
+
+def test_provisioning_after_close_all_raises(auth_mongod):
+    m = manager(uri=auth_mongod.uri)
+    m.provision_tenant(a := tenant(), "pw")
+    m.close_all()
+    with pytest.raises(InvalidOperation):
+        m.provision_tenant(a, "pw2")
+    with pytest.raises(InvalidOperation):
+        m.deprovision_tenant(a)
