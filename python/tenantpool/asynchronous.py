@@ -200,6 +200,9 @@ class AsyncUserConnectionManager(UserConnectionManager):
     def get_client(self, user_id: str) -> AsyncTenantClient:  # type: ignore[override]
         return super().get_client(user_id)  # type: ignore[return-value]
 
+    def get_platform_client(self, user_id: str) -> AsyncTenantClient:  # type: ignore[override]
+        return super().get_platform_client(user_id)  # type: ignore[return-value]
+
     async def close_all(self) -> None:  # type: ignore[override]
         """Closes every pool (each once its in-flight operations finish); later calls raise."""
         UserConnectionManager.close_all(self)

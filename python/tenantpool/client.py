@@ -28,12 +28,15 @@ class TenantClient:
     """The tenant's client. ``client[name]`` and ``get_database()`` work as on pymongo's MongoClient;
     every operation runs on this tenant's own pool."""
 
-    __slots__ = ("_manager", "_user_id")
+    __slots__ = ("_manager", "_scope", "_user_id")
     _database_class: type[Database] = Database
 
-    def __init__(self, manager: UserConnectionManager, user_id: str) -> None:
+    def __init__(self, manager: UserConnectionManager, user_id: str, scoped: bool = True) -> None:
         self._manager = manager
         self._user_id = user_id
+        # What this client's databases are held to: the manager's isolation scope, or nothing for a
+        # platform client (``manager.get_platform_client``) or under isolation="off".
+        self._scope = manager._scope if scoped else None
 
     @property
     def user_id(self) -> str:

@@ -235,6 +235,13 @@ class UserConnectionManager:
         self._core.ensure(self._check_user(user_id))
         return self._client_class(self, user_id)
 
+    def get_platform_client(self, user_id: str) -> TenantClient:
+        """The tenant's client with its handles **not** held to the isolation scope, for the platform's
+        own code (a catalog database, migrations, monitoring): never hand it to request handlers.
+        Operations still run on the tenant's pool and quota."""
+        self._core.ensure(self._check_user(user_id))
+        return self._client_class(self, user_id, scoped=False)
+
     def get_database(self, user_id: str, db_name: str | None = None) -> Database:
         """The tenant's database: ``db_name``, or the template's name for this tenant."""
         user_id = self._check_user(user_id)
