@@ -172,6 +172,11 @@ class AsyncTenantClient(TenantClient):
     __slots__ = ()
     _database_class = AsyncDatabase
 
+    @staticmethod
+    def _run(operation: Any) -> Any:  # type: ignore[override]
+        # pymongo's AsyncMongoClient has these properties as awaitables: ``await client.address``.
+        return run_async(operation)
+
     def start_session(  # type: ignore[override]
         self,
         causal_consistency: bool | None = None,

@@ -138,6 +138,7 @@ class UserConnectionManager:
         # driver gets none (see _read_preference).
         connection_string, self._read_preference = manager_read_preference(connection_string, options)
         uri_options, codec, credentials = split_options(options)
+        self._uri_options = uri_options
         self.strategy = strategy
         self.groups = groups if strategy == "grouped" else None
         self._codec: CodecOptions = codec
