@@ -66,7 +66,8 @@ def check_database(db: Any, expected: type, twin: str, what: str) -> None:
     if isinstance(db, expected) and (expected is AsyncDatabase or not isinstance(db, AsyncDatabase)):
         return
     if isinstance(db, Database):
-        manager = "an AsyncUserConnectionManager" if isinstance(db, AsyncDatabase) else "a UserConnectionManager"
+        async_db = isinstance(db, AsyncDatabase)
+        manager = "an AsyncUserConnectionManager" if async_db else "a UserConnectionManager"
         raise TypeError(
             f"{what} needs a tenantpool {expected.__name__}, not {type(db).__name__}: use "
             f"tenantpool.gridfs.{twin} with the databases of {manager}"
