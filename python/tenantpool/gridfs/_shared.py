@@ -141,12 +141,13 @@ def grid_in_property(field: str, doc: str, read_only: bool = False, closed_only:
     return property(getter, setter, doc=doc)
 
 
-def grid_out_property(field: str, doc: str) -> Any:
+def grid_out_property(field: str, doc: str, name: str | None = None) -> Any:
     """A read-only GridOut attribute from the file document (the sync GridOut fetches the document on
     first use; the async one must have been opened)."""
+    name = name or field
 
     def getter(self: Any) -> Any:
-        file = self._file_document()
+        file = self._file_document(name)
         if field == "length":
             return file.get(field, 0)
         return file.get(field, None)

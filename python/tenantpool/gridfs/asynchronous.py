@@ -48,10 +48,12 @@ class AsyncGridIn(_GridInBase):
         """Write a file to GridFS; the arguments are :class:`~tenantpool.gridfs.GridIn`'s."""
         super().__init__(root_collection, session, **kwargs)
 
-    def _set_field(self, name: str, value: Any) -> None:
-        # Storing a field of a closed file is a round trip, which an assignment cannot await.
+    def _set_field(self, name: str, value: Any, is_property: bool = True) -> None:
+        # Storing a field of a closed file is a round trip, which an assignment cannot await. pymongo
+        # raises InvalidOperation for its properties (``filename``), AttributeError for other fields.
         if self._closed:
-            raise InvalidOperation(
+            error = InvalidOperation if is_property else AttributeError
+            raise error(
                 "AsyncGridIn does not support __setattr__ after being closed(). Set the attribute before "
                 "closing the file or use AsyncGridIn.set() instead"
             )
@@ -112,9 +114,9 @@ class AsyncGridOut(_GridOutBase):
         self._init(root_collection, file_id, file_document, session, sync=False)
         self.closed = False
 
-    def _file_document(self) -> Mapping[str, Any]:
+    def _file_document(self, name: str = "file's") -> Mapping[str, Any]:
         if not self._file:
-            raise InvalidOperation("You must call AsyncGridOut.open() before accessing the file's attributes")
+            raise InvalidOperation(f"You must call AsyncGridOut.open() before accessing the {name} property")
         return self._file  # type: ignore[no-any-return]
 
     @doc_of(GridOut.open)

@@ -133,9 +133,9 @@ class _GridInBase:
         if name in self.__dict__ or hasattr(type(self), name):
             object.__setattr__(self, name, value)
         else:
-            self._set_field(name, value)
+            self._set_field(name, value, False)
 
-    def _set_field(self, name: str, value: Any) -> None:
+    def _set_field(self, name: str, value: Any, is_property: bool = True) -> None:
         raise NotImplementedError
 
     # -- operations -------------------------------------------------------------------------------------
@@ -335,7 +335,7 @@ class GridIn(_GridInBase):
         """
         super().__init__(root_collection, session, **kwargs)
 
-    def _set_field(self, name: str, value: Any) -> None:
+    def _set_field(self, name: str, value: Any, is_property: bool = True) -> None:
         run_sync(self._gen_set(name, value))
 
     def set(self, name: str, value: Any) -> None:

@@ -79,7 +79,7 @@ class _ChunkIterator:
         try:
             return (yield from self._gen_pop(cursor))
         except CursorNotFound:
-            cursor.close()
+            cursor._close()
             return (yield from self._gen_pop(self._create_cursor()))
 
     def gen_next(self) -> Operation[Mapping[str, Any] | None]:
@@ -112,9 +112,10 @@ class _ChunkIterator:
         return chunk
 
     def close(self) -> None:
-        # No round trip: the core kills the server cursor in the background.
+        # No round trip: the core kills the server cursor in the background (``_close``, because an
+        # async cursor's ``close`` is a coroutine).
         if self._cursor is not None:
-            self._cursor.close()
+            self._cursor._close()
             self._cursor = None
 
 
@@ -151,7 +152,8 @@ class _GridOutBase:
         self._file = file_document
         self._session = session
 
-    def _file_document(self) -> Mapping[str, Any]:
+    def _file_document(self, name: str = "file's") -> Mapping[str, Any]:
+        """The file document (``name`` is the attribute asked for, for the async class's error)."""
         raise NotImplementedError
 
     _id: Any = grid_out_property("_id", "The ``'_id'`` value for this file.")
@@ -171,7 +173,7 @@ class _GridOutBase:
         # ``__IOBase_closed``), which must not cost a round trip.
         if name.startswith("__") or name in ("_file", "_file_id"):
             raise AttributeError(name)
-        file = self._file_document()
+        file = self._file_document(name)
         if name in file:
             return file[name]
         raise AttributeError(f"{type(self).__name__} object has no attribute '{name}'")
@@ -352,7 +354,7 @@ class GridOut(_GridOutBase, io.IOBase):
         self._init(root_collection, file_id, file_document, session, sync=True)
         super().__init__()
 
-    def _file_document(self) -> Mapping[str, Any]:
+    def _file_document(self, name: str = "file's") -> Mapping[str, Any]:
         self.open()
         return self._file  # type: ignore[no-any-return]
 

@@ -93,7 +93,7 @@ class _GridFSBase:
         disallow_transactions(session)
         cursor = self._cursor(filter, *args, session=session, **kwargs)
         files = yield from cursor._gen_to_list(1)
-        cursor.close()
+        cursor._close()
         return files[0] if files else None
 
     def _gen_exists(self, document_or_id: Any, session: Any, kwargs: dict[str, Any]) -> Operation[bool]:
