@@ -88,13 +88,12 @@ class AsyncGridIn(_GridInBase):
         exc_type: type[BaseException] | None,
         exc_val: BaseException | None,
         exc_tb: TracebackType | None,
-    ) -> bool:
+    ) -> None:
         """Close the file if no exceptions occur and allow exceptions to propagate."""
         if exc_type is None:
             await self.close()
         else:
             self._mark_closed()
-        return False
 
 
 class AsyncGridOut(_GridOutBase):
@@ -172,9 +171,8 @@ class AsyncGridOut(_GridOutBase):
         exc_type: type[BaseException] | None,
         exc_val: BaseException | None,
         exc_tb: TracebackType | None,
-    ) -> bool:
+    ) -> None:
         self._close_now()
-        return False
 
 
 class AsyncGridOutCursor(_GridOutCursorMixin, AsyncCursor):  # type: ignore[misc]
@@ -197,13 +195,13 @@ class AsyncGridOutCursor(_GridOutCursorMixin, AsyncCursor):  # type: ignore[misc
         """Create a new cursor; see :meth:`AsyncGridFSBucket.find`."""
         self._init_grid(collection, filter, skip, limit, no_cursor_timeout, sort, batch_size, session)
 
-    async def next(self) -> AsyncGridOut:  # type: ignore[override]
+    async def next(self) -> AsyncGridOut:
         """Get next AsyncGridOut object from cursor."""
         return self._grid_out(await AsyncCursor.__anext__(self))  # type: ignore[no-any-return]
 
     __anext__ = next
 
-    async def to_list(self, length: int | None = None) -> list[AsyncGridOut]:
+    async def to_list(self, length: int | None = None) -> list[AsyncGridOut]:  # type: ignore[override]
         """The remaining files as AsyncGridOut objects, or at most ``length`` of them."""
         return await run_async(self._gen_to_list(length))
 
@@ -284,7 +282,7 @@ class AsyncGridFSBucket(_BucketBase):
     async def open_download_stream(
         self, file_id: Any, session: AsyncClientSession | None = None
     ) -> AsyncGridOut:
-        return await run_async(self._gen_open_download_stream(file_id, self._session(session)))  # type: ignore[no-any-return]
+        return await run_async(self._gen_open_download_stream(file_id, self._session(session)))
 
     @doc_of(GridFSBucket.download_to_stream)
     async def download_to_stream(
@@ -297,7 +295,7 @@ class AsyncGridFSBucket(_BucketBase):
     async def open_download_stream_by_name(
         self, filename: str, revision: int = -1, session: AsyncClientSession | None = None
     ) -> AsyncGridOut:
-        return await run_async(  # type: ignore[no-any-return]
+        return await run_async(
             self._gen_open_download_stream_by_name(filename, revision, self._session(session))
         )
 
@@ -363,7 +361,7 @@ class AsyncGridFS(_GridFSBase):
 
     @doc_of(GridFS.get)
     async def get(self, file_id: Any, session: AsyncClientSession | None = None) -> AsyncGridOut:
-        return await run_async(self._gen_get(file_id, self._session(session)))  # type: ignore[no-any-return]
+        return await run_async(self._gen_get(file_id, self._session(session)))
 
     @doc_of(GridFS.get_version)
     async def get_version(
@@ -373,9 +371,7 @@ class AsyncGridFS(_GridFSBase):
         session: AsyncClientSession | None = None,
         **kwargs: Any,
     ) -> AsyncGridOut:
-        return await run_async(  # type: ignore[no-any-return]
-            self._gen_get_version(filename, version, self._session(session), kwargs)
-        )
+        return await run_async(self._gen_get_version(filename, version, self._session(session), kwargs))
 
     @doc_of(GridFS.get_last_version)
     async def get_last_version(
@@ -395,9 +391,7 @@ class AsyncGridFS(_GridFSBase):
     async def find_one(
         self, filter: Any | None = None, session: AsyncClientSession | None = None, *args: Any, **kwargs: Any
     ) -> AsyncGridOut | None:
-        return await run_async(  # type: ignore[no-any-return]
-            self._gen_find_one(filter, self._session(session), args, kwargs)
-        )
+        return await run_async(self._gen_find_one(filter, self._session(session), args, kwargs))
 
     @doc_of(GridFS.find)
     def find(self, *args: Any, **kwargs: Any) -> AsyncGridOutCursor:

@@ -48,7 +48,12 @@ def check_revision(revision: Any) -> None:
 
 
 def gen_find_version(
-    root: Collection, grid_out_class: type[Any], query: dict[str, Any], version: int, session: Any, what: str
+    root: Collection,
+    grid_out_class: type[Any],
+    query: dict[str, Any],
+    version: int,
+    session: Any,
+    what: str | None,
 ) -> Operation[Any]:
     """The ``version``-th file matching ``query`` by upload date (0 the first, -1 the most recent), as
     a GridOut; NoFile if there are not that many."""
@@ -73,6 +78,8 @@ class _BucketBase:
     _grid_in_class: type[Any] = GridIn
     _grid_out_class: type[Any] = GridOut
     _cursor_class: type[Any] = GridOutCursor
+    # A Collection, or an AsyncCollection in the async twin.
+    _collection: Any
 
     def __init__(
         self,

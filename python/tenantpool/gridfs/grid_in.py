@@ -65,8 +65,10 @@ class _GridInBase:
     _sync = True
 
     _session: Any
-    _coll: Collection
-    _chunks: Collection
+    # The root collection and its chunks: Collection, or AsyncCollection in AsyncGridIn. Typed Any
+    # because their operations are used here as the generators they are (``_gen_insert_many``...).
+    _coll: Any
+    _chunks: Any
     _file: dict[str, Any]
     _buffer: io.BytesIO
     _position: int
@@ -140,9 +142,7 @@ class _GridInBase:
 
     # -- operations -------------------------------------------------------------------------------------
 
-    def _gen_create_index(
-        self, collection: Collection, index_key: dict[str, Any], unique: bool
-    ) -> Operation[None]:
+    def _gen_create_index(self, collection: Any, index_key: dict[str, Any], unique: bool) -> Operation[None]:
         """pymongo's rule: create the index only if the collection is empty and lacks it (checking
         first, so that an application without createIndex privileges can still write to a bucket whose
         indexes exist)."""
@@ -386,7 +386,7 @@ class GridIn(_GridInBase):
         exc_type: type[BaseException] | None,
         exc_val: BaseException | None,
         exc_tb: TracebackType | None,
-    ) -> bool:
+    ) -> None:
         """Support for the context manager protocol.
 
         Close the file if no exceptions occur and allow exceptions to propagate (as pymongo, a file left
@@ -396,4 +396,3 @@ class GridIn(_GridInBase):
             self.close()
         else:
             self._mark_closed()
-        return False

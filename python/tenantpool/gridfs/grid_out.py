@@ -207,7 +207,7 @@ class _GridOutBase:
         self._position += len(chunk_data)
         self._buffer = EMPTY
         self._buffer_pos = 0
-        return chunk_data  # type: ignore[no-any-return]
+        return chunk_data
 
     def _gen_read_size_or_line(self, size: int = -1, line: bool = False) -> Operation[bytes]:
         """pymongo's read() and readline(): no more than one chunk's data beyond what is returned."""
@@ -432,9 +432,8 @@ class GridOut(_GridOutBase, io.IOBase):
         exc_type: type[BaseException] | None,
         exc_val: BaseException | None,
         exc_tb: TracebackType | None,
-    ) -> bool:
+    ) -> None:
         self.close()
-        return False
 
     def __del__(self) -> None:
         # io.IOBase.__del__ would close the file, which must not do I/O from a finaliser.

@@ -30,6 +30,8 @@ class _GridFSBase:
     _twin = "AsyncGridFS"
     _grid_in_class: type[Any] = GridIn
     _grid_out_class: type[Any] = GridOut
+    # A Collection, or an AsyncCollection in the async twin.
+    _collection: Any
 
     def __init__(self, database: Database, collection: str = "fs") -> None:
         check_database(database, self._database_class, self._twin, type(self).__name__)
