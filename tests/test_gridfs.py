@@ -207,3 +207,26 @@ def test_async_source_and_destination_are_awaited(mongodb_uri):
             assert ticks > 10
 
     asyncio.run(main())
+
+
+def test_a_download_resumes_after_its_chunk_cursor_is_killed(manager, pymongo_client):
+    # pymongo's rule: a read resumed after the server dropped the chunk cursor (its 10-minute timeout)
+    # opens a new cursor from the next chunk.
+    db = manager.get_database("gfs_cursor_killed")
+    pymongo_client.drop_database(db.name)
+    chunk = 1024 * 1024
+    data = b"".join(bytes([i]) * chunk for i in range(12))
+    bucket = GridFSBucket(db, chunk_size_bytes=chunk)
+    file_id = bucket.upload_from_stream("k", data)
+    grid_out = bucket.open_download_stream(file_id)
+    first = grid_out.readchunk()
+    cursors = [
+        op["cursor"]["cursorId"]
+        for op in pymongo_client.admin.aggregate(
+            [{"$currentOp": {"idleCursors": True}}, {"$match": {"ns": f"{db.name}.fs.chunks"}}]
+        )
+        if "cursor" in op
+    ]
+    assert len(cursors) == 1, cursors
+    pymongo_client[db.name].command("killCursors", "fs.chunks", cursors=cursors)
+    assert first + grid_out.read() == data
