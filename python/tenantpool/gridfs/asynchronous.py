@@ -218,7 +218,6 @@ class AsyncGridFSBucket(_BucketBase):
     _twin = "GridFSBucket"
     _grid_in_class = AsyncGridIn
     _grid_out_class = AsyncGridOut
-    _cursor_class = AsyncGridOutCursor
 
     @doc_of(GridFSBucket.__init__)
     def __init__(

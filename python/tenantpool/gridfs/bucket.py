@@ -77,7 +77,6 @@ class _BucketBase:
     _twin = "AsyncGridFSBucket"
     _grid_in_class: type[Any] = GridIn
     _grid_out_class: type[Any] = GridOut
-    _cursor_class: type[Any] = GridOutCursor
     # A Collection, or an AsyncCollection in the async twin.
     _collection: Any
 
