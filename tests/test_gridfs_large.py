@@ -1,9 +1,11 @@
 """GridFS with a 50 MB file: it goes up and comes down in bounded memory (a few upload or download
-batches, never the whole file), and what tenantpool writes pymongo's gridfs reads back byte for byte, and
-the other way round. Also prints both libraries' throughput on the same server (``-s`` to see it)."""
+batches, never the whole file), also through the asyncio classes, and what tenantpool writes pymongo's
+gridfs reads back byte for byte, and the other way round. Also prints both libraries' throughput on the
+same server (``-s`` to see it)."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import hashlib
 import time
@@ -15,7 +17,7 @@ import gridfs
 import pytest
 
 import tenantpool.gridfs
-from tenantpool import UserConnectionManager
+from tenantpool import AsyncUserConnectionManager, UserConnectionManager
 from tenantpool.gridfs._shared import DOWNLOAD_BATCH_BYTES, UPLOAD_BUFFER_BYTES
 
 SIZE = 50 * 1024 * 1024
@@ -163,3 +165,33 @@ def test_50mb_written_by_pymongo_read_by_tenantpool_and_throughput(databases):
         f"({pm_down_python / MiB:.1f})"
     )
     assert down_python < 3 * DOWNLOAD_BATCH_BYTES
+
+
+def test_50mb_async_up_and_down_in_bounded_memory(mongodb_uri, pymongo_client):
+    async def transfer() -> tuple[Any, Any, Sink, Source]:
+        async with AsyncUserConnectionManager(mongodb_uri) as manager:
+            bucket = tenantpool.gridfs.AsyncGridFSBucket(manager.get_database("gridfs_large_async"))
+            await bucket.drop()
+            await bucket.delete(await bucket.upload_from_stream("warm-up", b"x"))
+            source, sink = Source(SIZE), Sink()
+            up = await measure_async(lambda: bucket.upload_from_stream("big", source))
+            down = await measure_async(lambda: bucket.download_to_stream(up[0], sink))
+            return up, down, sink, source
+
+    up, down, sink, source = asyncio.run(transfer())
+    print(f"\nasync 50 MB: Python peak upload {up[1] / MiB:.1f} MiB, download {down[1] / MiB:.1f} MiB")
+    pymongo_client.drop_database("user_gridfs_large_async_db")
+    assert (sink.length, sink.digest.hexdigest()) == (SIZE, source.digest.hexdigest())
+    assert up[1] < 12 * UPLOAD_BUFFER_BYTES, up[1]
+    assert down[1] < 3 * DOWNLOAD_BATCH_BYTES, down[1]
+
+
+async def measure_async(fn: Callable[[], Any]) -> tuple[Any, int]:
+    """The awaited result of ``fn()`` and the peak of Python allocations while it ran."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        result = await fn()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
