@@ -52,6 +52,8 @@ def contents(grid_out):
         grid_out.chunk_size,
         grid_out.metadata,
         type(grid_out.upload_date).__name__,
+        grid_out.md5,
+        grid_out.aliases,
         grid_out._id,
         grid_out.read(),
     )

@@ -121,6 +121,9 @@ class _GridInBase:
     upload_date: _dt.datetime = grid_in_property(
         "uploadDate", "Date that this file was uploaded.", closed_only=True
     )
+    md5: str | None = grid_in_property(
+        "md5", "MD5 of the contents of this file, if one was stored.", closed_only=True
+    )
 
     def __getattr__(self, name: str) -> Any:
         # Any other field of the file document (``encoding``, custom fields passed as keywords).

@@ -167,6 +167,7 @@ class _GridOutBase:
     )
     aliases: list[str] | None = grid_out_property("aliases", "List of aliases for this file.")
     metadata: Mapping[str, Any] | None = grid_out_property("metadata", "Metadata attached to this file.")
+    md5: str | None = grid_out_property("md5", "MD5 of the contents of this file, if one was stored.")
 
     def __getattr__(self, name: str) -> Any:
         # Any other field of the file document. Never for Python's own lookups (io.IOBase asks for
