@@ -230,3 +230,27 @@ def test_a_download_resumes_after_its_chunk_cursor_is_killed(manager, pymongo_cl
     assert len(cursors) == 1, cursors
     pymongo_client[db.name].command("killCursors", "fs.chunks", cursors=cursors)
     assert first + grid_out.read() == data
+
+
+def test_concurrent_async_transfers_of_several_tenants(mongodb_uri):
+    # Each GridIn / GridOut keeps its own state: 40 transfers interleaved on the event loop, through
+    # tenants whose quota (2 operations in flight) makes them wait for each other, all come back intact.
+    async def main():
+        async with AsyncUserConnectionManager(mongodb_uri, user_pool_size=2) as manager:
+
+            async def transfer(tenant: int, i: int) -> None:
+                bucket = AsyncGridFSBucket(manager.get_database(f"gfs_conc_{tenant}"), chunk_size_bytes=4096)
+                data = bytes([tenant, i]) * (50_000 + i)
+                file_id = await bucket.upload_from_stream(f"f{i}", data)
+                assert await (await bucket.open_download_stream(file_id)).read() == data
+
+            buckets = [AsyncGridFSBucket(manager.get_database(f"gfs_conc_{t}")) for t in range(5)]
+            for bucket in buckets:
+                await bucket.drop()
+            await asyncio.gather(*(transfer(t, i) for t in range(5) for i in range(8)))
+            for bucket in buckets:
+                names = sorted(g.filename for g in await bucket.find().to_list())
+                assert names == [f"f{i}" for i in range(8)]
+                await bucket.drop()
+
+    asyncio.run(main())
