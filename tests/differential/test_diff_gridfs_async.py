@@ -173,7 +173,10 @@ def test_gridfs_async(mongodb_uri, pymongo_client, case):
     async def main() -> tuple[Any, Any]:
         client = AsyncMongoClient(mongodb_uri)
         try:
-            async with AsyncUserConnectionManager(mongodb_uri) as manager:
+            # The case's database, widened into the tenant's isolation scope: GridFS runs under it.
+            async with AsyncUserConnectionManager(
+                mongodb_uri, tenant_databases=lambda user_id: {tp_name}
+            ) as manager:
                 expected = await _outcome(case, client[pm_name])
                 actual = await _outcome(case, manager.get_database("differential", tp_name))
         finally:
