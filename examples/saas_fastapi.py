@@ -350,6 +350,12 @@ def settings_from_env() -> dict[str, Any]:
     return settings
 
 
+def catalog_databases(user_id: str) -> set[str]:
+    """The isolation scope's one widening: the catalog's reserved tenant may use the catalog database;
+    every company reaches only its own database."""
+    return {CATALOG_DB} if user_id == CATALOG_TENANT else set()
+
+
 def create_app(settings: Optional[Mapping[str, Any]] = None, strategy: Optional[str] = None) -> FastAPI:
     """The SaaS app; ``settings`` (tenantpool settings) override the environment, ``strategy``
     (default ``$SAAS_STRATEGY``, else ``per_user``) is the manager's."""
@@ -360,6 +366,7 @@ def create_app(settings: Optional[Mapping[str, Any]] = None, strategy: Optional[
             "strategy": strategy or os.environ.get("SAAS_STRATEGY", "per_user"),
             "tier_pool_sizes": TIER_POOL_SIZES,
             "tier_of": plans.tier_of,
+            "tenant_databases": catalog_databases,
         },
     )
     app = FastAPI(title="tenantpool SaaS", lifespan=pool.lifespan)

@@ -56,7 +56,8 @@ def wait_until(predicate: Any, timeout: float, what: str) -> Any:
 
 @pytest.fixture(scope="module")
 def manager(mongodb_uri):
-    with UserConnectionManager(mongodb_uri, db_name_template="cs_{user_id}") as m:
+    # isolation="off": most tests name their databases explicitly.
+    with UserConnectionManager(mongodb_uri, db_name_template="cs_{user_id}", isolation="off") as m:
         yield m
 
 
@@ -520,7 +521,7 @@ def test_closed_stream_behaves_as_pymongos(manager, pymongo_client, db_name):
 
 def test_async_change_stream(mongodb_uri, pymongo_client, db_name):
     async def main() -> None:
-        async with AsyncUserConnectionManager(mongodb_uri) as m:
+        async with AsyncUserConnectionManager(mongodb_uri, isolation="off") as m:
             coll = m.get_database("alice", db_name).items
             async with await coll.watch(max_await_time_ms=ROUND_MS) as stream:
                 assert isinstance(stream, AsyncCollectionChangeStream)
@@ -552,7 +553,7 @@ def test_async_change_stream(mongodb_uri, pymongo_client, db_name):
 
 def test_async_cancelled_wait_closes_the_stream(mongodb_uri, db_name):
     async def main() -> None:
-        async with AsyncUserConnectionManager(mongodb_uri) as m:
+        async with AsyncUserConnectionManager(mongodb_uri, isolation="off") as m:
             stream = await m.get_database("alice", db_name).items.watch(max_await_time_ms=60_000)
             with pytest.raises(asyncio.TimeoutError):
                 await asyncio.wait_for(stream.next(), 0.2)

@@ -30,7 +30,8 @@ def wait_until(predicate, timeout: float, what: str, every: float = 0.05):
 
 @pytest.fixture(scope="module")
 def manager(mongodb_uri):
-    with UserConnectionManager(mongodb_uri) as m:
+    # isolation="off": these tests name their database (DB) explicitly.
+    with UserConnectionManager(mongodb_uri, isolation="off") as m:
         yield m
 
 

@@ -74,9 +74,12 @@ def test_get_database_returns_pymongo_like_objects(manager):
     assert db.posts.full_name == "user_t1_db.posts"
     with pytest.raises(AttributeError, match=r"database\['_private'\]"):
         db._private  # noqa: B018
-    assert manager.get_database("t1", "explicit_db").name == "explicit_db"
-    assert manager.get_client("t1")["other"].name == "other"
+    assert manager.get_database("t1", "user_t1_db").name == "user_t1_db"
+    assert manager.get_client("t1")["user_t1_db"].name == "user_t1_db"
     assert manager.get_client("t1").get_database().name == "user_t1_db"
+    # Other databases: refused by the isolation scope (tests/test_isolation.py), reached from a
+    # platform client.
+    assert manager.get_platform_client("t1")["other"].name == "other"
 
 
 def test_tenants_are_isolated(manager):
@@ -234,10 +237,13 @@ def test_non_string_tenant_ids_raise_type_error(manager):
             manager.get_database(bad)
 
 
-def test_invalid_explicit_db_name_raises_invalid_name(manager):
-    for bad in ("a.b", "", "x" * 64, "a$"):
-        with pytest.raises(InvalidName):
-            manager.get_database("ok", bad).c.find_one()
+def test_invalid_explicit_db_name_raises_invalid_name(mongodb_uri):
+    bad_names = ("a.b", "", "x" * 64, "a$")
+    # Allowed by the isolation scope, so that what is judged is the name itself.
+    with UserConnectionManager(mongodb_uri, tenant_databases=lambda user_id: bad_names) as manager:
+        for bad in bad_names:
+            with pytest.raises(InvalidName):
+                manager.get_database("ok", bad).c.find_one()
 
 
 @pytest.mark.parametrize(

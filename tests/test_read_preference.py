@@ -395,8 +395,8 @@ def test_read_preference_properties_match_pymongo(mongodb_uri, query, keywords):
                     theirs.c.with_options(read_preference=rp).with_options(),
                 ),
                 (
-                    m.get_client("u").get_database("x", read_preference=rp),
-                    client.get_database("x", read_preference=rp),
+                    m.get_client("u").get_database("user_u_db", read_preference=rp),
+                    client.get_database("user_u_db", read_preference=rp),
                 ),
             ]
         for a, b in pairs:

@@ -20,7 +20,8 @@ MAJORITY = WriteConcern(w="majority")
 
 @pytest.fixture(scope="module")
 def manager(mongodb_uri):
-    with UserConnectionManager(mongodb_uri) as m:
+    # isolation="off": these tests name their databases explicitly.
+    with UserConnectionManager(mongodb_uri, isolation="off") as m:
         yield m
 
 

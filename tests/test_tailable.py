@@ -24,7 +24,8 @@ LONG_WAIT_MS = 5_000  # an await time no test waits out (each checks it returned
 
 @pytest.fixture(scope="module")
 def manager(mongodb_uri):
-    with UserConnectionManager(mongodb_uri) as m:
+    # isolation="off": these tests name their databases explicitly.
+    with UserConnectionManager(mongodb_uri, isolation="off") as m:
         yield m
 
 
@@ -319,7 +320,7 @@ def test_in_a_session(manager, capped):
 
 def test_async_tailable_cursor(mongodb_uri, db_name):
     async def main() -> None:
-        async with AsyncUserConnectionManager(mongodb_uri) as m:
+        async with AsyncUserConnectionManager(mongodb_uri, isolation="off") as m:
             db = m.get_database("alice", db_name)
             await db.create_collection("alog", capped=True, size=4096)
             await db.alog.insert_many([{"_id": i} for i in range(2)])

@@ -40,7 +40,6 @@ SERVER_INFO = frozenset(
         "connectionStatus",
         "whatsmyuri",
         "listCommands",
-        "endSessions",
     }
 )
 
@@ -67,6 +66,10 @@ _CROSS_DATABASE = frozenset(
         "killAllSessionsByPattern",
     }
 )
+
+# Commands that take a full namespace ("db.collection") rather than a collection of the database they
+# are sent to.
+_NAMESPACE_COMMANDS = frozenset({"dataSize", "splitVector", "checkShardingIndex"})
 
 # Commands whose body can hold a pipeline (views are defined by one).
 _PIPELINE_COMMANDS = frozenset({"aggregate", "create", "collMod"})
@@ -174,6 +177,9 @@ class IsolationScope:
             self.check_command(user_id, db_name, command["explain"])
         elif name in _PIPELINE_COMMANDS and command.get("pipeline") is not None:
             self.check_pipeline(user_id, command["pipeline"])
+        elif name in _NAMESPACE_COMMANDS:
+            ns = command.get(name)
+            self._check_named(user_id, ns.split(".", 1)[0] if isinstance(ns, str) else ns, name)
         elif name == "mapReduce":
             out = command.get("out")
             if isinstance(out, Mapping) and out.get("db") is not None:

@@ -173,6 +173,11 @@ class AsyncTenantClient(TenantClient):
     __slots__ = ()
     _database_class = AsyncDatabase
 
+    @staticmethod
+    def _run(operation: Any) -> Any:  # type: ignore[override]
+        # pymongo's AsyncMongoClient has these properties as awaitables: ``await client.address``.
+        return run_async(operation)
+
     def start_session(  # type: ignore[override]
         self,
         causal_consistency: bool | None = None,
@@ -200,6 +205,9 @@ class AsyncUserConnectionManager(UserConnectionManager):
 
     def get_client(self, user_id: str) -> AsyncTenantClient:  # type: ignore[override]
         return super().get_client(user_id)  # type: ignore[return-value]
+
+    def get_platform_client(self, user_id: str) -> AsyncTenantClient:  # type: ignore[override]
+        return super().get_platform_client(user_id)  # type: ignore[return-value]
 
     async def provision_tenant(  # type: ignore[override]
         self,

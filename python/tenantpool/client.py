@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from bson.codec_options import CodecOptions
+from pymongo.client_options import ClientOptions
 from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import _ServerMode
+from pymongo.topology_description import TopologyDescription
 from pymongo.write_concern import WriteConcern
 
-from ._calls import operations
+from . import _topology
+from ._calls import Operation, operations, run_sync
 from ._common import write_concern_document
 from .cursor import CommandCursor
 from .database import Database
@@ -19,8 +23,30 @@ if TYPE_CHECKING:
     from .session import ClientSession
 
 
+T = TypeVar("T")
+Address = tuple[str, int]
+
+
 def _wc_field(wc: WriteConcern) -> dict[str, Any]:
     return {} if wc.is_server_default else {"writeConcern": write_concern_document(wc)}
+
+
+def _hosts(reply: dict[str, Any], *fields: str) -> set[Address]:
+    hosts: set[Address] = set()
+    for field in fields:
+        value = reply.get(field) or ()
+        hosts.update(_topology._address(h) for h in ([value] if isinstance(value, str) else value))
+    return hosts
+
+
+def _from_hello(doc: str, extract: Callable[[TenantClient, dict[str, Any]], Any]) -> Any:
+    """A property of pymongo's MongoClient answered by a ``hello`` on the tenant's pool: blocking on
+    ``TenantClient``, awaitable on ``AsyncTenantClient`` (as pymongo's async client has them)."""
+
+    def get(self: TenantClient) -> Any:
+        return self._run(self._gen_from_hello(extract))
+
+    return property(get, doc=doc)
 
 
 @operations
@@ -28,12 +54,15 @@ class TenantClient:
     """The tenant's client. ``client[name]`` and ``get_database()`` work as on pymongo's MongoClient;
     every operation runs on this tenant's own pool."""
 
-    __slots__ = ("_manager", "_user_id")
+    __slots__ = ("_manager", "_scope", "_user_id")
     _database_class: type[Database] = Database
 
-    def __init__(self, manager: UserConnectionManager, user_id: str) -> None:
+    def __init__(self, manager: UserConnectionManager, user_id: str, scoped: bool = True) -> None:
         self._manager = manager
         self._user_id = user_id
+        # What this client's databases are held to: the manager's isolation scope, or nothing for a
+        # platform client (``manager.get_platform_client``) or under isolation="off".
+        self._scope = manager._scope if scoped else None
 
     @property
     def user_id(self) -> str:
@@ -81,6 +110,107 @@ class TenantClient:
     @property
     def admin(self) -> Database:
         return self._database_class(self, "admin")
+
+    # -- pymongo's MongoClient surface, for one tenant --------------------------------------------------
+
+    HOST = "localhost"
+    PORT = 27017
+
+    @staticmethod
+    def _run(operation: Operation[T]) -> T:
+        return run_sync(operation)
+
+    def _gen_from_hello(self, extract: Callable[[TenantClient, dict[str, Any]], T]) -> Operation[T]:
+        reply = yield from self.admin._gen_command("hello")
+        _topology.describe(self._manager, reply)
+        return extract(self, reply)
+
+    address = _from_hello(
+        "(host, port) of the primary, standalone or mongos this tenant's operations go to.",
+        lambda self, r: _topology.address(_topology.last_described(self._manager)),
+    )
+    primary = _from_hello(
+        "(host, port) of the replica set's primary, or None.",
+        lambda self, r: _topology._address(r["primary"]) if r.get("primary") else None,
+    )
+    secondaries = _from_hello(
+        "The replica set's data-bearing members other than the primary, as the primary's ``hello`` "
+        "lists them (pymongo's lists those its monitor has seen as secondaries).",
+        lambda self, r: _hosts(r, "hosts", "passives") - _hosts(r, "primary"),
+    )
+    arbiters = _from_hello("The replica set's arbiters.", lambda self, r: _hosts(r, "arbiters"))
+    is_primary = _from_hello(
+        "Whether the server this tenant writes to is a writable primary (or a standalone).",
+        lambda self, r: bool(r.get("isWritablePrimary", r.get("ismaster"))),
+    )
+    is_mongos = _from_hello(
+        "Whether this tenant is connected to a mongos.", lambda self, r: r.get("msg") == "isdbgrid"
+    )
+    nodes = _from_hello(
+        "Every member the deployment names (hosts, passives, arbiters), or the seeds.",
+        lambda self, r: frozenset(
+            _hosts(r, "hosts", "passives", "arbiters") or _topology.seeds(self._manager)
+        ),
+    )
+
+    @property
+    def topology_description(self) -> TopologyDescription:
+        """pymongo's ``TopologyDescription`` as the last ``hello`` of any of the manager's tenants
+        described the deployment (no round trip, as in pymongo)."""
+        return _topology.last_described(self._manager)
+
+    @property
+    def options(self) -> ClientOptions:
+        """pymongo's ``ClientOptions`` of the manager's connection string, credentials left out (they
+        stay in the core); ``options.pool_options.max_pool_size`` is this tenant's share (its tier's
+        pool size in per_user, its quota in grouped and shared)."""
+        return _topology.client_options(self._manager, self._user_id)
+
+    @property
+    def write_concern(self) -> WriteConcern:
+        return self.options.write_concern
+
+    @property
+    def read_concern(self) -> ReadConcern:
+        return self.options.read_concern
+
+    def eq_props(self) -> tuple[tuple[Address, ...], str | None, str | None, str]:
+        """What makes two clients equal: the manager's seeds, replica set and the tenant."""
+        parsed = _topology.parsed_uri(self._manager)
+        return (
+            tuple(sorted(_topology.seeds(self._manager))),
+            parsed["options"].get("replicaSet"),
+            None,
+            self._user_id,
+        )
+
+    def server_info(self, session: ClientSession | None = None) -> dict[str, Any]:
+        """The server's ``buildInfo``, as pymongo's ``MongoClient.server_info``."""
+        return (yield from self.admin._gen_command("buildinfo", session=session))
+
+    def bulk_write(self, *args: Any, **kwargs: Any) -> Any:
+        """Not supported: a client-level bulk write (MongoDB 8.0) spans namespaces. Use
+        ``Collection.bulk_write`` on the tenant's collections."""
+        raise NotImplementedError(
+            "TenantClient.bulk_write (MongoDB 8.0's client-level bulk write) is not supported by "
+            "tenantpool; use Collection.bulk_write on the tenant's collections"
+        )
+
+    def append_metadata(self, *args: Any, **kwargs: Any) -> None:
+        """Not supported: the manager's clients are shared by its tenants. Pass ``appName=...`` to the
+        manager instead."""
+        raise NotImplementedError(
+            "TenantClient.append_metadata is not supported by tenantpool: driver metadata is the "
+            "manager's; pass appName=... to UserConnectionManager"
+        )
+
+    def __iter__(self) -> TenantClient:
+        return self
+
+    def __next__(self) -> None:
+        raise TypeError("'TenantClient' object is not iterable")
+
+    next = __next__
 
     def list_database_names(self, session: ClientSession | None = None, comment: Any = None) -> list[str]:
         """The names of the tenant's databases that exist (under ``isolation="off"``, all of the

@@ -76,7 +76,7 @@ class Database:
         self._core = client.manager._core
         self._user_id = client.user_id
         # None when the manager was made with isolation="off".
-        self._scope: IsolationScope | None = client.manager._scope
+        self._scope: IsolationScope | None = client._scope
         if self._scope is not None:
             self._scope.check_database(self._user_id, name)
 

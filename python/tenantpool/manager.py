@@ -148,6 +148,7 @@ class UserConnectionManager:
         # driver gets none (see _read_preference).
         connection_string, self._read_preference = manager_read_preference(connection_string, options)
         uri_options, codec, uri_credentials = split_options(options)
+        self._uri_options = uri_options
         self.strategy = strategy
         self.groups = groups if strategy == "grouped" else None
         self._codec: CodecOptions = codec
@@ -246,6 +247,13 @@ class UserConnectionManager:
         """The tenant's client, creating its pool on first use. No network round trip."""
         self._core.ensure(self._check_user(user_id))
         return self._client_class(self, user_id)
+
+    def get_platform_client(self, user_id: str) -> TenantClient:
+        """The tenant's client with its handles **not** held to the isolation scope, for the platform's
+        own code (a catalog database, migrations, monitoring): never hand it to request handlers.
+        Operations still run on the tenant's pool and quota."""
+        self._core.ensure(self._check_user(user_id))
+        return self._client_class(self, user_id, scoped=False)
 
     def get_database(self, user_id: str, db_name: str | None = None) -> Database:
         """The tenant's database: ``db_name``, or the template's name for this tenant."""

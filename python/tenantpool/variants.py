@@ -80,7 +80,8 @@ class MonitoredUserConnectionManager(UserConnectionManager):
             return {"error": "No connection found"}
         import time
 
-        status = self.get_client(user_id).admin.command("serverStatus")
+        # serverStatus is the platform's question, not the tenant's: outside the isolation scope.
+        status = self.get_platform_client(user_id).admin.command("serverStatus")
         return {
             **info,
             "connections": status.get("connections", {}),

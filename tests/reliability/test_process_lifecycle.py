@@ -124,7 +124,7 @@ def connection_inode(manager: UserConnectionManager, tenant: str) -> int | None:
     pooled connection."""
     token = f"whoami-{os.getpid()}-{time.monotonic_ns()}"
     ops = list(
-        manager.get_database(tenant, "admin").aggregate(
+        manager.get_platform_client(tenant).admin.aggregate(
             [{"$currentOp": {"allUsers": True}}, {"$match": {"command.comment": token}}], comment=token
         )
     )

@@ -142,6 +142,8 @@ def test_commands_on_the_own_database() -> None:
     refused(s.check_command, "a", "user_a_db", {"grantRolesToUser": "u", "roles": []})
     refused(s.check_command, "a", "user_a_db", {"mapReduce": "x", "out": {"replace": "y", "db": "user_b_db"}})
     s.check_command("a", "user_a_db", {"mapReduce": "x", "out": {"replace": "y", "db": "user_a_db"}})
+    refused(s.check_command, "a", "user_a_db", {"dataSize": "user_b_db.secrets"})
+    s.check_command("a", "user_a_db", {"dataSize": "user_a_db.x"})
 
 
 def test_refusals_are_counted_by_route_and_say_what_to_do() -> None:
