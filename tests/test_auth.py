@@ -476,3 +476,13 @@ def test_provisioning_after_close_all_raises(auth_mongod):
         m.provision_tenant(a, "pw2")
     with pytest.raises(InvalidOperation):
         m.deprovision_tenant(a)
+
+
+def test_platform_client_still_runs_as_the_tenants_user(auth_mongod):
+    a, b = tenant("a"), tenant("b")
+    vault = Vault({a: "pw-a"})
+    with UserConnectionManager(auth_mongod.uri, credentials=vault.credentials) as m:
+        m.provision_tenant(a, vault[a])
+        with pytest.raises(OperationFailure) as info:
+            m.get_platform_client(a)[f"user_{b}_db"].items.find_one()
+        assert_server_refused(info.value)
