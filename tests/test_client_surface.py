@@ -13,6 +13,7 @@ from pymongo.client_options import ClientOptions
 from pymongo.read_concern import ReadConcern
 from pymongo.topology_description import TopologyDescription
 from pymongo.write_concern import WriteConcern
+from tests.reliability._util import wait_until
 
 from tenantpool import AsyncUserConnectionManager, UserConnectionManager
 from tenantpool.database import Database
@@ -51,7 +52,8 @@ def test_topology_answers_match_pymongo(mongodb_uri: str, pymongo_client: MongoC
 
 def test_a_three_member_set(replica_set: Any) -> None:
     with UserConnectionManager(replica_set.uri) as manager, MongoClient(replica_set.uri) as theirs:
-        theirs.admin.command("ping")
+        # pymongo's monitor discovers the members one by one: compare once it has seen them all.
+        wait_until(lambda: len(theirs.secondaries) == 2, timeout=10, what="pymongo to see 2 secondaries")
         client = manager.get_client("surface")
         assert client.primary == theirs.primary
         assert client.secondaries == theirs.secondaries and len(client.secondaries) == 2
