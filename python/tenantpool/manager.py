@@ -48,6 +48,12 @@ class UserConnectionManager:
     (one client). In every strategy a tenant waits for a slot of its own quota for at most
     ``waitQueueTimeoutMS`` and then gets ``WaitQueueTimeoutError``. ``tier_pool_sizes`` with ``tier_of``
     (or an overridden ``get_user_tier``) gives tenants of different tiers different shares.
+
+    ``max_server_connections`` bounds the server connections (pooled and monitoring) all of the
+    manager's driver clients may open together. Default: 256, lowered at first contact to two fifths of
+    what the server says it can hold. A new pool reserves its worst case; at the bound the least recently
+    used idle pools are closed, and when none is idle the operation waits (FIFO) for at most
+    ``waitQueueTimeoutMS`` (else ``serverSelectionTimeoutMS``), then gets ``WaitQueueTimeoutError``.
     """
 
     tier_pool_sizes: dict[str, int] | None = None
@@ -68,6 +74,7 @@ class UserConnectionManager:
         tier_pool_sizes: dict[str, int] | None = None,
         tier_of: Callable[[str], str] | None = None,
         slow_query_ms: int | None = None,
+        max_server_connections: int | None = None,
         **mongo_options: Any,
     ) -> None:
         if not isinstance(connection_string, str):
@@ -76,11 +83,14 @@ class UserConnectionManager:
         _positive_int("groups", groups)
         if strategy not in ("per_user", "grouped", "shared"):
             raise ConfigurationError(f"strategy must be 'per_user', 'grouped' or 'shared', got {strategy!r}")
+        explicit_shared_size = shared_pool_size is not None
         if shared_pool_size is None:
             shared_pool_size = _SHARED_POOL_SIZE.get(strategy, 100)
         _positive_int("shared_pool_size", shared_pool_size)
         if slow_query_ms is not None:
             _positive_int("slow_query_ms", slow_query_ms)
+        if max_server_connections is not None:
+            _positive_int("max_server_connections", max_server_connections)
         if tier_pool_sizes is not None:
             if not isinstance(tier_pool_sizes, dict):
                 raise ConfigurationError("tier_pool_sizes must be a dict of tier name -> pool size")
@@ -143,14 +153,33 @@ class UserConnectionManager:
             wait_queue_timeout_ms=wait_queue_timeout_ms,
             pool_size_of=self._tier_callback() if self._uses_tiers() else None,
             slow_query_ms=slow_query_ms,
+            max_server_connections=max_server_connections,
         )
+        budget = self._core.budget()
         logger.info(
-            "UserConnectionManager for %s: pool_size=%s idle_timeout=%s max_connections=%s",
+            "UserConnectionManager for %s: pool_size=%s idle_timeout=%s max_connections=%s "
+            "max_server_connections=%s",
             self._core.redacted_uri,
             user_pool_size,
             idle_timeout,
             max_connections,
+            budget["max_server_connections"],
         )
+        shared_clients = {"grouped": groups, "shared": 1}.get(strategy)
+        if shared_clients and budget["shared_pool_size"] < shared_pool_size:
+            # Only news to whoever asked for that size: the defaults are fitted silently (info).
+            asked = explicit_shared_size or max_server_connections is not None
+            logger.log(
+                logging.WARNING if asked else logging.INFO,
+                "%s shared client(s) of maxPoolSize %s do not fit max_server_connections=%s with their "
+                "monitoring sockets: each gets maxPoolSize %s (see get_stats()['budget']); raise "
+                "max_server_connections or lower groups to keep %s",
+                shared_clients,
+                shared_pool_size,
+                budget["max_server_connections"],
+                budget["shared_pool_size"],
+                shared_pool_size,
+            )
 
     @property
     def codec_options(self) -> CodecOptions:
@@ -230,7 +259,9 @@ class UserConnectionManager:
         return closed
 
     def get_stats(self) -> dict[str, Any]:
-        """The document's statistics, plus lifecycle counters under ``pools``."""
+        """The document's statistics, plus lifecycle counters under ``pools`` and the connection budget
+        under ``budget`` (its bound and where it comes from, ``reserved``, ``in_use``, ``waiting``,
+        ``closed_for_budget``, ...)."""
         self._core.check_open()
         users = self._core.tenants()
         return {
@@ -242,6 +273,7 @@ class UserConnectionManager:
             "max_connections": self.max_connections,
             "strategy": self.strategy,
             "pools": self._core.counters(),
+            "budget": self._core.budget(),
         }
 
     def get_tier_stats(self) -> dict[str, dict[str, Any]]:

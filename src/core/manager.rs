@@ -19,7 +19,9 @@ use super::ops::{self, Change, CursorOp, Op, Opened, Watched};
 use super::options::{merge_uri_options, redact, scrub};
 use super::policy::Strategy;
 use super::registry::{Lease, Limits, Made, Pool, Registry, RegistryError};
+use super::budget::Reservation;
 use super::retry::Stash;
+use super::room::{Room, RoomSnapshot};
 use super::runtime;
 
 /// The driver client serving one tenant: its own (per_user), or a handle on a shared one. Closing an
@@ -29,6 +31,8 @@ pub struct TenantPool {
     /// The client's sessions for retryable generic writes; shared with the client's other tenants.
     stash: Arc<Stash>,
     owned: bool,
+    /// An owned client's share of the connection budget, given back once it has shut down.
+    reservation: parking_lot::Mutex<Option<Reservation>>,
 }
 
 impl TenantPool {
@@ -43,22 +47,29 @@ impl TenantPool {
 
 impl Pool for TenantPool {
     fn close(&self) {
+        let reservation = self.reservation.lock().take();
         if let (true, Some(rt)) = (self.owned, runtime::live()) {
-            shut_down(&rt, Client::clone(&self.client), &self.stash);
+            shut_down(&rt, Client::clone(&self.client), &self.stash, reservation);
         }
     }
 }
 
-/// A client of the grouped and shared strategies, with the sessions it keeps for retryable writes.
-type SharedClient = (Client, Arc<Stash>);
+/// A client of the grouped and shared strategies, with the sessions it keeps for retryable writes and
+/// its share of the connection budget.
+type SharedClient = (Client, Arc<Stash>, Reservation);
 
 /// Shuts a client down in the background, after handing back the sessions its stash kept (the driver's
-/// `shutdown` waits until every session is dropped).
-fn shut_down(rt: &tokio::runtime::Runtime, client: Client, stash: &Stash) {
+/// `shutdown` waits until every session is dropped). Its reservation is given back only once
+/// `shutdown` has returned: sockets that are still closing count against the budget.
+fn shut_down(rt: &tokio::runtime::Runtime, client: Client, stash: &Stash, reservation: Option<Reservation>) {
     let sessions = stash.close();
+    if let Some(r) = &reservation {
+        r.closing();
+    }
     rt.spawn(async move {
         drop(sessions);
-        client.shutdown().await
+        client.shutdown().await;
+        drop(reservation);
     });
 }
 
@@ -83,6 +94,16 @@ pub enum CoreError {
     Driver(mongodb::error::Error),
     /// The caller used an object wrongly (e.g. another tenant's session); InvalidOperation in Python.
     Misuse(String),
+    /// No room in the connection budget for the tenant's new pool for the whole wait.
+    BudgetTimeout {
+        tenant: String,
+        /// What the pool needs, in words.
+        need: String,
+        limit: u32,
+        reserved: u32,
+        in_use: u32,
+        waited: Duration,
+    },
     /// The tenant's quota stayed full for the whole wait queue timeout.
     WaitQueueTimeout {
         tenant: String,
@@ -110,6 +131,15 @@ impl fmt::Display for CoreError {
                 f,
                 "tenant {tenant:?} already has {quota} operations in flight (its quota) and waited \
                  {} ms for a slot (waitQueueTimeoutMS); raise its pool size or tier, or retry later",
+                waited.as_millis()
+            ),
+            CoreError::BudgetTimeout { tenant, need, limit, reserved, in_use, waited } => write!(
+                f,
+                "tenant {tenant:?} has no pool and waited {} ms (waitQueueTimeoutMS) for room in the \
+                 connection budget for one ({need}): max_server_connections={limit}, {reserved} reserved, \
+                 {in_use} of them by pools in use, none idle to close. Retry later, lower user_pool_size \
+                 (or the tier sizes), use strategy='grouped' or 'shared', or raise max_server_connections \
+                 if the server can hold more",
                 waited.as_millis()
             ),
         }
@@ -197,6 +227,8 @@ pub struct Config {
     pub sizer: Option<Sizer>,
     /// Operations slower than this are counted as slow.
     pub slow_operation: Option<Duration>,
+    /// The bound on server connections; None: the default, lowered to the server's figure.
+    pub max_server_connections: Option<u32>,
 }
 
 pub struct Manager {
@@ -216,6 +248,8 @@ pub struct Manager {
     reaper_stop: Arc<Notify>,
     /// The process that owns the clients; a forked child starts over with none.
     owner_pid: ForkMutex<u32>,
+    /// The connection budget every client of this manager reserves from.
+    room: Room,
 }
 
 impl Manager {
@@ -238,6 +272,12 @@ impl Manager {
         // serverSelectionTimeoutMS, where a polling monitor checked it again within milliseconds and the
         // retried write went through, as under pymongo.
         client_options.server_monitoring_mode.get_or_insert(ServerMonitoringMode::Poll);
+        if config.max_server_connections == Some(0) {
+            return Err(CoreError::Configuration("max_server_connections must be at least 1".into()));
+        }
+        let room = Room::new(config.max_server_connections, &client_options, config.wait_queue_timeout);
+        let pool_size = if config.sizer.is_some() { 1 } else { config.pool_size };
+        room.check(config.strategy.shared_clients(), pool_size).map_err(CoreError::Configuration)?;
         let manager = Arc::new_cyclic(|me| Manager {
             me: me.clone(),
             registry: Registry::new(Limits {
@@ -252,10 +292,11 @@ impl Manager {
             wait_queue_timeout: config.wait_queue_timeout,
             sizer: config.sizer,
             slow_operation: config.slow_operation,
-            shared: ForkMutex::new(vec![None; config.strategy.shared_clients()]),
+            shared: ForkMutex::new((0..config.strategy.shared_clients()).map(|_| None).collect()),
             uri: config.uri,
             reaper_stop: Arc::new(Notify::new()),
             owner_pid: ForkMutex::new(std::process::id()),
+            room,
         });
         manager.spawn_reaper(Arc::clone(&manager.reaper_stop));
         MANAGERS.lock().push(Arc::downgrade(&manager));
@@ -298,12 +339,48 @@ impl Manager {
         self.template.db_name(tenant).map_err(CoreError::InvalidName)
     }
 
-    /// A lease on the tenant's pool, creating the pool if needed. No network I/O happens here: the
-    /// driver connects lazily and its monitor, not a ping per call, tracks the server's health.
-    pub fn lease(&self, tenant: &str) -> Result<Lease<TenantPool>, CoreError> {
+    /// A lease on the tenant's pool, creating the pool if needed: a new client first gets room in the
+    /// connection budget, waiting for it if need be (see `Room::reserve`). The driver connects lazily
+    /// and its monitor, not a ping per call, tracks the server's health.
+    pub async fn lease(&self, tenant: &str) -> Result<Lease<TenantPool>, CoreError> {
         self.template.check_tenant(tenant).map_err(CoreError::InvalidName)?;
         self.check_fork();
-        Ok(self.registry.lease(tenant, || self.make(tenant))?)
+        if let Some(lease) = self.registry.lease_existing(tenant)? {
+            return Ok(lease);
+        }
+        self.room.first_contact(&self.registry, &self.client_options).await;
+        let (size, label) = self.share_of(tenant)?;
+        let reservation = match self.strategy.client_slot(tenant) {
+            Some(_) => None,
+            None => Some(self.room.reserve(&self.registry, tenant, size).await?),
+        };
+        Ok(self.registry.lease(tenant, || self.make(tenant, size, label, reservation))?)
+    }
+
+    /// A lease on the tenant's pool if that needs no waiting: its existing pool, or a new one if the
+    /// budget has room right now. None otherwise (the tenant's next operation takes the waiting path).
+    pub fn lease_now(&self, tenant: &str) -> Result<Option<Lease<TenantPool>>, CoreError> {
+        self.template.check_tenant(tenant).map_err(CoreError::InvalidName)?;
+        self.check_fork();
+        if let Some(lease) = self.registry.lease_existing(tenant)? {
+            return Ok(Some(lease));
+        }
+        if !self.room.is_probed() {
+            // The bound may still be lowered: no new client until the server has been asked.
+            if let (Some(me), Some(rt)) = (self.me.upgrade(), runtime::live()) {
+                rt.spawn(async move { me.room.first_contact(&me.registry, &me.client_options).await });
+            }
+            return Ok(None);
+        }
+        let (size, label) = self.share_of(tenant)?;
+        let reservation = match self.strategy.client_slot(tenant) {
+            Some(_) => None,
+            None => match self.room.try_reserve(self.room.cost(size)) {
+                Some(r) => Some(r),
+                None => return Ok(None),
+            },
+        };
+        Ok(Some(self.registry.lease(tenant, || self.make(tenant, size, label, reservation))?))
     }
 
     /// `lease(tenant).map(drop)` if it can be done without waiting on a lock or creating a pool; None
@@ -319,10 +396,11 @@ impl Manager {
         Some(self.registry.try_lease_existing(tenant)?.map(drop).map_err(CoreError::from))
     }
 
-    fn make(&self, tenant: &str) -> Result<Made<TenantPool>, String> {
+    /// The tenant's share (its pool size, or its quota on a shared client) and its tier or group label.
+    fn share_of(&self, tenant: &str) -> Result<(u32, String), CoreError> {
         let slot = self.strategy.client_slot(tenant);
         let (size, label) = match &self.sizer {
-            Some(sizer) => sizer(tenant)?,
+            Some(sizer) => sizer(tenant).map_err(CoreError::Configuration)?,
             None => (
                 self.pool_size,
                 slot.filter(|_| self.strategy != Strategy::Shared)
@@ -330,26 +408,69 @@ impl Manager {
             ),
         };
         if size == 0 {
-            return Err(format!("the pool size of tenant {tenant:?} must be at least 1"));
+            return Err(CoreError::Configuration(format!("the pool size of tenant {tenant:?} must be at least 1")));
         }
-        let pool = match slot {
-            None => TenantPool {
-                client: ManuallyDrop::new(self.new_client(size)),
-                stash: Arc::default(),
-                owned: true,
-            },
+        Ok((size, label))
+    }
+
+    /// The tenant's pool: a new client holding `reservation` (per_user), or a handle on its shared
+    /// client, which is made (and takes its room in the budget) on first use.
+    fn make(
+        &self,
+        tenant: &str,
+        size: u32,
+        label: String,
+        reservation: Option<Reservation>,
+    ) -> Result<Made<TenantPool>, String> {
+        let pool = match self.strategy.client_slot(tenant) {
+            None => {
+                let cost = reservation.as_ref().map_or(0, Reservation::units);
+                let pool = TenantPool {
+                    client: ManuallyDrop::new(self.new_client(size)),
+                    stash: Arc::default(),
+                    owned: true,
+                    reservation: parking_lot::Mutex::new(reservation),
+                };
+                return Ok(Made { pool, size, label, cost });
+            }
             Some(slot) => {
                 let mut shared = self.shared.lock();
-                let (client, stash) = shared[slot]
-                    .get_or_insert_with(|| (self.new_client(self.shared_pool_size), Arc::default()));
+                if shared[slot].is_none() {
+                    let clients = self.strategy.shared_clients();
+                    let max_pool_size = self.room.shared_pool_size(clients, self.shared_pool_size)?;
+                    // Every shared client gets the same size, fitted so that all of them fit: taking
+                    // the reservation cannot exceed the bound.
+                    let reservation = self.room.budget.force_reserve(self.room.cost(max_pool_size));
+                    shared[slot] = Some((self.new_client(max_pool_size), Arc::default(), reservation));
+                }
+                let (client, stash, _) = shared[slot].as_ref().expect("just made");
                 TenantPool {
                     client: ManuallyDrop::new(client.clone()),
                     stash: Arc::clone(stash),
                     owned: false,
+                    reservation: parking_lot::Mutex::new(None),
                 }
             }
         };
-        Ok(Made { pool, size, label })
+        Ok(Made { pool, size, label, cost: 0 })
+    }
+
+    /// Server connections a client of this pool size reserves.
+    pub fn room_cost(&self, pool_size: u32) -> u32 {
+        self.room.cost(pool_size)
+    }
+
+    /// The connection budget's figures.
+    pub fn room(&self) -> RoomSnapshot {
+        self.room.snapshot(&self.registry)
+    }
+
+    /// The shared clients' maxPoolSize: the configured one, or less if the budget cannot hold them all.
+    pub fn effective_shared_pool_size(&self) -> Option<u32> {
+        match self.strategy.shared_clients() {
+            0 => None,
+            n => self.room.planned_shared_pool_size(n, self.shared_pool_size),
+        }
     }
 
     fn new_client(&self, max_pool_size: u32) -> Client {
@@ -394,7 +515,7 @@ impl Manager {
     }
 
     /// The tenant's database handle, with its lease. `db_name` overrides the template.
-    pub fn database(
+    pub async fn database(
         &self,
         tenant: &str,
         db_name: Option<&str>,
@@ -406,28 +527,28 @@ impl Manager {
             }
             None => self.db_name(tenant)?,
         };
-        let lease = self.lease(tenant)?;
+        let lease = self.lease(tenant).await?;
         let db = lease.pool().client().database(&name);
         Ok((lease, db))
     }
 
     /// The lease and database for an operation: the session's own lease when there is a session (a
     /// session belongs to one client), else a new one.
-    fn target(
+    async fn target(
         &self,
         tenant: &str,
         db_name: &str,
         session: Option<&TenantSession>,
     ) -> Result<(Lease<TenantPool>, Database), CoreError> {
         match session {
-            None => self.database(tenant, Some(db_name)),
+            None => self.database(tenant, Some(db_name)).await,
             Some(s) if s.tenant != tenant => Err(CoreError::Misuse(format!(
                 "this session belongs to tenant {:?}, not {tenant:?}; start a session from the tenant's own client",
                 s.tenant
             ))),
             Some(s) => {
                 check_db_name(db_name).map_err(CoreError::InvalidName)?;
-                let lease = self.lease(tenant)?;
+                let lease = self.lease(tenant).await?;
                 let db = s.lease.pool().client().database(db_name);
                 Ok((lease, db))
             }
@@ -444,7 +565,7 @@ impl Manager {
         docs: Vec<RawDocumentBuf>,
         session: Option<&TenantSession>,
     ) -> Result<Option<RawDocumentBuf>, CoreError> {
-        let (lease, db) = self.target(tenant, db_name, session)?;
+        let (lease, db) = self.target(tenant, db_name, session).await?;
         let _slot = self.permit(&lease).await?;
         let started = Instant::now();
         let r = match session {
@@ -476,7 +597,7 @@ impl Manager {
         spec: &RawDocument,
         session: Option<&TenantSession>,
     ) -> Result<(Opened, Lease<TenantPool>), CoreError> {
-        let (lease, db) = self.target(tenant, db_name, session)?;
+        let (lease, db) = self.target(tenant, db_name, session).await?;
         let r = {
             let _slot = self.permit(&lease).await?;
             let started = Instant::now();
@@ -532,7 +653,7 @@ impl Manager {
         spec: &RawDocument,
         session: Option<&TenantSession>,
     ) -> Result<(Watched, Lease<TenantPool>), CoreError> {
-        let (lease, db) = self.target(tenant, db_name, session)?;
+        let (lease, db) = self.target(tenant, db_name, session).await?;
         let r = {
             let _slot = self.permit(&lease).await?;
             let started = Instant::now();
@@ -617,7 +738,7 @@ impl Manager {
         causal_consistency: Option<bool>,
         snapshot: bool,
     ) -> Result<TenantSession, CoreError> {
-        let lease = self.lease(tenant)?;
+        let lease = self.lease(tenant).await?;
         // A snapshot session's reads carry `readConcern: {level: snapshot, atClusterTime}` (the time
         // its first read got from the server), as pymongo's do.
         let options = SessionOptions::builder()
@@ -647,11 +768,13 @@ impl Manager {
         self.check_fork();
         self.reaper_stop.notify_one();
         let n = self.registry.close();
+        // Operations waiting for room in the budget give up now, rather than at their timeout.
+        self.registry.idle.notify.notify_waiters();
         let shared: Vec<SharedClient> = self.shared.lock().iter_mut().filter_map(Option::take).collect();
         match runtime::live() {
             Some(rt) => {
-                for (client, stash) in shared {
-                    shut_down(&rt, client, &stash);
+                for (client, stash, reservation) in shared {
+                    shut_down(&rt, client, &stash, Some(reservation));
                 }
             }
             None => std::mem::forget(shared),
@@ -676,6 +799,7 @@ impl Manager {
             for client in self.shared.lock().iter_mut().filter_map(Option::take) {
                 std::mem::forget(client);
             }
+            self.room.after_fork();
             self.spawn_reaper(Arc::clone(&self.reaper_stop));
         }
     }
@@ -738,7 +862,7 @@ thread_local! {
 
 /// Called just before `fork()` (Python's `os.register_at_fork`): takes every lock a forked child could
 /// otherwise inherit held by a thread that does not exist in the child. In the order the other paths
-/// take them (owner pid, registry, shared clients, runtime), so this cannot deadlock with them. These
+/// take them (budget eviction and probe, owner pid, registry, shared clients, budget, runtime), so this cannot deadlock with them. These
 /// locks are `ForkMutex`es, not parking_lot's: see `forklock` for why that matters to the child.
 pub fn prepare_fork() {
     let mut all = MANAGERS.lock();
@@ -748,9 +872,11 @@ pub fn prepare_fork() {
     for m in &managers {
         // SAFETY: `ForkHold` keeps the Arc, hence the manager, alive for longer than these guards.
         let m: &'static Manager = unsafe { &*Arc::as_ptr(m) };
+        guards.push(Box::new(m.room.locks_for_fork()));
         guards.push(Box::new(m.owner_pid.lock()));
         guards.push(Box::new(m.registry.lock_for_fork()));
         guards.push(Box::new(m.shared.lock()));
+        guards.push(Box::new(m.room.budget.lock_for_fork()));
     }
     guards.push(Box::new(runtime::lock_for_fork()));
     let hold = ForkHold { _guards: guards, _managers: managers };

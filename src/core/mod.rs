@@ -1,5 +1,6 @@
 //! The plain Rust core: no Python in here.
 
+pub mod budget;
 pub mod exposition;
 pub mod forklock;
 pub mod manager;
@@ -11,4 +12,5 @@ pub mod policy;
 pub mod quota;
 pub mod registry;
 pub mod retry;
+pub mod room;
 pub mod runtime;
