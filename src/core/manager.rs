@@ -299,6 +299,8 @@ impl Manager {
             room,
         });
         manager.spawn_reaper(Arc::clone(&manager.reaper_stop));
+        // Asked now, so the bound is known by the time the first tenant needs a pool.
+        manager.spawn_first_contact();
         MANAGERS.lock().push(Arc::downgrade(&manager));
         Ok(manager)
     }
@@ -366,11 +368,15 @@ impl Manager {
             return Ok(Some(lease));
         }
         if !self.room.is_probed() {
-            // The bound may still be lowered: no new client until the server has been asked.
-            if let (Some(me), Some(rt)) = (self.me.upgrade(), runtime::live()) {
-                rt.spawn(async move { me.room.first_contact(&me.registry, &me.client_options).await });
+            // The bound may still be lowered: no new client until the server has been asked. Wait a
+            // little for an answer under way (a reachable server answers in milliseconds), never long:
+            // this is `get_database`, which makes no round trip of its own.
+            if let Some(done) = self.spawn_first_contact() {
+                let _ = done.recv_timeout(Duration::from_secs(1));
             }
-            return Ok(None);
+            if !self.room.is_probed() {
+                return Ok(None);
+            }
         }
         let (size, label) = self.share_of(tenant)?;
         let reservation = match self.strategy.client_slot(tenant) {
@@ -394,6 +400,19 @@ impl Manager {
             return None;
         }
         Some(self.registry.try_lease_existing(tenant)?.map(drop).map_err(CoreError::from))
+    }
+
+    /// Reads the server's figures for the budget in the background (see `Room::first_contact`); the
+    /// receiver hears when that is over. None if the runtime has stopped.
+    fn spawn_first_contact(&self) -> Option<std::sync::mpsc::Receiver<()>> {
+        let me = self.me.upgrade()?;
+        let rt = runtime::live()?;
+        let (done, over) = std::sync::mpsc::sync_channel(1);
+        rt.spawn(async move {
+            me.room.first_contact(&me.registry, &me.client_options).await;
+            let _ = done.send(());
+        });
+        Some(over)
     }
 
     /// The tenant's share (its pool size, or its quota on a shared client) and its tier or group label.
