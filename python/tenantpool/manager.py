@@ -58,6 +58,9 @@ class UserConnectionManager:
 
     tier_pool_sizes: dict[str, int] | None = None
     _client_class: type[TenantClient] = TenantClient
+    # get_database may wait (up to a second, without the GIL) for the manager's first contact, so the
+    # connection budget is known before it opens a pool; an event loop's thread must not.
+    _ensure_waits = True
 
     def __init__(
         self,
@@ -237,7 +240,7 @@ class UserConnectionManager:
 
     def get_client(self, user_id: str) -> TenantClient:
         """The tenant's client, creating its pool on first use. No network round trip."""
-        self._core.ensure(self._check_user(user_id))
+        self._core.ensure(self._check_user(user_id), self._ensure_waits)
         return self._client_class(self, user_id)
 
     def get_database(self, user_id: str, db_name: str | None = None) -> Database:
@@ -247,7 +250,7 @@ class UserConnectionManager:
             db_name = self._core.db_name(user_id)
         elif not isinstance(db_name, str):
             raise TypeError(f"db_name must be a str, not {type(db_name).__name__}")
-        self._core.ensure(user_id)
+        self._core.ensure(user_id, self._ensure_waits)
         return self._client_class(self, user_id)._database_class(self._client_class(self, user_id), db_name)
 
     def close_user_connection(self, user_id: str) -> bool:

@@ -372,7 +372,9 @@ impl Manager {
 
     /// A lease on the tenant's pool if that needs no waiting: its existing pool, or a new one if the
     /// budget has room right now. None otherwise (the tenant's next operation takes the waiting path).
-    pub fn lease_now(&self, tenant: &str) -> Result<Option<Lease<TenantPool>>, CoreError> {
+    /// `wait_for_probe`: whether the caller may wait up to a second for the first contact's answer (an
+    /// event loop's thread may not).
+    pub fn lease_now(&self, tenant: &str, wait_for_probe: bool) -> Result<Option<Lease<TenantPool>>, CoreError> {
         self.template.check_tenant(tenant).map_err(CoreError::InvalidName)?;
         self.check_fork();
         if let Some(lease) = self.registry.lease_existing(tenant)? {
@@ -382,7 +384,7 @@ impl Manager {
             // The bound may still be lowered: no new client until the server has been asked. Wait a
             // little for an answer under way (a reachable server answers in milliseconds), never long:
             // this is `get_database`, which makes no round trip of its own.
-            if let Some(done) = self.spawn_first_contact() {
+            if let (Some(done), true) = (self.spawn_first_contact(), wait_for_probe) {
                 let _ = done.recv_timeout(Duration::from_secs(1));
             }
             if !self.room.is_probed() {

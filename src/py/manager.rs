@@ -110,14 +110,17 @@ impl PyManager {
         self.inner.db_name(tenant).map_err(|e| self.err(py, e))
     }
 
-    /// Creates the tenant's pool if it has none and marks it used. No network I/O.
-    fn ensure(&self, py: Python<'_>, tenant: &str) -> PyResult<()> {
+    /// Creates the tenant's pool if it has none and the budget has room now, and marks it used. No
+    /// network I/O; `wait`: may wait (up to a second, without the GIL) for the manager's first contact
+    /// with the server, which an event loop's thread must not.
+    #[pyo3(signature = (tenant, wait=true))]
+    fn ensure(&self, py: Python<'_>, tenant: &str, wait: bool) -> PyResult<()> {
         let inner = &self.inner;
         let touched = match inner.try_touch(tenant) {
             Some(done) => done,
             // Creating a pool may call the tier callback, and a lock may be held across a fork by the
             // thread that waits for the GIL: wait without it.
-            None => detached(py, || inner.lease_now(tenant).map(drop)),
+            None => detached(py, || inner.lease_now(tenant, wait).map(drop)),
         };
         touched.map_err(|e| self.err(py, e))
     }
