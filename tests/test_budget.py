@@ -11,11 +11,10 @@ import time
 
 import pytest
 from pymongo.errors import ConfigurationError, WaitQueueTimeoutError
+from tests.reliability._util import app_connections, wait_app_connections, wait_until
 
 from tenantpool import AsyncUserConnectionManager, UserConnectionManager
 from tenantpool.variants import GroupConnectionManager, MemoryEfficientConnectionManager
-
-from tests.reliability._util import app_connections, wait_app_connections, wait_until
 
 # user_pool_size=1: a pool reserves 2 (one pooled connection, one polling monitor, one server).
 TWO_POOLS = {"user_pool_size": 1, "max_server_connections": 4}
@@ -50,7 +49,7 @@ def test_options_are_checked_and_reach_the_variants(mongodb_uri):
             UserConnectionManager(mongodb_uri, max_server_connections=bad)
     with pytest.raises(ConfigurationError, match=r"cannot hold one tenant's pool \(12 server connections"):
         UserConnectionManager(mongodb_uri, user_pool_size=11, max_server_connections=11)
-    with pytest.raises(ConfigurationError, match="cannot hold 20 shared clients.*lower groups"):
+    with pytest.raises(ConfigurationError, match=r"cannot hold 20 shared clients.*lower groups"):
         UserConnectionManager(mongodb_uri, strategy="grouped", groups=20, max_server_connections=30)
     with MemoryEfficientConnectionManager(mongodb_uri, max_server_connections=40) as m:
         b = budget(m)

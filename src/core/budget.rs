@@ -190,7 +190,12 @@ impl Budget {
     fn reservation(self: &Arc<Self>, s: &mut State, units: u32) -> Reservation {
         s.reserved += units;
         s.peak_reserved = s.peak_reserved.max(s.reserved);
-        Reservation { budget: Arc::clone(self), units, generation: s.generation, closing: AtomicBool::new(false) }
+        Reservation {
+            budget: Arc::clone(self),
+            units,
+            generation: s.generation,
+            closing: AtomicBool::new(false),
+        }
     }
 
     /// The units at once if they fit and nobody is queued before us; None otherwise.
@@ -412,7 +417,8 @@ mod tests {
 
     #[test]
     fn many_tasks_never_hold_more_than_the_limit() {
-        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_time().build().unwrap();
+        let runtime =
+            tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_time().build().unwrap();
         runtime.block_on(async {
             let b = Budget::new(7);
             let peak = Arc::new(std::sync::atomic::AtomicU32::new(0));

@@ -158,7 +158,11 @@ pub fn render(strategy: &str, counters: &CountersSnapshot, entries: &[EntryInfo]
 pub fn render_budget(r: &RoomSnapshot) -> String {
     let mut out = String::new();
     let gauges: [(&str, &str, u64); 5] = [
-        ("tenantpool_budget_limit", "The bound on server connections (max_server_connections).", r.budget.limit.into()),
+        (
+            "tenantpool_budget_limit",
+            "The bound on server connections (max_server_connections).",
+            r.budget.limit.into(),
+        ),
         (
             "tenantpool_budget_reserved",
             "Server connections reserved by driver clients, including clients still shutting down.",

@@ -13,13 +13,13 @@ use mongodb::options::{SessionOptions, TransactionOptions};
 use mongodb::{Client, ClientSession, Database};
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 
+use super::budget::Reservation;
 use super::forklock::ForkMutex;
 use super::naming::{check_db_name, Template};
 use super::ops::{self, Change, CursorOp, Op, Opened, Watched};
 use super::options::{merge_uri_options, redact, scrub};
 use super::policy::Strategy;
 use super::registry::{Lease, Limits, Made, Pool, Registry, RegistryError};
-use super::budget::Reservation;
 use super::retry::Stash;
 use super::room::{Room, RoomSnapshot};
 use super::runtime;
@@ -374,7 +374,11 @@ impl Manager {
     /// budget has room right now. None otherwise (the tenant's next operation takes the waiting path).
     /// `wait_for_probe`: whether the caller may wait up to a second for the first contact's answer (an
     /// event loop's thread may not).
-    pub fn lease_now(&self, tenant: &str, wait_for_probe: bool) -> Result<Option<Lease<TenantPool>>, CoreError> {
+    pub fn lease_now(
+        &self,
+        tenant: &str,
+        wait_for_probe: bool,
+    ) -> Result<Option<Lease<TenantPool>>, CoreError> {
         self.template.check_tenant(tenant).map_err(CoreError::InvalidName)?;
         self.check_fork();
         if let Some(lease) = self.registry.lease_existing(tenant)? {
@@ -440,7 +444,9 @@ impl Manager {
             ),
         };
         if size == 0 {
-            return Err(CoreError::Configuration(format!("the pool size of tenant {tenant:?} must be at least 1")));
+            return Err(CoreError::Configuration(format!(
+                "the pool size of tenant {tenant:?} must be at least 1"
+            )));
         }
         Ok((size, label))
     }

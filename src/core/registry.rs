@@ -708,7 +708,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(3));
         }
         let busy = lease(&r, "a", &pools[0]); // the oldest, but leased
-        // 12 units: two pools of 11 (b then c, least recently used first); never a.
+                                              // 12 units: two pools of 11 (b then c, least recently used first); never a.
         assert_eq!(r.evict_for_budget(12), 22);
         let mut t = r.tenants();
         t.sort();
@@ -730,7 +730,9 @@ mod tests {
     fn pools_that_hold_no_budget_are_not_evicted_for_it() {
         let r = registry(None, None);
         let p = FakePool::default();
-        drop(r.lease("shared", || Ok(Made { pool: p.clone(), size: 10, label: "g".into(), cost: 0 })).unwrap());
+        drop(
+            r.lease("shared", || Ok(Made { pool: p.clone(), size: 10, label: "g".into(), cost: 0 })).unwrap(),
+        );
         assert_eq!(r.evict_for_budget(5), 0);
         assert_eq!(r.len(), 1);
     }
@@ -748,9 +750,14 @@ mod tests {
             tokio::pin!(idle);
             idle.as_mut().enable();
             drop(a);
-            assert!(tokio::time::timeout(Duration::from_millis(5), idle.as_mut()).await.is_err(), "still leased");
+            assert!(
+                tokio::time::timeout(Duration::from_millis(5), idle.as_mut()).await.is_err(),
+                "still leased"
+            );
             drop(b);
-            tokio::time::timeout(Duration::from_secs(1), idle).await.expect("woken when the pool became idle");
+            tokio::time::timeout(Duration::from_secs(1), idle)
+                .await
+                .expect("woken when the pool became idle");
             drop(want);
         });
     }

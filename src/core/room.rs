@@ -71,9 +71,8 @@ impl Room {
             Some(true) => 1,
             _ => options.hosts.len().max(1) as u32,
         };
-        let timeout = wait_queue_timeout
-            .or(options.server_selection_timeout)
-            .unwrap_or(Duration::from_secs(30));
+        let timeout =
+            wait_queue_timeout.or(options.server_selection_timeout).unwrap_or(Duration::from_secs(30));
         let probe = if max.is_some() { Probe::Skipped } else { Probe::Pending };
         Room {
             budget: Budget::new(max.unwrap_or(DEFAULT_MAX_SERVER_CONNECTIONS)),
@@ -135,13 +134,14 @@ impl Room {
             return Ok(fixed);
         }
         let limit = self.budget.limit();
-        let size = fit_pool_size(limit, clients as u32, self.monitors, self.servers, wanted).ok_or_else(|| {
-            format!(
-                "the connection budget ({limit}) cannot hold {clients} shared clients of even one \
+        let size =
+            fit_pool_size(limit, clients as u32, self.monitors, self.servers, wanted).ok_or_else(|| {
+                format!(
+                    "the connection budget ({limit}) cannot hold {clients} shared clients of even one \
                  connection each ({} each); raise max_server_connections or lower groups",
-                self.explain(1)
-            )
-        })?;
+                    self.explain(1)
+                )
+            })?;
         self.shared_size.store(size, Ordering::Release);
         Ok(size)
     }
@@ -179,7 +179,11 @@ impl Room {
                 "tenant {tenant:?} needs a pool of {} but the connection budget is {limit}{}; lower its \
                  pool size (user_pool_size or its tier's) or raise max_server_connections",
                 self.explain(pool_size),
-                if limit < self.configured { " (two fifths of what the server said it can hold)" } else { "" },
+                if limit < self.configured {
+                    " (two fifths of what the server said it can hold)"
+                } else {
+                    ""
+                },
             )));
         }
         if let Some(r) = self.budget.try_reserve(units) {

@@ -394,7 +394,8 @@ impl PyManager {
     #[pyo3(signature = (top=10))]
     fn metrics_text(&self, top: usize) -> String {
         let r = self.inner.registry();
-        let mut text = exposition::render(self.inner.strategy().name(), &r.counters.snapshot(), &r.snapshot(), top);
+        let mut text =
+            exposition::render(self.inner.strategy().name(), &r.counters.snapshot(), &r.snapshot(), top);
         text.push_str(&exposition::render_budget(&self.inner.room()));
         text
     }
