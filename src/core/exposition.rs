@@ -246,4 +246,42 @@ mod tests {
         let text = render("per_user", &CountersSnapshot::default(), &[entry("a", "we\"ird\n", 1)], 5);
         assert!(text.contains("tier=\"we\\\"ird\\n\""));
     }
+
+    #[test]
+    fn budget_series_are_a_fixed_set() {
+        use crate::core::budget::BudgetSnapshot;
+        use crate::core::room::RoomSnapshot;
+        let r = RoomSnapshot {
+            budget: BudgetSnapshot {
+                limit: 80,
+                reserved: 78,
+                releasing: 2,
+                waiting: 3,
+                waits: 9,
+                ..Default::default()
+            },
+            source: "server",
+            configured: 256,
+            server_capacity: Some(200),
+            in_use: 60,
+            closed_for_budget: 7,
+            per_server_monitors: 1,
+            servers: 1,
+            shared_pool_size: 0,
+        };
+        let text = render_budget(&r);
+        for line in [
+            "tenantpool_budget_limit 80",
+            "tenantpool_budget_reserved 78",
+            "tenantpool_budget_in_use 60",
+            "tenantpool_budget_releasing 2",
+            "tenantpool_budget_waiting 3",
+            "tenantpool_budget_waits_total 9",
+            "tenantpool_budget_wait_timeouts_total 0",
+            "tenantpool_budget_pools_closed_total 7",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
+        }
+        assert_eq!(text.lines().filter(|l| !l.starts_with('#')).count(), 8);
+    }
 }
