@@ -807,7 +807,7 @@ impl Manager {
         self.reaper_stop.notify_one();
         let n = self.registry.close();
         // Operations waiting for room in the budget give up now, rather than at their timeout.
-        self.registry.idle.notify.notify_waiters();
+        self.registry.idle_signal().notify.notify_waiters();
         let shared: Vec<SharedClient> = self.shared.lock().iter_mut().filter_map(Option::take).collect();
         match runtime::live() {
             Some(rt) => {

@@ -187,12 +187,14 @@ pub struct Registry<P: Pool> {
     limits: Limits,
     epoch: Instant,
     pub counters: Arc<Counters>,
-    pub idle: Arc<IdleSignal>,
 }
 
 struct Inner<P: Pool> {
     entries: HashMap<String, Arc<Entry<P>>>,
     closed: bool,
+    /// Under the lock (which the fork hooks hold) so that a forked child can start with a fresh one:
+    /// the parent's may be mid-notification at the instant of the fork.
+    idle: Arc<IdleSignal>,
 }
 
 /// A snapshot of one tenant's pool, for stats.
@@ -219,11 +221,10 @@ pub struct EntryInfo {
 impl<P: Pool> Registry<P> {
     pub fn new(limits: Limits) -> Self {
         Registry {
-            inner: ForkMutex::new(Inner { entries: HashMap::new(), closed: false }),
+            inner: ForkMutex::new(Inner { entries: HashMap::new(), closed: false, idle: Arc::default() }),
             limits,
             epoch: Instant::now(),
             counters: Arc::new(Counters::default()),
-            idle: Arc::default(),
         }
     }
 
@@ -233,6 +234,11 @@ impl<P: Pool> Registry<P> {
 
     pub fn is_closed(&self) -> bool {
         self.inner.lock().closed
+    }
+
+    /// What wakes waiters when a pool becomes idle (see `IdleSignal`).
+    pub fn idle_signal(&self) -> Arc<IdleSignal> {
+        Arc::clone(&self.inner.lock().idle)
     }
 
     /// Takes a lease on the tenant's pool, creating the pool with `make` if there is none.
@@ -256,9 +262,9 @@ impl<P: Pool> Registry<P> {
                 return Err(RegistryError::Closed);
             }
             match inner.entries.get(tenant) {
-                Some(existing) => (self.take(existing), Vec::new(), Some(fresh)),
+                Some(existing) => (self.take(existing, &inner.idle), Vec::new(), Some(fresh)),
                 None => {
-                    let lease = self.take(&fresh);
+                    let lease = self.take(&fresh, &inner.idle);
                     inner.entries.insert(tenant.to_owned(), fresh);
                     let evicted = self.evict_over_cap(&mut inner);
                     (lease, evicted, None)
@@ -283,7 +289,7 @@ impl<P: Pool> Registry<P> {
         }
         inner.entries.get(tenant).map(|e| {
             self.counters.reused();
-            Ok(self.take(e))
+            Ok(self.take(e, &inner.idle))
         })
     }
 
@@ -295,18 +301,18 @@ impl<P: Pool> Registry<P> {
         }
         Ok(inner.entries.get(tenant).map(|e| {
             self.counters.reused();
-            self.take(e)
+            self.take(e, &inner.idle)
         }))
     }
 
     /// Must be called with the lock held, so that `reap` and `evict` never see a pool as idle while a
     /// lease on it is being handed out.
-    fn take(&self, entry: &Arc<Entry<P>>) -> Lease<P> {
+    fn take(&self, entry: &Arc<Entry<P>>, idle: &Arc<IdleSignal>) -> Lease<P> {
         entry.in_use.fetch_add(1, Ordering::AcqRel);
         entry.operations.fetch_add(1, Ordering::Relaxed);
         self.counters.operation();
         entry.touch();
-        Lease { entry: Arc::clone(entry), counters: Arc::clone(&self.counters), idle: Arc::clone(&self.idle) }
+        Lease { entry: Arc::clone(entry), counters: Arc::clone(&self.counters), idle: Arc::clone(idle) }
     }
 
     /// Over the cap, removes least recently used idle entries. Pools in use are never evicted: when all
@@ -451,7 +457,9 @@ impl<P: Pool> Registry<P> {
     /// Empties the registry without closing anything: for a forked child, whose inherited pools belong
     /// to the parent.
     pub fn abandon(&self) -> Vec<Arc<Entry<P>>> {
-        self.inner.lock().entries.drain().map(|(_, e)| e).collect()
+        let mut inner = self.inner.lock();
+        inner.idle = Arc::default();
+        inner.entries.drain().map(|(_, e)| e).collect()
     }
 
     /// Tenants with a live pool, oldest first.
@@ -745,8 +753,9 @@ mod tests {
             let p = FakePool::default();
             let a = lease(&r, "a", &p);
             let b = lease(&r, "a", &p);
-            let want = r.idle.want();
-            let idle = r.idle.notify.notified();
+            let signal = r.idle_signal();
+            let want = signal.want();
+            let idle = signal.notify.notified();
             tokio::pin!(idle);
             idle.as_mut().enable();
             drop(a);

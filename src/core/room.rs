@@ -10,6 +10,7 @@ use mongodb::bson::{doc, Bson, Document};
 use mongodb::error::ErrorKind;
 use mongodb::options::{ClientOptions, ServerMonitoringMode};
 use mongodb::Client;
+use tokio::sync::Notify;
 
 use super::budget::{client_cost, fit_pool_size, server_bound, Budget, BudgetSnapshot, Reservation};
 use super::forklock::ForkMutex;
@@ -35,6 +36,28 @@ enum Probe {
     Skipped,
 }
 
+struct ProbeState {
+    probe: Probe,
+    failed_at: Option<Instant>,
+    /// `connections.current + available` at first contact.
+    capacity: Option<u64>,
+    /// One first contact at a time: the others wait for `done`, so one `serverStatus` is sent, not one
+    /// per waiting operation. Both are replaced in a forked child (the parent's prober is not there).
+    running: bool,
+    done: Arc<Notify>,
+}
+
+/// Marks the first contact over when dropped, also when its future is (a cancelled task).
+struct Running<'a>(&'a Room);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        let mut p = self.0.probe.lock();
+        p.running = false;
+        p.done.notify_waiters();
+    }
+}
+
 pub struct Room {
     pub budget: Arc<Budget>,
     configured: u32,
@@ -45,10 +68,8 @@ pub struct Room {
     /// Serialises "how much is missing, close that much": two waiters must not both close pools for
     /// the same shortfall.
     evict_lock: ForkMutex<()>,
-    probe: ForkMutex<(Probe, Option<Instant>, Option<u64>)>,
+    probe: ForkMutex<ProbeState>,
     probed: AtomicBool,
-    /// Serialises the first contact, so one `serverStatus` is sent, not one per waiting operation.
-    probing: tokio::sync::Mutex<()>,
     /// maxPoolSize of the shared clients once the first one is made (0: none made yet).
     shared_size: AtomicU32,
 }
@@ -81,9 +102,14 @@ impl Room {
             servers,
             timeout,
             evict_lock: ForkMutex::new(()),
-            probe: ForkMutex::new((probe, None, None)),
+            probe: ForkMutex::new(ProbeState {
+                probe,
+                failed_at: None,
+                capacity: None,
+                running: false,
+                done: Arc::new(Notify::new()),
+            }),
             probed: AtomicBool::new(max.is_some()),
-            probing: tokio::sync::Mutex::new(()),
             shared_size: AtomicU32::new(0),
         }
     }
@@ -191,12 +217,13 @@ impl Room {
         }
         let started = Instant::now();
         let deadline = tokio::time::Instant::now() + self.timeout;
-        let _wanted = registry.idle.want();
+        let signal = registry.idle_signal();
+        let _wanted = signal.want();
         let mut ticket = self.budget.enqueue(units);
         let result = loop {
             // Enabled before looking for idle pools: a pool that becomes idle after the look still
             // wakes this loop.
-            let idle = registry.idle.notify.notified();
+            let idle = signal.notify.notified();
             tokio::pin!(idle);
             idle.as_mut().enable();
             if registry.is_closed() {
@@ -242,13 +269,31 @@ impl Room {
     /// says it can hold (`connections.current + available`), if that is lower. A refusal (no
     /// clusterMonitor role) keeps the default; an unreachable server is asked again later.
     pub async fn first_contact(&self, registry: &Registry<TenantPool>, options: &ClientOptions) {
-        if self.is_probed() {
-            return;
+        loop {
+            if self.is_probed() {
+                return;
+            }
+            let running = {
+                let mut p = self.probe.lock();
+                if p.running {
+                    Some(Arc::clone(&p.done))
+                } else if p.failed_at.is_some_and(|t| t.elapsed() < PROBE_RETRY) {
+                    return;
+                } else {
+                    p.running = true;
+                    None
+                }
+            };
+            let Some(done) = running else { break };
+            let over = done.notified();
+            tokio::pin!(over);
+            over.as_mut().enable();
+            // It may have ended between the look and `enable`.
+            if self.probe.lock().running {
+                over.await;
+            }
         }
-        let _one = self.probing.lock().await;
-        if self.is_probed() || self.probe.lock().1.is_some_and(|t| t.elapsed() < PROBE_RETRY) {
-            return;
-        }
+        let _running = Running(self);
         let outcome = match self.reserve(registry, "(serverStatus at first contact)", 1).await {
             Ok(reservation) => read_capacity(options, reservation).await,
             Err(_) => Err(false),
@@ -260,11 +305,11 @@ impl Room {
                 if bound < self.configured {
                     self.budget.set_limit(bound);
                 }
-                *p = (Probe::Done, None, Some(capacity));
+                (p.probe, p.capacity) = (Probe::Done, Some(capacity));
             }
-            Err(true) => *p = (Probe::Refused, None, None),
+            Err(true) => p.probe = Probe::Refused,
             Err(false) => {
-                p.1 = Some(Instant::now());
+                p.failed_at = Some(Instant::now());
                 return;
             }
         }
@@ -274,6 +319,9 @@ impl Room {
     /// A forked child starts with nothing reserved (its inherited clients belong to the parent).
     pub fn after_fork(&self) {
         self.budget.reset();
+        let mut p = self.probe.lock();
+        p.running = false;
+        p.done = Arc::new(Notify::new());
     }
 
     /// Locks for `fork()` to hold, in the order the other paths take them.
@@ -282,7 +330,10 @@ impl Room {
     }
 
     pub fn snapshot(&self, registry: &Registry<TenantPool>) -> RoomSnapshot {
-        let (probe, _, capacity) = *self.probe.lock();
+        let (probe, capacity) = {
+            let p = self.probe.lock();
+            (p.probe, p.capacity)
+        };
         let budget = self.budget.snapshot();
         RoomSnapshot {
             source: match probe {
