@@ -19,10 +19,12 @@ use super::naming::{check_db_name, Template};
 use super::ops::{self, Change, CursorOp, Op, Opened, Watched};
 use super::options::{merge_uri_options, redact, scrub};
 use super::policy::Strategy;
-use super::registry::{Lease, Limits, Made, Pool, Registry, RegistryError};
+use super::registry::{Lease, Limits, Pool, Registry, RegistryError};
 use super::retry::Stash;
-use super::room::{Room, RoomSnapshot};
+use super::room::Room;
 use super::runtime;
+
+mod opening;
 
 /// The driver client serving one tenant: its own (per_user), or a handle on a shared one. Closing an
 /// owned client shuts it down in the background; the caller never waits on I/O.
@@ -114,6 +116,8 @@ pub enum CoreError {
         reserved: u32,
         in_use: u32,
         waited: Duration,
+        /// The option the wait's length came from.
+        timeout_option: &'static str,
     },
     /// The tenant's quota stayed full for the whole wait queue timeout.
     WaitQueueTimeout {
@@ -144,15 +148,17 @@ impl fmt::Display for CoreError {
                  {} ms for a slot (waitQueueTimeoutMS); raise its pool size or tier, or retry later",
                 waited.as_millis()
             ),
-            CoreError::BudgetTimeout { tenant, need, limit, reserved, in_use, waited } => write!(
-                f,
-                "tenant {tenant:?} has no pool and waited {} ms (waitQueueTimeoutMS) for room in the \
+            CoreError::BudgetTimeout { tenant, need, limit, reserved, in_use, waited, timeout_option } => {
+                write!(
+                    f,
+                    "tenant {tenant:?} has no pool and waited {} ms ({timeout_option}) for room in the \
                  connection budget for one ({need}): max_server_connections={limit}, {reserved} reserved, \
                  {in_use} of them by pools in use, none idle to close. Retry later, lower user_pool_size \
                  (or the tier sizes), use strategy='grouped' or 'shared', or raise max_server_connections \
                  if the server can hold more",
-                waited.as_millis()
-            ),
+                    waited.as_millis()
+                )
+            }
         }
     }
 }
@@ -352,60 +358,6 @@ impl Manager {
         self.template.db_name(tenant).map_err(CoreError::InvalidName)
     }
 
-    /// A lease on the tenant's pool, creating the pool if needed: a new client first gets room in the
-    /// connection budget, waiting for it if need be (see `Room::reserve`). The driver connects lazily
-    /// and its monitor, not a ping per call, tracks the server's health.
-    pub async fn lease(&self, tenant: &str) -> Result<Lease<TenantPool>, CoreError> {
-        self.template.check_tenant(tenant).map_err(CoreError::InvalidName)?;
-        self.check_fork();
-        if let Some(lease) = self.registry.lease_existing(tenant)? {
-            return Ok(lease);
-        }
-        self.room.first_contact(&self.registry, &self.client_options).await;
-        let (size, label) = self.share_of(tenant)?;
-        let reservation = match self.strategy.client_slot(tenant) {
-            Some(_) => None,
-            None => Some(self.room.reserve(&self.registry, tenant, size).await?),
-        };
-        Ok(self.registry.lease(tenant, || self.make(tenant, size, label, reservation))?)
-    }
-
-    /// A lease on the tenant's pool if that needs no waiting: its existing pool, or a new one if the
-    /// budget has room right now. None otherwise (the tenant's next operation takes the waiting path).
-    /// `wait_for_probe`: whether the caller may wait up to a second for the first contact's answer (an
-    /// event loop's thread may not).
-    pub fn lease_now(
-        &self,
-        tenant: &str,
-        wait_for_probe: bool,
-    ) -> Result<Option<Lease<TenantPool>>, CoreError> {
-        self.template.check_tenant(tenant).map_err(CoreError::InvalidName)?;
-        self.check_fork();
-        if let Some(lease) = self.registry.lease_existing(tenant)? {
-            return Ok(Some(lease));
-        }
-        if !self.room.is_probed() {
-            // The bound may still be lowered: no new client until the server has been asked. Wait a
-            // little for an answer under way (a reachable server answers in milliseconds), never long:
-            // this is `get_database`, which makes no round trip of its own.
-            if let (Some(done), true) = (self.spawn_first_contact(), wait_for_probe) {
-                let _ = done.recv_timeout(Duration::from_secs(1));
-            }
-            if !self.room.is_probed() {
-                return Ok(None);
-            }
-        }
-        let (size, label) = self.share_of(tenant)?;
-        let reservation = match self.strategy.client_slot(tenant) {
-            Some(_) => None,
-            None => match self.room.try_reserve(self.room.cost(size)) {
-                Some(r) => Some(r),
-                None => return Ok(None),
-            },
-        };
-        Ok(Some(self.registry.lease(tenant, || self.make(tenant, size, label, reservation))?))
-    }
-
     /// `lease(tenant).map(drop)` if it can be done without waiting on a lock or creating a pool; None
     /// otherwise. Lets a caller that holds the GIL mark a tenant used without letting go of the GIL
     /// (with many threads, every release of the GIL is a chance for a thread switch).
@@ -417,98 +369,6 @@ impl Manager {
             return None;
         }
         Some(self.registry.try_lease_existing(tenant)?.map(drop).map_err(CoreError::from))
-    }
-
-    /// Reads the server's figures for the budget in the background (see `Room::first_contact`); the
-    /// receiver hears when that is over. None if the runtime has stopped.
-    fn spawn_first_contact(&self) -> Option<std::sync::mpsc::Receiver<()>> {
-        let me = self.me.upgrade()?;
-        let rt = runtime::live()?;
-        let (done, over) = std::sync::mpsc::sync_channel(1);
-        rt.spawn(async move {
-            me.room.first_contact(&me.registry, &me.client_options).await;
-            let _ = done.send(());
-        });
-        Some(over)
-    }
-
-    /// The tenant's share (its pool size, or its quota on a shared client) and its tier or group label.
-    fn share_of(&self, tenant: &str) -> Result<(u32, String), CoreError> {
-        let slot = self.strategy.client_slot(tenant);
-        let (size, label) = match &self.sizer {
-            Some(sizer) => sizer(tenant).map_err(CoreError::Configuration)?,
-            None => (
-                self.pool_size,
-                slot.filter(|_| self.strategy != Strategy::Shared)
-                    .map_or_else(|| "default".to_owned(), |g| format!("group_{g}")),
-            ),
-        };
-        if size == 0 {
-            return Err(CoreError::Configuration(format!(
-                "the pool size of tenant {tenant:?} must be at least 1"
-            )));
-        }
-        Ok((size, label))
-    }
-
-    /// The tenant's pool: a new client holding `reservation` (per_user), or a handle on its shared
-    /// client, which is made (and takes its room in the budget) on first use.
-    fn make(
-        &self,
-        tenant: &str,
-        size: u32,
-        label: String,
-        reservation: Option<Reservation>,
-    ) -> Result<Made<TenantPool>, String> {
-        let pool = match self.strategy.client_slot(tenant) {
-            None => {
-                let cost = reservation.as_ref().map_or(0, Reservation::units);
-                let pool = TenantPool {
-                    client: ManuallyDrop::new(self.new_client(size)),
-                    stash: Arc::default(),
-                    owned: true,
-                    reservation: parking_lot::Mutex::new(reservation),
-                };
-                return Ok(Made { pool, size, label, cost });
-            }
-            Some(slot) => {
-                let mut shared = self.shared.lock();
-                if shared[slot].is_none() {
-                    let clients = self.strategy.shared_clients();
-                    let max_pool_size = self.room.shared_pool_size(clients, self.shared_pool_size)?;
-                    // Every shared client gets the same size, fitted so that all of them fit: taking
-                    // the reservation cannot exceed the bound.
-                    let reservation = self.room.budget.force_reserve(self.room.cost(max_pool_size));
-                    shared[slot] = Some((self.new_client(max_pool_size), Arc::default(), reservation));
-                }
-                let (client, stash, _) = shared[slot].as_ref().expect("just made");
-                TenantPool {
-                    client: ManuallyDrop::new(client.clone()),
-                    stash: Arc::clone(stash),
-                    owned: false,
-                    reservation: parking_lot::Mutex::new(None),
-                }
-            }
-        };
-        Ok(Made { pool, size, label, cost: 0 })
-    }
-
-    /// Server connections a client of this pool size reserves.
-    pub fn room_cost(&self, pool_size: u32) -> u32 {
-        self.room.cost(pool_size)
-    }
-
-    /// The connection budget's figures.
-    pub fn room(&self) -> RoomSnapshot {
-        self.room.snapshot(&self.registry)
-    }
-
-    /// The shared clients' maxPoolSize: the configured one, or less if the budget cannot hold them all.
-    pub fn effective_shared_pool_size(&self) -> Option<u32> {
-        match self.strategy.shared_clients() {
-            0 => None,
-            n => self.room.planned_shared_pool_size(n, self.shared_pool_size),
-        }
     }
 
     fn new_client(&self, max_pool_size: u32) -> Client {

@@ -65,6 +65,7 @@ pub struct Room {
     servers: u32,
     /// How long an operation waits for room: waitQueueTimeoutMS, else serverSelectionTimeoutMS.
     timeout: Duration,
+    timeout_option: &'static str,
     /// Serialises "how much is missing, close that much": two waiters must not both close pools for
     /// the same shortfall.
     evict_lock: ForkMutex<()>,
@@ -92,8 +93,12 @@ impl Room {
             Some(true) => 1,
             _ => options.hosts.len().max(1) as u32,
         };
-        let timeout =
-            wait_queue_timeout.or(options.server_selection_timeout).unwrap_or(Duration::from_secs(30));
+        const UNSET: &str = "serverSelectionTimeoutMS, as waitQueueTimeoutMS is not set";
+        let (timeout, timeout_option) = match (wait_queue_timeout, options.server_selection_timeout) {
+            (Some(t), _) => (t, "waitQueueTimeoutMS"),
+            (None, Some(t)) => (t, UNSET),
+            (None, None) => (Duration::from_secs(30), UNSET),
+        };
         let probe = if max.is_some() { Probe::Skipped } else { Probe::Pending };
         Room {
             budget: Budget::new(max.unwrap_or(DEFAULT_MAX_SERVER_CONNECTIONS)),
@@ -101,6 +106,7 @@ impl Room {
             monitors: monitors_of(options),
             servers,
             timeout,
+            timeout_option,
             evict_lock: ForkMutex::new(()),
             probe: ForkMutex::new(ProbeState {
                 probe,
@@ -243,6 +249,7 @@ impl Room {
                         reserved: s.reserved,
                         in_use: registry.cost_in_use(),
                         waited: started.elapsed(),
+                        timeout_option: self.timeout_option,
                     });
                 }
             }
