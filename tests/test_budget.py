@@ -59,7 +59,7 @@ def test_options_are_checked_and_reach_the_variants(mongodb_uri):
 def test_default_budget_is_lowered_to_what_the_server_holds(mongodb_uri, pymongo_client):
     status = pymongo_client.admin.command("serverStatus")["connections"]
     with UserConnectionManager(mongodb_uri) as m:
-        m.get_database("first").c.find_one()
+        m.get_database("bud_first").c.find_one()
         b = budget(m)
     # The test server announces tens of thousands: the fixed default (256) is the lower one.
     assert b["server_capacity"] is not None
@@ -70,12 +70,12 @@ def test_default_budget_is_lowered_to_what_the_server_holds(mongodb_uri, pymongo
 
 def test_idle_pools_close_least_recently_used_first(mongodb_uri):
     with UserConnectionManager(mongodb_uri, **TWO_POOLS) as m:
-        m.get_database("a").c.find_one()
-        m.get_database("b").c.find_one()
-        m.get_database("a").c.find_one()  # b is now the least recently used
-        m.get_database("c").c.find_one()
+        m.get_database("bud_a").c.find_one()
+        m.get_database("bud_b").c.find_one()
+        m.get_database("bud_a").c.find_one()  # b is now the least recently used
+        m.get_database("bud_c").c.find_one()
         stats = m.get_stats()
-        assert sorted(stats["active_users"]) == ["a", "c"]
+        assert sorted(stats["active_users"]) == ["bud_a", "bud_c"]
         assert stats["budget"]["closed_for_budget"] == 1
         assert stats["pools"]["closed_budget"] == 1
         wait_until(lambda: budget(m)["reserved"] == 4, 5, "b's reservation to come back after its shutdown")
@@ -83,13 +83,13 @@ def test_idle_pools_close_least_recently_used_first(mongodb_uri):
 
 def test_a_pool_in_use_is_never_closed_for_the_budget(mongodb_uri):
     with UserConnectionManager(mongodb_uri, **TWO_POOLS) as m:
-        coll = m.get_database("reader").c
+        coll = m.get_database("bud_reader").c
         coll.insert_many([{"i": i} for i in range(5)])
         cursor = coll.find({}, batch_size=2).sort("i", 1)
         assert next(cursor)["i"] == 0  # a live cursor: a lease on reader's pool
-        m.get_database("idle").c.find_one()
-        m.get_database("newcomer").c.find_one()  # room from "idle", never from "reader"
-        assert sorted(m.get_stats()["active_users"]) == ["newcomer", "reader"]
+        m.get_database("bud_idle").c.find_one()
+        m.get_database("bud_newcomer").c.find_one()  # room from "bud_idle", never from "bud_reader"
+        assert sorted(m.get_stats()["active_users"]) == ["bud_newcomer", "bud_reader"]
         assert [d["i"] for d in cursor] == [1, 2, 3, 4]
         assert budget(m)["closed_for_budget"] == 1
 
@@ -98,7 +98,7 @@ def test_a_tenant_waits_then_times_out_when_every_pool_is_busy(mongodb_uri, bloc
     app = "tp-budget-busy"
     block_finds(app, 1500)
     with UserConnectionManager(mongodb_uri, appName=app, waitQueueTimeoutMS=400, **TWO_POOLS) as m:
-        busy = [threading.Thread(target=m.get_database(t).c.find_one) for t in ("busy1", "busy2")]
+        busy = [threading.Thread(target=m.get_database(t).c.find_one) for t in ("bud_busy1", "bud_busy2")]
         for t in busy:
             t.start()
         wait_until(lambda: budget(m)["in_use"] == 4, 5, "both pools to be busy")
@@ -107,7 +107,7 @@ def test_a_tenant_waits_then_times_out_when_every_pool_is_busy(mongodb_uri, bloc
         def late() -> None:
             started = time.monotonic()
             try:
-                m.get_database("late").c.find_one()
+                m.get_database("bud_late").c.find_one()
                 outcome.append("served")
             except WaitQueueTimeoutError as exc:
                 outcome.append((exc, time.monotonic() - started))
@@ -120,12 +120,12 @@ def test_a_tenant_waits_then_times_out_when_every_pool_is_busy(mongodb_uri, bloc
         exc, waited = outcome[0]
         assert 0.35 < waited < 1.4, "it must give up after waitQueueTimeoutMS, not when a pool frees up"
         message = str(exc)
-        assert '"late"' in message and "max_server_connections=4" in message
+        assert '"bud_late"' in message and "max_server_connections=4" in message
         assert "lower user_pool_size" in message and "waitQueueTimeoutMS" in message
         for t in busy:
             t.join(10)
         stats = m.get_stats()
-        assert sorted(stats["active_users"]) == ["busy1", "busy2"], "busy pools must not be closed"
+        assert sorted(stats["active_users"]) == ["bud_busy1", "bud_busy2"], "busy pools must not be closed"
         b = stats["budget"]
         assert (b["wait_timeouts"], b["waiting"], b["closed_for_budget"]) == (1, 0, 0)
         text = m.metrics_text()
@@ -133,7 +133,7 @@ def test_a_tenant_waits_then_times_out_when_every_pool_is_busy(mongodb_uri, bloc
         assert "tenantpool_budget_wait_timeouts_total 1\n" in text
         assert 'tenantpool_pools_closed_total{cause="budget"} 0' in text
         # Once a pool is idle, the late tenant gets one.
-        assert m.get_database("late").c.find_one() is None
+        assert m.get_database("bud_late").c.find_one() is None
 
 
 def test_waiting_tenants_are_served_in_arrival_order(mongodb_uri, block_finds):
@@ -142,20 +142,25 @@ def test_waiting_tenants_are_served_in_arrival_order(mongodb_uri, block_finds):
     with UserConnectionManager(
         mongodb_uri, appName=app, user_pool_size=1, max_server_connections=2, waitQueueTimeoutMS=20_000
     ) as m:
-        holder = threading.Thread(target=m.get_database("holder").c.find_one)
+        holder = threading.Thread(target=m.get_database("bud_holder").c.find_one)
         holder.start()
         wait_until(lambda: budget(m)["in_use"] == 2, 5, "the only pool to be busy")
         done: list[str] = []
+
+        def serve(name: str) -> None:
+            m.get_database(name).c.find_one()
+            done.append(name)
+
         threads = []
         for i in range(4):
-            t = threading.Thread(target=lambda n=f"w{i}": (m.get_database(n).c.find_one(), done.append(n)))
+            t = threading.Thread(target=serve, args=(f"bud_w{i}",))
             t.start()
             threads.append(t)
             wait_until(lambda i=i: budget(m)["waiting"] == i + 1, 5, f"w{i} to queue")
         for t in [holder, *threads]:
             t.join(30)
         # One pool at a time, each held 600 ms by the fail point: served strictly in arrival order.
-        assert done == ["w0", "w1", "w2", "w3"]
+        assert done == ["bud_w0", "bud_w1", "bud_w2", "bud_w3"]
         assert budget(m)["peak_reserved"] == 2
 
 
@@ -168,7 +173,7 @@ def test_grouped_clients_are_fitted_into_the_budget(mongodb_uri, pymongo_client,
     with m:
         assert "each gets maxPoolSize 9" in caplog.text  # 4 x (9 + 1 monitor) = 40
         for i in range(40):
-            m.get_database(f"g{i}").c.find_one()
+            m.get_database(f"bud_g{i}").c.find_one()
         b = budget(m)
         assert (b["shared_pool_size"], b["reserved"]) == (9, 40)
         assert app_connections(pymongo_client, app) <= 40
@@ -181,7 +186,7 @@ def test_async_waiters_are_fair_and_a_cancelled_one_gives_up_its_place(mongodb_u
             mongodb_uri, user_pool_size=1, max_server_connections=2, waitQueueTimeoutMS=20_000
         ) as m:
             # A session holds a lease on the only pool the budget allows.
-            session = m.get_client("holder").start_session()
+            session = m.get_client("bud_holder").start_session()
             done: list[str] = []
 
             async def op(name: str) -> None:
@@ -190,7 +195,7 @@ def test_async_waiters_are_fair_and_a_cancelled_one_gives_up_its_place(mongodb_u
 
             tasks = {}
             for i in range(4):
-                tasks[f"w{i}"] = asyncio.create_task(op(f"w{i}"))
+                tasks[f"w{i}"] = asyncio.create_task(op(f"bud_w{i}"))
                 while budget(m)["waiting"] < i + 1:  # queued in creation order
                     await asyncio.sleep(0.005)
             # The loop is not blocked while they wait: other coroutines run.
@@ -202,7 +207,7 @@ def test_async_waiters_are_fair_and_a_cancelled_one_gives_up_its_place(mongodb_u
             with pytest.raises(asyncio.CancelledError):
                 await tasks["w1"]
             await asyncio.wait_for(asyncio.gather(tasks["w0"], tasks["w2"], tasks["w3"]), 20)
-            assert done == ["w0", "w2", "w3"]
+            assert done == ["bud_w0", "bud_w2", "bud_w3"]
             b = budget(m)
             assert (b["waiting"], b["wait_timeouts"], b["peak_reserved"]) == (0, 0, 2)
 
@@ -211,7 +216,7 @@ def test_async_waiters_are_fair_and_a_cancelled_one_gives_up_its_place(mongodb_u
 
 def test_metrics_show_the_budget(mongodb_uri):
     with UserConnectionManager(mongodb_uri, **TWO_POOLS) as m:
-        for t in ("m1", "m2", "m3"):
+        for t in ("bud_m1", "bud_m2", "bud_m3"):
             m.get_database(t).c.find_one()
         text = m.metrics_text()
     figures = dict(re.findall(r"^(tenantpool_budget_\w+) (\d+)$", text, re.M))

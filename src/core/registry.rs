@@ -42,8 +42,9 @@ pub struct Entry<P: Pool> {
     epoch: Instant,
     /// Leases outstanding: operations in flight plus live cursors.
     in_use: AtomicU32,
-    /// Milliseconds since `epoch` of the last lease taken or returned.
-    last_used_ms: AtomicU64,
+    /// Microseconds since `epoch` of the last lease taken or returned (milliseconds tied pools used
+    /// within the same millisecond, and the LRU choice among them was arbitrary).
+    last_used_us: AtomicU64,
     pub operations: AtomicU64,
     pub errors: AtomicU64,
     /// Set once the entry has left the map; the pool closes when `in_use` reaches zero.
@@ -64,7 +65,7 @@ impl<P: Pool> Entry<P> {
             created: now,
             epoch,
             in_use: AtomicU32::new(0),
-            last_used_ms: AtomicU64::new(now.saturating_duration_since(epoch).as_millis() as u64),
+            last_used_us: AtomicU64::new(now.saturating_duration_since(epoch).as_micros() as u64),
             operations: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             retired: AtomicBool::new(false),
@@ -77,12 +78,12 @@ impl<P: Pool> Entry<P> {
     }
 
     pub fn idle_for(&self, now: Instant) -> Duration {
-        let now_ms = now.saturating_duration_since(self.epoch).as_millis() as u64;
-        Duration::from_millis(now_ms.saturating_sub(self.last_used_ms.load(Ordering::Relaxed)))
+        let now_us = now.saturating_duration_since(self.epoch).as_micros() as u64;
+        Duration::from_micros(now_us.saturating_sub(self.last_used_us.load(Ordering::Relaxed)))
     }
 
     pub fn last_used(&self) -> Instant {
-        self.epoch + Duration::from_millis(self.last_used_ms.load(Ordering::Relaxed))
+        self.epoch + Duration::from_micros(self.last_used_us.load(Ordering::Relaxed))
     }
 
     pub fn is_closed(&self) -> bool {
@@ -90,8 +91,8 @@ impl<P: Pool> Entry<P> {
     }
 
     fn touch(&self) {
-        let ms = Instant::now().saturating_duration_since(self.epoch).as_millis() as u64;
-        self.last_used_ms.fetch_max(ms, Ordering::Relaxed);
+        let us = Instant::now().saturating_duration_since(self.epoch).as_micros() as u64;
+        self.last_used_us.fetch_max(us, Ordering::Relaxed);
     }
 
     /// Closes the pool if it has left the map and nobody holds a lease. Safe to call from any thread,
@@ -327,7 +328,7 @@ impl<P: Pool> Registry<P> {
                 .entries
                 .values()
                 .filter(|e| e.in_use() == 0)
-                .min_by_key(|e| e.last_used_ms.load(Ordering::Relaxed))
+                .min_by_key(|e| e.last_used_us.load(Ordering::Relaxed))
                 .map(|e| e.tenant.clone());
             match victim.and_then(|t| inner.entries.remove(&t)) {
                 Some(e) => evicted.push(e),
@@ -349,7 +350,7 @@ impl<P: Pool> Registry<P> {
                 .entries
                 .values()
                 .filter(|e| e.cost > 0 && e.in_use() == 0)
-                .map(|e| (e.last_used_ms.load(Ordering::Relaxed), e))
+                .map(|e| (e.last_used_us.load(Ordering::Relaxed), e))
                 .collect();
             idle.sort_unstable_by_key(|(t, _)| *t);
             let mut freed = 0;
