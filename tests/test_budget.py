@@ -226,3 +226,25 @@ def test_metrics_show_the_budget(mongodb_uri):
     assert figures["tenantpool_budget_waiting"] == "0"
     assert figures["tenantpool_budget_pools_closed_total"] == "1"
     assert 'tenantpool_pools_closed_total{cause="budget"} 1' in text
+
+
+def test_a_refused_server_status_keeps_the_default(mongodb_uri, pymongo_client):
+    # What a user without the clusterMonitor role gets: Unauthorized (13) from serverStatus.
+    app = "tp-budget-refused"
+    pymongo_client.admin.command(
+        "configureFailPoint",
+        "failCommand",
+        mode="alwaysOn",
+        data={"failCommands": ["serverStatus"], "errorCode": 13, "appName": app},
+    )
+    try:
+        with UserConnectionManager(mongodb_uri, appName=app) as m:
+            assert m.get_database("bud_refused").c.find_one() is None
+            b = budget(m)
+    finally:
+        pymongo_client.admin.command("configureFailPoint", "failCommand", mode="off")
+    assert (b["source"], b["max_server_connections"], b["server_capacity"]) == (
+        "default (serverStatus refused)",
+        256,
+        None,
+    )

@@ -407,3 +407,66 @@ fn number(doc: &Document, key: &str) -> u64 {
         _ => 0,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mongodb::options::ServerAddress;
+
+    fn options(hosts: usize, mode: ServerMonitoringMode) -> ClientOptions {
+        let mut o = ClientOptions::default();
+        o.hosts = (0..hosts).map(|i| ServerAddress::Tcp { host: format!("h{i}"), port: None }).collect();
+        o.server_monitoring_mode = Some(mode);
+        o
+    }
+
+    #[test]
+    fn a_client_costs_its_pool_and_monitors_on_every_seed_host() {
+        let polling = Room::new(None, &options(1, ServerMonitoringMode::Poll), None);
+        assert_eq!(polling.cost(10), 11);
+        let streaming = Room::new(None, &options(3, ServerMonitoringMode::Stream), None);
+        assert_eq!(streaming.cost(10), 36);
+        let mut direct = options(3, ServerMonitoringMode::Poll);
+        direct.direct_connection = Some(true);
+        assert_eq!(Room::new(None, &direct, None).cost(5), 6);
+        let mut balanced = options(1, ServerMonitoringMode::Poll);
+        balanced.load_balanced = Some(true);
+        assert_eq!(Room::new(None, &balanced, None).cost(5), 5);
+    }
+
+    #[test]
+    fn configurations_that_can_never_fit_are_refused() {
+        let room = Room::new(Some(20), &options(1, ServerMonitoringMode::Poll), None);
+        assert!(room.check(0, 19).is_ok());
+        let err = room.check(0, 20).unwrap_err();
+        assert!(err.contains("max_server_connections=20") && err.contains("lower user_pool_size"), "{err}");
+        assert!(room.check(10, 50).is_ok(), "10 clients of 1 + 1 fit into 20");
+        assert!(room.check(11, 50).unwrap_err().contains("lower groups"));
+    }
+
+    #[test]
+    fn shared_clients_are_fitted_once_and_keep_their_size() {
+        let room = Room::new(None, &options(1, ServerMonitoringMode::Poll), None);
+        assert_eq!(room.planned_shared_pool_size(10, 50), Some(24));
+        assert_eq!(room.shared_pool_size(10, 50), Ok(24));
+        // A bound lowered later (first contact) does not resize the clients already sized.
+        room.budget.set_limit(40);
+        assert_eq!(room.shared_pool_size(10, 50), Ok(24));
+        let fresh = Room::new(None, &options(1, ServerMonitoringMode::Poll), None);
+        fresh.budget.set_limit(40);
+        assert_eq!(fresh.shared_pool_size(10, 50), Ok(3));
+        let other = Room::new(Some(15), &options(1, ServerMonitoringMode::Poll), None);
+        assert!(other.shared_pool_size(10, 50).unwrap_err().contains("cannot hold 10 shared clients"));
+    }
+
+    #[test]
+    fn the_wait_is_bounded_by_the_wait_queue_timeout_else_server_selection() {
+        let mut o = options(1, ServerMonitoringMode::Poll);
+        o.server_selection_timeout = Some(Duration::from_secs(5));
+        let room = Room::new(None, &o, Some(Duration::from_millis(300)));
+        assert_eq!((room.timeout, room.timeout_option), (Duration::from_millis(300), "waitQueueTimeoutMS"));
+        let room = Room::new(None, &o, None);
+        assert_eq!(room.timeout, Duration::from_secs(5));
+        assert!(room.timeout_option.starts_with("serverSelectionTimeoutMS"));
+    }
+}
