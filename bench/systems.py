@@ -46,6 +46,8 @@ class SyncSystem:
     close: Callable[[], None]
     #: The pymongo clients behind it (per-tenant baselines), for diagnostics only.
     clients: Callable[[], int] = lambda: 1
+    #: tenantpool's ``get_stats()`` (its connection budget, pool counters); empty for the others.
+    stats: Callable[[], dict[str, Any]] = dict
 
 
 def tenantpool_options(system: str, opts: dict[str, Any]) -> dict[str, Any]:
@@ -79,7 +81,7 @@ def make_sync(system: str, uri: str, opts: dict[str, Any]) -> SyncSystem:
         from tenantpool import UserConnectionManager
 
         manager = UserConnectionManager(uri, **tenantpool_options(system, opts))
-        return SyncSystem(system, manager.get_database, manager.close_all)
+        return SyncSystem(system, manager.get_database, manager.close_all, stats=manager.get_stats)
 
     if system == "pymongo/shared":
         from pymongo import MongoClient

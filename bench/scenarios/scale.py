@@ -80,12 +80,8 @@ def skip_reason(system: str, n: int) -> str | None:
             f"a MongoClient per tenant runs 3 threads and opens 3 sockets: {3 * n:,} threads "
             f"and {sockets:,} sockets for {n:,} tenants (fd limit here {limit:,})"
         )
-    if system == "tenantpool/per_user" and sockets > 0.8 * limit:
-        return (
-            f"a driver client per tenant opens 2 sockets (its monitor's and 1 pooled): "
-            f"{sockets:,} sockets for {n:,} tenants, over this machine's fd limit of {limit:,} "
-            "(for this process and mongod alike)"
-        )
+    # tenantpool/per_user runs at every size: its connection budget (max_server_connections, default
+    # 256) closes idle tenants' clients to make room, so its sockets do not grow with the tenants.
     return None
 
 
@@ -145,6 +141,7 @@ def measure(uri: str, system: str, p: dict[str, Any]) -> dict[str, Any]:
     for t in pool:
         t.join(max(0.0, deadline - time.perf_counter()) + 30)
     wall = time.perf_counter() - t0
+    budget_stats = target.stats().get("budget", {})
     # Threads, memory and connections are measured by the driver from outside (``probe``): with a
     # thousand pymongo clients this process may not get the GIL back for a long time.
     data = {
@@ -157,6 +154,8 @@ def measure(uri: str, system: str, p: dict[str, Any]) -> dict[str, Any]:
         "clients": target.clients(),
         "done": sum(done),
         "tenants": n,
+        "budget_limit": budget_stats.get("max_server_connections"),
+        "closed_for_budget": budget_stats.get("closed_for_budget"),
     }
     sys.stdout.write(PROBE_MARKER + json.dumps(data) + "\n")
     sys.stdout.flush()
@@ -206,7 +205,17 @@ def brief(r: dict[str, Any]) -> str:
     )
 
 
-METRICS = ("wall_s", "threads", "threads_delta", "rss_mb", "rss_delta_mb", "connections", "errors")
+METRICS = (
+    "wall_s",
+    "threads",
+    "threads_delta",
+    "rss_mb",
+    "rss_delta_mb",
+    "connections",
+    "errors",
+    "budget_limit",
+    "closed_for_budget",
+)
 
 
 def summarize(results: dict[str, list[dict[str, Any]]], s: Settings, skipped: dict[str, str]) -> Section:
@@ -215,7 +224,7 @@ def summarize(results: dict[str, list[dict[str, Any]]], s: Settings, skipped: di
     for n in s.scale_sizes:
         for system in SYSTEMS:
             key = f"{system}@{n}"
-            b = budget(system)
+            b = budget(system) or med.get(key, {}).get("budget_limit")
             if key in skipped:
                 rows.append([f"{n:,}", label(system), f"skipped: {skipped[key]}", "", "", "", "", ""])
                 continue
@@ -291,6 +300,21 @@ def summarize(results: dict[str, list[dict[str, Any]]], s: Settings, skipped: di
                 f"scale: {where}: RSS ≤ +{RSS_BUDGET_MB:.0f} MB", f"+{fmt(rss, 0)} MB", rss <= RSS_BUDGET_MB
             )
         )
+    per_user = med.get(f"tenantpool/per_user@{large}", {})
+    if per_user.get("connections") is not None and per_user.get("budget_limit") is not None:
+        where = f"{label('tenantpool/per_user')} at {large:,} tenants (default max_server_connections)"
+        targets.append(
+            Target(
+                f"scale: {where}: server connections ≤ its budget ({fmt(per_user['budget_limit'])})",
+                fmt(per_user["connections"]),
+                per_user["connections"] <= per_user["budget_limit"],
+            )
+        )
+        targets.append(Target(f"scale: {where}: no errors", fmt(per_user["errors"]), per_user["errors"] == 0))
+        notes.append(
+            f"{label('tenantpool/per_user')} {large:,}: {fmt(per_user.get('closed_for_budget'))} idle pools "
+            "closed to keep within the connection budget (max_server_connections)."
+        )
     if large < 10_000:
         notes.append(
             f"--quick: the largest size is {large:,} tenants, not 10,000; the scale targets are "
@@ -304,7 +328,8 @@ def summarize(results: dict[str, list[dict[str, Any]]], s: Settings, skipped: di
         "two watchdogs), and in brackets their growth since before the manager or clients existed. "
         "RSS: growth in MB. Server connections: counted by appName with `$currentOp` "
         "(idleConnections: true), monitoring sockets included. Budget: most connections the configuration "
-        f"can open whatever N is (pool + {MONITOR_SOCKETS} monitoring sockets per driver client). tenantpool "
+        f"can open whatever N is (pool + {MONITOR_SOCKETS} monitoring sockets per driver client; for "
+        "tenantpool per_user its max_server_connections, default settings). tenantpool "
         f"user_pool_size={OPTIONS['user_pool_size']}, grouped groups={OPTIONS['groups']}, "
         f"shared_pool_size={OPTIONS['shared_pool_size']}; pymongo per tenant maxPoolSize="
         f"{OPTIONS['user_pool_size']}; pymongo shared maxPoolSize={OPTIONS['pymongo_pool_size']}.",

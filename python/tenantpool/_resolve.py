@@ -26,6 +26,7 @@ DEFAULTS: dict[str, Any] = {
     "user_pool_size": 10,
     "idle_timeout": 3600,
     "max_connections": None,
+    "max_server_connections": None,
     "db_name_template": "user_{user_id}_db",
     "mongo_options": None,
     "jwt_key": None,
@@ -82,6 +83,7 @@ def manager_kwargs(settings: Mapping[str, Any]) -> dict[str, Any]:
         "user_pool_size": settings["user_pool_size"],
         "idle_timeout": settings["idle_timeout"],
         "max_connections": settings["max_connections"],
+        "max_server_connections": settings["max_server_connections"],
         "db_name_template": settings["db_name_template"],
         **options,
     }

@@ -199,6 +199,7 @@ class AsyncUserConnectionManager(UserConnectionManager):
     statistics; ``get_database`` is not awaited (it does no I/O) and returns an ``AsyncDatabase``."""
 
     _client_class = AsyncTenantClient
+    _ensure_waits = False
 
     def get_database(self, user_id: str, db_name: str | None = None) -> AsyncDatabase:  # type: ignore[override]
         return super().get_database(user_id, db_name)  # type: ignore[return-value]

@@ -14,8 +14,8 @@
 Settings are ``TENANTPOOL_*`` keys of ``app.config``; keyword arguments of ``TenantPool`` (the same
 names in lower case, e.g. ``trust_header=True``) take precedence over them:
 
-``URI`` (required), ``USER_POOL_SIZE``, ``IDLE_TIMEOUT``, ``MAX_CONNECTIONS``, ``DB_NAME_TEMPLATE``,
-``MONGO_OPTIONS`` (dict): the ``UserConnectionManager`` arguments.
+``URI`` (required), ``USER_POOL_SIZE``, ``IDLE_TIMEOUT``, ``MAX_CONNECTIONS``, ``MAX_SERVER_CONNECTIONS``,
+``DB_NAME_TEMPLATE``, ``MONGO_OPTIONS`` (dict): the ``UserConnectionManager`` arguments.
 
 Tenant-id sources, tried in this order; at least one must be enabled:
 

@@ -62,12 +62,21 @@ class UserConnectionManager:
     tenant's own MongoDB user, so the server itself keeps the tenant in its database, whatever the
     client-side scope lets through. ``provision_tenant`` / ``deprovision_tenant`` create and drop
     those users with the connection string's (admin) credentials.
+
+    ``max_server_connections`` bounds the server connections (pooled and monitoring) all of the
+    manager's driver clients may open together. Default: 256, lowered at first contact to two fifths of
+    what the server says it can hold. A new pool reserves its worst case; at the bound the least recently
+    used idle pools are closed, and when none is idle the operation waits (FIFO) for at most
+    ``waitQueueTimeoutMS`` (else ``serverSelectionTimeoutMS``), then gets ``WaitQueueTimeoutError``.
     """
 
     tier_pool_sizes: dict[str, int] | None = None
     _client_class: type[TenantClient] = TenantClient
     # Seconds the provisioning client stays open after its last use (tests shorten it).
     _admin_idle_timeout: float = 10.0
+    # get_database may wait (up to a second, without the GIL) for the manager's first contact, so the
+    # connection budget is known before it opens a pool; an event loop's thread must not.
+    _ensure_waits = True
 
     def __init__(
         self,
@@ -87,6 +96,7 @@ class UserConnectionManager:
         isolation: str = "strict",
         tenant_databases: TenantDatabases = None,
         credentials: Callable[[str], CredentialsLike] | None = None,
+        max_server_connections: int | None = None,
         **mongo_options: Any,
     ) -> None:
         if not isinstance(connection_string, str):
@@ -100,11 +110,14 @@ class UserConnectionManager:
             )
         if strategy not in ("per_user", "grouped", "shared"):
             raise ConfigurationError(f"strategy must be 'per_user', 'grouped' or 'shared', got {strategy!r}")
+        explicit_shared_size = shared_pool_size is not None
         if shared_pool_size is None:
             shared_pool_size = _SHARED_POOL_SIZE.get(strategy, 100)
         _positive_int("shared_pool_size", shared_pool_size)
         if slow_query_ms is not None:
             _positive_int("slow_query_ms", slow_query_ms)
+        if max_server_connections is not None:
+            _positive_int("max_server_connections", max_server_connections)
         if tier_pool_sizes is not None:
             if not isinstance(tier_pool_sizes, dict):
                 raise ConfigurationError("tier_pool_sizes must be a dict of tier name -> pool size")
@@ -170,7 +183,9 @@ class UserConnectionManager:
             slow_query_ms=slow_query_ms,
             credentials=None if credentials is None else core_callback(credentials),
             admin_idle_ms=int(self._admin_idle_timeout * 1000),
+            max_server_connections=max_server_connections,
         )
+        budget = self._core.budget()
         self.isolation = isolation
         self._scope: IsolationScope | None = (
             IsolationScope(self._core.db_name, tenant_databases) if isolation == "strict" else None
@@ -182,12 +197,29 @@ class UserConnectionManager:
                 self._core.redacted_uri,
             )
         logger.info(
-            "UserConnectionManager for %s: pool_size=%s idle_timeout=%s max_connections=%s",
+            "UserConnectionManager for %s: pool_size=%s idle_timeout=%s max_connections=%s "
+            "max_server_connections=%s",
             self._core.redacted_uri,
             user_pool_size,
             idle_timeout,
             max_connections,
+            budget["max_server_connections"],
         )
+        shared_clients = {"grouped": groups, "shared": 1}.get(strategy)
+        if shared_clients and budget["shared_pool_size"] < shared_pool_size:
+            # Only news to whoever asked for that size: the defaults are fitted silently (info).
+            asked = explicit_shared_size or max_server_connections is not None
+            logger.log(
+                logging.WARNING if asked else logging.INFO,
+                "%s shared client(s) of maxPoolSize %s do not fit max_server_connections=%s with their "
+                "monitoring sockets: each gets maxPoolSize %s (see get_stats()['budget']); raise "
+                "max_server_connections or lower groups to keep %s",
+                shared_clients,
+                shared_pool_size,
+                budget["max_server_connections"],
+                budget["shared_pool_size"],
+                shared_pool_size,
+            )
 
     @property
     def codec_options(self) -> CodecOptions:
@@ -245,14 +277,14 @@ class UserConnectionManager:
 
     def get_client(self, user_id: str) -> TenantClient:
         """The tenant's client, creating its pool on first use. No network round trip."""
-        self._core.ensure(self._check_user(user_id))
+        self._core.ensure(self._check_user(user_id), self._ensure_waits)
         return self._client_class(self, user_id)
 
     def get_platform_client(self, user_id: str) -> TenantClient:
         """The tenant's client with its handles **not** held to the isolation scope, for the platform's
         own code (a catalog database, migrations, monitoring): never hand it to request handlers.
         Operations still run on the tenant's pool and quota."""
-        self._core.ensure(self._check_user(user_id))
+        self._core.ensure(self._check_user(user_id), self._ensure_waits)
         return self._client_class(self, user_id, scoped=False)
 
     def get_database(self, user_id: str, db_name: str | None = None) -> Database:
@@ -264,7 +296,7 @@ class UserConnectionManager:
             raise TypeError(f"db_name must be a str, not {type(db_name).__name__}")
         client = self._client_class(self, user_id)
         database = client._database_class(client, db_name)  # checks the isolation scope: before ensure
-        self._core.ensure(user_id)
+        self._core.ensure(user_id, self._ensure_waits)
         return database
 
     # -- tenant users (server-enforced isolation) -------------------------------------------------------
@@ -326,7 +358,9 @@ class UserConnectionManager:
         return closed
 
     def get_stats(self) -> dict[str, Any]:
-        """The document's statistics, plus lifecycle counters under ``pools``."""
+        """The document's statistics, plus lifecycle counters under ``pools`` and the connection budget
+        under ``budget`` (its bound and where it comes from, ``reserved``, ``in_use``, ``waiting``,
+        ``closed_for_budget``, ...)."""
         self._core.check_open()
         users = self._core.tenants()
         return {
@@ -342,6 +376,7 @@ class UserConnectionManager:
                 "mode": self.isolation,
                 "refusals": self._scope.refusals() if self._scope is not None else {},
             },
+            "budget": self._core.budget(),
         }
 
     def get_tier_stats(self) -> dict[str, dict[str, Any]]:

@@ -7,6 +7,7 @@ use std::fmt::Write;
 
 use super::metrics::CountersSnapshot;
 use super::registry::EntryInfo;
+use super::room::RoomSnapshot;
 
 #[derive(Default)]
 struct Aggregate {
@@ -65,6 +66,7 @@ pub fn render(strategy: &str, counters: &CountersSnapshot, entries: &[EntryInfo]
         ("manual", counters.closed_manual),
         ("error", counters.closed_error),
         ("shutdown", counters.closed_shutdown),
+        ("budget", counters.closed_budget),
     ] {
         let _ = writeln!(out, "tenantpool_pools_closed_total{{cause=\"{cause}\"}} {v}");
     }
@@ -152,6 +154,56 @@ pub fn render(strategy: &str, counters: &CountersSnapshot, entries: &[EntryInfo]
     out
 }
 
+/// The connection budget's series: a fixed set, whatever the number of tenants.
+pub fn render_budget(r: &RoomSnapshot) -> String {
+    let mut out = String::new();
+    let gauges: [(&str, &str, u64); 5] = [
+        (
+            "tenantpool_budget_limit",
+            "The bound on server connections (max_server_connections).",
+            r.budget.limit.into(),
+        ),
+        (
+            "tenantpool_budget_reserved",
+            "Server connections reserved by driver clients, including clients still shutting down.",
+            r.budget.reserved.into(),
+        ),
+        (
+            "tenantpool_budget_in_use",
+            "Server connections reserved by pools with an operation, cursor or session.",
+            r.in_use.into(),
+        ),
+        (
+            "tenantpool_budget_releasing",
+            "Server connections of clients shutting down, not yet given back.",
+            r.budget.releasing.into(),
+        ),
+        ("tenantpool_budget_waiting", "Operations waiting for room to open a pool.", r.budget.waiting.into()),
+    ];
+    for (name, help, v) in gauges {
+        header(&mut out, name, "gauge", help);
+        let _ = writeln!(out, "{name} {v}");
+    }
+    let counters: [(&str, &str, u64); 3] = [
+        ("tenantpool_budget_waits_total", "Operations that waited for room in the budget.", r.budget.waits),
+        (
+            "tenantpool_budget_wait_timeouts_total",
+            "Operations refused after waiting for room in the budget.",
+            r.budget.wait_timeouts,
+        ),
+        (
+            "tenantpool_budget_pools_closed_total",
+            "Idle pools closed to make room in the budget.",
+            r.closed_for_budget,
+        ),
+    ];
+    for (name, help, v) in counters {
+        header(&mut out, name, "counter", help);
+        let _ = writeln!(out, "{name} {v}");
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,5 +245,43 @@ mod tests {
     fn labels_are_escaped() {
         let text = render("per_user", &CountersSnapshot::default(), &[entry("a", "we\"ird\n", 1)], 5);
         assert!(text.contains("tier=\"we\\\"ird\\n\""));
+    }
+
+    #[test]
+    fn budget_series_are_a_fixed_set() {
+        use crate::core::budget::BudgetSnapshot;
+        use crate::core::room::RoomSnapshot;
+        let r = RoomSnapshot {
+            budget: BudgetSnapshot {
+                limit: 80,
+                reserved: 78,
+                releasing: 2,
+                waiting: 3,
+                waits: 9,
+                ..Default::default()
+            },
+            source: "server",
+            configured: 256,
+            server_capacity: Some(200),
+            in_use: 60,
+            closed_for_budget: 7,
+            per_server_monitors: 1,
+            servers: 1,
+            shared_pool_size: 0,
+        };
+        let text = render_budget(&r);
+        for line in [
+            "tenantpool_budget_limit 80",
+            "tenantpool_budget_reserved 78",
+            "tenantpool_budget_in_use 60",
+            "tenantpool_budget_releasing 2",
+            "tenantpool_budget_waiting 3",
+            "tenantpool_budget_waits_total 9",
+            "tenantpool_budget_wait_timeouts_total 0",
+            "tenantpool_budget_pools_closed_total 7",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
+        }
+        assert_eq!(text.lines().filter(|l| !l.starts_with('#')).count(), 8);
     }
 }

@@ -14,18 +14,22 @@ use mongodb::{Client, ClientSession, Database};
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 
 use super::credentials::{
-    authentication_failed, check_strategy, is_authentication_failure, tenant_credential,
+    authentication_failed, check_strategy, is_authentication_failure,
 };
 use super::credentials::{CredentialSource, Identity};
+use super::budget::Reservation;
 use super::forklock::ForkMutex;
 use super::naming::{check_db_name, Template};
 use super::ops::{self, Change, CursorOp, Op, Opened, Watched};
 use super::options::{merge_uri_options, redact, scrub};
 use super::policy::Strategy;
 use super::provision::Provisioner;
-use super::registry::{Lease, Limits, Made, Pool, Registry, RegistryError};
+use super::registry::{Lease, Limits, Pool, Registry, RegistryError};
 use super::retry::Stash;
+use super::room::Room;
 use super::runtime;
+
+mod opening;
 
 /// The driver client serving one tenant: its own (per_user), or a handle on a shared one. Closing an
 /// owned client shuts it down in the background; the caller never waits on I/O.
@@ -36,6 +40,8 @@ pub struct TenantPool {
     owned: bool,
     /// The MongoDB user the client authenticates as when the tenant has its own (`credentials`).
     identity: Option<Identity>,
+    /// An owned client's share of the connection budget, given back once it has shut down.
+    reservation: parking_lot::Mutex<Option<Reservation>>,
 }
 
 impl TenantPool {
@@ -50,24 +56,42 @@ impl TenantPool {
 
 impl Pool for TenantPool {
     fn close(&self) {
+        let reservation = self.reservation.lock().take();
         if let (true, Some(rt)) = (self.owned, runtime::live()) {
-            shut_down(&rt, Client::clone(&self.client), &self.stash);
+            shut_down(&rt, Client::clone(&self.client), &self.stash, reservation);
         }
     }
 }
 
-/// A client of the grouped and shared strategies, with the sessions it keeps for retryable writes.
-type SharedClient = (Client, Arc<Stash>);
+/// A client of the grouped and shared strategies, with the sessions it keeps for retryable writes and
+/// its share of the connection budget.
+type SharedClient = (Client, Arc<Stash>, Reservation);
 
 /// Shuts a client down in the background, after handing back the sessions its stash kept (the driver's
-/// `shutdown` waits until every session is dropped).
-fn shut_down(rt: &tokio::runtime::Runtime, client: Client, stash: &Stash) {
+/// `shutdown` waits until every session is dropped). Its reservation is given back only once
+/// `shutdown` has returned and the server has had `RELEASE_GRACE` to notice: sockets that are still
+/// closing count against the budget.
+fn shut_down(rt: &tokio::runtime::Runtime, client: Client, stash: &Stash, reservation: Option<Reservation>) {
     let sessions = stash.close();
+    if let Some(r) = &reservation {
+        r.closing();
+    }
     rt.spawn(async move {
         drop(sessions);
-        client.shutdown().await
+        client.shutdown().await;
+        if reservation.is_some() {
+            tokio::time::sleep(RELEASE_GRACE).await;
+        }
+        drop(reservation);
     });
 }
+
+/// How long a closed client's share of the budget stays taken after its sockets are closed. mongod
+/// counts (and holds the descriptors of) a connection until its session thread has read the close,
+/// which on a loaded machine lags by milliseconds: given back at once, the units let new sockets in
+/// while the server still holds the old ones, and its `connections.current` overshot the bound by a
+/// few (87 for a bound of 80 + 4, in the 10,000-tenant test on 2 cores).
+const RELEASE_GRACE: Duration = Duration::from_millis(25);
 
 impl Drop for TenantPool {
     fn drop(&mut self) {
@@ -90,6 +114,18 @@ pub enum CoreError {
     Driver(mongodb::error::Error),
     /// The caller used an object wrongly (e.g. another tenant's session); InvalidOperation in Python.
     Misuse(String),
+    /// No room in the connection budget for the tenant's new pool for the whole wait.
+    BudgetTimeout {
+        tenant: String,
+        /// What the pool needs, in words.
+        need: String,
+        limit: u32,
+        reserved: u32,
+        in_use: u32,
+        waited: Duration,
+        /// The option the wait's length came from.
+        timeout_option: &'static str,
+    },
     /// The tenant's quota stayed full for the whole wait queue timeout.
     WaitQueueTimeout {
         tenant: String,
@@ -125,6 +161,17 @@ impl fmt::Display for CoreError {
                  {} ms for a slot (waitQueueTimeoutMS); raise its pool size or tier, or retry later",
                 waited.as_millis()
             ),
+            CoreError::BudgetTimeout { tenant, need, limit, reserved, in_use, waited, timeout_option } => {
+                write!(
+                    f,
+                    "tenant {tenant:?} has no pool and waited {} ms ({timeout_option}) for room in the \
+                 connection budget for one ({need}): max_server_connections={limit}, {reserved} reserved, \
+                 {in_use} of them by pools in use, none idle to close. Retry later, lower user_pool_size \
+                 (or the tier sizes), use strategy='grouped' or 'shared', or raise max_server_connections \
+                 if the server can hold more",
+                    waited.as_millis()
+                )
+            }
         }
     }
 }
@@ -214,6 +261,8 @@ pub struct Config {
     pub credentials: Option<CredentialSource>,
     /// How long the provisioning client stays open after its last use.
     pub admin_idle: Duration,
+    /// The bound on server connections; None: the default, lowered to the server's figure.
+    pub max_server_connections: Option<u32>,
 }
 
 pub struct Manager {
@@ -235,6 +284,8 @@ pub struct Manager {
     reaper_stop: Arc<Notify>,
     /// The process that owns the clients; a forked child starts over with none.
     owner_pid: ForkMutex<u32>,
+    /// The connection budget every client of this manager reserves from.
+    room: Room,
 }
 
 impl Manager {
@@ -261,6 +312,12 @@ impl Manager {
         // retried write went through, as under pymongo.
         client_options.server_monitoring_mode.get_or_insert(ServerMonitoringMode::Poll);
         let provisioner_options = client_options.clone();
+        if config.max_server_connections == Some(0) {
+            return Err(CoreError::Configuration("max_server_connections must be at least 1".into()));
+        }
+        let room = Room::new(config.max_server_connections, &client_options, config.wait_queue_timeout);
+        let pool_size = if config.sizer.is_some() { 1 } else { config.pool_size };
+        room.check(config.strategy.shared_clients(), pool_size).map_err(CoreError::Configuration)?;
         let manager = Arc::new_cyclic(|me| Manager {
             me: me.clone(),
             registry: Registry::new(Limits {
@@ -277,12 +334,15 @@ impl Manager {
             slow_operation: config.slow_operation,
             credentials: config.credentials,
             provisioner: Provisioner::new(provisioner_options, config.admin_idle),
-            shared: ForkMutex::new(vec![None; config.strategy.shared_clients()]),
+            shared: ForkMutex::new((0..config.strategy.shared_clients()).map(|_| None).collect()),
             uri: config.uri,
             reaper_stop: Arc::new(Notify::new()),
             owner_pid: ForkMutex::new(std::process::id()),
+            room,
         });
         manager.spawn_reaper(Arc::clone(&manager.reaper_stop));
+        // Asked now, so the bound is known by the time the first tenant needs a pool.
+        manager.spawn_first_contact();
         MANAGERS.lock().push(Arc::downgrade(&manager));
         Ok(manager)
     }
@@ -323,14 +383,6 @@ impl Manager {
         self.template.db_name(tenant).map_err(CoreError::InvalidName)
     }
 
-    /// A lease on the tenant's pool, creating the pool if needed. No network I/O happens here: the
-    /// driver connects lazily and its monitor, not a ping per call, tracks the server's health.
-    pub fn lease(&self, tenant: &str) -> Result<Lease<TenantPool>, CoreError> {
-        self.template.check_tenant(tenant).map_err(CoreError::InvalidName)?;
-        self.check_fork();
-        Ok(self.registry.lease(tenant, || self.make(tenant))?)
-    }
-
     /// `lease(tenant).map(drop)` if it can be done without waiting on a lock or creating a pool; None
     /// otherwise. Lets a caller that holds the GIL mark a tenant used without letting go of the GIL
     /// (with many threads, every release of the GIL is a chance for a thread switch).
@@ -342,45 +394,6 @@ impl Manager {
             return None;
         }
         Some(self.registry.try_lease_existing(tenant)?.map(drop).map_err(CoreError::from))
-    }
-
-    fn make(&self, tenant: &str) -> Result<Made<TenantPool>, String> {
-        let slot = self.strategy.client_slot(tenant);
-        let (size, label) = match &self.sizer {
-            Some(sizer) => sizer(tenant)?,
-            None => (
-                self.pool_size,
-                slot.filter(|_| self.strategy != Strategy::Shared)
-                    .map_or_else(|| "default".to_owned(), |g| format!("group_{g}")),
-            ),
-        };
-        if size == 0 {
-            return Err(format!("the pool size of tenant {tenant:?} must be at least 1"));
-        }
-        let pool = match slot {
-            None => {
-                let credential = tenant_credential(self.credentials.as_ref(), &self.template, tenant)?;
-                let identity = credential.as_ref().map(|(_, who)| who.clone());
-                TenantPool {
-                    client: ManuallyDrop::new(self.new_client(size, credential.map(|(c, _)| c))),
-                    stash: Arc::default(),
-                    owned: true,
-                    identity,
-                }
-            }
-            Some(slot) => {
-                let mut shared = self.shared.lock();
-                let (client, stash) = shared[slot]
-                    .get_or_insert_with(|| (self.new_client(self.shared_pool_size, None), Arc::default()));
-                TenantPool {
-                    client: ManuallyDrop::new(client.clone()),
-                    stash: Arc::clone(stash),
-                    owned: false,
-                    identity: None,
-                }
-            }
-        };
-        Ok(Made { pool, size, label })
     }
 
     /// A driver client; `credential`, the tenant's own, replaces the connection string's.
@@ -443,7 +456,7 @@ impl Manager {
     }
 
     /// The tenant's database handle, with its lease. `db_name` overrides the template.
-    pub fn database(
+    pub async fn database(
         &self,
         tenant: &str,
         db_name: Option<&str>,
@@ -455,28 +468,28 @@ impl Manager {
             }
             None => self.db_name(tenant)?,
         };
-        let lease = self.lease(tenant)?;
+        let lease = self.lease(tenant).await?;
         let db = lease.pool().client().database(&name);
         Ok((lease, db))
     }
 
     /// The lease and database for an operation: the session's own lease when there is a session (a
     /// session belongs to one client), else a new one.
-    fn target(
+    async fn target(
         &self,
         tenant: &str,
         db_name: &str,
         session: Option<&TenantSession>,
     ) -> Result<(Lease<TenantPool>, Database), CoreError> {
         match session {
-            None => self.database(tenant, Some(db_name)),
+            None => self.database(tenant, Some(db_name)).await,
             Some(s) if s.tenant != tenant => Err(CoreError::Misuse(format!(
                 "this session belongs to tenant {:?}, not {tenant:?}; start a session from the tenant's own client",
                 s.tenant
             ))),
             Some(s) => {
                 check_db_name(db_name).map_err(CoreError::InvalidName)?;
-                let lease = self.lease(tenant)?;
+                let lease = self.lease(tenant).await?;
                 let db = s.lease.pool().client().database(db_name);
                 Ok((lease, db))
             }
@@ -493,7 +506,7 @@ impl Manager {
         docs: Vec<RawDocumentBuf>,
         session: Option<&TenantSession>,
     ) -> Result<Option<RawDocumentBuf>, CoreError> {
-        let (lease, db) = self.target(tenant, db_name, session)?;
+        let (lease, db) = self.target(tenant, db_name, session).await?;
         let _slot = self.permit(&lease).await?;
         let started = Instant::now();
         let r = match session {
@@ -525,7 +538,7 @@ impl Manager {
         spec: &RawDocument,
         session: Option<&TenantSession>,
     ) -> Result<(Opened, Lease<TenantPool>), CoreError> {
-        let (lease, db) = self.target(tenant, db_name, session)?;
+        let (lease, db) = self.target(tenant, db_name, session).await?;
         let r = {
             let _slot = self.permit(&lease).await?;
             let started = Instant::now();
@@ -581,7 +594,7 @@ impl Manager {
         spec: &RawDocument,
         session: Option<&TenantSession>,
     ) -> Result<(Watched, Lease<TenantPool>), CoreError> {
-        let (lease, db) = self.target(tenant, db_name, session)?;
+        let (lease, db) = self.target(tenant, db_name, session).await?;
         let r = {
             let _slot = self.permit(&lease).await?;
             let started = Instant::now();
@@ -669,7 +682,7 @@ impl Manager {
         causal_consistency: Option<bool>,
         snapshot: bool,
     ) -> Result<TenantSession, CoreError> {
-        let lease = self.lease(tenant)?;
+        let lease = self.lease(tenant).await?;
         // A snapshot session's reads carry `readConcern: {level: snapshot, atClusterTime}` (the time
         // its first read got from the server), as pymongo's do.
         let options = SessionOptions::builder()
@@ -700,11 +713,13 @@ impl Manager {
         self.reaper_stop.notify_one();
         self.provisioner.close();
         let n = self.registry.close();
+        // Operations waiting for room in the budget give up now, rather than at their timeout.
+        self.registry.idle_signal().notify.notify_waiters();
         let shared: Vec<SharedClient> = self.shared.lock().iter_mut().filter_map(Option::take).collect();
         match runtime::live() {
             Some(rt) => {
-                for (client, stash) in shared {
-                    shut_down(&rt, client, &stash);
+                for (client, stash, reservation) in shared {
+                    shut_down(&rt, client, &stash, Some(reservation));
                 }
             }
             None => std::mem::forget(shared),
@@ -729,6 +744,7 @@ impl Manager {
             for client in self.shared.lock().iter_mut().filter_map(Option::take) {
                 std::mem::forget(client);
             }
+            self.room.after_fork();
             self.spawn_reaper(Arc::clone(&self.reaper_stop));
         }
     }
@@ -791,7 +807,7 @@ thread_local! {
 
 /// Called just before `fork()` (Python's `os.register_at_fork`): takes every lock a forked child could
 /// otherwise inherit held by a thread that does not exist in the child. In the order the other paths
-/// take them (owner pid, registry, shared clients, runtime), so this cannot deadlock with them. These
+/// take them (budget eviction and probe, owner pid, registry, shared clients, budget, runtime), so this cannot deadlock with them. These
 /// locks are `ForkMutex`es, not parking_lot's: see `forklock` for why that matters to the child.
 pub fn prepare_fork() {
     let mut all = MANAGERS.lock();
@@ -801,10 +817,12 @@ pub fn prepare_fork() {
     for m in &managers {
         // SAFETY: `ForkHold` keeps the Arc, hence the manager, alive for longer than these guards.
         let m: &'static Manager = unsafe { &*Arc::as_ptr(m) };
+        guards.push(Box::new(m.room.locks_for_fork()));
         guards.push(Box::new(m.owner_pid.lock()));
         guards.push(Box::new(m.registry.lock_for_fork()));
         guards.push(Box::new(m.shared.lock()));
         guards.push(Box::new(m.provisioner.lock_for_fork()));
+        guards.push(Box::new(m.room.budget.lock_for_fork()));
     }
     guards.push(Box::new(runtime::lock_for_fork()));
     let hold = ForkHold { _guards: guards, _managers: managers };

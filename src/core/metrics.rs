@@ -10,6 +10,8 @@ pub enum CloseCause {
     Manual,
     Error,
     Shutdown,
+    /// To make room in the connection budget.
+    Budget,
 }
 
 #[derive(Default)]
@@ -21,6 +23,7 @@ pub struct Counters {
     retired_manual: AtomicU64,
     retired_error: AtomicU64,
     retired_shutdown: AtomicU64,
+    retired_budget: AtomicU64,
     operation_errors: AtomicU64,
     operations: AtomicU64,
     waits: AtomicU64,
@@ -41,6 +44,8 @@ pub struct CountersSnapshot {
     pub closed_manual: u64,
     pub closed_error: u64,
     pub closed_shutdown: u64,
+    /// Idle pools closed to make room in the connection budget.
+    pub closed_budget: u64,
     pub operation_errors: u64,
     pub operations: u64,
     pub waits: u64,
@@ -93,6 +98,7 @@ impl Counters {
             CloseCause::Manual => &self.retired_manual,
             CloseCause::Error => &self.retired_error,
             CloseCause::Shutdown => &self.retired_shutdown,
+            CloseCause::Budget => &self.retired_budget,
         };
         c.fetch_add(1, Ordering::Relaxed);
     }
@@ -107,6 +113,7 @@ impl Counters {
             closed_manual: l(&self.retired_manual),
             closed_error: l(&self.retired_error),
             closed_shutdown: l(&self.retired_shutdown),
+            closed_budget: l(&self.retired_budget),
             operation_errors: l(&self.operation_errors),
             operations: l(&self.operations),
             waits: l(&self.waits),

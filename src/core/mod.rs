@@ -1,5 +1,6 @@
 //! The plain Rust core: no Python in here.
 
+pub mod budget;
 pub mod credentials;
 pub mod exposition;
 pub mod forklock;
@@ -13,4 +14,5 @@ pub mod provision;
 pub mod quota;
 pub mod registry;
 pub mod retry;
+pub mod room;
 pub mod runtime;

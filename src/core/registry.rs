@@ -25,6 +25,9 @@ pub struct Made<P> {
     pub size: u32,
     /// The tenant's tier or group, for metrics.
     pub label: String,
+    /// Units of the connection budget the pool holds (0: it shares a client). Closing it for the budget
+    /// frees them.
+    pub cost: u32,
 }
 
 /// One tenant's pool and its bookkeeping.
@@ -33,13 +36,15 @@ pub struct Entry<P: Pool> {
     pub pool: P,
     pub pool_size: u32,
     pub label: String,
+    pub cost: u32,
     pub quota: Quota,
     pub created: Instant,
     epoch: Instant,
     /// Leases outstanding: operations in flight plus live cursors.
     in_use: AtomicU32,
-    /// Milliseconds since `epoch` of the last lease taken or returned.
-    last_used_ms: AtomicU64,
+    /// Microseconds since `epoch` of the last lease taken or returned (milliseconds tied pools used
+    /// within the same millisecond, and the LRU choice among them was arbitrary).
+    last_used_us: AtomicU64,
     pub operations: AtomicU64,
     pub errors: AtomicU64,
     /// Set once the entry has left the map; the pool closes when `in_use` reaches zero.
@@ -55,11 +60,12 @@ impl<P: Pool> Entry<P> {
             pool: made.pool,
             pool_size: made.size,
             label: made.label,
+            cost: made.cost,
             quota: Quota::new(made.size),
             created: now,
             epoch,
             in_use: AtomicU32::new(0),
-            last_used_ms: AtomicU64::new(now.saturating_duration_since(epoch).as_millis() as u64),
+            last_used_us: AtomicU64::new(now.saturating_duration_since(epoch).as_micros() as u64),
             operations: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             retired: AtomicBool::new(false),
@@ -72,12 +78,12 @@ impl<P: Pool> Entry<P> {
     }
 
     pub fn idle_for(&self, now: Instant) -> Duration {
-        let now_ms = now.saturating_duration_since(self.epoch).as_millis() as u64;
-        Duration::from_millis(now_ms.saturating_sub(self.last_used_ms.load(Ordering::Relaxed)))
+        let now_us = now.saturating_duration_since(self.epoch).as_micros() as u64;
+        Duration::from_micros(now_us.saturating_sub(self.last_used_us.load(Ordering::Relaxed)))
     }
 
     pub fn last_used(&self) -> Instant {
-        self.epoch + Duration::from_millis(self.last_used_ms.load(Ordering::Relaxed))
+        self.epoch + Duration::from_micros(self.last_used_us.load(Ordering::Relaxed))
     }
 
     pub fn is_closed(&self) -> bool {
@@ -85,8 +91,8 @@ impl<P: Pool> Entry<P> {
     }
 
     fn touch(&self) {
-        let ms = Instant::now().saturating_duration_since(self.epoch).as_millis() as u64;
-        self.last_used_ms.fetch_max(ms, Ordering::Relaxed);
+        let us = Instant::now().saturating_duration_since(self.epoch).as_micros() as u64;
+        self.last_used_us.fetch_max(us, Ordering::Relaxed);
     }
 
     /// Closes the pool if it has left the map and nobody holds a lease. Safe to call from any thread,
@@ -107,6 +113,31 @@ impl<P: Pool> Entry<P> {
 pub struct Lease<P: Pool> {
     entry: Arc<Entry<P>>,
     counters: Arc<Counters>,
+    idle: Arc<IdleSignal>,
+}
+
+/// Wakes whoever waits for a pool to become idle (operations waiting for room in the connection
+/// budget), when the last lease on a pool is returned. Free when nobody waits.
+#[derive(Default)]
+pub struct IdleSignal {
+    pub notify: tokio::sync::Notify,
+    wanted: AtomicU32,
+}
+
+impl IdleSignal {
+    /// Asks for wake-ups until the guard drops.
+    pub fn want(self: &Arc<Self>) -> IdleWanted {
+        self.wanted.fetch_add(1, Ordering::AcqRel);
+        IdleWanted(Arc::clone(self))
+    }
+}
+
+pub struct IdleWanted(Arc<IdleSignal>);
+
+impl Drop for IdleWanted {
+    fn drop(&mut self) {
+        self.0.wanted.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl<P: Pool> Lease<P> {
@@ -126,9 +157,11 @@ impl<P: Pool> Lease<P> {
 impl<P: Pool> Drop for Lease<P> {
     fn drop(&mut self) {
         self.entry.touch();
-        self.entry.in_use.fetch_sub(1, Ordering::AcqRel);
+        let was = self.entry.in_use.fetch_sub(1, Ordering::AcqRel);
         if self.entry.close_if_drained() {
             self.counters.closed();
+        } else if was == 1 && self.entry.cost > 0 && self.idle.wanted.load(Ordering::Acquire) > 0 {
+            self.idle.notify.notify_waiters();
         }
     }
 }
@@ -160,6 +193,9 @@ pub struct Registry<P: Pool> {
 struct Inner<P: Pool> {
     entries: HashMap<String, Arc<Entry<P>>>,
     closed: bool,
+    /// Under the lock (which the fork hooks hold) so that a forked child can start with a fresh one:
+    /// the parent's may be mid-notification at the instant of the fork.
+    idle: Arc<IdleSignal>,
 }
 
 /// A snapshot of one tenant's pool, for stats.
@@ -186,7 +222,7 @@ pub struct EntryInfo {
 impl<P: Pool> Registry<P> {
     pub fn new(limits: Limits) -> Self {
         Registry {
-            inner: ForkMutex::new(Inner { entries: HashMap::new(), closed: false }),
+            inner: ForkMutex::new(Inner { entries: HashMap::new(), closed: false, idle: Arc::default() }),
             limits,
             epoch: Instant::now(),
             counters: Arc::new(Counters::default()),
@@ -199,6 +235,11 @@ impl<P: Pool> Registry<P> {
 
     pub fn is_closed(&self) -> bool {
         self.inner.lock().closed
+    }
+
+    /// What wakes waiters when a pool becomes idle (see `IdleSignal`).
+    pub fn idle_signal(&self) -> Arc<IdleSignal> {
+        Arc::clone(&self.inner.lock().idle)
     }
 
     /// Takes a lease on the tenant's pool, creating the pool with `make` if there is none.
@@ -222,9 +263,9 @@ impl<P: Pool> Registry<P> {
                 return Err(RegistryError::Closed);
             }
             match inner.entries.get(tenant) {
-                Some(existing) => (self.take(existing), Vec::new(), Some(fresh)),
+                Some(existing) => (self.take(existing, &inner.idle), Vec::new(), Some(fresh)),
                 None => {
-                    let lease = self.take(&fresh);
+                    let lease = self.take(&fresh, &inner.idle);
                     inner.entries.insert(tenant.to_owned(), fresh);
                     let evicted = self.evict_over_cap(&mut inner);
                     (lease, evicted, None)
@@ -249,29 +290,30 @@ impl<P: Pool> Registry<P> {
         }
         inner.entries.get(tenant).map(|e| {
             self.counters.reused();
-            Ok(self.take(e))
+            Ok(self.take(e, &inner.idle))
         })
     }
 
-    fn lease_existing(&self, tenant: &str) -> Result<Option<Lease<P>>, RegistryError> {
+    /// A lease on the tenant's existing pool; None if it has none.
+    pub fn lease_existing(&self, tenant: &str) -> Result<Option<Lease<P>>, RegistryError> {
         let inner = self.inner.lock();
         if inner.closed {
             return Err(RegistryError::Closed);
         }
         Ok(inner.entries.get(tenant).map(|e| {
             self.counters.reused();
-            self.take(e)
+            self.take(e, &inner.idle)
         }))
     }
 
     /// Must be called with the lock held, so that `reap` and `evict` never see a pool as idle while a
     /// lease on it is being handed out.
-    fn take(&self, entry: &Arc<Entry<P>>) -> Lease<P> {
+    fn take(&self, entry: &Arc<Entry<P>>, idle: &Arc<IdleSignal>) -> Lease<P> {
         entry.in_use.fetch_add(1, Ordering::AcqRel);
         entry.operations.fetch_add(1, Ordering::Relaxed);
         self.counters.operation();
         entry.touch();
-        Lease { entry: Arc::clone(entry), counters: Arc::clone(&self.counters) }
+        Lease { entry: Arc::clone(entry), counters: Arc::clone(&self.counters), idle: Arc::clone(idle) }
     }
 
     /// Over the cap, removes least recently used idle entries. Pools in use are never evicted: when all
@@ -286,7 +328,7 @@ impl<P: Pool> Registry<P> {
                 .entries
                 .values()
                 .filter(|e| e.in_use() == 0)
-                .min_by_key(|e| e.last_used_ms.load(Ordering::Relaxed))
+                .min_by_key(|e| e.last_used_us.load(Ordering::Relaxed))
                 .map(|e| e.tenant.clone());
             match victim.and_then(|t| inner.entries.remove(&t)) {
                 Some(e) => evicted.push(e),
@@ -294,6 +336,43 @@ impl<P: Pool> Registry<P> {
             }
         }
         evicted
+    }
+
+    /// Closes least recently used idle pools that hold budget until they free at least `units` (fewer
+    /// if there are not enough idle ones). Pools with a lease are never chosen. Returns the units freed.
+    pub fn evict_for_budget(&self, units: u32) -> u32 {
+        if units == 0 {
+            return 0;
+        }
+        let victims = {
+            let mut inner = self.inner.lock();
+            let mut idle: Vec<(u64, &Arc<Entry<P>>)> = inner
+                .entries
+                .values()
+                .filter(|e| e.cost > 0 && e.in_use() == 0)
+                .map(|e| (e.last_used_us.load(Ordering::Relaxed), e))
+                .collect();
+            idle.sort_unstable_by_key(|(t, _)| *t);
+            let mut freed = 0;
+            let chosen: Vec<String> = idle
+                .into_iter()
+                .take_while(|(_, e)| {
+                    let more = freed < units;
+                    freed += e.cost;
+                    more
+                })
+                .map(|(_, e)| e.tenant.clone())
+                .collect();
+            chosen.iter().filter_map(|t| inner.entries.remove(t)).collect::<Vec<_>>()
+        };
+        let freed = victims.iter().map(|e| e.cost).sum();
+        self.retire_all(victims, CloseCause::Budget);
+        freed
+    }
+
+    /// Budget units held by pools with a lease: the part of the budget no eviction can free now.
+    pub fn cost_in_use(&self) -> u32 {
+        self.inner.lock().entries.values().filter(|e| e.in_use() > 0).map(|e| e.cost).sum()
     }
 
     fn retire_all(&self, entries: Vec<Arc<Entry<P>>>, cause: CloseCause) {
@@ -379,7 +458,9 @@ impl<P: Pool> Registry<P> {
     /// Empties the registry without closing anything: for a forked child, whose inherited pools belong
     /// to the parent.
     pub fn abandon(&self) -> Vec<Arc<Entry<P>>> {
-        self.inner.lock().entries.drain().map(|(_, e)| e).collect()
+        let mut inner = self.inner.lock();
+        inner.idle = Arc::default();
+        inner.entries.drain().map(|(_, e)| e).collect()
     }
 
     /// Tenants with a live pool, oldest first.
@@ -451,7 +532,7 @@ mod tests {
     }
 
     fn made(pool: &FakePool) -> Result<Made<FakePool>, String> {
-        Ok(Made { pool: pool.clone(), size: 10, label: "free".into() })
+        Ok(Made { pool: pool.clone(), size: 10, label: "free".into(), cost: 11 })
     }
 
     fn lease(r: &Registry<FakePool>, t: &str, pool: &FakePool) -> Lease<FakePool> {
@@ -625,5 +706,69 @@ mod tests {
         let c = r.counters.snapshot();
         assert_eq!(c.created, c.closed, "every pool created was closed exactly once");
         assert_eq!(closes.closes.load(Ordering::SeqCst) as u64, c.created);
+    }
+
+    #[test]
+    fn budget_eviction_closes_least_recently_used_idle_pools_only() {
+        let r = registry(None, None);
+        let pools: Vec<FakePool> = (0..4).map(|_| FakePool::default()).collect();
+        for (i, t) in ["a", "b", "c", "d"].iter().enumerate() {
+            drop(lease(&r, t, &pools[i]));
+            std::thread::sleep(Duration::from_millis(3));
+        }
+        let busy = lease(&r, "a", &pools[0]); // the oldest, but leased
+                                              // 12 units: two pools of 11 (b then c, least recently used first); never a.
+        assert_eq!(r.evict_for_budget(12), 22);
+        let mut t = r.tenants();
+        t.sort();
+        assert_eq!(t, vec!["a", "d"]);
+        assert_eq!(pools[1].closes.load(Ordering::SeqCst), 1);
+        assert_eq!(pools[2].closes.load(Ordering::SeqCst), 1);
+        assert_eq!(r.counters.snapshot().closed_budget, 2);
+        assert_eq!(r.cost_in_use(), 11);
+        // Only busy pools and d left: d goes, a stays however much is asked.
+        assert_eq!(r.evict_for_budget(100), 11);
+        assert_eq!(r.tenants(), vec!["a".to_string()]);
+        assert_eq!(r.evict_for_budget(100), 0);
+        assert_eq!(pools[0].closes.load(Ordering::SeqCst), 0, "a leased pool was closed");
+        assert_eq!(r.evict_for_budget(0), 0);
+        drop(busy);
+    }
+
+    #[test]
+    fn pools_that_hold_no_budget_are_not_evicted_for_it() {
+        let r = registry(None, None);
+        let p = FakePool::default();
+        drop(
+            r.lease("shared", || Ok(Made { pool: p.clone(), size: 10, label: "g".into(), cost: 0 })).unwrap(),
+        );
+        assert_eq!(r.evict_for_budget(5), 0);
+        assert_eq!(r.len(), 1);
+    }
+
+    #[test]
+    fn the_last_lease_wakes_budget_waiters_only_when_wanted() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        rt.block_on(async {
+            let r = registry(None, None);
+            let p = FakePool::default();
+            let a = lease(&r, "a", &p);
+            let b = lease(&r, "a", &p);
+            let signal = r.idle_signal();
+            let want = signal.want();
+            let idle = signal.notify.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            drop(a);
+            assert!(
+                tokio::time::timeout(Duration::from_millis(5), idle.as_mut()).await.is_err(),
+                "still leased"
+            );
+            drop(b);
+            tokio::time::timeout(Duration::from_secs(1), idle)
+                .await
+                .expect("woken when the pool became idle");
+            drop(want);
+        });
     }
 }

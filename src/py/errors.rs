@@ -81,7 +81,9 @@ pub fn core_error(py: Python<'_>, e: CoreError, scrub: &dyn Fn(&str) -> String) 
         CoreError::Misuse(m) => make(py, "InvalidOperation", (m,)),
         CoreError::Configuration(m) => make(py, "ConfigurationError", (scrub(&m),)),
         CoreError::Driver(e) => driver_error(py, &e, scrub),
-        CoreError::WaitQueueTimeout { .. } => make(py, "WaitQueueTimeoutError", (e.to_string(),)),
+        CoreError::WaitQueueTimeout { .. } | CoreError::BudgetTimeout { .. } => {
+            make(py, "WaitQueueTimeoutError", (e.to_string(),))
+        }
         CoreError::Authentication(m) => {
             let m = scrub(&m);
             let details = doc! { "ok": 0.0, "errmsg": &m, "code": 18, "codeName": "AuthenticationFailed" };

@@ -74,7 +74,8 @@ impl PyManager {
     #[new]
     #[pyo3(signature = (uri, user_pool_size, idle_timeout, max_connections, db_name_template, options,
                         strategy="per_user", groups=10, shared_pool_size=100, wait_queue_timeout_ms=None,
-                        pool_size_of=None, slow_query_ms=None, credentials=None, admin_idle_ms=10_000))]
+                        pool_size_of=None, slow_query_ms=None, credentials=None, admin_idle_ms=10_000,
+                        max_server_connections=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -92,6 +93,7 @@ impl PyManager {
         slow_query_ms: Option<u64>,
         credentials: Option<Py<PyAny>>,
         admin_idle_ms: u64,
+        max_server_connections: Option<u32>,
     ) -> PyResult<Self> {
         let strategy = Strategy::parse(strategy, groups)
             .map_err(|m| core_error(py, CoreError::Configuration(m), &|s: &str| s.to_owned()))?;
@@ -109,6 +111,7 @@ impl PyManager {
             slow_operation: slow_query_ms.map(Duration::from_millis),
             credentials: credentials.map(python_credentials),
             admin_idle: Duration::from_millis(admin_idle_ms),
+            max_server_connections,
         };
         let scrub_uri = config.uri.clone();
         let inner = detached(py, || Manager::new(config))
@@ -121,14 +124,17 @@ impl PyManager {
         self.inner.db_name(tenant).map_err(|e| self.err(py, e))
     }
 
-    /// Creates the tenant's pool if it has none and marks it used. No network I/O.
-    fn ensure(&self, py: Python<'_>, tenant: &str) -> PyResult<()> {
+    /// Creates the tenant's pool if it has none and the budget has room now, and marks it used. No
+    /// network I/O; `wait`: may wait (up to a second, without the GIL) for the manager's first contact
+    /// with the server, which an event loop's thread must not.
+    #[pyo3(signature = (tenant, wait=true))]
+    fn ensure(&self, py: Python<'_>, tenant: &str, wait: bool) -> PyResult<()> {
         let inner = &self.inner;
         let touched = match inner.try_touch(tenant) {
             Some(done) => done,
             // Creating a pool may call the tier callback, and a lock may be held across a fork by the
             // thread that waits for the GIL: wait without it.
-            None => detached(py, || inner.lease(tenant).map(drop)),
+            None => detached(py, || inner.lease_now(tenant, wait).map(drop)),
         };
         touched.map_err(|e| self.err(py, e))
     }
@@ -408,6 +414,7 @@ impl PyManager {
         d.set_item("closed_manual", c.closed_manual)?;
         d.set_item("closed_error", c.closed_error)?;
         d.set_item("closed_shutdown", c.closed_shutdown)?;
+        d.set_item("closed_budget", c.closed_budget)?;
         d.set_item("operation_errors", c.operation_errors)?;
         d.set_item("operations", c.operations)?;
         d.set_item("waits", c.waits)?;
@@ -418,6 +425,31 @@ impl PyManager {
         d.set_item("strategy", self.inner.strategy().name())?;
         d.set_item("shared_clients", self.inner.shared_clients_open())?;
         d.set_item("admin_client_open", self.inner.admin_client_open())?;
+        Ok(d)
+    }
+
+    /// The connection budget: its bound and where it comes from, what is reserved and in use, who
+    /// waits, and how many pools were closed to make room.
+    fn budget<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let r = self.inner.room();
+        let d = PyDict::new(py);
+        d.set_item("max_server_connections", r.budget.limit)?;
+        d.set_item("configured", r.configured)?;
+        d.set_item("source", r.source)?;
+        d.set_item("server_capacity", r.server_capacity)?;
+        d.set_item("reserved", r.budget.reserved)?;
+        d.set_item("in_use", r.in_use)?;
+        d.set_item("releasing", r.budget.releasing)?;
+        d.set_item("peak_reserved", r.budget.peak_reserved)?;
+        d.set_item("waiting", r.budget.waiting)?;
+        d.set_item("waits", r.budget.waits)?;
+        d.set_item("wait_seconds", r.budget.wait_micros as f64 / 1e6)?;
+        d.set_item("wait_timeouts", r.budget.wait_timeouts)?;
+        d.set_item("closed_for_budget", r.closed_for_budget)?;
+        d.set_item("per_pool", self.inner.room_cost(self.inner.pool_size()))?;
+        d.set_item("servers", r.servers)?;
+        d.set_item("monitors_per_server", r.per_server_monitors)?;
+        d.set_item("shared_pool_size", self.inner.effective_shared_pool_size())?;
         Ok(d)
     }
 
@@ -450,7 +482,10 @@ impl PyManager {
     #[pyo3(signature = (top=10))]
     fn metrics_text(&self, top: usize) -> String {
         let r = self.inner.registry();
-        exposition::render(self.inner.strategy().name(), &r.counters.snapshot(), &r.snapshot(), top)
+        let mut text =
+            exposition::render(self.inner.strategy().name(), &r.counters.snapshot(), &r.snapshot(), top);
+        text.push_str(&exposition::render_budget(&self.inner.room()));
+        text
     }
 
     /// Per-tenant figures of every live pool, as tenant_info gives them.

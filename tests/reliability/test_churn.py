@@ -17,8 +17,16 @@ CAP = 20
 
 def churn(mongodb_uri: str, client, tenants: int, app: str, sample_every: int = 100) -> dict:
     proc = psutil.Process()
+    # get_client opens a pool only if the connection budget has room at that instant, and evicted pools
+    # hold theirs until they have shut down: a budget well above the cap's keeps every get_client a
+    # pool creation, which is what this test churns.
     manager = UserConnectionManager(
-        mongodb_uri, user_pool_size=1, max_connections=CAP, idle_timeout=3600, appName=app
+        mongodb_uri,
+        user_pool_size=1,
+        max_connections=CAP,
+        idle_timeout=3600,
+        appName=app,
+        max_server_connections=50 * CAP,
     )
     try:
 

@@ -15,6 +15,7 @@ import argparse
 import atexit
 import ctypes
 import os
+import resource
 import secrets
 import shutil
 import signal
@@ -26,7 +27,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from urllib.parse import quote
 
 from pymongo import MongoClient
@@ -157,12 +158,15 @@ class MongodProcess:
         auth: bool = False,
         admin_user: str = "tenantpool-admin",
         admin_password: str | None = None,
+        nofile: int | None = None,
     ) -> None:
         self.auth = auth
         self.admin_user = admin_user
         self.admin_password = admin_password or secrets.token_urlsafe(18)
         self._admin_created = False
         self.replset = replset
+        # RLIMIT_NOFILE for mongod (`ulimit -n`): to test what happens when it runs out of descriptors.
+        self.nofile = nofile
         self.port = port
         self.binary = binary
         self.dbpath = dbpath
@@ -327,10 +331,23 @@ class MongodProcess:
                 start_new_session=True,
                 # PDEATHSIG fires when the *thread* that forked exits, so only
                 # use it from the main thread, which lives as long as we do.
-                preexec_fn=_die_with_parent
-                if threading.current_thread() is threading.main_thread()
-                else None,
+                preexec_fn=self._preexec(),
             )
+
+    def _preexec(self) -> Callable[[], None] | None:
+        # PDEATHSIG fires when the *thread* that forked exits, so only use it from the main thread,
+        # which lives as long as we do.
+        die = _die_with_parent if threading.current_thread() is threading.main_thread() else None
+        nofile = self.nofile
+        if nofile is None:
+            return die
+
+        def preexec() -> None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+            if die is not None:
+                die()
+
+        return preexec
 
     def _wait_accepting(self, deadline: float) -> bool:
         """True once mongod answers ping; False if it exited first."""

@@ -1,0 +1,166 @@
+//! Opening tenants' pools: a lease on the tenant's pool, or a new driver client that first gets its
+//! room in the connection budget (waiting for it if need be), and the budget's figures.
+
+use std::mem::ManuallyDrop;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{CoreError, Manager, TenantPool};
+use crate::core::budget::Reservation;
+use crate::core::credentials::tenant_credential;
+use crate::core::policy::Strategy;
+use crate::core::registry::{Lease, Made};
+use crate::core::room::RoomSnapshot;
+use crate::core::runtime;
+
+impl Manager {
+    /// A lease on the tenant's pool, creating the pool if needed: a new client first gets room in the
+    /// connection budget, waiting for it if need be (see `Room::reserve`). The driver connects lazily
+    /// and its monitor, not a ping per call, tracks the server's health.
+    pub async fn lease(&self, tenant: &str) -> Result<Lease<TenantPool>, CoreError> {
+        self.template.check_tenant(tenant).map_err(CoreError::InvalidName)?;
+        self.check_fork();
+        if let Some(lease) = self.registry.lease_existing(tenant)? {
+            return Ok(lease);
+        }
+        self.room.first_contact(&self.registry, &self.client_options).await;
+        let (size, label) = self.share_of(tenant)?;
+        let reservation = match self.strategy.client_slot(tenant) {
+            Some(_) => None,
+            None => Some(self.room.reserve(&self.registry, tenant, size).await?),
+        };
+        Ok(self.registry.lease(tenant, || self.make(tenant, size, label, reservation))?)
+    }
+
+    /// A lease on the tenant's pool if that needs no waiting: its existing pool, or a new one if the
+    /// budget has room right now. None otherwise (the tenant's next operation takes the waiting path).
+    /// `wait_for_probe`: whether the caller may wait up to a second for the first contact's answer (an
+    /// event loop's thread may not).
+    pub fn lease_now(
+        &self,
+        tenant: &str,
+        wait_for_probe: bool,
+    ) -> Result<Option<Lease<TenantPool>>, CoreError> {
+        self.template.check_tenant(tenant).map_err(CoreError::InvalidName)?;
+        self.check_fork();
+        if let Some(lease) = self.registry.lease_existing(tenant)? {
+            return Ok(Some(lease));
+        }
+        if !self.room.is_probed() {
+            // The bound may still be lowered: no new client until the server has been asked. Wait a
+            // little for an answer under way (a reachable server answers in milliseconds), never long:
+            // this is `get_database`, which makes no round trip of its own.
+            if let (Some(done), true) = (self.spawn_first_contact(), wait_for_probe) {
+                let _ = done.recv_timeout(Duration::from_secs(1));
+            }
+            if !self.room.is_probed() {
+                return Ok(None);
+            }
+        }
+        let (size, label) = self.share_of(tenant)?;
+        let reservation = match self.strategy.client_slot(tenant) {
+            Some(_) => None,
+            None => match self.room.try_reserve(self.room.cost(size)) {
+                Some(r) => Some(r),
+                None => return Ok(None),
+            },
+        };
+        Ok(Some(self.registry.lease(tenant, || self.make(tenant, size, label, reservation))?))
+    }
+
+    /// Reads the server's figures for the budget in the background (see `Room::first_contact`); the
+    /// receiver hears when that is over. None if the runtime has stopped.
+    pub(super) fn spawn_first_contact(&self) -> Option<std::sync::mpsc::Receiver<()>> {
+        let me = self.me.upgrade()?;
+        let rt = runtime::live()?;
+        let (done, over) = std::sync::mpsc::sync_channel(1);
+        rt.spawn(async move {
+            me.room.first_contact(&me.registry, &me.client_options).await;
+            let _ = done.send(());
+        });
+        Some(over)
+    }
+
+    /// The tenant's share (its pool size, or its quota on a shared client) and its tier or group label.
+    fn share_of(&self, tenant: &str) -> Result<(u32, String), CoreError> {
+        let slot = self.strategy.client_slot(tenant);
+        let (size, label) = match &self.sizer {
+            Some(sizer) => sizer(tenant).map_err(CoreError::Configuration)?,
+            None => (
+                self.pool_size,
+                slot.filter(|_| self.strategy != Strategy::Shared)
+                    .map_or_else(|| "default".to_owned(), |g| format!("group_{g}")),
+            ),
+        };
+        if size == 0 {
+            return Err(CoreError::Configuration(format!(
+                "the pool size of tenant {tenant:?} must be at least 1"
+            )));
+        }
+        Ok((size, label))
+    }
+
+    /// The tenant's pool: a new client holding `reservation` (per_user), or a handle on its shared
+    /// client, which is made (and takes its room in the budget) on first use.
+    fn make(
+        &self,
+        tenant: &str,
+        size: u32,
+        label: String,
+        reservation: Option<Reservation>,
+    ) -> Result<Made<TenantPool>, String> {
+        let pool = match self.strategy.client_slot(tenant) {
+            None => {
+                let cost = reservation.as_ref().map_or(0, Reservation::units);
+                let credential = tenant_credential(self.credentials.as_ref(), &self.template, tenant)?;
+                let identity = credential.as_ref().map(|(_, who)| who.clone());
+                let pool = TenantPool {
+                    client: ManuallyDrop::new(self.new_client(size, credential.map(|(c, _)| c))),
+                    stash: Arc::default(),
+                    owned: true,
+                    identity,
+                    reservation: parking_lot::Mutex::new(reservation),
+                };
+                return Ok(Made { pool, size, label, cost });
+            }
+            Some(slot) => {
+                let mut shared = self.shared.lock();
+                if shared[slot].is_none() {
+                    let clients = self.strategy.shared_clients();
+                    let max_pool_size = self.room.shared_pool_size(clients, self.shared_pool_size)?;
+                    // Every shared client gets the same size, fitted so that all of them fit: taking
+                    // the reservation cannot exceed the bound.
+                    let reservation = self.room.budget.force_reserve(self.room.cost(max_pool_size));
+                    shared[slot] = Some((self.new_client(max_pool_size, None), Arc::default(), reservation));
+                }
+                let (client, stash, _) = shared[slot].as_ref().expect("just made");
+                TenantPool {
+                    client: ManuallyDrop::new(client.clone()),
+                    stash: Arc::clone(stash),
+                    owned: false,
+                    identity: None,
+                    reservation: parking_lot::Mutex::new(None),
+                }
+            }
+        };
+        Ok(Made { pool, size, label, cost: 0 })
+    }
+
+    /// Server connections a client of this pool size reserves.
+    pub fn room_cost(&self, pool_size: u32) -> u32 {
+        self.room.cost(pool_size)
+    }
+
+    /// The connection budget's figures.
+    pub fn room(&self) -> RoomSnapshot {
+        self.room.snapshot(&self.registry)
+    }
+
+    /// The shared clients' maxPoolSize: the configured one, or less if the budget cannot hold them all.
+    pub fn effective_shared_pool_size(&self) -> Option<u32> {
+        match self.strategy.shared_clients() {
+            0 => None,
+            n => self.room.planned_shared_pool_size(n, self.shared_pool_size),
+        }
+    }
+}

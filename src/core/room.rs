@@ -1,0 +1,472 @@
+//! Room in the connection budget for the manager's driver clients: what a client costs, waiting for
+//! room (closing idle pools to make it), and lowering the default bound to what the server can hold.
+//! The accounting itself is `budget`; this is where it meets the registry and the driver.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mongodb::bson::{doc, Bson, Document};
+use mongodb::error::ErrorKind;
+use mongodb::options::{ClientOptions, ServerMonitoringMode};
+use mongodb::Client;
+use tokio::sync::Notify;
+
+use super::budget::{client_cost, fit_pool_size, server_bound, Budget, BudgetSnapshot, Reservation};
+use super::forklock::ForkMutex;
+use super::manager::{CoreError, TenantPool};
+use super::registry::Registry;
+use super::runtime;
+
+/// The bound when `max_server_connections` is not given: see the README ("Connection budget").
+pub const DEFAULT_MAX_SERVER_CONNECTIONS: u32 = 256;
+
+/// How soon a failed first-contact `serverStatus` is tried again (at the next pool creation).
+const PROBE_RETRY: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Probe {
+    /// Not read yet (or the last attempt failed: the server was unreachable).
+    Pending,
+    /// Read: the bound is the lower of the default and two fifths of the server's figure.
+    Done,
+    /// `serverStatus` was refused (no clusterMonitor role): the default bound stays.
+    Refused,
+    /// `max_server_connections` was given: the server is not asked.
+    Skipped,
+}
+
+struct ProbeState {
+    probe: Probe,
+    failed_at: Option<Instant>,
+    /// `connections.current + available` at first contact.
+    capacity: Option<u64>,
+    /// One first contact at a time: the others wait for `done`, so one `serverStatus` is sent, not one
+    /// per waiting operation. Both are replaced in a forked child (the parent's prober is not there).
+    running: bool,
+    done: Arc<Notify>,
+}
+
+/// Marks the first contact over when dropped, also when its future is (a cancelled task).
+struct Running<'a>(&'a Room);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        let mut p = self.0.probe.lock();
+        p.running = false;
+        p.done.notify_waiters();
+    }
+}
+
+pub struct Room {
+    pub budget: Arc<Budget>,
+    configured: u32,
+    monitors: u32,
+    servers: u32,
+    /// How long an operation waits for room: waitQueueTimeoutMS, else serverSelectionTimeoutMS.
+    timeout: Duration,
+    timeout_option: &'static str,
+    /// Serialises "how much is missing, close that much": two waiters must not both close pools for
+    /// the same shortfall.
+    evict_lock: ForkMutex<()>,
+    probe: ForkMutex<ProbeState>,
+    probed: AtomicBool,
+    /// maxPoolSize of the shared clients once the first one is made (0: none made yet).
+    shared_size: AtomicU32,
+}
+
+/// Monitoring sockets a client keeps per server: none behind a load balancer, one when polling, two
+/// when streaming (the awaitable hello and the round-trip-time monitor).
+fn monitors_of(options: &ClientOptions) -> u32 {
+    if options.load_balanced == Some(true) {
+        return 0;
+    }
+    match options.server_monitoring_mode {
+        Some(ServerMonitoringMode::Poll) => 1,
+        _ => 2,
+    }
+}
+
+impl Room {
+    pub fn new(max: Option<u32>, options: &ClientOptions, wait_queue_timeout: Option<Duration>) -> Room {
+        let servers = match options.direct_connection {
+            Some(true) => 1,
+            _ => options.hosts.len().max(1) as u32,
+        };
+        const UNSET: &str = "serverSelectionTimeoutMS, as waitQueueTimeoutMS is not set";
+        let (timeout, timeout_option) = match (wait_queue_timeout, options.server_selection_timeout) {
+            (Some(t), _) => (t, "waitQueueTimeoutMS"),
+            (None, Some(t)) => (t, UNSET),
+            (None, None) => (Duration::from_secs(30), UNSET),
+        };
+        let probe = if max.is_some() { Probe::Skipped } else { Probe::Pending };
+        Room {
+            budget: Budget::new(max.unwrap_or(DEFAULT_MAX_SERVER_CONNECTIONS)),
+            configured: max.unwrap_or(DEFAULT_MAX_SERVER_CONNECTIONS),
+            monitors: monitors_of(options),
+            servers,
+            timeout,
+            timeout_option,
+            evict_lock: ForkMutex::new(()),
+            probe: ForkMutex::new(ProbeState {
+                probe,
+                failed_at: None,
+                capacity: None,
+                running: false,
+                done: Arc::new(Notify::new()),
+            }),
+            probed: AtomicBool::new(max.is_some()),
+            shared_size: AtomicU32::new(0),
+        }
+    }
+
+    /// Server sockets a client of this pool size may open.
+    pub fn cost(&self, pool_size: u32) -> u32 {
+        client_cost(pool_size, self.monitors, self.servers)
+    }
+
+    fn explain(&self, pool_size: u32) -> String {
+        let m = self.monitors;
+        format!(
+            "{} server connections: maxPoolSize {pool_size} + {m} monitoring socket{} per server, on {} server{}",
+            self.cost(pool_size),
+            if m == 1 { "" } else { "s" },
+            self.servers,
+            if self.servers == 1 { "" } else { "s" }
+        )
+    }
+
+    /// Refuses a configuration the budget can never serve.
+    pub fn check(&self, shared_clients: usize, pool_size: u32) -> Result<(), String> {
+        let limit = self.configured;
+        if shared_clients > 0 {
+            if fit_pool_size(limit, shared_clients as u32, self.monitors, self.servers, 1).is_none() {
+                return Err(format!(
+                    "max_server_connections={limit} cannot hold {shared_clients} shared clients of even one \
+                     connection each ({} each); raise max_server_connections or lower groups",
+                    self.explain(1)
+                ));
+            }
+        } else if self.cost(pool_size) > limit {
+            return Err(format!(
+                "max_server_connections={limit} cannot hold one tenant's pool ({}); raise \
+                 max_server_connections or lower user_pool_size",
+                self.explain(pool_size)
+            ));
+        }
+        Ok(())
+    }
+
+    /// The maxPoolSize of the strategy's shared clients: `wanted`, or less so that every one of them
+    /// fits into the budget. Fixed when the first one is made (after the first contact), so they all
+    /// get the same, and their reservations never exceed the bound.
+    pub fn shared_pool_size(&self, clients: usize, wanted: u32) -> Result<u32, String> {
+        let fixed = self.shared_size.load(Ordering::Acquire);
+        if fixed > 0 {
+            return Ok(fixed);
+        }
+        let limit = self.budget.limit();
+        let size =
+            fit_pool_size(limit, clients as u32, self.monitors, self.servers, wanted).ok_or_else(|| {
+                format!(
+                    "the connection budget ({limit}) cannot hold {clients} shared clients of even one \
+                 connection each ({} each); raise max_server_connections or lower groups",
+                    self.explain(1)
+                )
+            })?;
+        self.shared_size.store(size, Ordering::Release);
+        Ok(size)
+    }
+
+    /// The shared clients' maxPoolSize if fixed already, else what it would be now.
+    pub fn planned_shared_pool_size(&self, clients: usize, wanted: u32) -> Option<u32> {
+        match self.shared_size.load(Ordering::Acquire) {
+            0 => fit_pool_size(self.budget.limit(), clients as u32, self.monitors, self.servers, wanted),
+            n => Some(n),
+        }
+    }
+
+    pub fn is_probed(&self) -> bool {
+        self.probed.load(Ordering::Acquire)
+    }
+
+    /// Units for a new client without waiting; None if that would mean waiting.
+    pub fn try_reserve(&self, units: u32) -> Option<Reservation> {
+        self.budget.try_reserve(units)
+    }
+
+    /// Units for a new client of `pool_size`: at once if they fit, else in the FIFO queue while idle
+    /// pools are closed to make room, for at most the timeout. Never holds the registry's lock while
+    /// waiting; a dropped future (a cancelled task) leaves the queue.
+    pub async fn reserve(
+        &self,
+        registry: &Registry<TenantPool>,
+        tenant: &str,
+        pool_size: u32,
+    ) -> Result<Reservation, CoreError> {
+        let units = self.cost(pool_size);
+        let limit = self.budget.limit();
+        if units > limit {
+            return Err(CoreError::Configuration(format!(
+                "tenant {tenant:?} needs a pool of {} but the connection budget is {limit}{}; lower its \
+                 pool size (user_pool_size or its tier's) or raise max_server_connections",
+                self.explain(pool_size),
+                if limit < self.configured {
+                    " (two fifths of what the server said it can hold)"
+                } else {
+                    ""
+                },
+            )));
+        }
+        if let Some(r) = self.budget.try_reserve(units) {
+            return Ok(r);
+        }
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let signal = registry.idle_signal();
+        let _wanted = signal.want();
+        let mut ticket = self.budget.enqueue(units);
+        let result = loop {
+            // Enabled before looking for idle pools: a pool that becomes idle after the look still
+            // wakes this loop.
+            let idle = signal.notify.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if registry.is_closed() {
+                break Err(CoreError::Closed);
+            }
+            self.make_room(registry);
+            tokio::select! {
+                biased;
+                r = ticket.granted() => break Ok(r),
+                _ = idle => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    let s = self.budget.snapshot();
+                    break Err(CoreError::BudgetTimeout {
+                        tenant: tenant.to_owned(),
+                        need: self.explain(pool_size),
+                        limit: s.limit,
+                        reserved: s.reserved,
+                        in_use: registry.cost_in_use(),
+                        waited: started.elapsed(),
+                        timeout_option: self.timeout_option,
+                    });
+                }
+            }
+        };
+        let timed_out = matches!(result, Err(CoreError::BudgetTimeout { .. }));
+        self.budget.waited(started.elapsed(), timed_out);
+        if timed_out {
+            registry.counters.operation_error();
+        }
+        result
+    }
+
+    /// Closes as many least recently used idle pools as the waiters' shortfall needs.
+    fn make_room(&self, registry: &Registry<TenantPool>) {
+        let _one_at_a_time = self.evict_lock.lock();
+        let missing = self.budget.deficit();
+        if missing > 0 {
+            registry.evict_for_budget(missing);
+        }
+    }
+
+    /// At the first pool creation of a manager with the default bound: reads `serverStatus` (with a
+    /// client of its own, inside the budget) and lowers the bound to two fifths of what the server
+    /// says it can hold (`connections.current + available`), if that is lower. A refusal (no
+    /// clusterMonitor role) keeps the default; an unreachable server is asked again later.
+    pub async fn first_contact(&self, registry: &Registry<TenantPool>, options: &ClientOptions) {
+        loop {
+            if self.is_probed() {
+                return;
+            }
+            let running = {
+                let mut p = self.probe.lock();
+                if p.running {
+                    Some(Arc::clone(&p.done))
+                } else if p.failed_at.is_some_and(|t| t.elapsed() < PROBE_RETRY) {
+                    return;
+                } else {
+                    p.running = true;
+                    None
+                }
+            };
+            let Some(done) = running else { break };
+            let over = done.notified();
+            tokio::pin!(over);
+            over.as_mut().enable();
+            // It may have ended between the look and `enable`.
+            if self.probe.lock().running {
+                over.await;
+            }
+        }
+        let _running = Running(self);
+        let outcome = match self.reserve(registry, "(serverStatus at first contact)", 1).await {
+            Ok(reservation) => read_capacity(options, reservation).await,
+            Err(_) => Err(false),
+        };
+        let mut p = self.probe.lock();
+        match outcome {
+            Ok(capacity) => {
+                let bound = server_bound(capacity, 0).max(1);
+                if bound < self.configured {
+                    self.budget.set_limit(bound);
+                }
+                (p.probe, p.capacity) = (Probe::Done, Some(capacity));
+            }
+            Err(true) => p.probe = Probe::Refused,
+            Err(false) => {
+                p.failed_at = Some(Instant::now());
+                return;
+            }
+        }
+        self.probed.store(true, Ordering::Release);
+    }
+
+    /// A forked child starts with nothing reserved (its inherited clients belong to the parent).
+    pub fn after_fork(&self) {
+        self.budget.reset();
+        let mut p = self.probe.lock();
+        p.running = false;
+        p.done = Arc::new(Notify::new());
+    }
+
+    /// Locks for `fork()` to hold, in the order the other paths take them.
+    pub fn locks_for_fork(&self) -> (impl Sized + '_, impl Sized + '_) {
+        (self.evict_lock.lock(), self.probe.lock())
+    }
+
+    pub fn snapshot(&self, registry: &Registry<TenantPool>) -> RoomSnapshot {
+        let (probe, capacity) = {
+            let p = self.probe.lock();
+            (p.probe, p.capacity)
+        };
+        let budget = self.budget.snapshot();
+        RoomSnapshot {
+            source: match probe {
+                Probe::Skipped => "max_server_connections",
+                Probe::Done if budget.limit < self.configured => "server",
+                Probe::Refused => "default (serverStatus refused)",
+                _ => "default",
+            },
+            configured: self.configured,
+            server_capacity: capacity,
+            in_use: registry.cost_in_use(),
+            closed_for_budget: registry.counters.snapshot().closed_budget,
+            per_server_monitors: self.monitors,
+            servers: self.servers,
+            shared_pool_size: self.shared_size.load(Ordering::Acquire),
+            budget,
+        }
+    }
+}
+
+/// The budget's figures and where its bound came from, for stats and metrics.
+#[derive(Clone, Debug)]
+pub struct RoomSnapshot {
+    pub budget: BudgetSnapshot,
+    /// Where the bound comes from: "max_server_connections", "default", "server", or
+    /// "default (serverStatus refused)".
+    pub source: &'static str,
+    pub configured: u32,
+    /// `connections.current + available` at first contact.
+    pub server_capacity: Option<u64>,
+    /// Units held by pools with a lease (operations, cursors, sessions): not closable now.
+    pub in_use: u32,
+    pub closed_for_budget: u64,
+    pub per_server_monitors: u32,
+    pub servers: u32,
+    /// The shared clients' maxPoolSize (0: none made yet, or per_user).
+    pub shared_pool_size: u32,
+}
+
+/// `connections.current + available` from serverStatus; Err(true) if refused, Err(false) if the
+/// server could not be asked. The client is shut down before its reservation is given back.
+async fn read_capacity(options: &ClientOptions, reservation: Reservation) -> Result<u64, bool> {
+    let mut options = options.clone();
+    options.max_pool_size = Some(1);
+    options.app_name.get_or_insert_with(|| "tenantpool".to_owned());
+    let client = {
+        let rt = runtime::get();
+        let _guard = rt.enter();
+        Client::with_options(options).map_err(|_| false)?
+    };
+    let reply = client.database("admin").run_command(doc! {"serverStatus": 1}).await;
+    client.shutdown().await;
+    drop(reservation);
+    let reply = reply.map_err(|e| matches!(*e.kind, ErrorKind::Command(ref c) if c.code == 13))?;
+    let connections = reply.get_document("connections").map_err(|_| false)?;
+    Ok(number(connections, "current") + number(connections, "available"))
+}
+
+fn number(doc: &Document, key: &str) -> u64 {
+    match doc.get(key) {
+        Some(Bson::Int32(n)) => (*n).max(0) as u64,
+        Some(Bson::Int64(n)) => (*n).max(0) as u64,
+        Some(Bson::Double(n)) => n.max(0.0) as u64,
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mongodb::options::ServerAddress;
+
+    fn options(hosts: usize, mode: ServerMonitoringMode) -> ClientOptions {
+        let mut o = ClientOptions::default();
+        o.hosts = (0..hosts).map(|i| ServerAddress::Tcp { host: format!("h{i}"), port: None }).collect();
+        o.server_monitoring_mode = Some(mode);
+        o
+    }
+
+    #[test]
+    fn a_client_costs_its_pool_and_monitors_on_every_seed_host() {
+        let polling = Room::new(None, &options(1, ServerMonitoringMode::Poll), None);
+        assert_eq!(polling.cost(10), 11);
+        let streaming = Room::new(None, &options(3, ServerMonitoringMode::Stream), None);
+        assert_eq!(streaming.cost(10), 36);
+        let mut direct = options(3, ServerMonitoringMode::Poll);
+        direct.direct_connection = Some(true);
+        assert_eq!(Room::new(None, &direct, None).cost(5), 6);
+        let mut balanced = options(1, ServerMonitoringMode::Poll);
+        balanced.load_balanced = Some(true);
+        assert_eq!(Room::new(None, &balanced, None).cost(5), 5);
+    }
+
+    #[test]
+    fn configurations_that_can_never_fit_are_refused() {
+        let room = Room::new(Some(20), &options(1, ServerMonitoringMode::Poll), None);
+        assert!(room.check(0, 19).is_ok());
+        let err = room.check(0, 20).unwrap_err();
+        assert!(err.contains("max_server_connections=20") && err.contains("lower user_pool_size"), "{err}");
+        assert!(room.check(10, 50).is_ok(), "10 clients of 1 + 1 fit into 20");
+        assert!(room.check(11, 50).unwrap_err().contains("lower groups"));
+    }
+
+    #[test]
+    fn shared_clients_are_fitted_once_and_keep_their_size() {
+        let room = Room::new(None, &options(1, ServerMonitoringMode::Poll), None);
+        assert_eq!(room.planned_shared_pool_size(10, 50), Some(24));
+        assert_eq!(room.shared_pool_size(10, 50), Ok(24));
+        // A bound lowered later (first contact) does not resize the clients already sized.
+        room.budget.set_limit(40);
+        assert_eq!(room.shared_pool_size(10, 50), Ok(24));
+        let fresh = Room::new(None, &options(1, ServerMonitoringMode::Poll), None);
+        fresh.budget.set_limit(40);
+        assert_eq!(fresh.shared_pool_size(10, 50), Ok(3));
+        let other = Room::new(Some(15), &options(1, ServerMonitoringMode::Poll), None);
+        assert!(other.shared_pool_size(10, 50).unwrap_err().contains("cannot hold 10 shared clients"));
+    }
+
+    #[test]
+    fn the_wait_is_bounded_by_the_wait_queue_timeout_else_server_selection() {
+        let mut o = options(1, ServerMonitoringMode::Poll);
+        o.server_selection_timeout = Some(Duration::from_secs(5));
+        let room = Room::new(None, &o, Some(Duration::from_millis(300)));
+        assert_eq!((room.timeout, room.timeout_option), (Duration::from_millis(300), "waitQueueTimeoutMS"));
+        let room = Room::new(None, &o, None);
+        assert_eq!(room.timeout, Duration::from_secs(5));
+        assert!(room.timeout_option.starts_with("serverSelectionTimeoutMS"));
+    }
+}
