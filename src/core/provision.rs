@@ -4,7 +4,7 @@
 //! The commands go out on an admin client that is opened on demand and shut down once no provisioning
 //! call has used it for `idle` (default 10 s): provisioning is rare, and an always-open client would
 //! cost every manager a monitor and sockets. `Provisioner::open_client` is the one place that client
-//! is opened.
+//! is opened, and only with its room in the connection budget, which goes back once it has shut down.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +14,7 @@ use mongodb::error::{Error, ErrorKind};
 use mongodb::options::ClientOptions;
 use mongodb::Client;
 
+use super::budget::Reservation;
 use super::credentials::is_authentication_failure;
 use super::forklock::ForkMutex;
 use super::manager::{CoreError, Manager};
@@ -24,7 +25,7 @@ use super::runtime;
 pub const ROLES: [&str; 3] = ["read", "readWrite", "dbAdmin"];
 
 /// At most this many connections for provisioning calls made at the same time.
-const ADMIN_POOL_SIZE: u32 = 2;
+pub const ADMIN_POOL_SIZE: u32 = 2;
 
 /// The server's codes for "the user already exists" (createUser) and "no such user" (dropUser).
 const USER_EXISTS: i32 = 51003;
@@ -94,6 +95,8 @@ fn server_code(e: &Error) -> Option<i32> {
 /// The admin client, if open, and who is using it.
 struct Slot {
     client: Option<Client>,
+    /// The client's room in the connection budget: taken before it opens, given back after it shut down.
+    room: Option<Reservation>,
     /// The process that opened it: a forked child forgets the parent's.
     pid: u32,
     users: usize,
@@ -133,15 +136,15 @@ impl Drop for Use {
         let (slot, idle) = (Arc::clone(&self.slot), self.idle);
         rt.spawn(async move {
             tokio::time::sleep(idle).await;
-            let idle_client = {
+            let (idle_client, room) = {
                 let mut s = slot.lock();
                 match s.generation == generation && s.users == 0 {
-                    true => s.client.take(),
-                    false => None,
+                    true => (s.client.take(), s.room.take()),
+                    false => (None, None),
                 }
             };
             if let Some(client) = idle_client {
-                client.shutdown().await;
+                shut_down(client, room).await;
             }
         });
     }
@@ -156,6 +159,7 @@ impl Provisioner {
             options,
             slot: Arc::new(ForkMutex::new(Slot {
                 client: None,
+                room: None,
                 pid: std::process::id(),
                 users: 0,
                 generation: 0,
@@ -179,68 +183,104 @@ impl Provisioner {
         slot.client.is_some() && slot.pid == std::process::id()
     }
 
-    fn checkout(&self) -> Result<Use, CoreError> {
+    /// Whether a provisioning call must first get the admin client's room in the budget: the client is
+    /// not open, and no room is held for it.
+    pub fn needs_room(&self) -> bool {
+        let slot = self.slot.lock();
+        (slot.client.is_none() || slot.pid != std::process::id()) && slot.room.is_none()
+    }
+
+    /// A use of the admin client, opening it if it is not open. `room`: its place in the budget, if the
+    /// caller got one (one not needed goes back at once). None if the client would have to open without
+    /// room (its idle close took the room after the caller looked): the caller gets room and asks again.
+    fn checkout(&self, room: Option<Reservation>) -> Result<Option<Use>, CoreError> {
         let mut slot = self.slot.lock();
         if slot.closed {
             return Err(CoreError::Closed);
         }
         let pid = std::process::id();
         if slot.pid != pid {
-            // Inherited from the parent across a fork: its sockets are the parent's; never close them.
+            // Inherited from the parent across a fork: its sockets are the parent's; never close them,
+            // and its room is in the parent's budget.
             std::mem::forget(slot.client.take());
+            std::mem::forget(slot.room.take());
             slot.pid = pid;
             slot.users = 0;
         }
-        let client = slot.client.get_or_insert_with(|| self.open_client()).clone();
+        if slot.room.is_none() {
+            slot.room = room;
+        }
+        if slot.client.is_none() {
+            if slot.room.is_none() {
+                return Ok(None);
+            }
+            slot.client = Some(self.open_client());
+        }
+        let client = slot.client.clone();
         slot.users += 1;
         slot.generation += 1;
-        Ok(Use { client: Some(client), slot: Arc::clone(&self.slot), idle: self.idle })
+        Ok(Some(Use { client, slot: Arc::clone(&self.slot), idle: self.idle }))
     }
 
     /// Creates the user in its source database with `roles` on `db`, or, if it exists, sets its
     /// password and roles.
-    pub async fn provision(&self, db: &str, user: &TenantUser<'_>) -> Result<Provisioned, CoreError> {
-        let admin = self.checkout()?;
+    pub async fn provision(
+        &self,
+        db: &str,
+        user: &TenantUser<'_>,
+        room: Option<Reservation>,
+    ) -> Result<Option<Provisioned>, CoreError> {
+        let Some(admin) = self.checkout(room)? else {
+            return Ok(None);
+        };
         let client = admin.client.as_ref().expect("a use holds its client until dropped");
         let source = client.database(user.source.unwrap_or(db));
         match source.run_command(user_command("createUser", user, db)).await {
-            Ok(_) => Ok(Provisioned::Created),
+            Ok(_) => Ok(Some(Provisioned::Created)),
             Err(e) if server_code(&e) == Some(USER_EXISTS) => {
                 source.run_command(user_command("updateUser", user, db)).await.map_err(admin_error)?;
-                Ok(Provisioned::Updated)
+                Ok(Some(Provisioned::Updated))
             }
             Err(e) => Err(admin_error(e)),
         }
     }
 
-    /// Drops the user; false if there was none.
-    pub async fn deprovision(&self, source: &str, username: &str) -> Result<bool, CoreError> {
-        let admin = self.checkout()?;
+    /// Drops the user; false if there was none. None: as `provision`.
+    pub async fn deprovision(
+        &self,
+        source: &str,
+        username: &str,
+        room: Option<Reservation>,
+    ) -> Result<Option<bool>, CoreError> {
+        let Some(admin) = self.checkout(room)? else {
+            return Ok(None);
+        };
         let client = admin.client.as_ref().expect("a use holds its client until dropped");
         let command = doc! { "dropUser": username, "writeConcern": { "w": "majority" } };
         match client.database(source).run_command(command).await {
-            Ok(_) => Ok(true),
-            Err(e) if server_code(&e) == Some(USER_NOT_FOUND) => Ok(false),
+            Ok(_) => Ok(Some(true)),
+            Err(e) if server_code(&e) == Some(USER_NOT_FOUND) => Ok(Some(false)),
             Err(e) => Err(admin_error(e)),
         }
     }
 
     /// Shuts the admin client down (in the background) and refuses further use.
     pub fn close(&self) {
-        let client = {
+        let (client, room) = {
             let mut slot = self.slot.lock();
             slot.closed = true;
             match slot.pid == std::process::id() {
-                true => slot.client.take(),
+                true => (slot.client.take(), slot.room.take()),
                 false => {
                     std::mem::forget(slot.client.take());
-                    None
+                    std::mem::forget(slot.room.take());
+                    (None, None)
                 }
             }
         };
         match (client, runtime::live()) {
-            (Some(client), Some(rt)) => drop(rt.spawn(async move { client.shutdown().await })),
-            (client, _) => std::mem::forget(client),
+            (Some(client), Some(rt)) => drop(rt.spawn(shut_down(client, room))),
+            (client, _) => std::mem::forget((client, room)),
         }
     }
 
@@ -250,7 +290,25 @@ impl Provisioner {
     }
 }
 
+/// Shuts the admin client down, then gives its room in the budget back.
+async fn shut_down(client: Client, room: Option<Reservation>) {
+    if let Some(room) = &room {
+        room.closing();
+    }
+    client.shutdown().await;
+    drop(room);
+}
+
 impl Manager {
+    /// The admin client's room in the connection budget, if it needs one: as a tenant's pool gets it
+    /// (at once if it fits, else FIFO while idle pools close, for at most the wait timeout).
+    async fn admin_room(&self) -> Result<Option<Reservation>, CoreError> {
+        match self.provisioner.needs_room() {
+            true => Ok(Some(self.reserve_room("(provisioning)", ADMIN_POOL_SIZE).await?)),
+            false => Ok(None),
+        }
+    }
+
     /// Whether the provisioning client is open (it closes when idle).
     pub fn admin_client_open(&self) -> bool {
         self.provisioner.is_open()
@@ -268,7 +326,12 @@ impl Manager {
         if self.is_closed() {
             return Err(CoreError::Closed);
         }
-        let outcome = self.provisioner.provision(&db, user).await?;
+        // Twice at most: the idle close may take the client and its room between the look and the use.
+        let mut outcome = self.provisioner.provision(&db, user, self.admin_room().await?).await?;
+        if outcome.is_none() {
+            outcome = self.provisioner.provision(&db, user, self.admin_room().await?).await?;
+        }
+        let outcome = outcome.ok_or_else(|| CoreError::Misuse("provisioning found no room".into()))?;
         if outcome == Provisioned::Updated {
             self.close_tenant(tenant)?;
         }
@@ -289,7 +352,11 @@ impl Manager {
         if self.is_closed() {
             return Err(CoreError::Closed);
         }
-        let existed = self.provisioner.deprovision(source, username).await?;
+        let mut existed = self.provisioner.deprovision(source, username, self.admin_room().await?).await?;
+        if existed.is_none() {
+            existed = self.provisioner.deprovision(source, username, self.admin_room().await?).await?;
+        }
+        let existed = existed.ok_or_else(|| CoreError::Misuse("provisioning found no room".into()))?;
         self.close_tenant(tenant)?;
         Ok(existed)
     }

@@ -146,6 +146,11 @@ impl Manager {
         Ok(Made { pool, size, label, cost: 0 })
     }
 
+    /// Room in the budget for a client of the manager's own (provisioning), as a tenant's pool gets it.
+    pub(crate) async fn reserve_room(&self, what: &str, pool_size: u32) -> Result<Reservation, CoreError> {
+        self.room.reserve(&self.registry, what, pool_size).await
+    }
+
     /// Server connections a client of this pool size reserves.
     pub fn room_cost(&self, pool_size: u32) -> u32 {
         self.room.cost(pool_size)
