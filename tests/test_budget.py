@@ -248,3 +248,31 @@ def test_a_refused_server_status_keeps_the_default(mongodb_uri, pymongo_client):
         256,
         None,
     )
+
+
+def test_a_burst_of_a_new_tenants_first_requests_opens_one_pool(mongodb_uri):
+    # Room for exactly one pool: if each of the burst's requests reserved a pool of its own, they would
+    # wait for the budget and close the tenant's own pool for each other.
+    with UserConnectionManager(mongodb_uri, user_pool_size=1, max_server_connections=2) as m:
+        # The budget is full (an idle pool): get_database opens nothing, the requests must make room.
+        m.get_database("bud_before").c.find_one()
+        start = threading.Barrier(20)
+        errors: list[BaseException] = []
+
+        def first_request() -> None:
+            start.wait()
+            try:
+                m.get_database("bud_burst").c.find_one()
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=first_request) for _ in range(20)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        stats = m.get_stats()
+    assert errors == []
+    assert stats["pools"]["pools_created"] == 2
+    assert stats["budget"]["closed_for_budget"] == 1, "only bud_before's pool may close for the burst"
+    assert stats["active_users"] == ["bud_burst"]

@@ -26,9 +26,11 @@ class GroupConnectionManager(UserConnectionManager):
     operations in flight, so a heavy tenant cannot take its whole group's pool."""
 
     def __init__(
-        self, connection_string: str, groups: int = 10, group_pool_size: int = 50, **kwargs: Any
+        self, connection_string: str, groups: int = 10, group_pool_size: int | None = None, **kwargs: Any
     ) -> None:
-        kwargs.setdefault("user_pool_size", min(10, group_pool_size))
+        # None: the document's 50, fitted silently into the connection budget if it must be (a size
+        # given explicitly and lowered to fit is logged as a warning).
+        kwargs.setdefault("user_pool_size", min(10, group_pool_size or 50))
         super().__init__(
             connection_string, strategy="grouped", groups=groups, shared_pool_size=group_pool_size, **kwargs
         )

@@ -2,6 +2,7 @@
 //! room (closing idle pools to make it), and lowering the default bound to what the server can hold.
 //! The accounting itself is `budget`; this is where it meets the registry and the driver.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -71,6 +72,9 @@ pub struct Room {
     evict_lock: ForkMutex<()>,
     probe: ForkMutex<ProbeState>,
     probed: AtomicBool,
+    /// Tenants whose pool is being opened, and what wakes the operations waiting for that: one opener
+    /// per tenant, so a burst of a new tenant's first requests reserves one pool, not one each.
+    opening: ForkMutex<HashMap<String, Arc<Notify>>>,
     /// maxPoolSize of the shared clients once the first one is made (0: none made yet).
     shared_size: AtomicU32,
 }
@@ -116,6 +120,7 @@ impl Room {
                 done: Arc::new(Notify::new()),
             }),
             probed: AtomicBool::new(max.is_some()),
+            opening: ForkMutex::new(HashMap::new()),
             shared_size: AtomicU32::new(0),
         }
     }
@@ -195,14 +200,62 @@ impl Room {
         self.budget.try_reserve(units)
     }
 
+    /// Whether this caller opens the tenant's pool, or waits for the caller that already does.
+    pub fn turn(&self, tenant: &str) -> Turn<'_> {
+        let mut opening = self.opening.lock();
+        match opening.get(tenant) {
+            Some(done) => Turn::Wait(Arc::clone(done)),
+            None => {
+                opening.insert(tenant.to_owned(), Arc::new(Notify::new()));
+                Turn::Open(Opener { room: self, tenant: tenant.to_owned() })
+            }
+        }
+    }
+
+    /// Waits until the tenant's opener is done (whatever its outcome), at most until `started` plus the
+    /// timeout; Err(()) at the deadline.
+    pub async fn wait_turn(&self, tenant: &str, done: &Notify, started: Instant) -> Result<(), ()> {
+        let over = done.notified();
+        tokio::pin!(over);
+        over.as_mut().enable();
+        // The opener may have finished between `turn` and `enable`.
+        if !self.opening.lock().contains_key(tenant) {
+            return Ok(());
+        }
+        tokio::time::timeout_at(tokio::time::Instant::from_std(started + self.timeout), over)
+            .await
+            .map_err(|_| ())
+    }
+
+    /// The error of an operation that found no room before its deadline.
+    pub fn timed_out(
+        &self,
+        registry: &Registry<TenantPool>,
+        tenant: &str,
+        pool_size: u32,
+        started: Instant,
+    ) -> CoreError {
+        let s = self.budget.snapshot();
+        CoreError::BudgetTimeout {
+            tenant: tenant.to_owned(),
+            need: self.explain(pool_size),
+            limit: s.limit,
+            reserved: s.reserved,
+            in_use: registry.cost_in_use(),
+            waited: started.elapsed(),
+            timeout_option: self.timeout_option,
+        }
+    }
+
     /// Units for a new client of `pool_size`: at once if they fit, else in the FIFO queue while idle
-    /// pools are closed to make room, for at most the timeout. Never holds the registry's lock while
-    /// waiting; a dropped future (a cancelled task) leaves the queue.
+    /// pools are closed to make room, until `started` plus the timeout. Never holds the registry's lock
+    /// while waiting; a dropped future (a cancelled task) leaves the queue.
     pub async fn reserve(
         &self,
         registry: &Registry<TenantPool>,
         tenant: &str,
         pool_size: u32,
+        started: Instant,
     ) -> Result<Reservation, CoreError> {
         let units = self.cost(pool_size);
         let limit = self.budget.limit();
@@ -221,8 +274,7 @@ impl Room {
         if let Some(r) = self.budget.try_reserve(units) {
             return Ok(r);
         }
-        let started = Instant::now();
-        let deadline = tokio::time::Instant::now() + self.timeout;
+        let deadline = tokio::time::Instant::from_std(started + self.timeout);
         let signal = registry.idle_signal();
         let _wanted = signal.want();
         let mut ticket = self.budget.enqueue(units);
@@ -241,16 +293,7 @@ impl Room {
                 r = ticket.granted() => break Ok(r),
                 _ = idle => {}
                 _ = tokio::time::sleep_until(deadline) => {
-                    let s = self.budget.snapshot();
-                    break Err(CoreError::BudgetTimeout {
-                        tenant: tenant.to_owned(),
-                        need: self.explain(pool_size),
-                        limit: s.limit,
-                        reserved: s.reserved,
-                        in_use: registry.cost_in_use(),
-                        waited: started.elapsed(),
-                        timeout_option: self.timeout_option,
-                    });
+                    break Err(self.timed_out(registry, tenant, pool_size, started));
                 }
             }
         };
@@ -301,7 +344,8 @@ impl Room {
             }
         }
         let _running = Running(self);
-        let outcome = match self.reserve(registry, "(serverStatus at first contact)", 1).await {
+        let outcome = match self.reserve(registry, "(serverStatus at first contact)", 1, Instant::now()).await
+        {
             Ok(reservation) => read_capacity(options, reservation).await,
             Err(_) => Err(false),
         };
@@ -326,14 +370,16 @@ impl Room {
     /// A forked child starts with nothing reserved (its inherited clients belong to the parent).
     pub fn after_fork(&self) {
         self.budget.reset();
+        // The parent's openers are not in the child.
+        self.opening.lock().clear();
         let mut p = self.probe.lock();
         p.running = false;
         p.done = Arc::new(Notify::new());
     }
 
     /// Locks for `fork()` to hold, in the order the other paths take them.
-    pub fn locks_for_fork(&self) -> (impl Sized + '_, impl Sized + '_) {
-        (self.evict_lock.lock(), self.probe.lock())
+    pub fn locks_for_fork(&self) -> (impl Sized + '_, impl Sized + '_, impl Sized + '_) {
+        (self.evict_lock.lock(), self.probe.lock(), self.opening.lock())
     }
 
     pub fn snapshot(&self, registry: &Registry<TenantPool>) -> RoomSnapshot {
@@ -357,6 +403,26 @@ impl Room {
             servers: self.servers,
             shared_pool_size: self.shared_size.load(Ordering::Acquire),
             budget,
+        }
+    }
+}
+
+pub enum Turn<'a> {
+    /// This caller opens the pool; others wait until the guard drops.
+    Open(Opener<'a>),
+    /// Another caller is opening it: wait on this, then look again.
+    Wait(Arc<Notify>),
+}
+
+pub struct Opener<'a> {
+    room: &'a Room,
+    tenant: String,
+}
+
+impl Drop for Opener<'_> {
+    fn drop(&mut self) {
+        if let Some(done) = self.room.opening.lock().remove(&self.tenant) {
+            done.notify_waiters();
         }
     }
 }

@@ -3,14 +3,14 @@
 
 use std::mem::ManuallyDrop;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{CoreError, Manager, TenantPool};
 use crate::core::budget::Reservation;
 use crate::core::credentials::tenant_credential;
 use crate::core::policy::Strategy;
 use crate::core::registry::{Lease, Made};
-use crate::core::room::RoomSnapshot;
+use crate::core::room::{RoomSnapshot, Turn};
 use crate::core::runtime;
 
 impl Manager {
@@ -23,13 +23,36 @@ impl Manager {
         if let Some(lease) = self.registry.lease_existing(tenant)? {
             return Ok(lease);
         }
+        let started = Instant::now();
         self.room.first_contact(&self.registry, &self.client_options).await;
-        let (size, label) = self.share_of(tenant)?;
-        let reservation = match self.strategy.client_slot(tenant) {
-            Some(_) => None,
-            None => Some(self.room.reserve(&self.registry, tenant, size).await?),
-        };
-        Ok(self.registry.lease(tenant, || self.make(tenant, size, label, reservation))?)
+        if self.strategy.client_slot(tenant).is_some() {
+            // A handle on a shared client: nothing to reserve per tenant.
+            let (size, label) = self.share_of(tenant)?;
+            return Ok(self.registry.lease(tenant, || self.make(tenant, size, label, None))?);
+        }
+        loop {
+            match self.room.turn(tenant) {
+                Turn::Wait(done) => {
+                    if self.room.wait_turn(tenant, &done, started).await.is_err() {
+                        let (size, _) = self.share_of(tenant)?;
+                        return Err(self.room.timed_out(&self.registry, tenant, size, started));
+                    }
+                    if let Some(lease) = self.registry.lease_existing(tenant)? {
+                        return Ok(lease);
+                    }
+                }
+                Turn::Open(_opener) => {
+                    if let Some(lease) = self.registry.lease_existing(tenant)? {
+                        return Ok(lease);
+                    }
+                    let (size, label) = self.share_of(tenant)?;
+                    let reservation = self.room.reserve(&self.registry, tenant, size, started).await?;
+                    return Ok(self
+                        .registry
+                        .lease(tenant, || self.make(tenant, size, label, Some(reservation)))?);
+                }
+            }
+        }
     }
 
     /// A lease on the tenant's pool if that needs no waiting: its existing pool, or a new one if the
