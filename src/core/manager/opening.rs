@@ -171,7 +171,7 @@ impl Manager {
 
     /// Room in the budget for a client of the manager's own (provisioning), as a tenant's pool gets it.
     pub(crate) async fn reserve_room(&self, what: &str, pool_size: u32) -> Result<Reservation, CoreError> {
-        self.room.reserve(&self.registry, what, pool_size).await
+        self.room.reserve(&self.registry, what, pool_size, std::time::Instant::now()).await
     }
 
     /// Server connections a client of this pool size reserves.
