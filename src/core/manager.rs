@@ -13,7 +13,9 @@ use mongodb::options::{SessionOptions, TransactionOptions};
 use mongodb::{Client, ClientSession, Database};
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 
+use super::deadline;
 use super::forklock::ForkMutex;
+use super::labels::{self, Context, Labelled};
 use super::naming::{check_db_name, Template};
 use super::ops::{self, Change, CursorOp, Op, Opened, Watched};
 use super::options::{merge_uri_options, redact, scrub};
@@ -81,6 +83,8 @@ pub enum CoreError {
     InvalidName(String),
     Configuration(String),
     Driver(mongodb::error::Error),
+    /// A driver error with labels the driver did not give it (see `labels.rs`).
+    Labelled(Box<Labelled>),
     /// The caller used an object wrongly (e.g. another tenant's session); InvalidOperation in Python.
     Misuse(String),
     /// The tenant's quota stayed full for the whole wait queue timeout.
@@ -106,12 +110,23 @@ impl fmt::Display for CoreError {
             CoreError::Stopped => write!(f, "tenantpool has stopped because the interpreter is exiting"),
             CoreError::InvalidName(m) | CoreError::Configuration(m) | CoreError::Misuse(m) => f.write_str(m),
             CoreError::Driver(e) => write!(f, "{e}"),
+            CoreError::Labelled(l) => write!(f, "{}", l.error),
             CoreError::WaitQueueTimeout { tenant, quota, waited } => write!(
                 f,
                 "tenant {tenant:?} already has {quota} operations in flight (its quota) and waited \
                  {} ms for a slot (waitQueueTimeoutMS); raise its pool size or tier, or retry later",
                 waited.as_millis()
             ),
+        }
+    }
+}
+
+impl From<Labelled> for CoreError {
+    fn from(l: Labelled) -> Self {
+        if l.added_labels() {
+            CoreError::Labelled(Box::new(l))
+        } else {
+            CoreError::Driver(l.error)
         }
     }
 }
@@ -210,6 +225,8 @@ pub struct Manager {
     wait_queue_timeout: Option<Duration>,
     sizer: Option<Sizer>,
     slow_operation: Option<Duration>,
+    /// socketTimeoutMS, applied by the core to each attempt (the driver refuses it; see `deadline.rs`).
+    socket_timeout: Option<Duration>,
     /// The strategy's shared clients, created on first use.
     shared: ForkMutex<Vec<Option<SharedClient>>>,
     uri: String,
@@ -224,7 +241,9 @@ impl Manager {
             return Err(CoreError::Configuration("pool sizes must be at least 1".into()));
         }
         let template = Template::parse(&config.db_name_template).map_err(CoreError::Configuration)?;
-        let uri = merge_uri_options(&config.uri, &config.options);
+        let (uri, socket_timeout) =
+            deadline::take_socket_timeout(&merge_uri_options(&config.uri, &config.options))
+                .map_err(CoreError::Configuration)?;
         // Parsing may resolve SRV records: a network round trip, so it runs without the GIL (the caller
         // makes sure) and once per manager, not once per tenant.
         let mut client_options = runtime::live()
@@ -252,6 +271,7 @@ impl Manager {
             wait_queue_timeout: config.wait_queue_timeout,
             sizer: config.sizer,
             slow_operation: config.slow_operation,
+            socket_timeout,
             shared: ForkMutex::new(vec![None; config.strategy.shared_clients()]),
             uri: config.uri,
             reaper_stop: Arc::new(Notify::new()),
@@ -447,23 +467,31 @@ impl Manager {
         let (lease, db) = self.target(tenant, db_name, session)?;
         let _slot = self.permit(&lease).await?;
         let started = Instant::now();
+        let (limit, retry_writes) = (self.socket_timeout, self.retry_writes());
         let r = match session {
-            Some(s) => ops::execute(&db, op, spec, docs, Some(&mut **s.session.lock().await)).await,
+            Some(s) => {
+                let context = labels::context(op, s.in_transaction(), retry_writes);
+                let mut guard = s.session.lock().await;
+                deadline::bounded(limit, context, ops::execute(&db, op, spec, docs, Some(&mut **guard))).await
+            }
             // In a caller's session the write goes out as a plain command (see Op::RetryableWrite).
             None if op == Op::RetryableWrite => {
-                ops::retryable_write(&db, lease.pool().stash(), spec, self.retry_writes()).await
+                ops::retryable_write(&db, lease.pool().stash(), spec, retry_writes, limit).await
             }
             None if op == Op::InsertOne => {
-                ops::insert_one(&db, lease.pool().stash(), spec, docs, self.retry_writes()).await
+                ops::insert_one(&db, lease.pool().stash(), spec, docs, retry_writes, limit).await
             }
-            None => ops::execute(&db, op, spec, docs, None).await,
+            None => {
+                let context = labels::context(op, false, retry_writes);
+                deadline::bounded(limit, context, ops::execute(&db, op, spec, docs, None)).await
+            }
         };
         self.finished(started);
         if r.is_err() {
             lease.record_error();
             self.registry.counters.operation_error();
         }
-        r.map_err(CoreError::Driver)
+        r.map_err(CoreError::from)
     }
 
     /// Opens a cursor for the tenant. The lease returned with it keeps the tenant's pool open for as
@@ -480,9 +508,15 @@ impl Manager {
         let r = {
             let _slot = self.permit(&lease).await?;
             let started = Instant::now();
+            let limit = self.socket_timeout;
             let r = match session {
-                Some(s) => ops::open_cursor(&db, op, spec, Some(&mut **s.session.lock().await)).await,
-                None => ops::open_cursor(&db, op, spec, None).await,
+                Some(s) => {
+                    let context = labels::context(Op::FindOne, s.in_transaction(), false);
+                    let mut guard = s.session.lock().await;
+                    deadline::bounded(limit, context, ops::open_cursor(&db, op, spec, Some(&mut **guard)))
+                        .await
+                }
+                None => deadline::bounded(limit, Context::Other, ops::open_cursor(&db, op, spec, None)).await,
             };
             self.finished(started);
             r
@@ -492,7 +526,7 @@ impl Manager {
             Err(e) => {
                 lease.record_error();
                 self.registry.counters.operation_error();
-                Err(CoreError::Driver(e))
+                Err(CoreError::from(e))
             }
         }
     }

@@ -1,7 +1,9 @@
 //! The plain Rust core: no Python in here.
 
+pub mod deadline;
 pub mod exposition;
 pub mod forklock;
+pub mod labels;
 pub mod manager;
 pub mod metrics;
 pub mod naming;
