@@ -15,7 +15,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit};
 
 use super::deadline;
 use super::forklock::ForkMutex;
-use super::labels::{self, Context, Labelled};
+use super::labels::{self, Labelled};
 use super::naming::{check_db_name, Template};
 use super::ops::{self, Change, CursorOp, Op, Opened, Watched};
 use super::options::{merge_uri_options, redact, scrub};
@@ -386,6 +386,11 @@ impl Manager {
         self.client_options.retry_writes != Some(false)
     }
 
+    /// The `retryReads` setting (on unless turned off, as in pymongo).
+    fn retry_reads(&self) -> bool {
+        self.client_options.retry_reads != Some(false)
+    }
+
     /// Counts the operation as slow if it took longer than the threshold.
     fn finished(&self, started: Instant) {
         if let Some(threshold) = self.slow_operation {
@@ -481,6 +486,16 @@ impl Manager {
             None if op == Op::InsertOne => {
                 ops::insert_one(&db, lease.pool().stash(), spec, docs, retry_writes, limit).await
             }
+            None if deadline::is_retryable_read(op) => {
+                let run = || ops::execute(&db, op, spec, Vec::new(), None);
+                deadline::bounded_read(
+                    limit,
+                    self.retry_reads(),
+                    ops::execute(&db, op, spec, docs, None),
+                    run,
+                )
+                .await
+            }
             None => {
                 let context = labels::context(op, false, retry_writes);
                 deadline::bounded(limit, context, ops::execute(&db, op, spec, docs, None)).await
@@ -516,7 +531,11 @@ impl Manager {
                     deadline::bounded(limit, context, ops::open_cursor(&db, op, spec, Some(&mut **guard)))
                         .await
                 }
-                None => deadline::bounded(limit, Context::Other, ops::open_cursor(&db, op, spec, None)).await,
+                None => {
+                    let retry = self.retry_reads() && deadline::is_retryable_cursor(op, spec);
+                    let run = || ops::open_cursor(&db, op, spec, None);
+                    deadline::bounded_read(limit, retry, ops::open_cursor(&db, op, spec, None), run).await
+                }
             };
             self.finished(started);
             r
