@@ -13,9 +13,10 @@ use mongodb::options::{SessionOptions, TransactionOptions};
 use mongodb::{Client, ClientSession, Database};
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 
+use super::attempt::{self, Settings};
 use super::deadline;
 use super::forklock::ForkMutex;
-use super::labels::{self, Labelled};
+use super::labels::Labelled;
 use super::naming::{check_db_name, Template};
 use super::ops::{self, Change, CursorOp, Op, Opened, Watched};
 use super::options::{merge_uri_options, redact, scrub};
@@ -121,16 +122,6 @@ impl fmt::Display for CoreError {
     }
 }
 
-impl From<Labelled> for CoreError {
-    fn from(l: Labelled) -> Self {
-        if l.added_labels() {
-            CoreError::Labelled(Box::new(l))
-        } else {
-            CoreError::Driver(l.error)
-        }
-    }
-}
-
 impl From<RegistryError> for CoreError {
     fn from(e: RegistryError) -> Self {
         match e {
@@ -225,8 +216,8 @@ pub struct Manager {
     wait_queue_timeout: Option<Duration>,
     sizer: Option<Sizer>,
     slow_operation: Option<Duration>,
-    /// socketTimeoutMS, applied by the core to each attempt (the driver refuses it; see `deadline.rs`).
-    socket_timeout: Option<Duration>,
+    /// socketTimeoutMS (the driver refuses it; see `deadline.rs`), retryWrites and retryReads.
+    attempts: Settings,
     /// The strategy's shared clients, created on first use.
     shared: ForkMutex<Vec<Option<SharedClient>>>,
     uri: String,
@@ -257,6 +248,7 @@ impl Manager {
         // serverSelectionTimeoutMS, where a polling monitor checked it again within milliseconds and the
         // retried write went through, as under pymongo.
         client_options.server_monitoring_mode.get_or_insert(ServerMonitoringMode::Poll);
+        let attempts = Settings::new(socket_timeout, &client_options);
         let manager = Arc::new_cyclic(|me| Manager {
             me: me.clone(),
             registry: Registry::new(Limits {
@@ -271,7 +263,7 @@ impl Manager {
             wait_queue_timeout: config.wait_queue_timeout,
             sizer: config.sizer,
             slow_operation: config.slow_operation,
-            socket_timeout,
+            attempts,
             shared: ForkMutex::new(vec![None; config.strategy.shared_clients()]),
             uri: config.uri,
             reaper_stop: Arc::new(Notify::new()),
@@ -381,16 +373,6 @@ impl Manager {
         Client::with_options(options).expect("options were validated at construction")
     }
 
-    /// The `retryWrites` setting (on unless turned off, as in pymongo).
-    fn retry_writes(&self) -> bool {
-        self.client_options.retry_writes != Some(false)
-    }
-
-    /// The `retryReads` setting (on unless turned off, as in pymongo).
-    fn retry_reads(&self) -> bool {
-        self.client_options.retry_reads != Some(false)
-    }
-
     /// Counts the operation as slow if it took longer than the threshold.
     fn finished(&self, started: Instant) {
         if let Some(threshold) = self.slow_operation {
@@ -472,34 +454,14 @@ impl Manager {
         let (lease, db) = self.target(tenant, db_name, session)?;
         let _slot = self.permit(&lease).await?;
         let started = Instant::now();
-        let (limit, retry_writes) = (self.socket_timeout, self.retry_writes());
+        let (stash, settings) = (lease.pool().stash(), self.attempts);
         let r = match session {
             Some(s) => {
-                let context = labels::context(op, s.in_transaction(), retry_writes);
                 let mut guard = s.session.lock().await;
-                deadline::bounded(limit, context, ops::execute(&db, op, spec, docs, Some(&mut **guard))).await
+                let in_session = Some((&mut **guard, s.in_transaction()));
+                attempt::execute(&db, stash, op, spec, docs, in_session, settings).await
             }
-            // In a caller's session the write goes out as a plain command (see Op::RetryableWrite).
-            None if op == Op::RetryableWrite => {
-                ops::retryable_write(&db, lease.pool().stash(), spec, retry_writes, limit).await
-            }
-            None if op == Op::InsertOne => {
-                ops::insert_one(&db, lease.pool().stash(), spec, docs, retry_writes, limit).await
-            }
-            None if deadline::is_retryable_read(op) => {
-                let run = || ops::execute(&db, op, spec, Vec::new(), None);
-                deadline::bounded_read(
-                    limit,
-                    self.retry_reads(),
-                    ops::execute(&db, op, spec, docs, None),
-                    run,
-                )
-                .await
-            }
-            None => {
-                let context = labels::context(op, false, retry_writes);
-                deadline::bounded(limit, context, ops::execute(&db, op, spec, docs, None)).await
-            }
+            None => attempt::execute(&db, stash, op, spec, docs, None, settings).await,
         };
         self.finished(started);
         if r.is_err() {
@@ -523,19 +485,13 @@ impl Manager {
         let r = {
             let _slot = self.permit(&lease).await?;
             let started = Instant::now();
-            let limit = self.socket_timeout;
             let r = match session {
                 Some(s) => {
-                    let context = labels::context(Op::FindOne, s.in_transaction(), false);
                     let mut guard = s.session.lock().await;
-                    deadline::bounded(limit, context, ops::open_cursor(&db, op, spec, Some(&mut **guard)))
-                        .await
+                    let in_session = Some((&mut **guard, s.in_transaction()));
+                    attempt::open_cursor(&db, op, spec, in_session, self.attempts).await
                 }
-                None => {
-                    let retry = self.retry_reads() && deadline::is_retryable_cursor(op, spec);
-                    let run = || ops::open_cursor(&db, op, spec, None);
-                    deadline::bounded_read(limit, retry, ops::open_cursor(&db, op, spec, None), run).await
-                }
+                None => attempt::open_cursor(&db, op, spec, None, self.attempts).await,
             };
             self.finished(started);
             r

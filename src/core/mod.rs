@@ -1,5 +1,6 @@
 //! The plain Rust core: no Python in here.
 
+pub mod attempt;
 pub mod deadline;
 pub mod exposition;
 pub mod forklock;
