@@ -14,6 +14,8 @@
 //! retry fails with `NoWritesPerformed` or finds no server, the first error is the one reported, else
 //! the retry's. Either carries the labels pymongo would give it (`labels.rs`): a connection failure in
 //! a retryable write is labelled `RetryableWriteError`, which the driver's generic command does not do.
+//! A retry refused by the primary that had just stepped down, which pymongo would not have sent there,
+//! goes once more, to the new primary (see `sent_to_a_stale_primary`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -194,10 +196,10 @@ pub async fn write(
         Err(e) => {
             let network = labels::is_network(&e);
             let e = labels::retryable_write_attempt(e);
-            if after_error(e.has(RETRYABLE_WRITE_ERROR), network) == Verdict::Done {
-                return Err(e);
+            match after_error(e.has(RETRYABLE_WRITE_ERROR), network) {
+                Verdict::Done => return Err(e),
+                Verdict::Retry => Err(e),
             }
-            Err(e)
         }
     };
     let mut second = deadline::within(
