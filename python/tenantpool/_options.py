@@ -71,6 +71,9 @@ def split_options(options: Mapping[str, Any]) -> tuple[list[tuple[str, str]], Co
         if lower in _CODEC_KEYS:
             codec_kwargs[_codec_name(lower)] = validated
             continue
+        if lower == "sockettimeoutms" and validated is None:
+            # None (or 0) means no timeout, and as a keyword it overrides one in the URI.
+            value = 0
         uri_options.append((name, _uri_value(key, value)))
     try:
         codec = CodecOptions(**codec_kwargs)

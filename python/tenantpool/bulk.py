@@ -35,6 +35,7 @@ from pymongo.errors import (
     WriteError,
     WTimeoutError,
 )
+from pymongo.helpers_shared import _RETRYABLE_ERROR_CODES
 from pymongo.write_concern import WriteConcern
 
 from ._common import MAX_BSON_SIZE, codec_for_replies, encode, write_concern_document
@@ -350,6 +351,11 @@ class BulkWriter:
             while offset < len(run.ops):
                 reply, sent = yield from self._send(run, offset, write_concern, False)
                 _merge(run, full, offset, reply)
+                wce = reply.get("writeConcernError")
+                if wce and wce.get("code", 0) in _RETRYABLE_ERROR_CODES:
+                    # pymongo stops the bulk at a write concern error it would retry (which the core
+                    # already did), and raises it labelled as the retryable write it was.
+                    raise self._bulk_write_error(full, labelled=True)
                 if self._ordered and "writeErrors" in reply:
                     break
                 offset += sent
@@ -357,9 +363,17 @@ class BulkWriter:
             if self._ordered and full["writeErrors"]:
                 break
         if full["writeErrors"] or full["writeConcernErrors"]:
-            full["writeErrors"].sort(key=lambda e: e["index"])
-            raise BulkWriteError(full)
+            raise self._bulk_write_error(full, labelled=False)
         return full
+
+    def _bulk_write_error(self, full: dict[str, Any], labelled: bool) -> BulkWriteError:
+        full["writeErrors"].sort(key=lambda e: e["index"])
+        error = BulkWriteError(full)
+        if labelled and self.retryable and full["writeConcernErrors"]:
+            # pymongo's _add_retryable_write_error: the last write concern error's labels.
+            for label in full["writeConcernErrors"][-1].get("errorLabels", ()):
+                error._add_error_label(label)
+        return error
 
     def _execute_unacknowledged(self, write_concern: WriteConcern) -> None:
         if self.uses_collation:

@@ -542,7 +542,9 @@ class Collection:
             for error in errors:
                 error["op"] = docs[error["index"]]
             details["nInserted"] = errors[0]["index"] if ordered and errors else len(data) - len(errors)
-            raise BulkWriteError(details) from None
+            error = BulkWriteError(details)
+            error._error_labels = set(exc._error_labels)
+            raise error from None
         return InsertManyResult(inserted_ids, wc.acknowledged)
 
     def bulk_write(

@@ -13,12 +13,13 @@ use mongodb::options::{SessionOptions, TransactionOptions};
 use mongodb::{Client, ClientSession, Database};
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 
-use super::credentials::{
-    authentication_failed, check_strategy, is_authentication_failure,
-};
-use super::credentials::{CredentialSource, Identity};
+use super::attempt::{self, Settings};
 use super::budget::Reservation;
+use super::credentials::{authentication_failed, check_strategy, is_authentication_failure};
+use super::credentials::{CredentialSource, Identity};
+use super::deadline;
 use super::forklock::ForkMutex;
+use super::labels::Labelled;
 use super::naming::{check_db_name, Template};
 use super::ops::{self, Change, CursorOp, Op, Opened, Watched};
 use super::options::{merge_uri_options, redact, scrub};
@@ -112,6 +113,8 @@ pub enum CoreError {
     InvalidName(String),
     Configuration(String),
     Driver(mongodb::error::Error),
+    /// A driver error with labels the driver did not give it (see `labels.rs`).
+    Labelled(Box<Labelled>),
     /// The caller used an object wrongly (e.g. another tenant's session); InvalidOperation in Python.
     Misuse(String),
     /// No room in the connection budget for the tenant's new pool for the whole wait.
@@ -155,6 +158,7 @@ impl fmt::Display for CoreError {
             | CoreError::Misuse(m)
             | CoreError::Authentication(m) => f.write_str(m),
             CoreError::Driver(e) => write!(f, "{e}"),
+            CoreError::Labelled(l) => write!(f, "{}", l.error),
             CoreError::WaitQueueTimeout { tenant, quota, waited } => write!(
                 f,
                 "tenant {tenant:?} already has {quota} operations in flight (its quota) and waited \
@@ -278,6 +282,8 @@ pub struct Manager {
     slow_operation: Option<Duration>,
     credentials: Option<CredentialSource>,
     pub(super) provisioner: Provisioner,
+    /// socketTimeoutMS (the driver refuses it; see `deadline.rs`), retryWrites and retryReads.
+    attempts: Settings,
     /// The strategy's shared clients, created on first use.
     shared: ForkMutex<Vec<Option<SharedClient>>>,
     uri: String,
@@ -297,7 +303,9 @@ impl Manager {
         if config.credentials.is_some() {
             check_strategy(config.strategy).map_err(CoreError::Configuration)?;
         }
-        let uri = merge_uri_options(&config.uri, &config.options);
+        let (uri, socket_timeout) =
+            deadline::take_socket_timeout(&merge_uri_options(&config.uri, &config.options))
+                .map_err(CoreError::Configuration)?;
         // Parsing may resolve SRV records: a network round trip, so it runs without the GIL (the caller
         // makes sure) and once per manager, not once per tenant.
         let mut client_options = runtime::live()
@@ -318,6 +326,7 @@ impl Manager {
         let room = Room::new(config.max_server_connections, &client_options, config.wait_queue_timeout);
         let pool_size = if config.sizer.is_some() { 1 } else { config.pool_size };
         room.check(config.strategy.shared_clients(), pool_size).map_err(CoreError::Configuration)?;
+        let attempts = Settings::new(socket_timeout, &client_options);
         let manager = Arc::new_cyclic(|me| Manager {
             me: me.clone(),
             registry: Registry::new(Limits {
@@ -334,6 +343,7 @@ impl Manager {
             slow_operation: config.slow_operation,
             credentials: config.credentials,
             provisioner: Provisioner::new(provisioner_options, config.admin_idle),
+            attempts,
             shared: ForkMutex::new((0..config.strategy.shared_clients()).map(|_| None).collect()),
             uri: config.uri,
             reaper_stop: Arc::new(Notify::new()),
@@ -412,20 +422,20 @@ impl Manager {
     /// A driver error of the tenant's operation. A failed authentication names the tenant and, when
     /// the tenant has its own credentials, retires its pool: the next operation opens a pool with the
     /// credentials looked up afresh (a fixed or rotated password) instead of failing on this one.
-    fn failed(&self, lease: &Lease<TenantPool>, e: mongodb::error::Error) -> CoreError {
-        if !is_authentication_failure(&e) {
-            return CoreError::Driver(e);
+    fn failed(&self, lease: &Lease<TenantPool>, e: impl Into<Labelled>) -> CoreError {
+        let e: Labelled = e.into();
+        if !is_authentication_failure(&e.error) {
+            return CoreError::from(e);
         }
         let identity = lease.pool().identity.as_ref();
         if identity.is_some() {
             self.registry.discard(lease.entry());
         }
-        CoreError::Authentication(self.scrub(&authentication_failed(&lease.entry().tenant, identity, &e)))
-    }
-
-    /// The `retryWrites` setting (on unless turned off, as in pymongo).
-    fn retry_writes(&self) -> bool {
-        self.client_options.retry_writes != Some(false)
+        CoreError::Authentication(self.scrub(&authentication_failed(
+            &lease.entry().tenant,
+            identity,
+            &e.error,
+        )))
     }
 
     /// Counts the operation as slow if it took longer than the threshold.
@@ -509,16 +519,14 @@ impl Manager {
         let (lease, db) = self.target(tenant, db_name, session).await?;
         let _slot = self.permit(&lease).await?;
         let started = Instant::now();
+        let (stash, settings) = (lease.pool().stash(), self.attempts);
         let r = match session {
-            Some(s) => ops::execute(&db, op, spec, docs, Some(&mut **s.session.lock().await)).await,
-            // In a caller's session the write goes out as a plain command (see Op::RetryableWrite).
-            None if op == Op::RetryableWrite => {
-                ops::retryable_write(&db, lease.pool().stash(), spec, self.retry_writes()).await
+            Some(s) => {
+                let mut guard = s.session.lock().await;
+                let in_session = Some((&mut **guard, s.in_transaction()));
+                attempt::execute(&db, stash, op, spec, docs, in_session, settings).await
             }
-            None if op == Op::InsertOne => {
-                ops::insert_one(&db, lease.pool().stash(), spec, docs, self.retry_writes()).await
-            }
-            None => ops::execute(&db, op, spec, docs, None).await,
+            None => attempt::execute(&db, stash, op, spec, docs, None, settings).await,
         };
         self.finished(started);
         if r.is_err() {
@@ -543,8 +551,12 @@ impl Manager {
             let _slot = self.permit(&lease).await?;
             let started = Instant::now();
             let r = match session {
-                Some(s) => ops::open_cursor(&db, op, spec, Some(&mut **s.session.lock().await)).await,
-                None => ops::open_cursor(&db, op, spec, None).await,
+                Some(s) => {
+                    let mut guard = s.session.lock().await;
+                    let in_session = Some((&mut **guard, s.in_transaction()));
+                    attempt::open_cursor(&db, op, spec, in_session, self.attempts).await
+                }
+                None => attempt::open_cursor(&db, op, spec, None, self.attempts).await,
             };
             self.finished(started);
             r

@@ -1,9 +1,12 @@
 //! The plain Rust core: no Python in here.
 
+pub mod attempt;
 pub mod budget;
 pub mod credentials;
+pub mod deadline;
 pub mod exposition;
 pub mod forklock;
+pub mod labels;
 pub mod manager;
 pub mod metrics;
 pub mod naming;

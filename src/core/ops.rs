@@ -24,6 +24,7 @@ use mongodb::raw_batch_cursor::{RawBatch, RawBatchCursor};
 use mongodb::{ClientSession, Collection, Database, IndexModel};
 use serde::de::DeserializeOwned;
 
+use super::labels::Labelled;
 use super::retry::{self, Stash};
 use serde::{Deserialize, Serialize};
 
@@ -471,8 +472,9 @@ pub async fn retryable_write(
     stash: &Stash,
     spec: &RawDocument,
     retry_writes: bool,
-) -> Result<Option<RawDocumentBuf>> {
-    let reply = retry::write(db, stash, raw_doc_field(spec, "command")?, retry_writes).await?;
+    deadline: Option<Duration>,
+) -> std::result::Result<Option<RawDocumentBuf>, Labelled> {
+    let reply = retry::write(db, stash, raw_doc_field(spec, "command")?, retry_writes, deadline).await?;
     Ok(Some(to_raw(reply)?))
 }
 
@@ -487,7 +489,8 @@ pub async fn insert_one(
     spec: &RawDocument,
     docs: Vec<RawDocumentBuf>,
     retry_writes: bool,
-) -> Result<Option<RawDocumentBuf>> {
+    deadline: Option<Duration>,
+) -> std::result::Result<Option<RawDocumentBuf>, Labelled> {
     let name =
         spec.get_str("collection").map_err(|_| invalid("collection: a collection name is required"))?;
     let doc = docs.into_iter().next().ok_or_else(|| invalid("insert_one needs a document"))?;
@@ -501,11 +504,11 @@ pub async fn insert_one(
                 "bypassDocumentValidation" | "comment" | "writeConcern" => {
                     command.append(key, value.to_raw_bson())
                 }
-                other => return Err(invalid(format!("insert_one does not take the option {other:?}"))),
+                other => return Err(invalid(format!("insert_one does not take the option {other:?}")).into()),
             }
         }
     }
-    let reply = retry::write(db, stash, command, retry_writes).await?;
+    let reply = retry::write(db, stash, command, retry_writes, deadline).await?;
     if reply.contains_key("writeErrors") || reply.contains_key("writeConcernError") {
         return Ok(Some(to_raw(reply)?));
     }

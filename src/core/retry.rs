@@ -11,15 +11,23 @@
 //! The retry follows the retryable writes specification as pymongo applies it: one retry, with the same
 //! `lsid` and `txnNumber` (so the server applies the write at most once), after a network error or an
 //! error labelled `RetryableWriteError` (in a failed reply or beside a write concern error); if the
-//! retry fails with `NoWritesPerformed`, the first error is the one reported.
+//! retry fails with `NoWritesPerformed` or finds no server, the first error is the one reported, else
+//! the retry's. Either carries the labels pymongo would give it (`labels.rs`): a connection failure in
+//! a retryable write is labelled `RetryableWriteError`, which the driver's generic command does not do.
+//! A retry refused by the primary that had just stepped down, which pymongo would not have sent there,
+//! goes once more, to the new primary (see `sent_to_a_stale_primary`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use mongodb::bson::{Document, RawDocumentBuf};
+use std::time::Duration;
+
 use mongodb::error::{Error, ErrorKind, Result, NO_WRITES_PERFORMED, RETRYABLE_WRITE_ERROR};
 use mongodb::{Client, ClientSession, Database};
 use parking_lot::Mutex;
 
+use super::deadline;
+use super::labels::{self, Labelled};
 use super::runtime;
 
 /// The first `txnNumber` of a session: the driver may have used the session (from its pool) before us,
@@ -128,10 +136,6 @@ pub fn after_reply(reply: &Document) -> Verdict {
     }
 }
 
-fn is_network(e: &Error) -> bool {
-    matches!(*e.kind, ErrorKind::Io(..) | ErrorKind::ConnectionPoolCleared { .. })
-}
-
 fn refuses_txn_number(e: &Error) -> bool {
     // The driver rewrites the server's "Transaction numbers are only allowed on a replica set member or
     // mongos" into advice about retryWrites=false; either way the code is IllegalOperation.
@@ -139,16 +143,36 @@ fn refuses_txn_number(e: &Error) -> bool {
         && (c.message.contains("Transaction numbers") || c.message.contains("retryable writes")))
 }
 
+/// Which error a retryable write that failed twice reports, as pymongo decides it: the first one when
+/// the retry performed no write (`NoWritesPerformed`) or found no server to run on (pymongo: "the
+/// application may think the write was never attempted"), else the retry's.
+pub fn after_failed_retry(retry_labels_no_writes: bool, retry_found_no_server: bool) -> Reported {
+    if retry_labels_no_writes || retry_found_no_server {
+        Reported::First
+    } else {
+        Reported::Retry
+    }
+}
+
+/// The error a failed retryable write reports.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reported {
+    First,
+    Retry,
+}
+
 /// Runs a write command as a retryable write (see the module's comment). `retry_writes` is the client's
-/// `retryWrites` setting: off, the command runs once, as it is.
+/// `retryWrites` setting: off, the command runs once, as it is. Each attempt is bounded by `deadline`
+/// (socketTimeoutMS, see `deadline.rs`). Errors carry pymongo's labels (see `labels.rs`).
 pub async fn write(
     db: &Database,
     stash: &Stash,
     command: RawDocumentBuf,
     retry_writes: bool,
-) -> Result<Document> {
+    deadline: Option<Duration>,
+) -> std::result::Result<Document, Labelled> {
     if !retry_writes || stash.unsupported.load(Ordering::Relaxed) {
-        return db.run_raw_command(command).await;
+        return deadline::within(deadline, db.run_raw_command(command)).await.map_err(Labelled::from);
     }
     let mut lent = Lent { stash, numbered: Some(stash.take(db.client()).await?) };
     let numbered = lent.numbered.as_mut().expect("lent until dropped");
@@ -156,24 +180,71 @@ pub async fn write(
     let mut numbered_command = command.clone();
     numbered_command.append("txnNumber", numbered.txn_number);
 
-    let first = db.run_raw_command(numbered_command.clone()).session(&mut numbered.session).await;
+    let first = deadline::within(
+        deadline,
+        db.run_raw_command(numbered_command.clone()).session(&mut numbered.session),
+    )
+    .await;
     let first_error = match first {
         Ok(reply) if after_reply(&reply) == Verdict::Done => return Ok(reply),
         Ok(reply) => Ok(reply),
         Err(e) if refuses_txn_number(&e) => {
             stash.unsupported.store(true, Ordering::Relaxed);
             drop(lent);
-            return db.run_raw_command(command).await;
+            return deadline::within(deadline, db.run_raw_command(command)).await.map_err(Labelled::from);
         }
-        Err(e) if after_error(e.contains_label(RETRYABLE_WRITE_ERROR), is_network(&e)) == Verdict::Done => {
-            return Err(e)
+        Err(e) => {
+            let network = labels::is_network(&e);
+            let e = labels::retryable_write_attempt(e);
+            match after_error(e.has(RETRYABLE_WRITE_ERROR), network) {
+                Verdict::Done => return Err(e),
+                Verdict::Retry => Err(e),
+            }
         }
-        Err(e) => Err(e),
     };
-    match db.run_raw_command(numbered_command).session(&mut numbered.session).await {
-        Err(e) if e.contains_label(NO_WRITES_PERFORMED) => first_error,
-        second => second,
+    let mut second = deadline::within(
+        deadline,
+        db.run_raw_command(numbered_command.clone()).session(&mut numbered.session),
+    )
+    .await;
+    if let (Ok(reply), Err(e)) = (&first_error, &second) {
+        if sent_to_a_stale_primary(reply, e) {
+            second = deadline::within(
+                deadline,
+                db.run_raw_command(numbered_command).session(&mut numbered.session),
+            )
+            .await;
+        }
     }
+    match second {
+        Ok(reply) => Ok(reply),
+        Err(e) => {
+            let no_server = matches!(*e.kind, ErrorKind::ServerSelection { .. });
+            match after_failed_retry(e.contains_label(NO_WRITES_PERFORMED), no_server) {
+                Reported::First => first_error,
+                Reported::Retry => Err(labels::retryable_write_attempt(e)),
+            }
+        }
+    }
+}
+
+/// SDAM's "not writable primary" and "node is recovering" codes: the server is not, or no longer, the
+/// primary, and the driver marks it unknown when a command fails with one.
+fn is_state_change(code: i32) -> bool {
+    matches!(code, 10107 | 13435 | 10058 | 11600 | 11602 | 13436 | 189 | 91)
+}
+
+/// Whether the retry went to the primary that had just stepped down, which pymongo would not have sent
+/// it to. A write concern error with a state-change code (a primary stepping down while the write waited
+/// for replication) comes in a successful reply, which the driver's generic command does not treat as
+/// an error: so, unlike pymongo, it did not mark the server unknown, and the retry went to the same
+/// server, which refused it as not primary, before doing anything. That refusal has now made the driver
+/// mark it unknown, so the next attempt waits for the new primary (up to serverSelectionTimeoutMS) as
+/// pymongo's retry does. The attempt keeps its `txnNumber`: the server applies it at most once.
+pub fn sent_to_a_stale_primary(first_reply: &Document, retry_error: &Error) -> bool {
+    let wce_code = first_reply.get_document("writeConcernError").ok().and_then(|w| w.get_i32("code").ok());
+    let refused = matches!(&*retry_error.kind, ErrorKind::Command(c) if is_state_change(c.code));
+    wce_code.is_some_and(is_state_change) && refused
 }
 
 #[cfg(test)]
@@ -197,6 +268,25 @@ mod tests {
         assert_eq!(after_reply(&wce), Verdict::Retry);
         let other = doc! {"ok": 1, "writeConcernError": {"code": 64}, "errorLabels": ["Other"]};
         assert_eq!(after_reply(&other), Verdict::Done);
+    }
+
+    #[test]
+    fn a_failed_retry_reports_the_first_error_only_without_writes_or_server() {
+        assert_eq!(after_failed_retry(false, false), Reported::Retry);
+        assert_eq!(after_failed_retry(true, false), Reported::First);
+        assert_eq!(after_failed_retry(false, true), Reported::First);
+    }
+
+    #[test]
+    fn a_retry_refused_by_a_stepped_down_primary_goes_again() {
+        let stepped_down = doc! {"ok": 1, "n": 1, "writeConcernError": {"code": 189},
+        "errorLabels": ["RetryableWriteError"]};
+        let timed_out = doc! {"ok": 1, "n": 1, "writeConcernError": {"code": 64}};
+        let io = Error::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(!sent_to_a_stale_primary(&stepped_down, &io));
+        assert!(!sent_to_a_stale_primary(&timed_out, &io));
+        assert!(!sent_to_a_stale_primary(&doc! {"ok": 1, "n": 1}, &io));
+        assert!(is_state_change(10107) && is_state_change(91) && !is_state_change(64));
     }
 
     #[test]

@@ -41,10 +41,14 @@ fn make_failure(py: Python<'_>, cls: &str, message: String, code: i32, details: 
     }
 }
 
+/// `details` with the error's labels under `errorLabels`, as pymongo's: a server reply keeps its own
+/// (in the server's order); a document the driver's error was rebuilt into gets the driver's.
 fn with_labels(mut details: Document, e: &Error) -> Document {
-    let labels: Vec<Bson> = e.labels().iter().map(|l| Bson::String(l.clone())).collect();
-    if !labels.is_empty() {
-        details.insert("errorLabels", labels);
+    let mut labels: Vec<&String> = e.labels().iter().collect();
+    labels.sort();
+    if !labels.is_empty() && !details.contains_key("errorLabels") {
+        details
+            .insert("errorLabels", labels.into_iter().map(|l| Bson::String(l.clone())).collect::<Vec<_>>());
     }
     details
 }
@@ -81,6 +85,7 @@ pub fn core_error(py: Python<'_>, e: CoreError, scrub: &dyn Fn(&str) -> String) 
         CoreError::Misuse(m) => make(py, "InvalidOperation", (m,)),
         CoreError::Configuration(m) => make(py, "ConfigurationError", (scrub(&m),)),
         CoreError::Driver(e) => driver_error(py, &e, scrub),
+        CoreError::Labelled(l) => labelled(py, driver_error_class(py, &l.error, scrub), l.labels.iter()),
         CoreError::WaitQueueTimeout { .. } | CoreError::BudgetTimeout { .. } => {
             make(py, "WaitQueueTimeoutError", (e.to_string(),))
         }
@@ -95,10 +100,14 @@ pub fn core_error(py: Python<'_>, e: CoreError, scrub: &dyn Fn(&str) -> String) 
 /// The driver error as a pymongo exception carrying the driver's error labels (so that
 /// `has_error_label("TransientTransactionError")` works, as `with_transaction` needs).
 pub fn driver_error(py: Python<'_>, e: &Error, scrub: &dyn Fn(&str) -> String) -> PyErr {
-    let err = driver_error_class(py, e, scrub);
-    for label in e.labels() {
-        let value = err.value(py);
-        if value.hasattr("_add_error_label").unwrap_or(false) {
+    labelled(py, driver_error_class(py, e, scrub), e.labels().iter())
+}
+
+/// `err` with `labels` added (pymongo's `_error_labels`; errors that are not PyMongoErrors take none).
+fn labelled<'a>(py: Python<'_>, err: PyErr, labels: impl Iterator<Item = &'a String>) -> PyErr {
+    let value = err.value(py);
+    if value.hasattr("_add_error_label").unwrap_or(false) {
+        for label in labels {
             let _ = value.call_method1("_add_error_label", (label.as_str(),));
         }
     }

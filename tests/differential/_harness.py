@@ -8,7 +8,7 @@ what it wants compared. Both outcomes are turned into plain comparable values (`
 * result objects become their public attributes (those that raise, e.g. counts of an unacknowledged
   write, become the exception they raise);
 * cursors become their documents;
-* exceptions become class, ``code`` and ``details``; ``attempt(fn)`` captures one mid-case.
+* exceptions become class, ``code``, error labels and ``details``; ``attempt(fn)`` captures one mid-case.
 
 ObjectIds are renumbered in order of appearance (ids generated client- or server-side differ between
 the runs, their identity pattern must not), the database's name in strings becomes ``<db>``, and the
@@ -88,15 +88,19 @@ _UUID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{
 
 @dataclass(frozen=True)
 class Raised:
-    """An exception, as compared: its class, ``code`` and ``details``."""
+    """An exception, as compared: its class, ``code``, error labels and ``details``."""
 
     cls: str
     code: Any
     details: Any
     message: str
+    labels: tuple[str, ...] = ()
 
     def __repr__(self) -> str:
-        return f"Raised({self.cls}, code={self.code!r}, details={self.details!r}, message={self.message!r})"
+        return (
+            f"Raised({self.cls}, code={self.code!r}, labels={self.labels!r}, details={self.details!r}, "
+            f"message={self.message!r})"
+        )
 
 
 class _Captured:
@@ -177,6 +181,8 @@ class _Normaliser:
             code=getattr(exc, "code", None),
             details=None if details is None else self(details),
             message=self(str(exc)),
+            # What has_error_label() answers: apps and frameworks decide whether to retry from these.
+            labels=tuple(sorted(getattr(exc, "_error_labels", ()))),
         )
 
 
@@ -212,6 +218,10 @@ def compare(
             return out
         if expected.code != actual.code:
             out.differences.append(f"{path}.code: pymongo {expected.code!r} != tenantpool {actual.code!r}")
+        if expected.labels != actual.labels:
+            out.differences.append(
+                f"{path}.labels: pymongo {expected.labels!r} != tenantpool {actual.labels!r}"
+            )
         if (expected.details is None) != (actual.details is None):
             out.differences.append(
                 f"{path}.details: pymongo {expected.details!r} != tenantpool {actual.details!r}"
