@@ -468,10 +468,10 @@ def test_provisioning_with_wrong_admin_credentials(auth_mongod):
     assert "not-the-admin-pw" not in message and "Tenant-Secret-Zq7" not in message
 
 
-def test_provisioning_after_close_all_raises(auth_mongod):
+def test_provisioning_after_close_raises(auth_mongod):
     m = manager(uri=auth_mongod.uri)
     m.provision_tenant(a := tenant(), "pw")
-    m.close_all()
+    m.close()
     with pytest.raises(InvalidOperation):
         m.provision_tenant(a, "pw2")
     with pytest.raises(InvalidOperation):

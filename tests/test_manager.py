@@ -19,6 +19,8 @@ from pymongo.errors import (
 
 from tenantpool import Collection, Database, TenantClient, UserConnectionManager
 
+from tests.reliability._util import app_connections, wait_app_connections
+
 
 def wait_until(predicate, timeout: float, what: str, every: float = 0.05):
     """Polls a condition the server or reaper reaches on its own schedule; fails with `what`."""
@@ -58,6 +60,8 @@ def test_design_document_example_runs_with_only_the_import_changed(mongodb_uri, 
     assert manager.close_user_connection("user_a") is False
     assert manager.get_stats()["active_users"] == ["user_b", "user_c"]
     manager.close_all()
+    # The document reads the stats after close_all: no connections, and the manager goes on.
+    assert manager.get_stats()["total_connections"] == 0
 
     titles = {"user_a": "Hello from User A", "user_b": "Hello from User B", "user_c": "Hello from User C"}
     for user, title in titles.items():
@@ -278,12 +282,38 @@ def test_options_reach_the_driver(mongodb_uri, pymongo_client):
         assert ops["inprog"], "no connection with the configured appName"
 
 
-def test_calls_after_close_all_raise_invalid_operation(mongodb_uri):
+@pytest.mark.parametrize("strategy", ["per_user", "grouped", "shared"])
+def test_close_all_leaves_a_usable_manager(mongodb_uri, pymongo_client, strategy):
+    """The design document's close_all: every pool and shared client closed, stats at zero, and the
+    manager goes on (the next get_database opens a pool again; handles the app holds keep working)."""
+    app = f"tp-close-all-{strategy}"
+    manager = UserConnectionManager(mongodb_uri, strategy=strategy, groups=2, appName=app)
+    held = manager.get_database("ca_a").c
+    for user in ("ca_a", "ca_b", "ca_c"):
+        manager.get_database(user).c.insert_one({"user": user})
+    assert app_connections(pymongo_client, app) > 0
+    manager.close_all()
+    stats = manager.get_stats()
+    assert stats["total_connections"] == 0 and stats["active_users"] == []
+    assert stats["total_potential_connections"] == 0
+    wait_app_connections(pymongo_client, app, lambda n: n == 0, 10, "close_all to close every socket")
+    manager.close_all()  # idempotent
+    assert manager.get_database("ca_b").c.find_one({}, {"_id": 0}) == {"user": "ca_b"}
+    assert held.count_documents({}) == 1
+    assert manager.get_stats()["active_users"] == ["ca_b", "ca_a"]
+    manager.close()
+    wait_app_connections(pymongo_client, app, lambda n: n == 0, 10, "close to close every socket")
+    for user in ("ca_a", "ca_b", "ca_c"):
+        pymongo_client.drop_database(f"user_{user}_db")
+
+
+def test_calls_after_close_raise_invalid_operation(mongodb_uri):
     manager = UserConnectionManager(mongodb_uri)
     coll = manager.get_database("late").c
     coll.insert_one({})
-    manager.close_all()
-    manager.close_all()  # idempotent
+    manager.close()
+    manager.close()  # idempotent
+    manager.close_all()  # a no-op once closed
     for call in (
         lambda: manager.get_database("late"),
         lambda: manager.get_client("late"),

@@ -236,8 +236,12 @@ class AsyncUserConnectionManager(UserConnectionManager):
         return bool(await self._core.deprovision_async(user_id, username, source))
 
     async def close_all(self) -> None:  # type: ignore[override]
-        """Closes every pool (each once its in-flight operations finish); later calls raise."""
+        """``UserConnectionManager.close_all``, awaitable: every pool closed, the manager still usable."""
         UserConnectionManager.close_all(self)
+
+    async def close(self) -> None:  # type: ignore[override]
+        """``UserConnectionManager.close``, awaitable: closed for good."""
+        UserConnectionManager.close(self)
 
     def __enter__(self) -> Any:
         raise TypeError("use 'async with' with AsyncUserConnectionManager")
@@ -248,7 +252,7 @@ class AsyncUserConnectionManager(UserConnectionManager):
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self.close_all()
+        await self.close()
 
 
 __all__ = [

@@ -139,7 +139,7 @@ class TenantPool:
             yield
         finally:
             self._manager = None
-            await manager.close_all()
+            await manager.close()
 
     @property
     def manager(self) -> Any:

@@ -133,7 +133,7 @@ class _AppState:
     def close(self) -> None:
         with self._lock:
             if self._manager is not None and self._pid == os.getpid():
-                self._manager.close_all()
+                self._manager.close()
                 self._manager = None
 
     def database(self) -> Any:

@@ -406,10 +406,21 @@ class UserConnectionManager:
         return self._core.tenant_info(self._check_user(user_id))
 
     def close_all(self) -> None:
-        """Closes every pool; any later call raises InvalidOperation. Safe to call twice."""
+        """Closes every tenant's pool (each once its in-flight operations finish) and every shared
+        client, as the design document's ``close_all``: ``get_stats()`` then shows no connections, and
+        the manager stays usable (a tenant's next operation opens its pool again). For a permanent
+        shutdown, ``close()``. A no-op on a closed manager."""
+        if not self._core.closed:
+            n = self._core.close_pools()
+            logger.info("closed all %d tenant pools", n)
+
+    def close(self) -> None:
+        """Closes every pool for good, as pymongo's ``MongoClient.close``: any later call but
+        ``close``/``close_all`` raises ``InvalidOperation``. Leaving a ``with`` block calls it. Safe to
+        call twice."""
         if not self._core.closed:
             n = self._core.close()
-            logger.info("closed all %d tenant pools", n)
+            logger.info("closed the manager and its %d tenant pools", n)
 
     @property
     def closed(self) -> bool:
@@ -421,7 +432,7 @@ class UserConnectionManager:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.close_all()
+        self.close()
 
     def __repr__(self) -> str:
         return (

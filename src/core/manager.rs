@@ -25,6 +25,7 @@ use super::ops::{self, Change, CursorOp, Op, Opened, Watched};
 use super::options::{merge_uri_options, redact, scrub};
 use super::policy::Strategy;
 use super::provision::Provisioner;
+use super::metrics::CloseCause;
 use super::registry::{Lease, Limits, Pool, Registry, RegistryError};
 use super::retry::Stash;
 use super::room::Room;
@@ -727,6 +728,22 @@ impl Manager {
         let n = self.registry.close();
         // Operations waiting for room in the budget give up now, rather than at their timeout.
         self.registry.idle_signal().notify.notify_waiters();
+        self.close_shared_clients();
+        n
+    }
+
+    /// Closes every pool and shared client, as `close` does, but stays open: the next operation of a
+    /// tenant opens its pool again (the design document's `close_all`).
+    pub fn close_pools(&self) -> usize {
+        self.check_fork();
+        let n = self.registry.clear(CloseCause::Manual);
+        self.close_shared_clients();
+        n
+    }
+
+    /// Shuts the strategy's shared clients down (each after its outstanding operations), giving back
+    /// their room in the budget; the next tenant of a group opens its client again.
+    fn close_shared_clients(&self) {
         let shared: Vec<SharedClient> = self.shared.lock().iter_mut().filter_map(Option::take).collect();
         match runtime::live() {
             Some(rt) => {
@@ -736,7 +753,6 @@ impl Manager {
             }
             None => std::mem::forget(shared),
         }
-        n
     }
 
     pub fn is_closed(&self) -> bool {

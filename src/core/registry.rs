@@ -439,13 +439,16 @@ impl<P: Pool> Registry<P> {
 
     /// Refuses all further leases and retires every pool. Idempotent.
     pub fn close(&self) -> usize {
-        let all: Vec<_> = {
-            let mut inner = self.inner.lock();
-            inner.closed = true;
-            inner.entries.drain().map(|(_, e)| e).collect()
-        };
+        self.inner.lock().closed = true;
+        self.clear(CloseCause::Shutdown)
+    }
+
+    /// Retires every pool (each closes after its last lease) and stays open: the next lease of a
+    /// tenant opens a pool again.
+    pub fn clear(&self, cause: CloseCause) -> usize {
+        let all: Vec<_> = self.inner.lock().entries.drain().map(|(_, e)| e).collect();
         let n = all.len();
-        self.retire_all(all, CloseCause::Shutdown);
+        self.retire_all(all, cause);
         n
     }
 

@@ -379,6 +379,10 @@ impl PyManager {
         self.inner.close()
     }
 
+    fn close_pools(&self) -> usize {
+        self.inner.close_pools()
+    }
+
     #[getter]
     fn closed(&self) -> bool {
         self.inner.is_closed()

@@ -369,7 +369,7 @@ def test_close_all_in_child_leaves_the_parents_pools_alone(mongodb_uri):
         inode_before = connection_inode(m, "fk_close")
 
         def child() -> dict:
-            return {"closed": m.close_all()}
+            return {"closed": m.close()}
 
         report = in_child(child)
         assert not report.get("hung") and "error" not in report, report
