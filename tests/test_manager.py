@@ -16,10 +16,9 @@ from pymongo.errors import (
     InvalidOperation,
     ServerSelectionTimeoutError,
 )
+from tests.reliability._util import app_connections, wait_app_connections
 
 from tenantpool import Collection, Database, TenantClient, UserConnectionManager
-
-from tests.reliability._util import app_connections, wait_app_connections
 
 
 def wait_until(predicate, timeout: float, what: str, every: float = 0.05):
