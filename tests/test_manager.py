@@ -158,14 +158,6 @@ def test_hundred_threads_each_with_its_own_tenant(mongodb_uri):
         assert stats["budget"]["peak_reserved"] <= 256
 
 
-def app_connections(pymongo_client, app_name: str) -> int:
-    """The server's connections (pooled and monitoring) from clients with this appName."""
-    ops = pymongo_client.admin.aggregate(
-        [{"$currentOp": {"allUsers": True, "idleConnections": True}}, {"$match": {"appName": app_name}}]
-    )
-    return len(list(ops))
-
-
 def test_reaper_closes_idle_pools_and_the_next_call_reopens(mongodb_uri, pymongo_client):
     with UserConnectionManager(mongodb_uri, user_pool_size=3, idle_timeout=1, appName="tp-reaper") as manager:
         coll = manager.get_database("sleepy").c
