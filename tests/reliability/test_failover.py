@@ -37,6 +37,8 @@ APP = "tp-failover"
 # until a new primary was seen, widened by this much: the driver learns of the new primary from its own
 # monitor (it checks at most every 500 ms while an operation waits for a primary).
 DISCOVERY_SLACK = 1.5
+# Room for every tenant's pool at once (see test_retryable_operations_survive_a_step_down_then_a_kill).
+FAILOVER_BUDGET = 1000
 
 
 def tenant(i: int) -> str:
@@ -254,7 +256,13 @@ def verify(load: Load, rs, window: tuple[float, float], label: str) -> dict:
 def failover_setup(replica_set):
     equalise_priorities(replica_set)
     watch = PrimaryWatch(replica_set)
-    manager = UserConnectionManager(replica_set.uri, user_pool_size=2, w="majority", appName=APP)
+    manager = UserConnectionManager(
+        replica_set.uri,
+        user_pool_size=2,
+        w="majority",
+        appName=APP,
+        max_server_connections=FAILOVER_BUDGET,
+    )
     load = Load(manager)
     try:
         yield replica_set, watch, manager, load
@@ -440,8 +448,15 @@ def test_retryable_operations_survive_a_step_down_then_a_kill(replica_set, strat
     rs = replica_set
     equalise_priorities(rs)
     watch = PrimaryWatch(rs)
+    # A connection budget that holds every tenant's pool (50 tenants x 3 members x 3 sockets): this test
+    # is about retries through a failover, not about the budget's churn (see test_budget.py).
     options = dict(
-        user_pool_size=2, w="majority", appName=APP, strategy=strategy, serverSelectionTimeoutMS=30000
+        user_pool_size=2,
+        w="majority",
+        appName=APP,
+        strategy=strategy,
+        serverSelectionTimeoutMS=30000,
+        max_server_connections=FAILOVER_BUDGET,
     )
     load = Writes()
     manager = None
