@@ -4,6 +4,7 @@ pub mod attempt;
 pub mod budget;
 pub mod credentials;
 pub mod deadline;
+pub mod error;
 pub mod exposition;
 pub mod forklock;
 pub mod labels;
