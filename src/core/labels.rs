@@ -107,6 +107,18 @@ pub fn network_failure(e: Error, context: Context) -> Labelled {
     }
 }
 
+/// The error with `add` labels given and `remove` taken away (pymongo's commit replaces a network
+/// error's `TransientTransactionError` with `UnknownTransactionCommitResult`).
+pub fn relabel(mut e: Labelled, add: &[&str], remove: &[&str]) -> Labelled {
+    for label in remove {
+        e.labels.remove(*label);
+    }
+    for label in add {
+        e.labels.insert((*label).to_owned());
+    }
+    e
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
