@@ -128,6 +128,14 @@ mod tests {
     }
 
     #[test]
+    fn a_commit_timeout_is_relabelled_as_pymongo_relabels_it() {
+        let l = network_failure(io_error(), Context::Transaction);
+        let l = relabel(l, &["UnknownTransactionCommitResult"], &[TRANSIENT_TRANSACTION_ERROR]);
+        assert!(l.has("UnknownTransactionCommitResult") && !l.has(TRANSIENT_TRANSACTION_ERROR));
+        assert!(l.added_labels());
+    }
+
+    #[test]
     fn a_network_error_in_a_retryable_write_is_labelled() {
         let l = retryable_write_attempt(io_error());
         assert!(l.has(RETRYABLE_WRITE_ERROR));

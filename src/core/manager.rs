@@ -588,7 +588,7 @@ impl Manager {
             (Opened::Plain(c), _) => attempt::next_batch(c, tailable, false, limit).await,
             (Opened::InSession(c), Some(s)) => {
                 let mut guard = s.session.lock().await;
-                let mut batches = c.stream(&mut **guard);
+                let mut batches = c.stream(&mut guard);
                 let r = attempt::next_batch(&mut batches, tailable, s.in_transaction(), limit).await;
                 r
             }
