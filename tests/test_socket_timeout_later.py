@@ -202,3 +202,37 @@ def test_async_getmore_change_stream_and_commit(mongodb_uri, pymongo_client):
             await m.close_all()
 
     asyncio.run(main())
+
+
+def test_pymongo_itself_behaves_as_asserted_above(mongodb_uri, pymongo_client):
+    """The behaviours the tests above hold tenantpool to, checked on pymongo itself: a long await is not
+    added to the getMore's socket timeout, a dead cursor after a getMore timeout, a change stream that
+    resumes once, and a commit's labels."""
+    app = "tp-socket-timeout-pymongo"
+    client = MongoClient(mongodb_uri, socketTimeoutMS=TIMEOUT_MS, appName=app)
+    try:
+        db = client.st_pymongo
+        db.drop_collection("capped")
+        db.create_collection("capped", capped=True, size=4096)
+        db.capped.insert_many([{"_id": 0}, {"_id": 1}])
+        cursor = db.capped.find(cursor_type=CursorType.TAILABLE_AWAIT).max_await_time_ms(BLOCK_MS)
+        assert [next(cursor)["_id"], next(cursor)["_id"]] == [0, 1]
+        with pytest.raises(NetworkTimeout):
+            next(cursor)
+        assert not cursor.alive
+        with db.c.watch(max_await_time_ms=TIMEOUT_MS // 3) as stream:
+            with blocked(pymongo_client, app, ["getMore"], times=1):
+                assert stream.try_next() is None
+                assert stream.alive
+        db.c.insert_one({"_id": 0})
+        with client.start_session() as s:
+            s.start_transaction()
+            db.c.insert_one({"_id": 1}, session=s)
+            with blocked(pymongo_client, app, ["commitTransaction"], times=2):
+                with pytest.raises(NetworkTimeout) as caught:
+                    s.commit_transaction()
+            assert caught.value.has_error_label("UnknownTransactionCommitResult")
+            assert caught.value.has_error_label("RetryableWriteError")
+            assert not caught.value.has_error_label("TransientTransactionError")
+    finally:
+        client.close()
