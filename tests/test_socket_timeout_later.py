@@ -38,6 +38,10 @@ def held(client: MongoClient, app: str, command: str) -> set[int]:
     return {op["connectionId"] for op in ops if op.get("active") and command in op.get("command", {})}
 
 
+def idle_cursors(client: MongoClient, ns: str) -> list[dict]:
+    return list(client.admin.aggregate([{"$currentOp": {"idleCursors": True}}, {"$match": {"ns": ns}}]))
+
+
 def abandoned_connection_closes(client: MongoClient, app: str, command: str) -> None:
     """The connection whose ``command`` the client gave up on is closed, never reused: once the server is
     done holding it, it finds the connection gone (had the pool kept it, it would still be open). Only
@@ -52,6 +56,7 @@ def test_a_getmore_outliving_socket_timeout_ends_the_cursor(manager, pymongo_cli
     coll.insert_many([{"_id": i} for i in range(10)])
     cursor = coll.find(batch_size=2)
     assert [next(cursor), next(cursor)] == [{"_id": 0}, {"_id": 1}]
+    assert idle_cursors(pymongo_client, "user_gm_db.c")
     with blocked(pymongo_client, app, ["getMore"], times=1):
         started = time.monotonic()
         with pytest.raises(NetworkTimeout) as caught:
@@ -64,6 +69,8 @@ def test_a_getmore_outliving_socket_timeout_ends_the_cursor(manager, pymongo_cli
         assert not cursor.alive
         assert list(cursor) == []
         abandoned_connection_closes(pymongo_client, app, "getMore")
+    # Unlike pymongo, which leaves it to time out, the driver kills the server cursor as it drops it.
+    wait_until(lambda: not idle_cursors(pymongo_client, "user_gm_db.c"), 5, "the server cursor to be killed")
     wait_until(lambda: settled(m, "gm"), 5, "the cursor's lease and slot to come back")
     assert coll.count_documents({}) == 10
 
