@@ -123,6 +123,12 @@ def test_a_stalled_change_stream_resumes_once_as_pymongos(manager, pymongo_clien
     m, app = manager
     coll = m.get_database("cs").c
     coll.insert_one({"_id": 0})
+    # watch()'s aggregate is a retryable read: cut short once, it is run again; twice, raised.
+    with blocked(pymongo_client, app, ["aggregate"], times=2):
+        with pytest.raises(NetworkTimeout):
+            coll.watch()
+    with blocked(pymongo_client, app, ["aggregate"], times=1):
+        coll.watch().close()
     with coll.watch(max_await_time_ms=TIMEOUT_MS // 3) as stream:
         assert stream.try_next() is None
         token = stream.resume_token
