@@ -1,11 +1,14 @@
 //! How one operation's attempts run, once the manager holds its lease and quota slot: writes outside a
 //! session on the core's retryable writes (`retry.rs`), everything else on the driver's typed operations;
 //! each attempt bounded by socketTimeoutMS (`deadline.rs`), a read cut short by it run once more, and
-//! errors labelled as pymongo labels them (`labels.rs`).
+//! errors labelled as pymongo labels them (`labels.rs`). A cursor's later batches and the end of a
+//! transaction are bounded too (`next_batch`, `commit`, `abort`); a change stream's rounds in
+//! `change_stream.rs`.
 
 use std::time::Duration;
 
 use mongodb::bson::{RawDocument, RawDocumentBuf};
+use mongodb::error::{RETRYABLE_WRITE_ERROR, TRANSIENT_TRANSACTION_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT};
 use mongodb::options::ClientOptions;
 use mongodb::{ClientSession, Database};
 
@@ -87,6 +90,59 @@ pub async fn open_cursor(
             let again = || ops::open_cursor(db, op, spec, None);
             deadline::bounded_read(limit, retry, ops::open_cursor(db, op, spec, None), again).await
         }
+    }
+}
+
+/// A cursor's next batch (a getMore), bounded by socketTimeoutMS as pymongo bounds its read, awaitData
+/// or not: pymongo's socket timeout for a getMore is socketTimeoutMS alone (its `maxTimeMS`,
+/// maxAwaitTimeMS, is not added), so a tailable-await cursor whose maxAwaitTimeMS exceeds it times out
+/// there too. Not retried (pymongo never retries a getMore). Cut short, the caller must drop the cursor:
+/// the driver's cursor still holds the abandoned getMore, and dropping it closes that connection and
+/// kills the server cursor.
+pub async fn next_batch<S>(
+    batches: &mut S,
+    tailable: bool,
+    in_transaction: bool,
+    limit: Option<Duration>,
+) -> Result<Option<ops::Batch>, Labelled>
+where
+    S: futures_util::Stream<Item = mongodb::error::Result<mongodb::raw_batch_cursor::RawBatch>> + Unpin,
+{
+    let context = labels::context(Op::FindOne, in_transaction, false);
+    deadline::bounded(limit, context, ops::next_batch(batches, tailable)).await
+}
+
+/// Commits the session's transaction, each attempt bounded by socketTimeoutMS. As pymongo's
+/// `commit_transaction`: an attempt cut short is retried once (the driver resends the commit with
+/// `w: majority`, as pymongo's retry does), and a commit that still timed out is raised with
+/// `RetryableWriteError` and `UnknownTransactionCommitResult`, never `TransientTransactionError` (its
+/// outcome on the server is unknown).
+pub async fn commit(session: &mut ClientSession, limit: Option<Duration>) -> Result<(), Labelled> {
+    let first = deadline::bounded(limit, labels::Context::Other, session.commit_transaction()).await;
+    let last = match first {
+        Err(e) if deadline::cut_short(&e) => {
+            deadline::bounded(limit, labels::Context::Other, session.commit_transaction()).await
+        }
+        r => r,
+    };
+    last.map_err(|e| match deadline::cut_short(&e) {
+        true => labels::relabel(
+            e,
+            &[RETRYABLE_WRITE_ERROR, UNKNOWN_TRANSACTION_COMMIT_RESULT],
+            &[TRANSIENT_TRANSACTION_ERROR],
+        ),
+        false => e,
+    })
+}
+
+/// Aborts the session's transaction, bounded by socketTimeoutMS. pymongo ignores the errors of
+/// `abortTransaction` (the server aborts an abandoned transaction at its lifetime limit), and so does
+/// the driver: an abort cut short ends quietly too. pymongo retries it once first; the driver refuses a
+/// second abort, so here it is not retried.
+pub async fn abort(session: &mut ClientSession, limit: Option<Duration>) -> Result<(), Labelled> {
+    match deadline::bounded(limit, labels::Context::Other, session.abort_transaction()).await {
+        Err(e) if deadline::cut_short(&e) => Ok(()),
+        r => r,
     }
 }
 

@@ -95,8 +95,13 @@ pub fn timed_out(limit: Duration) -> Error {
 }
 
 /// Whether the error is this module's, not the driver's.
-fn cut_short(e: &Labelled) -> bool {
-    matches!(&*e.error.kind, ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::TimedOut
+pub fn cut_short(e: &Labelled) -> bool {
+    is_timed_out(&e.error)
+}
+
+/// `cut_short` for an unlabelled error.
+pub fn is_timed_out(e: &Error) -> bool {
+    matches!(&*e.kind, ErrorKind::Io(io) if io.kind() == std::io::ErrorKind::TimedOut
         && io.to_string().starts_with(TIMED_OUT))
 }
 

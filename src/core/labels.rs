@@ -107,12 +107,32 @@ pub fn network_failure(e: Error, context: Context) -> Labelled {
     }
 }
 
+/// The error with `add` labels given and `remove` taken away (pymongo's commit replaces a network
+/// error's `TransientTransactionError` with `UnknownTransactionCommitResult`).
+pub fn relabel(mut e: Labelled, add: &[&str], remove: &[&str]) -> Labelled {
+    for label in remove {
+        e.labels.remove(*label);
+    }
+    for label in add {
+        e.labels.insert((*label).to_owned());
+    }
+    e
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn io_error() -> Error {
         Error::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset))
+    }
+
+    #[test]
+    fn a_commit_timeout_is_relabelled_as_pymongo_relabels_it() {
+        let l = network_failure(io_error(), Context::Transaction);
+        let l = relabel(l, &["UnknownTransactionCommitResult"], &[TRANSIENT_TRANSACTION_ERROR]);
+        assert!(l.has("UnknownTransactionCommitResult") && !l.has(TRANSIENT_TRANSACTION_ERROR));
+        assert!(l.added_labels());
     }
 
     #[test]

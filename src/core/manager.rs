@@ -14,6 +14,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit};
 
 use super::attempt::{self, Settings};
 use super::budget::Reservation;
+use super::change_stream::{self, Change, Watched};
 use super::credentials::{authentication_failed, check_strategy, is_authentication_failure};
 use super::credentials::{CredentialSource, Identity};
 use super::deadline;
@@ -22,7 +23,7 @@ use super::forklock::ForkMutex;
 use super::labels::Labelled;
 use super::metrics::CloseCause;
 use super::naming::{check_db_name, Template};
-use super::ops::{self, Change, CursorOp, Op, Opened, Watched};
+use super::ops::{self, CursorOp, Op, Opened};
 use super::options::{merge_uri_options, redact, scrub};
 use super::policy::Strategy;
 use super::provision::Provisioner;
@@ -146,17 +147,17 @@ impl TenantSession {
 
     /// The driver marks the transaction committed before it sends `commitTransaction` (a retried commit
     /// is allowed from that state), so the session is out of the transaction once the commit starts.
-    async fn commit_transaction(&self) -> Result<(), CoreError> {
+    async fn commit_transaction(&self, limit: Option<Duration>) -> Result<(), Labelled> {
         let mut s = self.session.lock().await;
         self.in_transaction.store(false, Ordering::Release);
-        s.commit_transaction().await.map_err(CoreError::Driver)
+        attempt::commit(&mut s, limit).await
     }
 
     /// Likewise, the driver marks the transaction aborted before it sends `abortTransaction`.
-    async fn abort_transaction(&self) -> Result<(), CoreError> {
+    async fn abort_transaction(&self, limit: Option<Duration>) -> Result<(), Labelled> {
         let mut s = self.session.lock().await;
         self.in_transaction.store(false, Ordering::Release);
-        s.abort_transaction().await.map_err(CoreError::Driver)
+        attempt::abort(&mut s, limit).await
     }
 }
 
@@ -499,10 +500,14 @@ impl Manager {
         session: Option<&TenantSession>,
     ) -> Result<Option<ops::Batch>, CoreError> {
         let _slot = self.permit(lease).await?;
+        let limit = self.attempts.socket_timeout;
         let r = match (cursor, session) {
-            (Opened::Plain(c), _) => ops::next_batch(c, tailable).await,
+            (Opened::Plain(c), _) => attempt::next_batch(c, tailable, false, limit).await,
             (Opened::InSession(c), Some(s)) => {
-                ops::next_batch(&mut c.stream(&mut **s.session.lock().await), tailable).await
+                let mut guard = s.session.lock().await;
+                let mut batches = c.stream(&mut guard);
+                let r = attempt::next_batch(&mut batches, tailable, s.in_transaction(), limit).await;
+                r
             }
             (Opened::InSession(_), None) => {
                 return Err(CoreError::Misuse("a cursor opened in a session needs that session".into()))
@@ -525,12 +530,15 @@ impl Manager {
         session: Option<&TenantSession>,
     ) -> Result<(Watched, Lease<TenantPool>), CoreError> {
         let (lease, db) = self.target(tenant, db_name, session).await?;
+        let (limit, retry) = (self.attempts.socket_timeout, self.attempts.retry_reads);
         let r = {
             let _slot = self.permit(&lease).await?;
             let started = Instant::now();
             let r = match session {
-                Some(s) => ops::watch(&db, spec, Some(&mut **s.session.lock().await)).await,
-                None => ops::watch(&db, spec, None).await,
+                Some(s) => {
+                    change_stream::watch(&db, spec, Some(&mut **s.session.lock().await), limit, retry).await
+                }
+                None => change_stream::watch(&db, spec, None, limit, retry).await,
             };
             self.finished(started);
             r
@@ -554,9 +562,10 @@ impl Manager {
         session: Option<&TenantSession>,
     ) -> Result<Change, CoreError> {
         let _slot = self.permit(lease).await?;
+        let limit = self.attempts.socket_timeout;
         let r = match session {
-            Some(s) => stream.next_change(Some(&mut **s.session.lock().await)).await,
-            None => stream.next_change(None).await,
+            Some(s) => stream.next_change(Some(&mut **s.session.lock().await), limit).await,
+            None => stream.next_change(None, limit).await,
         };
         if r.is_err() {
             lease.record_error();
@@ -589,19 +598,17 @@ impl Manager {
     async fn end_transaction(&self, session: &TenantSession, commit: bool) -> Result<(), CoreError> {
         let _slot = self.permit(&session.lease).await?;
         let started = Instant::now();
+        let limit = self.attempts.socket_timeout;
         let r = match commit {
-            true => session.commit_transaction().await,
-            false => session.abort_transaction().await,
+            true => session.commit_transaction(limit).await,
+            false => session.abort_transaction(limit).await,
         };
         self.finished(started);
         if r.is_err() {
             session.lease.record_error();
             self.registry.counters.operation_error();
         }
-        r.map_err(|e| match e {
-            CoreError::Driver(e) => self.failed(&session.lease, e),
-            e => e,
-        })
+        r.map_err(|e| self.failed(&session.lease, e))
     }
 
     /// Starts a session on the tenant's client; it keeps the tenant's pool open until it ends. No

@@ -2,6 +2,7 @@
 
 pub mod attempt;
 pub mod budget;
+pub mod change_stream;
 pub mod credentials;
 pub mod deadline;
 pub mod error;

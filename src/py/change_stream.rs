@@ -15,8 +15,8 @@ use super::aio;
 use super::blocking::{block_on, detached_or_here};
 use super::cursor::invalid_operation;
 use super::manager::error;
+use crate::core::change_stream::{Change, Watched};
 use crate::core::manager::{CoreError, Manager, TenantPool, TenantSession};
-use crate::core::ops::{Change, Watched};
 use crate::core::registry::Lease;
 use crate::core::runtime;
 
