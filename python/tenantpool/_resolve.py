@@ -7,6 +7,7 @@ Nothing here imports a web framework: callers pass header and query lookups (any
 
 from __future__ import annotations
 
+import base64
 import difflib
 import hmac
 import logging
@@ -121,6 +122,21 @@ def bearer_token(authorization: str | None) -> str | None:
     if scheme.lower() != "bearer":
         return None
     return token.strip()
+
+
+def basic_password(authorization: str | None) -> str | None:
+    """The password of an ``Authorization: Basic`` header, else None (also when it is malformed)."""
+    if not authorization:
+        return None
+    scheme, _, encoded = authorization.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    _, colon, password = decoded.partition(":")
+    return password if colon else None
 
 
 def flag(settings: Mapping[str, Any], name: str) -> bool:
@@ -301,9 +317,18 @@ class AdminGuard:
         if self.auth is not None and not callable(self.auth):
             raise ConfigurationError("TENANTPOOL_ADMIN_AUTH must be a callable(request) -> bool")
 
-    def check(self, authorization: str | None, request: Any) -> None:
-        """Returns if allowed; raises :class:`HTTPProblem` 401 (no credentials) or 403 (refused)."""
+    def check(self, authorization: str | None, request: Any, *, basic: bool = False) -> None:
+        """Returns if allowed; raises :class:`HTTPProblem` 401 (no credentials) or 403 (refused).
+
+        ``basic``: also take the token as the password of ``Authorization: Basic`` (any user name), and
+        challenge with ``Basic``, so that a person's browser can open the admin page: browsers prompt
+        for Basic credentials but cannot send a bearer token. Only for the read-only page, since a
+        browser then sends the credentials by itself."""
         token = bearer_token(authorization)
+        via_basic = False
+        if token is None and basic:
+            token = basic_password(authorization)
+            via_basic = token is not None
         if (
             self.token is not None
             and token is not None
@@ -312,7 +337,14 @@ class AdminGuard:
             return
         if self.auth is not None and self.auth(request) is True:
             return
-        if self.token is not None and token is None:
+        # A wrong Basic password gets the challenge again, so that the browser asks again.
+        if self.token is not None and (token is None or via_basic):
+            if basic:
+                raise HTTPProblem(
+                    401,
+                    "the admin page needs the admin token, as a Bearer token or as the Basic password",
+                    {"WWW-Authenticate": 'Basic realm="tenantpool admin", charset="UTF-8"'},
+                )
             raise _unauthorized("admin endpoints need an Authorization: Bearer token")
         raise HTTPProblem(403, "forbidden")
 
@@ -371,6 +403,7 @@ __all__ = [
     "AdminGuard",
     "HTTPProblem",
     "TenantResolver",
+    "basic_password",
     "bearer_token",
     "database_problem",
     "flag",

@@ -50,7 +50,7 @@ from fastapi.responses import JSONResponse, Response
 from pymongo.errors import ConfigurationError, InvalidName, PyMongoError
 from starlette.concurrency import run_in_threadpool
 
-from . import AsyncUserConnectionManager
+from . import AsyncUserConnectionManager, _admin_page
 from ._resolve import (
     PREFIX,
     AdminGuard,
@@ -195,9 +195,11 @@ class TenantPool:
     # -- admin ------------------------------------------------------------------------------------------
 
     def admin_router(self, prefix: str | None = None, metrics_path: str | None = None) -> APIRouter:
-        """``GET {prefix}/connections``, ``DELETE {prefix}/connections/{user_id}`` and ``GET
-        {metrics_path}`` (defaults: the ``admin_url_prefix`` and ``metrics_path`` settings), each refused
-        (401/403) without the admin credentials. Raises ``ConfigurationError`` if there are none."""
+        """``GET {prefix}/connections``, ``DELETE {prefix}/connections/{user_id}``, ``GET
+        {metrics_path}`` (defaults: the ``admin_url_prefix`` and ``metrics_path`` settings) and the HTML
+        page ``GET {prefix}/dashboard``, each refused (401/403) without the admin credentials (the page
+        also takes the token as a Basic password, which a browser can send). Raises
+        ``ConfigurationError`` if there are none."""
         guard = self._admin or AdminGuard.from_settings(self.settings)
         prefix = self.settings["admin_url_prefix"] if prefix is None else prefix
         metrics_path = self.settings["metrics_path"] if metrics_path is None else metrics_path
@@ -210,8 +212,26 @@ class TenantPool:
             except HTTPProblem as problem:
                 raise TenantPoolHTTPException(problem) from None
 
+        def check_page(request: Request) -> None:
+            try:
+                guard.check(request.headers.get("Authorization"), request, basic=True)
+            except HTTPProblem as problem:
+                raise TenantPoolHTTPException(problem) from None
+
         # Not in the OpenAPI schema: no need to advertise the admin surface to API clients.
+        outer = APIRouter(include_in_schema=False)
         router = APIRouter(dependencies=[Depends(check_admin)], include_in_schema=False)
+        page = APIRouter(dependencies=[Depends(check_page)], include_in_schema=False)
+
+        @page.get(f"{prefix}/dashboard")
+        async def dashboard(request: Request) -> Response:
+            options = _admin_page.page_options(request.query_params)
+            snap = _admin_page.snapshot(self.manager, options["top"])
+            return Response(
+                _admin_page.render_page(snap, options["refresh"]),
+                media_type=_admin_page.CONTENT_TYPE,
+                headers=_admin_page.PAGE_HEADERS,
+            )
 
         @router.get(f"{prefix}/connections")
         async def connections() -> dict[str, Any]:
@@ -233,7 +253,9 @@ class TenantPool:
         async def metrics() -> Response:
             return Response(metrics_text(self.manager), media_type=METRICS_CONTENT_TYPE)
 
-        return router
+        outer.include_router(router)
+        outer.include_router(page)
+        return outer
 
 
 __all__ = ["TenantPool", "TenantPoolHTTPException", "problem_response"]

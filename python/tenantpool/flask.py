@@ -36,7 +36,9 @@ takes precedence.
 Admin endpoints (``ADMIN_ENABLED``, or register ``pool.admin_blueprint()`` yourself):
 ``GET <ADMIN_URL_PREFIX>/connections``, ``DELETE <ADMIN_URL_PREFIX>/connections/<user_id>`` and
 ``GET <METRICS_PATH>``, guarded by ``ADMIN_TOKEN`` (``Authorization: Bearer <token>``) and/or an
-``ADMIN_AUTH`` callable(request) -> bool. They report and act on the worker process that serves the
+``ADMIN_AUTH`` callable(request) -> bool. ``GET <ADMIN_URL_PREFIX>/dashboard`` is an HTML page of the
+same statistics that refreshes itself (``?refresh=<seconds>&top=<tenants>``); a browser opens it with
+any user name and the admin token as password. They report and act on the worker process that serves the
 request: under a multi-process server each worker has its own pools.
 
 The manager is created on first use in each process, so an app imported by a pre-forking server
@@ -59,6 +61,7 @@ from flask.blueprints import BlueprintSetupState
 from pymongo.errors import InvalidName, PyMongoError
 from werkzeug.exceptions import default_exceptions
 
+from . import _admin_page
 from ._resolve import (
     AdminGuard,
     HTTPProblem,
@@ -215,8 +218,9 @@ class TenantPool:
         return require_user_db(view)
 
     def admin_blueprint(self, url_prefix: str = "/admin", metrics_path: str = "/metrics") -> Blueprint:
-        """``GET {url_prefix}/connections``, ``DELETE {url_prefix}/connections/<user_id>`` and
-        ``GET {metrics_path}``, each refused (401/403) without the admin credentials."""
+        """``GET {url_prefix}/connections``, ``DELETE {url_prefix}/connections/<user_id>``,
+        ``GET {metrics_path}`` and the HTML page ``GET {url_prefix}/dashboard``, each refused (401/403)
+        without the admin credentials (the page also takes the token as a Basic password)."""
         bp = Blueprint("tenantpool_admin", __name__)
 
         @bp.record_once
@@ -231,7 +235,8 @@ class TenantPool:
             if admin is None:  # fail closed, whatever happened at registration
                 raise _abort(HTTPProblem(403, "forbidden"))
             try:
-                admin.check(request.headers.get("Authorization"), request)
+                page = request.endpoint == f"{bp.name}.dashboard"
+                admin.check(request.headers.get("Authorization"), request, basic=page)
             except HTTPProblem as problem:
                 raise _abort(problem) from None
 
@@ -248,6 +253,16 @@ class TenantPool:
             if closed:
                 return jsonify({"closed": user_id})
             return _response(HTTPProblem(404, f"no open pool for tenant {user_id!r} in this process"))
+
+        @bp.get(f"{url_prefix}/dashboard")
+        def dashboard() -> Response:
+            options = _admin_page.page_options(request.args)
+            snap = _admin_page.snapshot(_state(current_app).manager, options["top"])
+            return Response(
+                _admin_page.render_page(snap, options["refresh"]),
+                content_type=_admin_page.CONTENT_TYPE,
+                headers=_admin_page.PAGE_HEADERS,
+            )
 
         @bp.get(metrics_path)
         def metrics() -> Response:
