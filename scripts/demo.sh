@@ -52,6 +52,11 @@ while [ -z "$url" ]; do
     [ -n "$url" ] || sleep 0.1
 done
 echo "server: $url (pid $server_pid)"
+# The admin page (tenantpool's, enabled by the token above): a browser asks for a user name and password;
+# any name will do, the password is the token. DEMO_HOLD=<seconds> keeps the server up after the load.
+echo "admin page, while the demo runs: $url/admin/dashboard?refresh=2"
+echo "  browser login: any user name, password $TENANTPOOL_ADMIN_TOKEN"
+echo "  or: curl -H 'Authorization: Bearer $TENANTPOOL_ADMIN_TOKEN' '$url/admin/dashboard'"
 
 # On someone else's server, offboard the demo companies afterwards (their databases are dropped).
 cleanup=()
@@ -59,6 +64,27 @@ cleanup=()
 status=0
 "$PY" examples/load_test.py "$url" --scenario saas --users "$USERS" --requests "$REQUESTS" \
     --wait-ready 30 --deadline 90 --admin-stats "${cleanup[@]}" || status=$?
+
+# The page answers with the figures of the load just run (checked here, so a broken page fails the demo).
+if [ "$status" -eq 0 ]; then
+    "$PY" - "$url/admin/dashboard" <<'EOF' || status=$?
+import base64, os, re, sys, urllib.request
+
+token = os.environ["TENANTPOOL_ADMIN_TOKEN"]
+basic = base64.b64encode(f"demo:{token}".encode()).decode()
+request = urllib.request.Request(sys.argv[1], headers={"Authorization": f"Basic {basic}"})
+with urllib.request.urlopen(request, timeout=10) as response:
+    page = response.read().decode()
+rows = len(re.findall(r"<tr data-tenant=", page))
+tiers = len(re.findall(r'<tr data-tier="[^"]', page))
+print(f"admin page: HTTP {response.status}, {len(page):,} bytes, {rows} busiest tenants, {tiers} tiers")
+sys.exit(0 if 'id="tp-main"' in page else 1)
+EOF
+fi
+if [ -n "${DEMO_HOLD:-}" ] && [ "$status" -eq 0 ]; then
+    echo "server kept up for ${DEMO_HOLD}s (DEMO_HOLD): $url/admin/dashboard"
+    sleep "$DEMO_HOLD"
+fi
 
 stop_server
 if [ "$status" -ne 0 ] || grep -q Traceback "$workdir/uvicorn.log"; then
