@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import base64
 import struct
+import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ import httpx
 import pytest
 from flask import Flask
 from pymongo.errors import OperationFailure
-from tests._browser import Chromium
+from tests._browser import Chromium, require_chromium
 from tests.test_uvicorn import Uvicorn, server_env, wait_for
 from werkzeug.serving import make_server
 
@@ -217,6 +219,92 @@ def _exercise_flask(browser: Chromium, manager: Any, url: str, tenants: list[str
     assert hog not in r.text
 
 
+# -- Flask, chromium --dump-dom -------------------------------------------------------------------------
+
+
+class TenantCells(HTMLParser):
+    """tenant -> data-key -> text, from the busiest-tenants rows of a dumped DOM."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: dict[str, dict[str, str]] = {}
+        self.body: dict[str, str | None] = {}
+        self._tenant: str | None = None
+        self._key: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "body":
+            self.body = a
+        if tag == "tr":
+            self._tenant = a.get("data-tenant")
+            if self._tenant is not None:
+                self.rows[self._tenant] = {}
+        elif tag == "td" and self._tenant is not None:
+            self._key = a.get("data-key")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "td":
+            self._key = None
+
+    def handle_data(self, data: str) -> None:
+        if self._tenant is not None and self._key is not None:
+            self.rows[self._tenant][self._key] = self.rows[self._tenant].get(self._key, "") + data
+
+
+def chromium(*args: str) -> subprocess.CompletedProcess[str]:
+    binary = require_chromium()
+    command = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
+
+
+def test_flask_admin_page_with_admin_auth_in_chromium_dump_dom(mongodb_uri, ids, tmp_path):
+    """The plain command line: with an ``admin_auth`` callable (here: loopback clients only) there is no
+    credential to send, and ``--virtual-time-budget`` lets the page's refresh run before the dump."""
+    tenants = [f"free_{i}_{uuid.uuid4().hex[:8]}" for i in range(4)]
+    ids.extend(tenants)
+    asked: list[str] = []
+
+    def loopback_only(request: Any) -> bool:
+        asked.append(request.path)
+        return request.remote_addr == "127.0.0.1"
+
+    app = Flask(__name__)
+    pool = TenantPool(app, uri=mongodb_uri, trust_header=True, admin_enabled=True, admin_auth=loopback_only)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    serving = threading.Thread(target=server.serve_forever, daemon=True)
+    serving.start()
+    page = f"http://127.0.0.1:{server.server_port}/admin/dashboard?refresh=1"
+    try:
+        with app.app_context():
+            manager = pool.manager
+        for i, tenant in enumerate(tenants):
+            for j in range(i + 1):
+                manager.get_database(tenant).items.insert_one({"j": j})
+        started = time.monotonic()
+        dumped = chromium("--virtual-time-budget=4000", "--dump-dom", page).stdout
+        dumped_in = time.monotonic() - started
+        ARTIFACTS.mkdir(exist_ok=True)
+        shot = ARTIFACTS / "admin-page-flask-dump-dom.png"
+        chromium("--virtual-time-budget=2000", "--window-size=1400,900", f"--screenshot={shot}", page)
+        check_screenshot(shot)
+        expected = {t: manager.get_user_stats(t) for t in tenants}
+    finally:
+        server.shutdown()
+        serving.join(10)
+        pool.close(app)
+    print(f"chromium --dump-dom: {dumped_in:.2f}s")
+
+    cells = TenantCells()
+    cells.feed(dumped)
+    assert int(cells.body["data-refreshes"] or 0) >= 1, "the page's refresh did not run before the dump"
+    assert list(cells.rows) == tenants[::-1]  # the busiest first: the last did the most operations
+    for tenant, row in cells.rows.items():
+        assert n(row["operations"]) == expected[tenant]["operations"]
+        assert row["user_id"] == tenant and row["tier"] == expected[tenant]["tier"]
+    assert asked and set(asked) == {"/admin/dashboard"}  # the page and its refreshes asked the callable
+
+
 # -- FastAPI under uvicorn -------------------------------------------------------------------------------
 
 FASTAPI_APP = f"""
@@ -333,3 +421,59 @@ def _exercise_fastapi(browser: Chromium, url: str, tenants: list[str]) -> None:
             assert tenants[0] not in r.text
         # The JSON endpoints still take only the bearer token.
         assert http.get("/admin/connections", headers=basic).status_code in (401, 403)
+
+
+# -- off by default, and the guard, without a browser -----------------------------------------------------
+
+
+def test_flask_page_is_off_by_default_and_guarded(mongodb_uri):
+    off = Flask(__name__)
+    TenantPool(off, uri=mongodb_uri, trust_header=True, admin_token=TOKEN)  # a token alone enables nothing
+    assert (
+        off.test_client().get("/admin/dashboard", headers={"Authorization": f"Bearer {TOKEN}"}).status_code
+        == 404
+    )
+
+    on = Flask(__name__)
+    pool = TenantPool(on, uri=mongodb_uri, trust_header=True, admin_enabled=True, admin_token=TOKEN)
+    try:
+        client = on.test_client()
+        r = client.get("/admin/dashboard")
+        assert r.status_code == 401 and r.headers["WWW-Authenticate"].startswith(
+            'Basic realm="tenantpool admin"'
+        )
+        assert client.get("/admin/dashboard", headers={"Authorization": "Bearer wrong"}).status_code == 403
+        for auth in (f"Bearer {TOKEN}", "Basic " + base64.b64encode(f"x:{TOKEN}".encode()).decode()):
+            r = client.get("/admin/dashboard?top=5&refresh=9", headers={"Authorization": auth})
+            assert r.status_code == 200 and r.content_type == "text/html; charset=utf-8"
+            assert "default-src 'none'" in r.headers["Content-Security-Policy"]
+            assert r.headers["Cache-Control"] == "no-store"
+            assert 'data-refresh="9"' in r.text
+        # Basic stays the page's: the JSON endpoints take the bearer token only.
+        basic = "Basic " + base64.b64encode(f"x:{TOKEN}".encode()).decode()
+        assert client.get("/admin/connections", headers={"Authorization": basic}).status_code == 401
+    finally:
+        pool.close(on)
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_fastapi_page_is_off_by_default(mongodb_uri):
+    from fastapi import FastAPI
+
+    from tenantpool.fastapi import TenantPool as FastAPITenantPool
+
+    for enabled, expected in ((False, 404), (True, 200)):
+        pool = FastAPITenantPool(mongodb_uri, trust_header=True, admin_enabled=enabled, admin_token=TOKEN)
+        app = FastAPI(lifespan=pool.lifespan)
+        pool.init_app(app)
+        async with pool.lifespan(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+                r = await http.get("/admin/dashboard", headers={"Authorization": f"Bearer {TOKEN}"})
+                assert r.status_code == expected
+                assert (await http.get("/admin/dashboard")).status_code == (401 if enabled else 404)
