@@ -339,14 +339,11 @@ async def work(db=Depends(pool.user_database)):
 """
 
 
-def test_fastapi_admin_page_under_uvicorn_in_chromium(browser, tmp_path, mongodb_uri, ids, monkeypatch):
-    import tests.test_uvicorn as uv
-
-    monkeypatch.setattr(uv, "ADMIN_TOKEN", TOKEN)  # server_env passes it as TENANTPOOL_ADMIN_TOKEN
+def test_fastapi_admin_page_under_uvicorn_in_chromium(browser, tmp_path, mongodb_uri, ids):
     tenants = [f"{kind}_{i}_{uuid.uuid4().hex[:8]}" for kind in ("free", "pro", "evil") for i in range(2)]
     ids.extend(tenants)
     (tmp_path / "admin_page_app.py").write_text(FASTAPI_APP)
-    env = server_env(mongodb_uri, [tmp_path, ROOT])
+    env = {**server_env(mongodb_uri, [tmp_path, ROOT]), "TENANTPOOL_ADMIN_TOKEN": TOKEN}
     server = Uvicorn("admin_page_app:app", "uvloop", tmp_path / "uvicorn.log", env)
     try:
         _exercise_fastapi(browser, server.url, tenants)
