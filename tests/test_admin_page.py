@@ -172,6 +172,8 @@ def _exercise_flask(browser: Chromium, manager: Any, url: str, tenants: list[str
     assert next(iter(first["tenants"])) == hog
     assert (first["tenants"][hog]["in_flight"], first["tenants"][hog]["waiting"]) == ("2", "1")
     assert n(first["tiers"]["free"]["in_flight"]) >= 2
+    ARTIFACTS.mkdir(exist_ok=True)
+    check_screenshot(browser.screenshot(ARTIFACTS / "admin-page-flask-under-load.png"))
 
     for t in [*workers, *hogs]:
         t.join(30)
