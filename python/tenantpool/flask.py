@@ -235,7 +235,7 @@ class TenantPool:
             if admin is None:  # fail closed, whatever happened at registration
                 raise _abort(HTTPProblem(403, "forbidden"))
             try:
-                page = request.endpoint == f"{bp.name}.dashboard"
+                page = request.endpoint == f"{request.blueprint}.dashboard"
                 admin.check(request.headers.get("Authorization"), request, basic=page)
             except HTTPProblem as problem:
                 raise _abort(problem) from None
