@@ -82,6 +82,27 @@ class FakeRawCursor:
         self.closed = True
 
 
+class FakeRawChangeStream:
+    """A core change stream handing out canned events (documents with an ``_id`` token), then None."""
+
+    def __init__(self, *events: dict[str, Any], initial_token: dict[str, Any] | None = None) -> None:
+        self.events = deque(events)
+        self.initial_token = None if initial_token is None else bson.encode({"_id": initial_token})
+        self.alive = True
+
+    def try_next(self) -> tuple[bytes | None, bytes | None]:
+        if not self.events:
+            return None, None
+        event = self.events.popleft()
+        return bson.encode(event), bson.encode({"_id": event["_id"]})
+
+    async def try_next_async(self) -> tuple[bytes | None, bytes | None]:
+        return self.try_next()
+
+    def close(self) -> None:
+        self.alive = False
+
+
 class FakeRawSession:
     """A core session: records its transaction steps in the core's calls."""
 
@@ -96,8 +117,9 @@ class FakeRawSession:
     def _step(self, method: str, *args: Any) -> None:
         spec = bson.decode(args[0]) if args and args[0] else {}
         self.core.calls.append(Call("session", method, spec=spec))
-        if self.core.step_errors:
-            raise self.core.step_errors.popleft()
+        error = self.core.step_errors.popleft() if self.core.step_errors else None
+        if error is not None:
+            raise error
         self.in_transaction = method == "start_transaction"
 
     def start_transaction(self, spec: Any = None) -> None:
@@ -172,8 +194,8 @@ class FakeCore:
     def __init__(self) -> None:
         self.calls: list[Call] = []
         self.replies: deque[Any] = deque()
-        # Errors the next session steps (start/commit/abort_transaction) raise, in order.
-        self.step_errors: deque[BaseException] = deque()
+        # What the next session steps (start/commit/abort_transaction) raise, in order (None: nothing).
+        self.step_errors: deque[BaseException | None] = deque()
 
     # -- for tests ------------------------------------------------------------------------------------
 
@@ -262,7 +284,7 @@ class FakeCore:
     def watch(self, tenant: str, db_name: str, spec: bytes, session: Any = None) -> Any:
         call = Call("watch", "watch", db_name, tenant, bson.decode(spec), session=session)
         self.calls.append(call)
-        return self._answer(call, SimpleNamespace(try_next=lambda: (None, None), close=lambda: None))
+        return self._answer(call, FakeRawChangeStream())
 
     def start_session(self, user_id: str, causal_consistency: Any, snapshot: bool) -> FakeRawSession:
         return FakeRawSession(self, snapshot)
