@@ -206,11 +206,16 @@ class FakeCore:
         return self
 
     def manager(
-        self, read_preference: Any = ReadPreference.PRIMARY, codec: CodecOptions | None = None
+        self,
+        read_preference: Any = ReadPreference.PRIMARY,
+        codec: CodecOptions | None = None,
+        scope: Any = None,
     ) -> Any:
+        """What TenantClient reads of a UserConnectionManager; ``scope``: an IsolationScope, or None as
+        under ``isolation="off"``."""
         return SimpleNamespace(
             _core=self,
-            _scope=None,
+            _scope=scope,
             codec_options=codec or DEFAULT_CODEC_OPTIONS,
             read_preference=read_preference,
         )
@@ -220,7 +225,7 @@ class FakeCore:
         return cls(self.manager(**manager), user_id)  # type: ignore[arg-type]
 
     def database(self, name: str = "alice_db", asynchronous: bool = False, **kwargs: Any) -> Database:
-        manager = {k: kwargs.pop(k) for k in ("read_preference", "codec") if k in kwargs}
+        manager = {k: kwargs.pop(k) for k in ("read_preference", "codec", "scope") if k in kwargs}
         return self.client(asynchronous=asynchronous, **manager).get_database(name, **kwargs)
 
     @property
