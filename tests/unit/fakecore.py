@@ -144,10 +144,6 @@ class FakeRawSession:
         return None, None
 
 
-def _cursor_reply(command: dict[str, Any]) -> dict[str, Any]:
-    return {"cursor": {"id": 0, "ns": "alice_db.c", "firstBatch": []}, "ok": 1.0}
-
-
 def _command_default(command: dict[str, Any]) -> dict[str, Any]:
     """The reply of a server that accepted ``command`` and had nothing to say."""
     name = next(iter(command))
@@ -157,7 +153,7 @@ def _command_default(command: dict[str, Any]) -> dict[str, Any]:
         n = len(command["updates"])
         return {"n": n, "nModified": n, "ok": 1.0}
     if name in ("aggregate", "find", "listIndexes", "listCollections"):
-        return _cursor_reply(command)
+        return {"cursor": {"id": 0, "ns": f"alice_db.{command[name]}", "firstBatch": []}, "ok": 1.0}
     if name == "count":
         return {"n": 0, "ok": 1.0}
     if name == "distinct":
@@ -201,7 +197,8 @@ class FakeCore:
 
     def reply(self, *replies: Any) -> FakeCore:
         """Cans the replies of the next calls, in order: a document (sent as BSON), bytes, None, a
-        FakeRawCursor (or a list of batches for one), or an exception to raise into the operation."""
+        FakeRawCursor (or a list of batches for one), an exception to raise into the operation, or a
+        function of the Call returning one of those."""
         self.replies.extend(replies)
         return self
 
@@ -235,7 +232,7 @@ class FakeCore:
 
     def sent(self, kind: str | None = None) -> list[Call]:
         """The calls that reached the server (not the cursor's batches or the session's steps)."""
-        return [c for c in self.calls if c.kind == (kind or c.kind) and c.kind not in ("next_batch",)]
+        return [c for c in self.calls if c.kind not in ("next_batch", "session") and kind in (None, c.kind)]
 
     def commands(self) -> list[dict[str, Any]]:
         """The generic commands sent, in order."""

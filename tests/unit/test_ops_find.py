@@ -276,3 +276,8 @@ def test_explain_uses_a_hard_limit(core, coll):
     assert core.last.command == {
         "explain": {"find": "c", "filter": {"a": 1}, "sort": {"a": 1}, "limit": 3, "singleBatch": True}
     }
+
+
+def test_a_reply_can_be_computed_from_the_call(core, coll):
+    core.reply(lambda call: {"_id": call.spec["filter"]["_id"], "seen": True})
+    assert coll.find_one({"_id": 3}) == {"_id": 3, "seen": True}
