@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -61,3 +62,12 @@ def auth_mongod():
     credentials of a root user created through the localhost exception (tests/test_auth.py)."""
     with _mongod.MongodProcess(auth=True) as server:
         yield server
+
+
+@pytest.fixture
+def db_name(request, pymongo_client):
+    """A database name of this test's own (after its module's name), the database dropped afterwards."""
+    module = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
+    name = f"{module}_{uuid.uuid4().hex[:12]}"
+    yield name
+    pymongo_client.drop_database(name)

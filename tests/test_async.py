@@ -9,34 +9,9 @@ import time
 import pytest
 from pymongo.errors import DuplicateKeyError, InvalidOperation
 from pymongo.results import InsertOneResult
+from tests.helpers import LOOPS, PATIENT, app_connections, run
 
 from tenantpool import AsyncCollection, AsyncCursor, AsyncDatabase, AsyncUserConnectionManager
-
-# Generous: a busy machine must slow these tests down, not fail them.
-PATIENT = {"serverSelectionTimeoutMS": 30000, "connectTimeoutMS": 20000}
-
-LOOPS = ["asyncio"]
-try:
-    import uvloop  # noqa: F401
-
-    LOOPS.append("uvloop")
-except ImportError:
-    pass
-
-
-def run(coro, loop: str = "asyncio"):
-    if loop == "uvloop":
-        import uvloop
-
-        return uvloop.run(coro)
-    return asyncio.run(coro)
-
-
-def app_connections(pymongo_client, app: str) -> int:
-    ops = pymongo_client.admin.aggregate(
-        [{"$currentOp": {"allUsers": True, "idleConnections": True}}, {"$match": {"appName": app}}]
-    )
-    return len(list(ops))
 
 
 @pytest.mark.parametrize("loop", LOOPS)

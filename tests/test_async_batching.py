@@ -11,10 +11,9 @@ import threading
 import time
 
 import pytest
+from tests.helpers import PATIENT, wait_until
 
 from tenantpool import AsyncUserConnectionManager
-
-PATIENT = {"serverSelectionTimeoutMS": 30000, "connectTimeoutMS": 20000}
 
 
 class _NoReaderLoop(asyncio.SelectorEventLoop):
@@ -42,15 +41,6 @@ def new_loop(kind: str) -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
-def wait_until(condition, what: str, timeout: float = 30.0) -> None:
-    """Polls ``condition`` (without running any event loop) until it holds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.005)
-
-
 def idle(manager, tenant: str) -> bool:
     info = manager.get_user_stats(tenant)
     return (info["in_use"], info["in_flight"], info["waiting"]) == (0, 0, 0)
@@ -74,7 +64,12 @@ def test_cancelled_before_handover_others_resolve(mongodb_uri, loop_kind):
             lists = [asyncio.ensure_future(coll.find().batch_size(2).to_list(None)) for _ in range(10)]
             await asyncio.sleep(0)  # the tasks start their first operation
             # Block the loop (no await) until the I/O thread has finished every operation.
-            wait_until(lambda: manager.get_user_stats(tenant)["in_flight"] == 0, "the operations to finish")
+            wait_until(
+                lambda: manager.get_user_stats(tenant)["in_flight"] == 0,
+                30,
+                "the operations to finish",
+                every=0.005,
+            )
             for t in finds[::2] + lists[::2]:
                 t.cancel()
             results = await asyncio.gather(*finds, *lists, return_exceptions=True)
@@ -115,7 +110,12 @@ def test_results_arriving_while_the_loop_is_stopped(mongodb_uri, loop_kind):
         # Returns at once: the tasks have not even started. One more step starts them.
         tasks = loop.run_until_complete(start())
         loop.run_until_complete(asyncio.sleep(0))
-        wait_until(lambda: idle(manager, tenant), "the operations to finish while the loop is stopped")
+        wait_until(
+            lambda: idle(manager, tenant),
+            30,
+            "the operations to finish while the loop is stopped",
+            every=0.005,
+        )
         results = loop.run_until_complete(asyncio.gather(*tasks))
         assert results == [{"_id": 1}] * 100
         loop.run_until_complete(coll.drop())
@@ -150,7 +150,7 @@ def test_results_after_the_loop_closed(mongodb_uri, loop_kind):
         gc.collect()
         return idle(manager, tenant)
 
-    wait_until(released, "the orphaned operations to return their leases")
+    wait_until(released, 30, "the orphaned operations to return their leases", every=0.005)
 
     async def again() -> list:
         docs = await asyncio.gather(*(coll.find_one({"x": 1}) for _ in range(20)))

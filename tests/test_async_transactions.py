@@ -14,38 +14,13 @@ from bson import Binary
 from pymongo.client_session import SessionOptions, TransactionOptions
 from pymongo.errors import InvalidOperation, OperationFailure, WriteConcernError
 from pymongo.write_concern import WriteConcern
+from tests.helpers import LOOPS, PATIENT, eventually, run
 
 from tenantpool import AsyncClientSession, AsyncTenantClient, AsyncUserConnectionManager
-
-PATIENT = {"serverSelectionTimeoutMS": 30000, "connectTimeoutMS": 20000}
-
-LOOPS = ["asyncio"]
-try:
-    import uvloop  # noqa: F401
-
-    LOOPS.append("uvloop")
-except ImportError:
-    pass
-
-
-def run(coro, loop: str = "asyncio"):
-    if loop == "uvloop":
-        import uvloop
-
-        return uvloop.run(coro)
-    return asyncio.run(coro)
 
 
 def transactions(pymongo_client) -> dict:
     return pymongo_client.admin.command("serverStatus")["transactions"]
-
-
-async def eventually(predicate, timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def fail_point(pymongo_client, mode, **data) -> None:

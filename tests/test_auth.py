@@ -13,7 +13,7 @@ import threading
 import pytest
 from pymongo import MongoClient
 from pymongo.errors import ConfigurationError, InvalidName, InvalidOperation, OperationFailure
-from tests.reliability._util import app_connections, wait_until
+from tests.helpers import app_connections, wait_until
 
 from tenantpool import AsyncUserConnectionManager, TenantCredentials, UserConnectionManager
 

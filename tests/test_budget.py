@@ -11,7 +11,7 @@ import time
 
 import pytest
 from pymongo.errors import ConfigurationError, WaitQueueTimeoutError
-from tests.reliability._util import app_connections, wait_app_connections, wait_until
+from tests.helpers import app_connections, wait_app_connections, wait_until
 
 from tenantpool import AsyncUserConnectionManager, UserConnectionManager
 from tenantpool.variants import GroupConnectionManager, MemoryEfficientConnectionManager

@@ -19,6 +19,7 @@ from bson import SON
 from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 from pymongo.errors import InvalidOperation, OperationFailure
+from tests.helpers import wait_until
 
 from tenantpool import (
     AsyncCollectionChangeStream,
@@ -44,28 +45,11 @@ def take(stream: Any, n: int, timeout: float = 20.0) -> list[Any]:
     return out
 
 
-def wait_until(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
-
-
 @pytest.fixture(scope="module")
 def manager(mongodb_uri):
     # isolation="off": most tests name their databases explicitly.
     with UserConnectionManager(mongodb_uri, db_name_template="cs_{user_id}", isolation="off") as m:
         yield m
-
-
-@pytest.fixture
-def db_name(pymongo_client):
-    name = f"cs_{uuid.uuid4().hex[:12]}"
-    yield name
-    pymongo_client.drop_database(name)
 
 
 @pytest.fixture

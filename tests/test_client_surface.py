@@ -13,7 +13,7 @@ from pymongo.client_options import ClientOptions
 from pymongo.read_concern import ReadConcern
 from pymongo.topology_description import TopologyDescription
 from pymongo.write_concern import WriteConcern
-from tests.reliability._util import wait_until
+from tests.helpers import wait_until
 
 from tenantpool import AsyncUserConnectionManager, UserConnectionManager
 from tenantpool.database import Database

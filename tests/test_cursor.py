@@ -11,21 +11,11 @@ import psutil
 import pytest
 from pymongo.collation import Collation
 from pymongo.errors import ExecutionTimeout, InvalidOperation, OperationFailure
+from tests.helpers import wait_until
 
 from tenantpool import CommandCursor, Cursor, UserConnectionManager
 
 DB = "cursor_tests"
-
-
-def wait_until(predicate, timeout: float, what: str, every: float = 0.05):
-    """Polls a state the server reaches on its own schedule; fails naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture(scope="module")

@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
 import sys
-import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
+from tests.helpers import ServerProcess, wait_until
 
 gunicorn_config = pytest.importorskip("gunicorn.config")
 
@@ -42,52 +41,12 @@ with app.app_context():
 """
 
 
-def wait_for(predicate, timeout: float, what: str, every: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
-
-
-class Gunicorn:
+class Gunicorn(ServerProcess):
     def __init__(self, app_spec: str, log: Path, env: dict[str, str], pythonpath: list[Path]) -> None:
-        self.log = log
-        with log.open("wb") as out:
-            # Port 0: the kernel picks a free port and gunicorn logs it, so no other process can take
-            # it between choosing and binding.
-            args = ["--workers", "2", "--preload", "--bind", "127.0.0.1:0", "--graceful-timeout", "10"]
-            args += ["--pythonpath", ",".join(map(str, pythonpath)), *NO_CONTROL_SOCKET, app_spec]
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", *args],
-                cwd=ROOT,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        port = wait_for(self._port, 30, "gunicorn to listen")
-        self.url = f"http://127.0.0.1:{port}"
-
-    def _port(self) -> int | None:
-        if self.proc.poll() is not None:
-            pytest.fail(f"gunicorn exited with {self.proc.returncode}:\n{self.output()}")
-        m = re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", self.output())
-        return int(m.group(1)) if m else None
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        args = ["--workers", "2", "--preload", "--bind", "127.0.0.1:0", "--graceful-timeout", "10"]
+        args += ["--pythonpath", ",".join(map(str, pythonpath)), *NO_CONTROL_SOCKET, app_spec]
+        argv = [sys.executable, "-m", "gunicorn", *args]
+        super().__init__("gunicorn", argv, r"Listening at: http://127\.0\.0\.1:(\d+)", log, env, ROOT)
 
 
 @pytest.fixture
@@ -113,7 +72,7 @@ def test_two_preloaded_workers_serve_every_tenant(tmp_path, mongodb_uri, tenant_
     try:
         with httpx.Client(base_url=server.url, timeout=10) as http:
             # The master accepts connections before the workers finish booting; wait for a worker.
-            wait_for(lambda: _healthy(http), 30, "a worker to answer /healthz")
+            wait_until(lambda: _healthy(http), 30, "a worker to answer /healthz")
             with ThreadPoolExecutor(max_workers=8) as pool:
                 _exercise(http, pool, ids)
                 worker_pids = _both_workers(http, pool)
@@ -173,7 +132,7 @@ def _both_workers(http: httpx.Client, pool: ThreadPoolExecutor) -> set[int]:
         pids.update(pool.map(lambda _: http.get("/healthz").json()["pid"], range(16)))
         return len(pids) >= 2
 
-    wait_for(seen, 30, "responses from both workers", every=0)
+    wait_until(seen, 30, "responses from both workers", every=0)
     assert len(pids) == 2, pids
     return pids
 
@@ -191,7 +150,7 @@ def _check_admin_views(
             stats[s["pid"]] = s
         return set(stats) == worker_pids
 
-    wait_for(collect, 30, "admin stats from both workers", every=0)
+    wait_until(collect, 30, "admin stats from both workers", every=0)
     served = set()
     for s in stats.values():
         assert warmup not in s["active_users"]

@@ -16,20 +16,9 @@ from pymongo.errors import (
     InvalidOperation,
     ServerSelectionTimeoutError,
 )
-from tests.reliability._util import app_connections, wait_app_connections
+from tests.helpers import app_connections, wait_app_connections, wait_until
 
 from tenantpool import Collection, Database, TenantClient, UserConnectionManager
-
-
-def wait_until(predicate, timeout: float, what: str, every: float = 0.05):
-    """Polls a condition the server or reaper reaches on its own schedule; fails with `what`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 import pytest
 from pymongo import DeleteOne, InsertOne, MongoClient, UpdateMany, UpdateOne
 from pymongo.errors import AutoReconnect
-from tests.reliability._util import app_connections, wait_until
+from tests.helpers import app_connections, wait_until
 
 from tenantpool import UserConnectionManager
 from tenantpool.testing.mongod import MongodProcess

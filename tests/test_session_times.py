@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import pytest
@@ -23,13 +22,6 @@ def manager(mongodb_uri):
     # isolation="off": these tests name their databases explicitly.
     with UserConnectionManager(mongodb_uri, isolation="off") as m:
         yield m
-
-
-@pytest.fixture
-def db_name(pymongo_client):
-    name = f"times_{uuid.uuid4().hex[:12]}"
-    yield name
-    pymongo_client.drop_database(name)
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import pytest
 from pymongo import MongoClient
 from pymongo.errors import ConfigurationError, NetworkTimeout
-from tests.reliability._util import wait_until
+from tests.helpers import wait_until
 
 from tenantpool import AsyncUserConnectionManager, UserConnectionManager
 

@@ -10,7 +10,7 @@ import time
 import pytest
 from pymongo import CursorType, MongoClient
 from pymongo.errors import NetworkTimeout
-from tests.reliability._util import wait_until
+from tests.helpers import wait_until
 from tests.test_socket_timeout import BLOCK_MS, TIMEOUT_MS, blocked, open_connections
 
 from tenantpool import AsyncUserConnectionManager, UserConnectionManager

@@ -8,13 +8,12 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-import uuid
 from typing import Any
 
 import pytest
 from pymongo import CursorType
 from pymongo.errors import InvalidOperation, OperationFailure
-from tests.reliability._util import wait_until
+from tests.helpers import wait_until
 
 from tenantpool import AsyncUserConnectionManager, UserConnectionManager
 
@@ -27,13 +26,6 @@ def manager(mongodb_uri):
     # isolation="off": these tests name their databases explicitly.
     with UserConnectionManager(mongodb_uri, isolation="off") as m:
         yield m
-
-
-@pytest.fixture
-def db_name(pymongo_client):
-    name = f"tail_{uuid.uuid4().hex[:12]}"
-    yield name
-    pymongo_client.drop_database(name)
 
 
 @pytest.fixture

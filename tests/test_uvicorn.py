@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
-import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
 import httpx
 import pytest
+from tests.helpers import ServerProcess
 
 pytest.importorskip("uvicorn")
 
@@ -40,52 +38,12 @@ async def loop() -> dict:
 """
 
 
-def wait_for(predicate, timeout: float, what: str, every: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    pytest.fail(f"timed out after {timeout}s waiting for {what}")
-
-
-class Uvicorn:
+class Uvicorn(ServerProcess):
     def __init__(self, app_spec: str, loop: str, log: Path, env: dict[str, str]) -> None:
-        self.log = log
-        with log.open("wb") as out:
-            # Port 0: the kernel picks a free port and uvicorn logs it, so no other process can take it
-            # between choosing and binding.
-            args = ["--host", "127.0.0.1", "--port", "0", "--loop", loop, "--no-access-log", app_spec]
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", *args],
-                cwd=ROOT,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
+        args = ["--host", "127.0.0.1", "--port", "0", "--loop", loop, "--no-access-log", app_spec]
+        argv = [sys.executable, "-m", "uvicorn", *args]
         # Logged after the lifespan's startup completed.
-        port = wait_for(self._port, 30, "uvicorn to listen")
-        self.url = f"http://127.0.0.1:{port}"
-
-    def _port(self) -> int | None:
-        if self.proc.poll() is not None:
-            pytest.fail(f"uvicorn exited with {self.proc.returncode}:\n{self.output()}")
-        m = re.search(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", self.output())
-        return int(m.group(1)) if m else None
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        super().__init__("uvicorn", argv, r"Uvicorn running on http://127\.0\.0\.1:(\d+)", log, env, ROOT)
 
 
 def server_env(mongodb_uri: str, pythonpath: list[Path]) -> dict[str, str]:

@@ -7,10 +7,9 @@ import time
 
 import psutil
 import pytest
+from tests.helpers import app_connections
 
 from tenantpool import UserConnectionManager
-
-from ._util import app_connections
 
 CAP = 20
 

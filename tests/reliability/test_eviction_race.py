@@ -14,10 +14,9 @@ import time
 import traceback
 
 import pytest
+from tests.helpers import app_connections, wait_app_connections, wait_until
 
 from tenantpool import UserConnectionManager
-
-from ._util import app_connections, wait_app_connections, wait_until
 
 TENANTS = 200
 THREADS = 50

@@ -23,10 +23,9 @@ from dataclasses import dataclass, field
 import pytest
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
+from tests.helpers import wait_until
 
 from tenantpool import AsyncUserConnectionManager, UserConnectionManager
-
-from ._util import wait_until
 
 pytestmark = pytest.mark.slow
 

@@ -16,11 +16,10 @@ import time
 import pytest
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError, ServerSelectionTimeoutError
+from tests.helpers import app_connections, wait_app_connections, wait_until
 
 from tenantpool import UserConnectionManager
 from tenantpool.testing import MongodProcess
-
-from ._util import app_connections, wait_app_connections, wait_until
 
 SST_MS = 1000
 SLACK_S = 1.5

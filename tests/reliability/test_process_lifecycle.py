@@ -22,10 +22,9 @@ import time
 import traceback
 
 import pytest
+from tests.helpers import socket_inodes, tcp_inode_of_local_port
 
 from tenantpool import UserConnectionManager
-
-from ._util import socket_inodes, tcp_inode_of_local_port
 
 CHILD_TIMEOUT = 20
 CHILD_WRITES = 40

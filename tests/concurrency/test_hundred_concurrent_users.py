@@ -1,5 +1,6 @@
-"""The design document's section 5.1 comparison (100 users at once, a shared single client versus
-independent connections), run for every strategy: every request must succeed."""
+"""100 users at once under every pool strategy (shared, per-user, grouped): every request must succeed
+and each user sees only its own post. This is the design document's section 5.1 comparison (a shared
+single client versus independent connections)."""
 
 from __future__ import annotations
 
