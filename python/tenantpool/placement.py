@@ -1,0 +1,681 @@
+"""Tenants on several deployments: where each tenant lives, and the router standing in for the core.
+
+A manager given ``deployments={"main": uri, "eu": uri2}`` builds one core manager per deployment (each
+with its own pools, quotas, tiers, connection budget and reaper) and puts a ``Router`` where the single
+core would be (``manager._core``). The handles call ``core.execute(tenant, ...)`` as they always did; the
+router resolves the tenant's deployment **per call**, so a handle obtained before a move reaches the new
+deployment after it, and a tenant being moved waits at its gate (bounded) before any call is sent.
+
+Where a tenant lives, first match wins: the tenant catalog (``catalog="main"``: the collection
+``tenantpool_catalog.tenants`` on that deployment, shared by every process), the ``placement`` callable,
+the ``tier_deployments`` mapping (by ``get_user_tier``), then ``default_deployment``. A tenant's place is
+resolved once per process and cached; the catalog's change stream keeps the cache fresh (``_catalog``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pymongo.errors import ConfigurationError, InvalidOperation, OperationFailure, WaitQueueTimeoutError
+
+#: How long an operation of a tenant being moved waits at its gate before WaitQueueTimeoutError.
+DEFAULT_MOVE_WAIT = 30.0
+
+
+class TenantMovedError(OperationFailure):
+    """A cursor, change stream or session opened on a tenant's previous deployment, used after the tenant
+    moved: it cannot follow (its server state stays behind). Re-run the query, re-open the stream (from
+    scratch: a resume token does not cross deployments) or start a new session. Its error label
+    ``TenantMoved`` says so."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, None, {"errmsg": message, "errorLabels": ["TenantMoved"]})
+
+
+class Placement:
+    """Where each tenant lives (see the module docstring for the order)."""
+
+    def __init__(
+        self,
+        names: list[str],
+        default: str | None,
+        placement: Callable[[str], str | None] | None,
+        tier_deployments: Mapping[str, str] | None,
+        tier_of: Callable[[str], str | None],
+    ) -> None:
+        if default is None:
+            default = names[0]
+        if default not in names:
+            raise ConfigurationError(
+                f"default_deployment {default!r} is not one of the deployments {sorted(names)}"
+            )
+        if placement is not None and not callable(placement):
+            raise ConfigurationError(
+                "placement must be a callable taking a user id and returning a deployment name"
+            )
+        if tier_deployments is not None and not isinstance(tier_deployments, Mapping):
+            raise ConfigurationError("tier_deployments must be a dict of tier name -> deployment name")
+        self.default = default
+        self._callable = placement
+        self._tiers = dict(tier_deployments or {})
+        self._tier_of = tier_of
+
+    def static(self, user_id: str) -> tuple[str, str]:
+        """The tenant's deployment without the catalog, and what decided it."""
+        if self._callable is not None:
+            name = self._callable(user_id)
+            if name is not None:
+                return str(name), "placement"
+        if self._tiers:
+            tier = self._tier_of(user_id)
+            if tier is not None and tier in self._tiers:
+                return self._tiers[tier], f"tier {tier!r}"
+        return self.default, "default"
+
+
+class _Gate:
+    """Closed while the tenant moves: sync callers wait on an event, async ones on a future of their loop,
+    all released together when it opens."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._futures: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+
+    def wait(self, timeout: float) -> bool:
+        return self._event.wait(max(timeout, 0.0))
+
+    async def wait_async(self, timeout: float) -> bool:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        with self._lock:
+            if self._event.is_set():
+                return True
+            self._futures.append((loop, future))
+        try:
+            await asyncio.wait_for(future, max(timeout, 0.0))
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    def open(self) -> None:
+        with self._lock:
+            self._event.set()
+            futures, self._futures = self._futures, []
+        for loop, future in futures:
+            try:
+                loop.call_soon_threadsafe(_resolve_future, future)
+            except RuntimeError:  # that loop is closed: nobody waits there any more
+                pass
+
+
+def _resolve_future(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class TenantRoute:
+    """One tenant's place: its deployment, its move count (``epoch``) and, while it moves, its gate."""
+
+    __slots__ = ("deployment", "epoch", "gate", "inflight", "moving_to", "source")
+
+    def __init__(self, deployment: str, epoch: int, source: str) -> None:
+        self.deployment = deployment
+        self.epoch = epoch
+        self.source = source
+        self.gate: _Gate | None = None
+        self.inflight = 0
+        self.moving_to: str | None = None
+
+
+class Router:
+    """Stands in for ``_core.Manager`` (same methods) over one core per deployment."""
+
+    def __init__(
+        self, cores: dict[str, Any], placement: Placement, move_wait: float = DEFAULT_MOVE_WAIT
+    ) -> None:
+        self.cores = cores
+        self.placement = placement
+        self.move_wait = move_wait
+        self.catalog: Any = None  # a _catalog.Catalog, set by the manager when it has one
+        self._routes: dict[str, TenantRoute] = {}
+        self._lock = threading.Lock()
+        self._drained = threading.Condition(self._lock)
+
+    # -- where a tenant lives ---------------------------------------------------------------------------
+
+    def route(self, tenant: str) -> TenantRoute:
+        r = self._routes.get(tenant)
+        if r is not None:
+            return r
+        entry = self.catalog.lookup(tenant) if self.catalog is not None else None
+        if entry is not None:
+            r = TenantRoute(str(entry["deployment"]), int(entry.get("epoch", 0)), "catalog")
+            if entry.get("state") == "moving":
+                # Another process is moving it: wait here until the catalog says where it went.
+                r.gate = _Gate()
+        else:
+            name, source = self.placement.static(tenant)
+            r = TenantRoute(name, 0, source)
+        with self._lock:
+            return self._routes.setdefault(tenant, r)
+
+    def cached(self, tenant: str) -> TenantRoute | None:
+        return self._routes.get(tenant)
+
+    def forget(self, tenant: str) -> None:
+        with self._lock:
+            r = self._routes.get(tenant)
+            if r is not None and r.gate is None and r.inflight == 0:
+                del self._routes[tenant]
+
+    def forget_all(self) -> None:
+        with self._lock:
+            for tenant in [t for t, r in self._routes.items() if r.gate is None and r.inflight == 0]:
+                del self._routes[tenant]
+
+    def pause(self, tenant: str, deployment: str, epoch: int, to: str | None) -> TenantRoute:
+        """Another process moves the tenant: its calls here wait (cached or not) until the catalog says
+        where it went."""
+        with self._lock:
+            r = self._routes.get(tenant)
+            if r is None:
+                r = self._routes[tenant] = TenantRoute(deployment, epoch, "catalog")
+            if r.gate is None:
+                r.gate = _Gate()
+            r.moving_to = to
+            return r
+
+    def place(self, tenant: str, deployment: str) -> None:
+        if deployment not in self.cores:
+            raise ConfigurationError(
+                f"cannot place tenant {tenant!r} on {deployment!r}: deployments are {sorted(self.cores)}"
+            )
+        if self.catalog is None:
+            raise InvalidOperation("place_tenant needs a tenant catalog (catalog='<deployment>')")
+        self.catalog.place(tenant, deployment)
+        r = self.cached(tenant)
+        if r is not None:
+            self.open_gate(r, deployment)
+
+    def deployment_of(self, tenant: str) -> str:
+        return self.route(tenant).deployment
+
+    def _core_of(self, tenant: str, r: TenantRoute) -> Any:
+        core = self.cores.get(r.deployment)
+        if core is None:
+            raise ConfigurationError(
+                f"tenant {tenant!r} is placed on deployment {r.deployment!r} (by {r.source}), which this "
+                f"manager does not know (its deployments: {sorted(self.cores)}): add it to deployments= "
+                "or correct the placement"
+            )
+        return core
+
+    # -- the gate -----------------------------------------------------------------------------------------
+
+    def _moving_timeout(self, tenant: str, r: TenantRoute) -> WaitQueueTimeoutError:
+        return WaitQueueTimeoutError(
+            f"tenant {tenant!r} is being moved from deployment {r.deployment!r}"
+            f"{'' if r.moving_to is None else f' to {r.moving_to!r}'}; "
+            f"its operation waited {self.move_wait}s "
+            "for the move to finish: retry it"
+        )
+
+    def _admit(self, tenant: str, r: TenantRoute, epoch: int | None) -> Any:
+        """Under the lock, with the gate open: the core to use, the call counted in flight."""
+        if epoch is not None and epoch != r.epoch:
+            raise TenantMovedError(
+                f"tenant {tenant!r} moved to deployment {r.deployment!r} after this cursor, change stream or "
+                "session was opened on its previous deployment: re-run the query, re-open the change "
+                "stream (without a resume token) or start a new session"
+            )
+        core = self._core_of(tenant, r)
+        r.inflight += 1
+        return core
+
+    def enter(
+        self, tenant: str, r: TenantRoute | None = None, epoch: int | None = None
+    ) -> tuple[Any, TenantRoute]:
+        if r is None:
+            r = self.route(tenant)
+        deadline = None
+        while True:
+            with self._lock:
+                gate = r.gate
+                if gate is None:
+                    return self._admit(tenant, r, epoch), r
+            if deadline is None:
+                deadline = time.monotonic() + self.move_wait
+            if not gate.wait(deadline - time.monotonic()):
+                raise self._moving_timeout(tenant, r)
+
+    async def enter_async(
+        self, tenant: str, r: TenantRoute | None = None, epoch: int | None = None
+    ) -> tuple[Any, TenantRoute]:
+        if r is None:
+            r = self._routes.get(tenant)
+            if r is None:
+                # A catalog lookup is a round trip: not on the event loop's thread.
+                r = (
+                    await asyncio.to_thread(self.route, tenant)
+                    if self.catalog is not None
+                    else self.route(tenant)
+                )
+        deadline = None
+        while True:
+            with self._lock:
+                gate = r.gate
+                if gate is None:
+                    return self._admit(tenant, r, epoch), r
+            if deadline is None:
+                deadline = time.monotonic() + self.move_wait
+            if not await gate.wait_async(deadline - time.monotonic()):
+                raise self._moving_timeout(tenant, r)
+
+    def leave(self, r: TenantRoute) -> None:
+        with self._lock:
+            r.inflight -= 1
+            if r.inflight == 0 and r.gate is not None:
+                self._drained.notify_all()
+
+    def close_gate(self, tenant: str, to: str | None = None) -> TenantRoute:
+        r = self.route(tenant)
+        with self._lock:
+            if r.gate is None:
+                r.gate = _Gate()
+            r.moving_to = to
+        return r
+
+    def drain(self, r: TenantRoute, timeout: float) -> bool:
+        """Waits (gate closed) until the tenant's calls in flight have finished."""
+        with self._lock:
+            return self._drained.wait_for(lambda: r.inflight == 0, timeout)
+
+    def open_gate(self, r: TenantRoute, deployment: str | None = None, epoch: int | None = None) -> None:
+        with self._lock:
+            if deployment is not None:
+                r.deployment = deployment
+                r.source = "catalog"
+            if epoch is not None:
+                r.epoch = epoch
+            gate, r.gate, r.moving_to = r.gate, None, None
+        if gate is not None:
+            gate.open()
+
+    # -- the core's operations, routed per call ------------------------------------------------------------
+
+    def _session(self, tenant: str, session: Any) -> tuple[int | None, Any]:
+        if session is None:
+            return None, None
+        return session.epoch, session.raw
+
+    def execute(self, tenant, db_name, op, spec, docs=None, session=None):  # type: ignore[no-untyped-def]
+        epoch, raw = self._session(tenant, session)
+        core, r = self.enter(tenant, epoch=epoch)
+        try:
+            return core.execute(tenant, db_name, op, spec, docs, raw)
+        finally:
+            self.leave(r)
+
+    async def execute_async(self, tenant, db_name, op, spec, docs=None, session=None):  # type: ignore[no-untyped-def]
+        epoch, raw = self._session(tenant, session)
+        core, r = await self.enter_async(tenant, epoch=epoch)
+        try:
+            return await core.execute_async(tenant, db_name, op, spec, docs, raw)
+        finally:
+            self.leave(r)
+
+    def open_cursor(self, tenant, db_name, op, spec, session=None):  # type: ignore[no-untyped-def]
+        epoch, raw = self._session(tenant, session)
+        core, r = self.enter(tenant, epoch=epoch)
+        try:
+            return RoutedCursor(self, tenant, r, core.open_cursor(tenant, db_name, op, spec, raw))
+        finally:
+            self.leave(r)
+
+    async def open_cursor_async(self, tenant, db_name, op, spec, session=None):  # type: ignore[no-untyped-def]
+        epoch, raw = self._session(tenant, session)
+        core, r = await self.enter_async(tenant, epoch=epoch)
+        try:
+            return RoutedCursor(self, tenant, r, await core.open_cursor_async(tenant, db_name, op, spec, raw))
+        finally:
+            self.leave(r)
+
+    def watch(self, tenant, db_name, spec, session=None):  # type: ignore[no-untyped-def]
+        epoch, raw = self._session(tenant, session)
+        core, r = self.enter(tenant, epoch=epoch)
+        try:
+            return RoutedChangeStream(self, tenant, r, core.watch(tenant, db_name, spec, raw))
+        finally:
+            self.leave(r)
+
+    async def watch_async(self, tenant, db_name, spec, session=None):  # type: ignore[no-untyped-def]
+        epoch, raw = self._session(tenant, session)
+        core, r = await self.enter_async(tenant, epoch=epoch)
+        try:
+            return RoutedChangeStream(self, tenant, r, await core.watch_async(tenant, db_name, spec, raw))
+        finally:
+            self.leave(r)
+
+    def start_session(
+        self, tenant: str, causal_consistency: bool | None = None, snapshot: bool = False
+    ) -> Any:
+        r = self.route(tenant)
+        core = self._core_of(tenant, r)
+        return RoutedSession(core.start_session(tenant, causal_consistency, snapshot), r.epoch)
+
+    # -- per tenant, on its deployment's core ------------------------------------------------------
+
+    def _core_for(self, tenant: str) -> Any:
+        return self._core_of(tenant, self.route(tenant))
+
+    def db_name(self, tenant: str) -> str:
+        # The template is the same on every core.
+        return self.cores[self.placement.default].db_name(tenant)
+
+    def ensure(self, tenant: str, wait: bool = True) -> None:
+        if not wait and self.catalog is not None and tenant not in self._routes:
+            return  # its first operation resolves it off the event loop, and opens its pool
+        self._core_for(tenant).ensure(tenant, wait)
+
+    def provision(self, tenant, username, password, roles, source=None):  # type: ignore[no-untyped-def]
+        return self._core_for(tenant).provision(tenant, username, password, roles, source)
+
+    async def provision_async(self, tenant, username, password, roles, source=None):  # type: ignore[no-untyped-def]
+        return await self._core_for(tenant).provision_async(tenant, username, password, roles, source)
+
+    def deprovision(self, tenant, username, source=None):  # type: ignore[no-untyped-def]
+        return self._core_for(tenant).deprovision(tenant, username, source)
+
+    async def deprovision_async(self, tenant, username, source=None):  # type: ignore[no-untyped-def]
+        return await self._core_for(tenant).deprovision_async(tenant, username, source)
+
+    def close_tenant(self, tenant: str) -> bool:
+        return any([core.close_tenant(tenant) for core in self.cores.values()])
+
+    def tenant_info(self, tenant: str) -> dict[str, Any] | None:
+        r = self.route(tenant)
+        core = self.cores.get(r.deployment)
+        info = None if core is None else core.tenant_info(tenant)
+        if info is not None:
+            info["deployment"] = r.deployment
+        return info
+
+    # -- the whole manager ---------------------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self.cores[self.placement.default].closed
+
+    @property
+    def redacted_uri(self) -> str:
+        return self.cores[self.placement.default].redacted_uri
+
+    def check_open(self) -> None:
+        self.cores[self.placement.default].check_open()
+
+    def close(self) -> int:
+        if self.catalog is not None:
+            self.catalog.close()
+        return sum(core.close() for core in self.cores.values())
+
+    def close_pools(self) -> int:
+        return sum(core.close_pools() for core in self.cores.values())
+
+    def tenants(self) -> list[str]:
+        return [t for core in self.cores.values() for t in core.tenants()]
+
+    def counters(self) -> dict[str, Any]:
+        return _sum_dicts([core.counters() for core in self.cores.values()])
+
+    def budget(self) -> dict[str, Any]:
+        return _sum_dicts([core.budget() for core in self.cores.values()])
+
+    def all_tenant_info(self) -> list[dict[str, Any]]:
+        infos = []
+        for name, core in self.cores.items():
+            for info in core.all_tenant_info():
+                info["deployment"] = name
+                infos.append(info)
+        return infos
+
+    def metrics_text(self, top: int = 10) -> str:
+        return merge_metrics({name: core.metrics_text(top) for name, core in self.cores.items()})
+
+    def deployment_stats(self) -> dict[str, dict[str, Any]]:
+        return {
+            name: {
+                "uri": core.redacted_uri,
+                "active_users": core.tenants(),
+                "pools": core.counters(),
+                "budget": core.budget(),
+            }
+            for name, core in self.cores.items()
+        }
+
+
+_NOT_ADDED = frozenset({"per_pool", "monitors_per_server", "shared_pool_size", "longest_wait_seconds"})
+
+
+def _sum_dicts(dicts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Counts added up (each deployment has its own budget: the totals are the manager's); sizes and
+    anything else (a bound's source, say) kept when all agree, else listed."""
+    out: dict[str, Any] = {}
+    for d in dicts:
+        for key, value in d.items():
+            if key not in out:
+                out[key] = value
+            elif (
+                key not in _NOT_ADDED
+                and isinstance(value, (int, float))
+                and not isinstance(value, bool)
+                and isinstance(out[key], (int, float))
+            ):
+                out[key] = out[key] + value
+            elif isinstance(value, dict) and isinstance(out[key], dict):
+                out[key] = _sum_dicts([out[key], value])
+            elif out[key] != value:
+                out[key] = (out[key] if isinstance(out[key], list) else [out[key]]) + [value]
+    return out
+
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?(\s.*)$")
+
+
+def merge_metrics(texts: dict[str, str]) -> str:
+    """One exposition from each deployment's: every sample gets a ``deployment`` label, and each metric
+    family keeps one HELP/TYPE header with the samples of all deployments under it."""
+    families: dict[str, list[str]] = {}
+    headers: dict[str, list[str]] = {}
+    for name, text in texts.items():
+        family = ""
+        for line in text.splitlines():
+            if not line.strip():
+                continue
+            if line.startswith("#"):
+                parts = line.split(None, 3)
+                if len(parts) >= 3 and parts[1] in ("HELP", "TYPE"):
+                    family = parts[2]
+                    families.setdefault(family, [])
+                    if line not in headers.setdefault(family, []):
+                        headers[family].append(line)
+                continue
+            m = _SAMPLE.match(line)
+            if m is None:
+                continue
+            metric, labels, rest = m.groups()
+            label = f'deployment="{name}"'
+            labels = "{" + label + ("," + labels[1:] if labels and labels != "{}" else "}")
+            families.setdefault(family or metric, []).append(f"{metric}{labels}{rest}")
+    out = []
+    for family, samples in families.items():
+        out.extend(headers.get(family, []))
+        out.extend(samples)
+    return "\n".join(out) + "\n"
+
+
+class RoutedSession:
+    """A core session with the tenant's move count when it started (it cannot follow a move)."""
+
+    __slots__ = ("epoch", "raw")
+
+    def __init__(self, raw: Any, epoch: int) -> None:
+        self.raw = raw
+        self.epoch = epoch
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.raw, name)
+
+
+class RoutedCursor:
+    """A core cursor whose getMores pass the tenant's gate, and fail with TenantMovedError once the
+    tenant has moved (the server cursor is on the old deployment)."""
+
+    __slots__ = ("_epoch", "_route", "_router", "_tenant", "raw")
+
+    def __init__(self, router: Router, tenant: str, route: TenantRoute, raw: Any) -> None:
+        self._router, self._tenant, self._route, self._epoch, self.raw = (
+            router,
+            tenant,
+            route,
+            route.epoch,
+            raw,
+        )
+
+    @property
+    def alive(self) -> bool:
+        return self._epoch == self._route.epoch and self.raw.alive
+
+    def _moved(self, exc: TenantMovedError) -> TenantMovedError:
+        self.raw.close()
+        return exc
+
+    def next_batch(self) -> Any:
+        try:
+            _, r = self._router.enter(self._tenant, self._route, self._epoch)
+        except TenantMovedError as exc:
+            raise self._moved(exc) from None
+        try:
+            return self.raw.next_batch()
+        finally:
+            self._router.leave(r)
+
+    async def next_batch_async(self) -> Any:
+        try:
+            _, r = await self._router.enter_async(self._tenant, self._route, self._epoch)
+        except TenantMovedError as exc:
+            raise self._moved(exc) from None
+        try:
+            return await self.raw.next_batch_async()
+        finally:
+            self._router.leave(r)
+
+    def close(self) -> None:
+        self.raw.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.raw, name)
+
+
+class RoutedChangeStream(RoutedCursor):
+    """A core change stream, gated and ended by a move as RoutedCursor."""
+
+    __slots__ = ()
+
+    def try_next(self) -> Any:
+        try:
+            _, r = self._router.enter(self._tenant, self._route, self._epoch)
+        except TenantMovedError as exc:
+            raise self._moved(exc) from None
+        try:
+            return self.raw.try_next()
+        finally:
+            self._router.leave(r)
+
+    async def try_next_async(self) -> Any:
+        try:
+            _, r = await self._router.enter_async(self._tenant, self._route, self._epoch)
+        except TenantMovedError as exc:
+            raise self._moved(exc) from None
+        try:
+            return await self.raw.try_next_async()
+        finally:
+            self._router.leave(r)
+
+
+def placement_router(
+    manager: Any,
+    default_core: Any,
+    deployments: Mapping[str, str],
+    make_core: Callable[[str], Any],
+    uri_credentials: Any,
+    placement: Callable[[str], str | None] | None,
+    tier_deployments: Mapping[str, str] | None,
+    catalog: str | None,
+    default_deployment: str | None,
+) -> Router:
+    """The manager's router: one core per deployment (``default_core`` is the default's, already built),
+    and the catalog's client and watcher if ``catalog`` names one of them."""
+    from ._catalog import Catalog
+    from ._options import with_credentials
+    from ._read_preference import manager_read_preference
+
+    names = list(deployments)
+    default = default_deployment if default_deployment is not None else names[0]
+    tier_of = weakref.WeakMethod(manager.get_user_tier)
+
+    def tier(user_id: str) -> str | None:
+        method = tier_of()
+        return None if method is None else method(user_id)
+
+    rules = Placement(names, default, placement, tier_deployments, tier)
+    if catalog is not None and catalog not in deployments:
+        raise ConfigurationError(f"catalog {catalog!r} is not one of the deployments {sorted(names)}")
+    cores: dict[str, Any] = {}
+    try:
+        for name, uri in deployments.items():
+            if not isinstance(name, str) or not name:
+                raise ConfigurationError(f"deployment names must be non-empty strs, got {name!r}")
+            if not isinstance(uri, str):
+                raise ConfigurationError(
+                    f"deployments[{name!r}] must be a connection string, not {type(uri).__name__}"
+                )
+            # The read preference is the default deployment's (or the keywords'): the driver gets none.
+            cores[name] = default_core if name == default else make_core(manager_read_preference(uri, {})[0])
+        router = Router(cores, rules)
+        manager._deployment_uris = {
+            name: with_credentials(uri, uri_credentials) for name, uri in deployments.items()
+        }
+        if catalog is not None:
+            router.catalog = Catalog(catalog, manager._deployment_uris[catalog], router)
+            weakref.finalize(manager, router.catalog.close)
+    except BaseException:
+        for core in cores.values():
+            core.close()
+        raise
+    return router
+
+
+__all__ = ["DEFAULT_MOVE_WAIT", "Placement", "Router", "TenantMovedError", "placement_router"]
+
+
+def placement_stats(core: Any) -> dict[str, Any]:
+    """``get_stats()``'s per-deployment part: nothing for a manager of one deployment."""
+    if not isinstance(core, Router):
+        return {}
+    return {"deployments": core.deployment_stats()}
+
+
+def router_of(manager: Any) -> Router:
+    core = manager._core
+    if not isinstance(core, Router):
+        raise InvalidOperation(
+            "this manager has one deployment: give it deployments= to place or move tenants"
+        )
+    return core
