@@ -110,7 +110,12 @@ class UserConnectionManager:
                 raise ConfigurationError("give either connection_string or deployments, not both")
             if not isinstance(deployments, dict) or not deployments:
                 raise ConfigurationError("deployments must be a non-empty dict of name -> connection string")
-            connection_string = deployments[default_deployment or next(iter(deployments))]
+            connection_string = deployments.get(default_deployment or next(iter(deployments)))
+            if connection_string is None:
+                raise ConfigurationError(
+                    f"default_deployment {default_deployment!r} is not one of the deployments "
+                    f"{sorted(deployments)}"
+                )
         elif any(x is not None for x in (placement, tier_deployments, catalog, default_deployment)):
             raise ConfigurationError(
                 "placement, tier_deployments, catalog and default_deployment need deployments="
