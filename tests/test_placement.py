@@ -414,3 +414,97 @@ def test_move_seen_by_another_manager(servers, clients):
         assert target.count_documents({"seed": {"$exists": True}}) == 2000
         with pytest.raises(TenantMovedError):
             list(cursor)
+
+
+def test_move_aborts_an_open_transaction(servers, clients):
+    a, b = servers
+    with UserConnectionManager(deployments={"main": a.uri, "eu": b.uri}, catalog="main") as m:
+        m.place_tenant("mv_txn", "eu")
+        coll = m.get_database("mv_txn").c
+        coll.insert_one({"before": 1})
+        with m.get_client("mv_txn").start_session() as session:
+            # Leaving the block commits: the commit says the move aborted the transaction, rather than
+            # the block ending as if its write had been committed.
+            with pytest.raises(TenantMovedError, match="retry the transaction"):
+                with session.start_transaction():
+                    coll.insert_one({"in_txn": 1}, session=session)
+                    m.move_tenant("mv_txn", "main")
+            with pytest.raises(TenantMovedError):
+                coll.find_one({}, session=session)
+        assert clients[0].user_mv_txn_db.c.count_documents({}) == 1
+        assert coll.count_documents({"in_txn": 1}) == 0
+        coll.insert_one({"after": 1})
+        assert coll.count_documents({}) == 2
+
+
+_CHILD = """
+import json, sys, threading
+from tenantpool import UserConnectionManager
+m = UserConnectionManager(deployments={"main": sys.argv[1], "eu": sys.argv[2]}, catalog="main")
+coll = m.get_database("mv_proc").c
+acked, errors, stop = [], [], threading.Event()
+def write(k):
+    i = 0
+    while not stop.is_set():
+        try:
+            coll.insert_one({"wid": f"p{k}-{i}"})
+        except Exception as exc:
+            errors.append(repr(exc))
+        else:
+            acked.append(f"p{k}-{i}")
+        i += 1
+threads = [threading.Thread(target=write, args=(k,)) for k in range(4)]
+for t in threads:
+    t.start()
+while len(acked) < 200:
+    stop.wait(0.01)
+print("ready", m._core.catalog.token, flush=True)
+more = int(sys.stdin.readline())
+base = len(acked)
+while len(acked) < base + more:
+    stop.wait(0.01)
+stop.set()
+for t in threads:
+    t.join()
+print(json.dumps({"acked": acked, "errors": errors, "deployment": m.deployment_of("mv_proc")}), flush=True)
+m.close()
+"""
+
+
+def test_move_seen_by_another_process(servers, clients):
+    """A second process writing to the tenant: the mover waits for its acknowledgement (through the
+    catalog), its writes pause and resume on the new deployment, none lost or duplicated."""
+    import json
+    import subprocess
+    import sys
+
+    a, b = servers
+    with UserConnectionManager(deployments={"main": a.uri, "eu": b.uri}, catalog="main") as m:
+        m.place_tenant("mv_proc", "eu")
+        child = subprocess.Popen(
+            [sys.executable, "-c", _CHILD, a.uri, b.uri],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            ready, token = child.stdout.readline().split()
+            assert ready == "ready"
+            # The child's heartbeat is in the catalog: the move must wait for its acknowledgement.
+            assert clients[0].tenantpool_catalog.processes.count_documents({"_id": token}) == 1
+            report = m.move_tenant("mv_proc", "main")
+            child.stdin.write("200\n")
+            child.stdin.flush()
+            result = json.loads(child.stdout.readline())
+            assert child.wait(timeout=30) == 0
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+        assert result["errors"] == []
+        assert result["deployment"] == "main"
+        target = clients[0].user_mv_proc_db.c
+        counts = {d["_id"]: d["n"] for d in target.aggregate([{"$group": {"_id": "$wid", "n": {"$sum": 1}}}])}
+        assert all(counts.get(w) == 1 for w in result["acked"])
+        assert len(counts) == len(result["acked"])
+        print(f"\nmove with another process writing: paused {report['pause_seconds']:.3f} s")

@@ -188,6 +188,7 @@ class Catalog:
             return
         doc = change.get("fullDocument")
         router = self._router
+        router.catalog_changed()
         if doc is None:
             router.forget(user_id)
             return

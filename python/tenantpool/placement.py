@@ -123,7 +123,7 @@ def _resolve_future(future: asyncio.Future[None]) -> None:
 class TenantRoute:
     """One tenant's place: its deployment, its move count (``epoch``) and, while it moves, its gate."""
 
-    __slots__ = ("deployment", "epoch", "gate", "inflight", "moving_to", "source")
+    __slots__ = ("deployment", "epoch", "gate", "inflight", "moving_to", "sessions", "source")
 
     def __init__(self, deployment: str, epoch: int, source: str) -> None:
         self.deployment = deployment
@@ -132,6 +132,8 @@ class TenantRoute:
         self.gate: _Gate | None = None
         self.inflight = 0
         self.moving_to: str | None = None
+        # The tenant's live sessions (weakly): a move aborts their open transactions.
+        self.sessions: weakref.WeakSet[RoutedSession] = weakref.WeakSet()
 
 
 class Router:
@@ -145,6 +147,7 @@ class Router:
         self.move_wait = move_wait
         self.catalog: Any = None  # a _catalog.Catalog, set by the manager when it has one
         self._routes: dict[str, TenantRoute] = {}
+        self._catalog_changes = 0
         self._lock = threading.Lock()
         self._drained = threading.Condition(self._lock)
 
@@ -154,17 +157,30 @@ class Router:
         r = self._routes.get(tenant)
         if r is not None:
             return r
-        entry = self.catalog.lookup(tenant) if self.catalog is not None else None
-        if entry is not None:
-            r = TenantRoute(str(entry["deployment"]), int(entry.get("epoch", 0)), "catalog")
-            if entry.get("state") == "moving":
-                # Another process is moving it: wait here until the catalog says where it went.
-                r.gate = _Gate()
-        else:
-            name, source = self.placement.static(tenant)
-            r = TenantRoute(name, 0, source)
+        while True:
+            seen = self._catalog_changes
+            entry = self.catalog.lookup(tenant) if self.catalog is not None else None
+            if entry is not None:
+                r = TenantRoute(str(entry["deployment"]), int(entry.get("epoch", 0)), "catalog")
+                if entry.get("state") == "moving":
+                    # Another process is moving it: wait here until the catalog says where it went.
+                    r.gate = _Gate()
+            else:
+                name, source = self.placement.static(tenant)
+                r = TenantRoute(name, 0, source)
+            with self._lock:
+                cached = self._routes.get(tenant)
+                if cached is not None:
+                    return cached
+                # A catalog change seen since the lookup may be this tenant's, and found nothing cached
+                # to update: look again rather than cache what may be stale.
+                if seen == self._catalog_changes:
+                    self._routes[tenant] = r
+                    return r
+
+    def catalog_changed(self) -> None:
         with self._lock:
-            return self._routes.setdefault(tenant, r)
+            self._catalog_changes += 1
 
     def cached(self, tenant: str) -> TenantRoute | None:
         return self._routes.get(tenant)
@@ -229,6 +245,8 @@ class Router:
 
     def _admit(self, tenant: str, r: TenantRoute, epoch: int | None) -> Any:
         """Under the lock, with the gate open: the core to use, the call counted in flight."""
+        if epoch == _TXN_ABORTED:
+            raise TenantMovedError(_txn_aborted(tenant))
         if epoch is not None and epoch != r.epoch:
             raise TenantMovedError(
                 f"tenant {tenant!r} moved to deployment {r.deployment!r} after this cursor, change stream or "
@@ -293,9 +311,21 @@ class Router:
         return r
 
     def drain(self, r: TenantRoute, timeout: float) -> bool:
-        """Waits (gate closed) until the tenant's calls in flight have finished."""
+        """Waits (gate closed) until the tenant's calls in flight have finished, then aborts its open
+        transactions: a commit arriving after the copy began would be lost (and an open transaction
+        would hold the locks the copy's verification needs). Their sessions are unusable from then on."""
         with self._lock:
-            return self._drained.wait_for(lambda: r.inflight == 0, timeout)
+            if not self._drained.wait_for(lambda: r.inflight == 0, timeout):
+                return False
+            sessions = list(r.sessions)
+        for session in sessions:
+            if session.raw.in_transaction:
+                session.aborted_by_move()
+                try:
+                    session.raw.abort_transaction()
+                except Exception:  # the server ends it anyway (transactionLifetimeLimitSeconds)
+                    pass
+        return True
 
     def open_gate(self, r: TenantRoute, deployment: str | None = None, epoch: int | None = None) -> None:
         with self._lock:
@@ -310,7 +340,8 @@ class Router:
 
     # -- the core's operations, routed per call ------------------------------------------------------------
 
-    def _session(self, tenant: str, session: Any) -> tuple[int | None, Any]:
+    @staticmethod
+    def _session(tenant: str, session: Any) -> tuple[int | None, Any]:
         if session is None:
             return None, None
         return session.epoch, session.raw
@@ -368,7 +399,10 @@ class Router:
     ) -> Any:
         r = self.route(tenant)
         core = self._core_of(tenant, r)
-        return RoutedSession(core.start_session(tenant, causal_consistency, snapshot), r.epoch)
+        session = RoutedSession(self, tenant, r, core.start_session(tenant, causal_consistency, snapshot))
+        with self._lock:
+            r.sessions.add(session)
+        return session
 
     # -- per tenant, on its deployment's core ------------------------------------------------------
 
@@ -520,14 +554,80 @@ def merge_metrics(texts: dict[str, str]) -> str:
     return "\n".join(out) + "\n"
 
 
+_TXN_ABORTED = -1
+
+
+def _txn_aborted(tenant: str) -> str:
+    return (
+        f"the transaction of this session of tenant {tenant!r} was aborted when the tenant began moving to "
+        "another deployment: start a new session and retry the transaction"
+    )
+
+
 class RoutedSession:
-    """A core session with the tenant's move count when it started (it cannot follow a move)."""
+    """A core session with the tenant's move count when it started: it cannot follow a move (its
+    server session stays behind), and its transaction steps pass the tenant's gate."""
 
-    __slots__ = ("epoch", "raw")
+    __slots__ = ("__weakref__", "_route", "_router", "_tenant", "epoch", "moved_txn", "raw")
 
-    def __init__(self, raw: Any, epoch: int) -> None:
-        self.raw = raw
-        self.epoch = epoch
+    def __init__(self, router: Router, tenant: str, route: TenantRoute, raw: Any) -> None:
+        self._router, self._tenant, self._route, self.raw = router, tenant, route, raw
+        self.epoch = route.epoch
+        self.moved_txn = False
+
+    def aborted_by_move(self) -> None:
+        # Still "in a transaction" for the Python session, so that leaving its block commits, and the
+        # commit says what happened instead of the block ending as if it had succeeded.
+        self.epoch = _TXN_ABORTED
+        self.moved_txn = True
+
+    @property
+    def in_transaction(self) -> bool:
+        return self.moved_txn or self.raw.in_transaction
+
+    def _step(self, method: str, *args: Any) -> Any:
+        _, r = self._router.enter(self._tenant, self._route, self.epoch)
+        try:
+            return getattr(self.raw, method)(*args)
+        finally:
+            self._router.leave(r)
+
+    async def _step_async(self, method: str, *args: Any) -> Any:
+        _, r = await self._router.enter_async(self._tenant, self._route, self.epoch)
+        try:
+            return await getattr(self.raw, method)(*args)
+        finally:
+            self._router.leave(r)
+
+    def start_transaction(self, options: bytes) -> None:
+        self._step("start_transaction", options)
+
+    def _ended_by_move(self, commit: bool) -> bool:
+        if not self.moved_txn:
+            return False
+        self.moved_txn = False
+        if commit:
+            raise TenantMovedError(_txn_aborted(self._tenant))
+        return True
+
+    def commit_transaction(self) -> None:
+        if not self._ended_by_move(True):
+            self._step("commit_transaction")
+
+    def abort_transaction(self) -> None:
+        if not self._ended_by_move(False):
+            self._step("abort_transaction")
+
+    async def start_transaction_async(self, options: bytes) -> None:
+        await self._step_async("start_transaction_async", options)
+
+    async def commit_transaction_async(self) -> None:
+        if not self._ended_by_move(True):
+            await self._step_async("commit_transaction_async")
+
+    async def abort_transaction_async(self) -> None:
+        if not self._ended_by_move(False):
+            await self._step_async("abort_transaction_async")
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.raw, name)
