@@ -10,7 +10,13 @@ import time
 
 import pytest
 from pymongo import MongoClient
-from pymongo.errors import ConfigurationError, InvalidOperation, OperationFailure, PyMongoError
+from pymongo.errors import (
+    ConfigurationError,
+    InvalidOperation,
+    OperationFailure,
+    PyMongoError,
+    WaitQueueTimeoutError,
+)
 
 from tenantpool import AsyncUserConnectionManager, UserConnectionManager
 from tenantpool._move import TenantMoveError
@@ -508,3 +514,30 @@ def test_move_seen_by_another_process(servers, clients):
         assert all(counts.get(w) == 1 for w in result["acked"])
         assert len(counts) == len(result["acked"])
         print(f"\nmove with another process writing: paused {report['pause_seconds']:.3f} s")
+
+
+def test_recover_a_move_whose_mover_died(servers, clients):
+    a, b = servers
+    catalog = clients[0].tenantpool_catalog
+    with UserConnectionManager(deployments={"main": a.uri, "eu": b.uri}, catalog="main") as m:
+        m._core.move_wait = 0.3
+        m.place_tenant("mv_dead", "eu")
+        coll = m.get_database("mv_dead").c
+        coll.insert_one({"x": 1})
+        fields = {"state": "moving", "to": "main", "move_id": "m1", "acks": []}
+        catalog.tenants.update_one({"_id": "mv_dead"}, {"$set": {**fields, "by": "gone-1234"}})
+        wait_until(lambda: m._core.cached("mv_dead").gate is not None, what="the gate to close")
+        with pytest.raises(WaitQueueTimeoutError, match="'mv_dead' is being moved from deployment 'eu'"):
+            coll.find_one()
+        # A mover whose heartbeat is fresh may still finish: refused.
+        catalog.tenants.update_one({"_id": "mv_dead"}, {"$set": {"by": m._core.catalog.token}})
+        wait_until(
+            lambda: catalog.processes.count_documents({"_id": m._core.catalog.token}) == 1,
+            what="the heartbeat",
+        )
+        with pytest.raises(InvalidOperation, match="which is alive"):
+            m.recover_move("mv_dead")
+        catalog.tenants.update_one({"_id": "mv_dead"}, {"$set": {"by": "gone-1234"}})
+        assert m.recover_move("mv_dead") == "eu"
+        assert coll.count_documents({}) == 1
+        assert catalog.tenants.find_one({"_id": "mv_dead"})["state"] == "active"

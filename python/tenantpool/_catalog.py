@@ -111,16 +111,29 @@ class Catalog:
             )
         return move_id, epoch
 
+    def live_processes(self) -> set[str]:
+        """The managers whose heartbeat is recent (by the server's clock)."""
+        fresh = {"$expr": {"$gte": ["$at", {"$subtract": ["$$NOW", int(LIVE_SECONDS * 1000)]}]}}
+        return {p["_id"] for p in self.processes.find(fresh, {"_id": 1})}
+
+    def recover_move(self, user_id: str) -> dict[str, Any]:
+        """Ends a move whose mover died: the entry back to "active" on its source. Refused while the
+        mover's heartbeat is fresh (it may still finish)."""
+        entry = self.tenants.find_one({"_id": user_id})
+        if entry is None or entry.get("state") != "moving":
+            raise InvalidOperation(f"tenant {user_id!r} is not being moved")
+        if entry.get("by") in self.live_processes():
+            raise InvalidOperation(
+                f"tenant {user_id!r} is being moved by process {entry.get('by')}, which is alive: wait for "
+                "its move to finish or fail"
+            )
+        self.end_move(user_id, entry["move_id"], str(entry["deployment"]), int(entry.get("epoch", 0)))
+        return entry
+
     def wait_acks(self, user_id: str, move_id: str, deadline: float) -> None:
         """Until every other live manager has paused the tenant (or the deadline: TimeoutError)."""
         while True:
-            live = {
-                p["_id"]
-                for p in self.processes.find(
-                    {"$expr": {"$gte": ["$at", {"$subtract": ["$$NOW", int(LIVE_SECONDS * 1000)]}]}},
-                    {"_id": 1},
-                )
-            }
+            live = self.live_processes()
             entry = self.tenants.find_one({"_id": user_id, "move_id": move_id}, {"acks": 1})
             if entry is None:
                 raise InvalidOperation(f"the catalog entry of tenant {user_id!r} changed during its move")

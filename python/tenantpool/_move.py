@@ -220,3 +220,25 @@ def move_tenant(
         report["pause_seconds"],
     )
     return report
+
+
+def recover_move(manager: UserConnectionManager, user_id: str) -> str:
+    from .placement import router_of
+
+    router = router_of(manager)
+    if router.catalog is None:
+        raise InvalidOperation("recover_move needs a tenant catalog (catalog='<deployment>')")
+    entry = router.catalog.recover_move(user_id)
+    source = str(entry["deployment"])
+    r = router.cached(user_id)
+    if r is not None:
+        router.open_gate(r, source, int(entry.get("epoch", 0)))
+    logger.warning(
+        "tenant %r: the unfinished move to %r ended, the tenant serves on %r again; a partial copy may "
+        "remain on %r",
+        user_id,
+        entry.get("to"),
+        source,
+        entry.get("to"),
+    )
+    return source

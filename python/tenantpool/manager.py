@@ -456,6 +456,12 @@ class UserConnectionManager:
         where it was and ``TenantMoveError`` says what failed."""
         return _move.move_tenant(self, user_id, to, keep_source, timeout)
 
+    def recover_move(self, user_id: str) -> str:
+        """Ends a move left unfinished by a process that died (its catalog entry still "moving", its
+        heartbeat stale): the tenant serves again on its source. Returns the source's name. A partial copy
+        may remain on the target: drop it before moving the tenant there again."""
+        return _move.recover_move(self, self._check_user(user_id))
+
     def close_all(self) -> None:
         """Closes every tenant's pool (each once its in-flight operations finish) and every shared
         client, as the design document's ``close_all``: ``get_stats()`` then shows no connections, and
