@@ -541,3 +541,30 @@ def test_recover_a_move_whose_mover_died(servers, clients):
         assert m.recover_move("mv_dead") == "eu"
         assert coll.count_documents({}) == 1
         assert catalog.tenants.find_one({"_id": "mv_dead"})["state"] == "active"
+
+
+def test_merged_metrics_and_totals():
+    from tenantpool.placement import Placement, _sum_dicts, merge_metrics
+
+    text = merge_metrics(
+        {
+            "a": '# HELP m_total Ops.\n# TYPE m_total counter\nm_total 1\nm_by{tier="x"} 2\n',
+            "b": '# HELP m_total Ops.\n# TYPE m_total counter\nm_total 3\nm_by{tier="x"} 4\n',
+        }
+    )
+    assert text.splitlines() == [
+        "# HELP m_total Ops.",
+        "# TYPE m_total counter",
+        'm_total{deployment="a"} 1',
+        'm_by{deployment="a",tier="x"} 2',
+        'm_total{deployment="b"} 3',
+        'm_by{deployment="b",tier="x"} 4',
+    ]
+    totals = _sum_dicts(
+        [{"n": 1, "per_pool": 11, "source": "default"}, {"n": 2, "per_pool": 11, "source": "server"}]
+    )
+    assert totals == {"n": 3, "per_pool": 11, "source": ["default", "server"]}
+    rules = Placement(["main", "eu"], None, {"x": "eu"}.get, {"gold": "eu"}, {"g": "gold"}.get)
+    assert rules.static("x") == ("eu", "placement")
+    assert rules.static("g") == ("eu", "tier 'gold'")
+    assert rules.static("other") == ("main", "default")

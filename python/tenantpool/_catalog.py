@@ -169,8 +169,12 @@ class Catalog:
                     full_document="updateLookup", resume_after=token, max_await_time_ms=500
                 ) as stream:
                     if token is None:
-                        # Missed changes (first start, or the stream could not resume): forget the cache.
+                        # Missed changes (first start, or the stream could not resume): forget the cache,
+                        # and pause (and acknowledge) the moves begun before the stream opened, as their
+                        # movers may be waiting for this process since its heartbeat appeared.
                         self._router.forget_all()
+                        for entry in self.tenants.find({"state": "moving"}):
+                            self._changed({"documentKey": {"_id": entry["_id"]}, "fullDocument": entry})
                     self._ready.set()
                     beat = 0.0
                     while not self._stop.is_set():
