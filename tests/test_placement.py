@@ -373,7 +373,7 @@ def test_move_under_load(servers, clients):
             f"{p99(unloaded) * 1e3:.2f} ms unloaded (p50 {statistics.median(during) * 1e3:.2f} vs "
             f"{statistics.median(unloaded) * 1e3:.2f} ms)"
         )
-        assert report["pause_seconds"] < 30
+        assert report["pause_seconds"] < 10
         # Loose on this shared 2-core machine (the figure is printed): the steady tenant never waited
         # on the moved tenant's gate, only for CPU.
         assert p99(during) < max(10 * p99(unloaded), 0.1)
@@ -569,3 +569,41 @@ def test_merged_metrics_and_totals():
     assert rules.static("x") == ("eu", "placement")
     assert rules.static("g") == ("eu", "tier 'gold'")
     assert rules.static("other") == ("main", "default")
+
+
+def test_move_of_a_capped_collection_copies_while_paused(servers, clients):
+    a, b = servers
+    with UserConnectionManager(deployments={"main": a.uri, "eu": b.uri}, catalog="main") as m:
+        m.place_tenant("mv_capped", "eu")
+        db = m.get_database("mv_capped")
+        db.create_collection("log", capped=True, size=1 << 20)
+        db.log.insert_many([{"i": i} for i in range(1000)])
+        db.create_collection("recent", viewOn="log", pipeline=[{"$match": {"i": {"$gte": 990}}}])
+        report = m.move_tenant("mv_capped", "main")
+        assert report["replayed"] == 0 and report["views"] == 1
+        assert clients[0].user_mv_capped_db.log.options()["capped"] is True
+        assert [d["i"] for d in db.log.find()] == list(range(1000))  # natural order kept
+        assert db.recent.count_documents({}) == 10
+
+
+def test_a_collection_created_during_the_copy_fails_the_move(servers, clients):
+    from tenantpool._move import _Copy
+
+    a, b = servers
+    source, target = MongoClient(a.uri), MongoClient(b.uri)
+    clients[0].ddl_db.c.insert_many([{"i": i} for i in range(10)])
+    report = {"documents": 0, "bytes": 0, "collections": 0, "indexes": 0, "views": 0, "replayed": 0}
+    report["copy_seconds"] = 0.0
+    copy = _Copy(source, target, ["ddl_db"], report)
+    try:
+        copy.check("eu")
+        copy.open_streams()
+        copy.copy(defer_unique=True)
+        source.ddl_db.c.insert_one({"i": 10})
+        source.ddl_db.c.create_index("i")
+        with pytest.raises(TenantMoveError, match=r"changed during the copy \(createIndexes on ddl_db.c\)"):
+            copy.catch_up(copy.source_time(), time.monotonic() + 10)
+    finally:
+        copy.close()  # closes both of its clients
+        clients[0].drop_database("ddl_db")
+        clients[1].drop_database("ddl_db")
