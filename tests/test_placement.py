@@ -19,8 +19,7 @@ from pymongo.errors import (
 )
 
 from tenantpool import AsyncUserConnectionManager, UserConnectionManager
-from tenantpool._move import TenantMoveError
-from tenantpool.placement import TenantMovedError
+from tenantpool.placement import TenantMovedError, TenantMoveError
 from tenantpool.testing.mongod import MongodProcess
 
 

@@ -37,6 +37,8 @@ from pymongo.errors import (
     PyMongoError,
 )
 
+from .placement import TenantMoveError
+
 if TYPE_CHECKING:
     from .manager import UserConnectionManager
 
@@ -45,10 +47,6 @@ logger = logging.getLogger("tenantpool")
 _RAW = CodecOptions(document_class=RawBSONDocument)
 _BATCH_DOCS = 2000
 _BATCH_BYTES = 8 * 1024 * 1024
-
-
-class TenantMoveError(PyMongoError):
-    """A move that failed: the tenant stayed on its deployment, and serves there."""
 
 
 def _client(uri: str) -> MongoClient[Any]:
@@ -326,7 +324,13 @@ def move_tenant(
         copy.check(to)
         if copy.online:
             step = "copying while the tenant serves"
-            copy.open_streams()
+            try:
+                copy.open_streams()
+            except OperationFailure as exc:
+                # Before MongoDB 6.0 a stream cannot show collection and index changes: copy paused.
+                logger.info("tenant %r: copied while paused (no online copy: %s)", user_id, exc)
+                copy.online = False
+        if copy.online:
             copied = True
             copy.copy(defer_unique=True)
             mark(step)

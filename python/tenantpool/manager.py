@@ -450,9 +450,10 @@ class UserConnectionManager:
     def move_tenant(
         self, user_id: str, to: str, *, keep_source: bool = False, timeout: float = 60.0
     ) -> dict[str, Any]:
-        """Moves the tenant's databases to deployment ``to`` while it stays online (see ``_move``): its
-        operations pause (bounded) while they are copied and verified, then run on ``to``. Returns a
-        report (documents, bytes, ``copy_seconds``, ``pause_seconds``...). On failure the tenant stays
+        """Moves the tenant's databases to deployment ``to`` while it stays online (see ``_move``): they
+        are copied while it serves, then its operations pause (bounded, in every process) while the last
+        changes are replayed and the copy verified, and resume on ``to``. Returns a report (documents,
+        bytes, ``replayed``, ``copy_seconds``, ``pause_seconds``, ``steps``). On failure the tenant stays
         where it was and ``TenantMoveError`` says what failed."""
         return _move.move_tenant(self, user_id, to, keep_source, timeout)
 

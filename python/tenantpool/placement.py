@@ -22,7 +22,13 @@ import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pymongo.errors import ConfigurationError, InvalidOperation, OperationFailure, WaitQueueTimeoutError
+from pymongo.errors import (
+    ConfigurationError,
+    InvalidOperation,
+    OperationFailure,
+    PyMongoError,
+    WaitQueueTimeoutError,
+)
 
 #: How long an operation of a tenant being moved waits at its gate before WaitQueueTimeoutError.
 DEFAULT_MOVE_WAIT = 30.0
@@ -36,6 +42,10 @@ class TenantMovedError(OperationFailure):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, None, {"errmsg": message, "errorLabels": ["TenantMoved"]})
+
+
+class TenantMoveError(PyMongoError):
+    """A move that failed (``move_tenant``): the tenant stayed on its deployment, and serves there."""
 
 
 class Placement:
@@ -762,7 +772,14 @@ def placement_router(
     return router
 
 
-__all__ = ["DEFAULT_MOVE_WAIT", "Placement", "Router", "TenantMovedError", "placement_router"]
+__all__ = [
+    "DEFAULT_MOVE_WAIT",
+    "Placement",
+    "Router",
+    "TenantMoveError",
+    "TenantMovedError",
+    "placement_router",
+]
 
 
 def placement_stats(core: Any) -> dict[str, Any]:
