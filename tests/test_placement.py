@@ -606,3 +606,37 @@ def test_a_collection_created_during_the_copy_fails_the_move(servers, clients):
         copy.close()  # closes both of its clients
         clients[0].drop_database("ddl_db")
         clients[1].drop_database("ddl_db")
+
+
+def test_a_forked_child_has_its_own_catalog_watcher_and_heartbeat(servers, clients):
+    import os
+
+    a, b = servers
+    with UserConnectionManager(deployments={"main": a.uri, "eu": b.uri}, catalog="main") as m:
+        m.place_tenant("forked", "eu")
+        parent_token = m._core.catalog.token
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report its token once its heartbeat is in, then leave at once
+            code = 1
+            try:
+                catalog = m._core.catalog
+                deadline = time.monotonic() + 20
+                while catalog.processes.count_documents({"_id": catalog.token}) == 0:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError
+                    time.sleep(0.01)
+                m.get_database("forked").c.insert_one({"by": "child"})
+                os.write(write, catalog.token.encode())
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write)
+        token = os.read(read, 100).decode()
+        os.close(read)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert token and token != parent_token
+        assert token.startswith(f"{pid}-")
+        assert clients[0].tenantpool_catalog.processes.count_documents({"_id": token}) == 1
+        assert clients[1].user_forked_db.c.count_documents({"by": "child"}) == 1

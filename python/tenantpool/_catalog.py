@@ -22,6 +22,7 @@ import os
 import threading
 import time
 import uuid
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from pymongo import MongoClient
@@ -33,6 +34,17 @@ if TYPE_CHECKING:
 logger = logging.getLogger("tenantpool")
 
 CATALOG_DB = "tenantpool_catalog"
+
+_LIVE: weakref.WeakSet[Catalog] = weakref.WeakSet()
+
+
+def _restart_in_child() -> None:
+    for catalog in list(_LIVE):
+        catalog._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_restart_in_child)
 # A manager's heartbeat period, and how old a heartbeat may be for the mover to wait for its process.
 HEARTBEAT_SECONDS = 2.0
 LIVE_SECONDS = 10.0
@@ -41,21 +53,36 @@ LIVE_SECONDS = 10.0
 class Catalog:
     def __init__(self, name: str, uri: str, router: Router) -> None:
         self.name = name
-        self.token = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        self._uri = uri
         self._router = router
+        self._start()
+        _LIVE.add(self)
+        # Lookups made before the stream is open could miss a change: wait for it (bounded: a catalog
+        # that is down makes lookups fail on their own, with a clear error).
+        self._ready.wait(5.0)
+
+    def _start(self) -> None:
+        # A process of its own, with its own heartbeat: a forked child is one more manager to wait for.
+        self.token = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
         self._client: MongoClient[dict[str, Any]] = MongoClient(
-            uri, maxPoolSize=4, serverSelectionTimeoutMS=5000, appname="tenantpool-catalog"
+            self._uri, maxPoolSize=4, serverSelectionTimeoutMS=5000, appname="tenantpool-catalog"
         )
         db = self._client[CATALOG_DB]
         self.tenants = db["tenants"]
         self.processes = db["processes"]
         self._stop = threading.Event()
         self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name=f"tenantpool-catalog-{name}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._watch, name=f"tenantpool-catalog-{self.name}", daemon=True
+        )
         self._thread.start()
-        # Lookups made before the stream is open could miss a change: wait for it (bounded: a catalog
-        # that is down makes lookups fail on their own, with a clear error).
-        self._ready.wait(5.0)
+
+    def _after_fork(self) -> None:
+        # The watcher thread did not survive the fork, and the parent's pymongo client must not be used
+        # here: without a new watcher and heartbeat, a mover would not wait for this process's writes.
+        if not self._stop.is_set():
+            self._router.after_fork()
+            self._start()
 
     # -- lookups ----------------------------------------------------------------------------------------
 

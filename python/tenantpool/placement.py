@@ -188,6 +188,11 @@ class Router:
                     self._routes[tenant] = r
                     return r
 
+    def after_fork(self) -> None:
+        # Another thread may have held the lock at the fork: the child's only thread needs a fresh one.
+        self._lock = threading.Lock()
+        self._drained = threading.Condition(self._lock)
+
     def catalog_changed(self) -> None:
         with self._lock:
             self._catalog_changes += 1
