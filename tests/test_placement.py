@@ -83,6 +83,7 @@ def test_placement_by_callable(servers, clients):
         assert 'tenantpool_pools_created_total{deployment="main"} 1' in text
         # One header per metric family, whatever the number of deployments.
         assert text.count("# TYPE tenantpool_operations_total ") == 1
+        assert "tenantpool_move_gate_waits_total 0" in text
 
 
 def test_placement_by_tier(servers, clients):
@@ -529,6 +530,7 @@ def test_recover_a_move_whose_mover_died(servers, clients):
         wait_until(lambda: m._core.cached("mv_dead").gate is not None, what="the gate to close")
         with pytest.raises(WaitQueueTimeoutError, match="'mv_dead' is being moved from deployment 'eu'"):
             coll.find_one()
+        assert m.get_stats()["moves"] == {"gate_waits": 1, "gate_timeouts": 1}
         # A mover whose heartbeat is fresh may still finish: refused.
         catalog.tenants.update_one({"_id": "mv_dead"}, {"$set": {"by": m._core.catalog.token}})
         wait_until(
@@ -544,7 +546,8 @@ def test_recover_a_move_whose_mover_died(servers, clients):
 
 
 def test_merged_metrics_and_totals():
-    from tenantpool.placement import Placement, _sum_dicts, merge_metrics
+    from tenantpool._placement_metrics import _sum_dicts, merge_metrics
+    from tenantpool.placement import Placement
 
     text = merge_metrics(
         {
@@ -640,3 +643,48 @@ def test_a_forked_child_has_its_own_catalog_watcher_and_heartbeat(servers, clien
         assert token.startswith(f"{pid}-")
         assert clients[0].tenantpool_catalog.processes.count_documents({"_id": token}) == 1
         assert clients[1].user_forked_db.c.count_documents({"by": "child"}) == 1
+
+
+def test_async_writers_wait_at_the_gate_without_blocking_the_loop(servers, clients):
+    a, b = servers
+
+    async def main():
+        async with AsyncUserConnectionManager(deployments={"main": a.uri, "eu": b.uri}, catalog="main") as m:
+            await m.place_tenant("as_gate", "eu")
+            coll = m.get_database("as_gate").c
+            await coll.insert_many([{"seed": i} for i in range(5000)])
+            acked, stop = [], asyncio.Event()
+            ticks = 0
+
+            async def writer(k):
+                i = 0
+                while not stop.is_set():
+                    await coll.insert_one({"wid": f"a{k}-{i}"})
+                    acked.append(f"a{k}-{i}")
+                    i += 1
+
+            async def ticker():  # the loop keeps running while the writers wait at the gate
+                nonlocal ticks
+                while not stop.is_set():
+                    ticks += 1
+                    await asyncio.sleep(0.005)
+
+            tasks = [asyncio.create_task(writer(k)) for k in range(8)] + [asyncio.create_task(ticker())]
+            while len(acked) < 200:
+                await asyncio.sleep(0.01)
+            report = await m.move_tenant("as_gate", "main")
+            at_move = len(acked)
+            while len(acked) < at_move + 200:
+                await asyncio.sleep(0.01)
+            stop.set()
+            await asyncio.gather(*tasks)
+            assert ticks > 10
+            assert m.get_stats()["moves"]["gate_waits"] > 0  # writers did wait at the gate
+            return acked, report
+
+    acked, report = asyncio.run(main())
+    target = clients[0].user_as_gate_db.c
+    counts = {d["_id"]: d["n"] for d in target.aggregate([{"$group": {"_id": "$wid", "n": {"$sum": 1}}}])}
+    assert all(counts.get(w) == 1 for w in acked)
+    assert target.count_documents({"seed": {"$exists": True}}) == 5000
+    print(f"\nasync move: paused {report['pause_seconds']:.3f} s, {len(acked)} acknowledged async writes")

@@ -15,7 +15,6 @@ resolved once per process and cached; the catalog's change stream keeps the cach
 from __future__ import annotations
 
 import asyncio
-import re
 import threading
 import time
 import weakref
@@ -29,6 +28,8 @@ from pymongo.errors import (
     PyMongoError,
     WaitQueueTimeoutError,
 )
+
+from ._placement_metrics import _sum_dicts, merge_metrics
 
 #: How long an operation of a tenant being moved waits at its gate before WaitQueueTimeoutError.
 DEFAULT_MOVE_WAIT = 30.0
@@ -158,6 +159,10 @@ class Router:
         self.catalog: Any = None  # a _catalog.Catalog, set by the manager when it has one
         self._routes: dict[str, TenantRoute] = {}
         self._catalog_changes = 0
+        # Operations that waited at a tenant's gate (a move), and those that gave up (approximate counts:
+        # no lock, they are statistics).
+        self.gate_waits = 0
+        self.gate_timeouts = 0
         self._lock = threading.Lock()
         self._drained = threading.Condition(self._lock)
 
@@ -285,7 +290,9 @@ class Router:
                     return self._admit(tenant, r, epoch), r
             if deadline is None:
                 deadline = time.monotonic() + self.move_wait
+                self.gate_waits += 1
             if not gate.wait(deadline - time.monotonic()):
+                self.gate_timeouts += 1
                 raise self._moving_timeout(tenant, r)
 
     async def enter_async(
@@ -308,7 +315,9 @@ class Router:
                     return self._admit(tenant, r, epoch), r
             if deadline is None:
                 deadline = time.monotonic() + self.move_wait
+                self.gate_waits += 1
             if not await gate.wait_async(deadline - time.monotonic()):
+                self.gate_timeouts += 1
                 raise self._moving_timeout(tenant, r)
 
     def leave(self, r: TenantRoute) -> None:
@@ -495,7 +504,16 @@ class Router:
         return infos
 
     def metrics_text(self, top: int = 10) -> str:
-        return merge_metrics({name: core.metrics_text(top) for name, core in self.cores.items()})
+        merged = merge_metrics({name: core.metrics_text(top) for name, core in self.cores.items()})
+        return merged + (
+            "# HELP tenantpool_move_gate_waits_total Operations that waited for their tenant's move.\n"
+            "# TYPE tenantpool_move_gate_waits_total counter\n"
+            f"tenantpool_move_gate_waits_total {self.gate_waits}\n"
+            "# HELP tenantpool_move_gate_timeouts_total Operations that gave up waiting for their "
+            "tenant's move.\n"
+            "# TYPE tenantpool_move_gate_timeouts_total counter\n"
+            f"tenantpool_move_gate_timeouts_total {self.gate_timeouts}\n"
+        )
 
     def deployment_stats(self) -> dict[str, dict[str, Any]]:
         return {
@@ -507,66 +525,6 @@ class Router:
             }
             for name, core in self.cores.items()
         }
-
-
-_NOT_ADDED = frozenset({"per_pool", "monitors_per_server", "shared_pool_size", "longest_wait_seconds"})
-
-
-def _sum_dicts(dicts: list[dict[str, Any]]) -> dict[str, Any]:
-    """Counts added up (each deployment has its own budget: the totals are the manager's); sizes and
-    anything else (a bound's source, say) kept when all agree, else listed."""
-    out: dict[str, Any] = {}
-    for d in dicts:
-        for key, value in d.items():
-            if key not in out:
-                out[key] = value
-            elif (
-                key not in _NOT_ADDED
-                and isinstance(value, (int, float))
-                and not isinstance(value, bool)
-                and isinstance(out[key], (int, float))
-            ):
-                out[key] = out[key] + value
-            elif isinstance(value, dict) and isinstance(out[key], dict):
-                out[key] = _sum_dicts([out[key], value])
-            elif out[key] != value:
-                out[key] = (out[key] if isinstance(out[key], list) else [out[key]]) + [value]
-    return out
-
-
-_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?(\s.*)$")
-
-
-def merge_metrics(texts: dict[str, str]) -> str:
-    """One exposition from each deployment's: every sample gets a ``deployment`` label, and each metric
-    family keeps one HELP/TYPE header with the samples of all deployments under it."""
-    families: dict[str, list[str]] = {}
-    headers: dict[str, list[str]] = {}
-    for name, text in texts.items():
-        family = ""
-        for line in text.splitlines():
-            if not line.strip():
-                continue
-            if line.startswith("#"):
-                parts = line.split(None, 3)
-                if len(parts) >= 3 and parts[1] in ("HELP", "TYPE"):
-                    family = parts[2]
-                    families.setdefault(family, [])
-                    if line not in headers.setdefault(family, []):
-                        headers[family].append(line)
-                continue
-            m = _SAMPLE.match(line)
-            if m is None:
-                continue
-            metric, labels, rest = m.groups()
-            label = f'deployment="{name}"'
-            labels = "{" + label + ("," + labels[1:] if labels and labels != "{}" else "}")
-            families.setdefault(family or metric, []).append(f"{metric}{labels}{rest}")
-    out = []
-    for family, samples in families.items():
-        out.extend(headers.get(family, []))
-        out.extend(samples)
-    return "\n".join(out) + "\n"
 
 
 _TXN_ABORTED = -1
@@ -791,7 +749,10 @@ def placement_stats(core: Any) -> dict[str, Any]:
     """``get_stats()``'s per-deployment part: nothing for a manager of one deployment."""
     if not isinstance(core, Router):
         return {}
-    return {"deployments": core.deployment_stats()}
+    return {
+        "deployments": core.deployment_stats(),
+        "moves": {"gate_waits": core.gate_waits, "gate_timeouts": core.gate_timeouts},
+    }
 
 
 def router_of(manager: Any) -> Router:
