@@ -125,6 +125,9 @@ def test_placement_by_catalog_is_shared_and_followed(servers, clients):
         assert entry["deployment"] == "eu" and entry["state"] == "active"
         with pytest.raises(ConfigurationError, match="'nowhere'"):
             m1.place_tenant("cat_3", "nowhere")
+        # An entry deleted: the static placement again (the default deployment here).
+        clients[0].tenantpool_catalog.tenants.delete_one({"_id": "cat_2"})
+        wait_until(lambda: m2.deployment_of("cat_2") == "main", what="m2 to forget the deleted entry")
 
 
 def test_unknown_deployment_fails_only_its_tenants(servers):

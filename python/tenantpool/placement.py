@@ -134,7 +134,7 @@ def _resolve_future(future: asyncio.Future[None]) -> None:
 class TenantRoute:
     """One tenant's place: its deployment, its move count (``epoch``) and, while it moves, its gate."""
 
-    __slots__ = ("deployment", "epoch", "gate", "inflight", "moving_to", "sessions", "source")
+    __slots__ = ("deployment", "epoch", "gate", "inflight", "moving_to", "sessions", "source", "stale")
 
     def __init__(self, deployment: str, epoch: int, source: str) -> None:
         self.deployment = deployment
@@ -143,6 +143,7 @@ class TenantRoute:
         self.gate: _Gate | None = None
         self.inflight = 0
         self.moving_to: str | None = None
+        self.stale = False
         # The tenant's live sessions (weakly): a move aborts their open transactions.
         self.sessions: weakref.WeakSet[RoutedSession] = weakref.WeakSet()
 
@@ -170,7 +171,7 @@ class Router:
 
     def route(self, tenant: str) -> TenantRoute:
         r = self._routes.get(tenant)
-        if r is not None:
+        if r is not None and not r.stale:
             return r
         while True:
             seen = self._catalog_changes
@@ -185,13 +186,21 @@ class Router:
                 r = TenantRoute(name, 0, source)
             with self._lock:
                 cached = self._routes.get(tenant)
-                if cached is not None:
+                if cached is not None and not cached.stale:
                     return cached
                 # A catalog change seen since the lookup may be this tenant's, and found nothing cached
                 # to update: look again rather than cache what may be stale.
-                if seen == self._catalog_changes:
+                if seen != self._catalog_changes:
+                    continue
+                if cached is None:
                     self._routes[tenant] = r
                     return r
+                # Refreshed in place: the tenant's cursors, streams and sessions hold this very route.
+                cached.deployment, cached.epoch, cached.source = r.deployment, r.epoch, r.source
+                if r.gate is not None and cached.gate is None:
+                    cached.gate = r.gate
+                cached.stale = False
+                return cached
 
     def after_fork(self) -> None:
         # Another thread may have held the lock at the fork: the child's only thread needs a fresh one.
@@ -206,15 +215,20 @@ class Router:
         return self._routes.get(tenant)
 
     def forget(self, tenant: str) -> None:
+        """The tenant's place is to be looked up again (its catalog entry went away)."""
         with self._lock:
             r = self._routes.get(tenant)
-            if r is not None and r.gate is None and r.inflight == 0:
-                del self._routes[tenant]
+            if r is not None and r.gate is None:
+                r.stale = True
 
     def forget_all(self) -> None:
+        """Every place is to be looked up again (the catalog's changes may have been missed). Routes are
+        kept, and refreshed in place, never replaced: a move must gate the very route a tenant's open
+        cursors and sessions use."""
         with self._lock:
-            for tenant in [t for t, r in self._routes.items() if r.gate is None and r.inflight == 0]:
-                del self._routes[tenant]
+            for r in self._routes.values():
+                if r.gate is None:
+                    r.stale = True
 
     def pause(self, tenant: str, deployment: str, epoch: int, to: str | None) -> TenantRoute:
         """Another process moves the tenant: its calls here wait (cached or not) until the catalog says
@@ -300,7 +314,7 @@ class Router:
     ) -> tuple[Any, TenantRoute]:
         if r is None:
             r = self._routes.get(tenant)
-            if r is None:
+            if r is None or r.stale:
                 # A catalog lookup is a round trip: not on the event loop's thread.
                 r = (
                     await asyncio.to_thread(self.route, tenant)
