@@ -691,3 +691,24 @@ def test_async_writers_wait_at_the_gate_without_blocking_the_loop(servers, clien
     assert all(counts.get(w) == 1 for w in acked)
     assert target.count_documents({"seed": {"$exists": True}}) == 5000
     print(f"\nasync move: paused {report['pause_seconds']:.3f} s, {len(acked)} acknowledged async writes")
+
+
+def test_keep_source_and_moving_back(servers, clients):
+    a, b = servers
+    with UserConnectionManager(deployments={"main": a.uri, "eu": b.uri}, catalog="main") as m:
+        m.place_tenant("mv_back", "eu")
+        coll = m.get_database("mv_back").c
+        coll.insert_many([{"i": i} for i in range(50)])
+        report = m.move_tenant("mv_back", "main", keep_source=True)
+        assert report["source_dropped"] is False
+        assert clients[1].user_mv_back_db.c.count_documents({}) == 50  # kept
+        coll.insert_one({"i": 50})
+        with pytest.raises(TenantMoveError, match="already holds collections on 'eu'"):
+            m.move_tenant("mv_back", "eu")
+        clients[1].drop_database("user_mv_back_db")
+        m.move_tenant("mv_back", "eu")
+        assert m.deployment_of("mv_back") == "eu"
+        assert coll.count_documents({}) == 51
+        entry = clients[0].tenantpool_catalog.tenants.find_one({"_id": "mv_back"})
+        assert (entry["deployment"], entry["epoch"], entry["state"]) == ("eu", 2, "active")
+        assert "user_mv_back_db" not in clients[0].list_database_names()

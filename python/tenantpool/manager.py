@@ -453,8 +453,8 @@ class UserConnectionManager:
         """Moves the tenant's databases to deployment ``to`` while it stays online (see ``_move``): they
         are copied while it serves, then its operations pause (bounded, in every process) while the last
         changes are replayed and the copy verified, and resume on ``to``. Returns a report (documents,
-        bytes, ``replayed``, ``copy_seconds``, ``pause_seconds``, ``steps``). On failure the tenant stays
-        where it was and ``TenantMoveError`` says what failed."""
+        bytes, ``replayed``, ``copy_seconds``, ``pause_seconds``, ``steps``). ``timeout`` bounds the whole
+        move. On failure the tenant stays where it was and ``TenantMoveError`` says what failed."""
         return _move.move_tenant(self, user_id, to, keep_source, timeout)
 
     def recover_move(self, user_id: str) -> str:
