@@ -51,9 +51,10 @@ LIVE_SECONDS = 10.0
 
 
 class Catalog:
-    def __init__(self, name: str, uri: str, router: Router) -> None:
+    def __init__(self, name: str, uri: str, router: Router, options: dict[str, Any]) -> None:
         self.name = name
         self._uri = uri
+        self._options = options
         self._router = router
         self._start()
         _LIVE.add(self)
@@ -65,7 +66,11 @@ class Catalog:
         # A process of its own, with its own heartbeat: a forked child is one more manager to wait for.
         self.token = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
         self._client: MongoClient[dict[str, Any]] = MongoClient(
-            self._uri, maxPoolSize=4, serverSelectionTimeoutMS=5000, appname="tenantpool-catalog"
+            self._uri,
+            **self._options,
+            maxPoolSize=4,
+            serverSelectionTimeoutMS=5000,
+            appname="tenantpool-catalog",
         )
         db = self._client[CATALOG_DB]
         self.tenants = db["tenants"]

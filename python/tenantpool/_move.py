@@ -49,8 +49,10 @@ _BATCH_DOCS = 2000
 _BATCH_BYTES = 8 * 1024 * 1024
 
 
-def _client(uri: str) -> MongoClient[Any]:
-    return MongoClient(uri, maxPoolSize=4, serverSelectionTimeoutMS=5000, appname="tenantpool-move")
+def _client(uri: str, options: dict[str, str]) -> MongoClient[Any]:
+    return MongoClient(
+        uri, **options, maxPoolSize=4, serverSelectionTimeoutMS=5000, appname="tenantpool-move"
+    )
 
 
 def _token_time(token: Any) -> tuple[int, int] | None:
@@ -264,7 +266,7 @@ class _Copy:
 def move_tenant(
     manager: UserConnectionManager, user_id: str, to: str, keep_source: bool, timeout: float
 ) -> dict[str, Any]:
-    from .placement import Router
+    from .placement import Router, platform_options
 
     router = manager._core
     if not isinstance(router, Router):
@@ -306,7 +308,8 @@ def move_tenant(
     }
     deadline = time.monotonic() + timeout
     step = "checking the source and the target"
-    copy = _Copy(_client(uris[source]), _client(uris[to]), databases, report)
+    options = platform_options(manager)
+    copy = _Copy(_client(uris[source], options), _client(uris[to], options), databases, report)
     r = None
     timings: dict[str, float] = {}
     report["steps"] = timings

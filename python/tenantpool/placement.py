@@ -740,7 +740,9 @@ def placement_router(
             name: with_credentials(uri, uri_credentials) for name, uri in deployments.items()
         }
         if catalog is not None:
-            router.catalog = Catalog(catalog, manager._deployment_uris[catalog], router)
+            router.catalog = Catalog(
+                catalog, manager._deployment_uris[catalog], router, platform_options(manager)
+            )
             weakref.finalize(manager, router.catalog.close)
     except BaseException:
         for core in cores.values():
@@ -757,6 +759,27 @@ __all__ = [
     "TenantMovedError",
     "placement_router",
 ]
+
+
+# Sizes and timeouts of the platform's own small clients (catalog, moves) are theirs, not the tenants':
+# a move's verification or index build may take longer than any operation of a tenant should.
+_OWN_OPTIONS = frozenset(
+    {
+        "maxpoolsize",
+        "minpoolsize",
+        "appname",
+        "serverselectiontimeoutms",
+        "maxidletimems",
+        "sockettimeoutms",
+        "timeoutms",
+    }
+)
+
+
+def platform_options(manager: Any) -> dict[str, str]:
+    """The manager's driver options (TLS, timeouts, ...), for the pymongo clients of the catalog and of
+    moves: they must reach the deployments the way the tenants' clients do."""
+    return {name: value for name, value in manager._uri_options if name.lower() not in _OWN_OPTIONS}
 
 
 def placement_stats(core: Any) -> dict[str, Any]:
