@@ -77,6 +77,7 @@ class Catalog:
         self.processes = db["processes"]
         self._stop = threading.Event()
         self._ready = threading.Event()
+        self._beat_indexed = False
         self._thread = threading.Thread(
             target=self._watch, name=f"tenantpool-catalog-{self.name}", daemon=True
         )
@@ -191,6 +192,10 @@ class Catalog:
     # -- the watcher ------------------------------------------------------------------------------------
 
     def _heartbeat(self) -> None:
+        if not self._beat_indexed:
+            # The heartbeats of processes gone without closing their manager expire on their own.
+            self.processes.create_index("at", expireAfterSeconds=3600)
+            self._beat_indexed = True
         self.processes.update_one({"_id": self.token}, [{"$set": {"at": "$$NOW"}}], upsert=True)
 
     def _watch(self) -> None:
