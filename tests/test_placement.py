@@ -339,10 +339,12 @@ def test_move_under_load(servers, clients):
         for t in [*threads, steady_thread]:
             t.start()
         try:
-            wait_until(lambda: len(acked) >= 400, what="the writers to start")
+            wait_until(lambda: len(acked) >= 400 and len(during) >= 400, what="the writers to start")
+            loaded = list(during)  # the 8 writers running, no move yet
             t0 = time.monotonic()
             report = m.move_tenant("mv_big", "main", timeout=60)
             elapsed = time.monotonic() - t0
+            moving = during[len(loaded) :]
             at_move = len(acked)
             wait_until(lambda: len(acked) >= at_move + 400, what="writes on the new deployment")
         finally:
@@ -372,14 +374,16 @@ def test_move_under_load(servers, clients):
             f"copy {report['copy_seconds']:.2f} s = {report['documents_per_second']:.0f} docs/s, "
             f"move_tenant {elapsed:.2f} s ({report['replayed']} changes replayed; steps {report['steps']}); "
             f"{len(acked)} acknowledged writes by 8 threads, "
-            f"none lost or duplicated\nsteady tenant p99: {p99(during) * 1e3:.2f} ms during the move vs "
-            f"{p99(unloaded) * 1e3:.2f} ms unloaded (p50 {statistics.median(during) * 1e3:.2f} vs "
-            f"{statistics.median(unloaded) * 1e3:.2f} ms)"
+            f"none lost or duplicated\nsteady tenant p99: {p99(moving) * 1e3:.2f} ms during the move, "
+            f"{p99(loaded) * 1e3:.2f} ms with the writers before it, {p99(unloaded) * 1e3:.2f} ms unloaded "
+            f"(p50 {statistics.median(moving) * 1e3:.2f}, {statistics.median(loaded) * 1e3:.2f}, "
+            f"{statistics.median(unloaded) * 1e3:.2f} ms; {len(moving)} samples during the move)"
         )
         assert report["pause_seconds"] < 10
-        # Loose on this shared 2-core machine (the figure is printed): the steady tenant never waited
-        # on the moved tenant's gate, only for CPU.
-        assert p99(during) < max(10 * p99(unloaded), 0.1)
+        # The steady tenant never passes the moved tenant's gate: the move itself adds CPU load only.
+        # Compared with the same writers without a move (the 8 writers alone take the p99 from well
+        # under a millisecond to several on this shared 2-core machine); loose, the figure is printed.
+        assert p99(moving) < max(3 * p99(loaded), 0.05)
 
 
 def test_move_seen_by_another_manager(servers, clients):
