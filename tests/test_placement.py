@@ -716,3 +716,40 @@ def test_keep_source_and_moving_back(servers, clients):
         entry = clients[0].tenantpool_catalog.tenants.find_one({"_id": "mv_back"})
         assert (entry["deployment"], entry["epoch"], entry["state"]) == ("eu", 2, "active")
         assert "user_mv_back_db" not in clients[0].list_database_names()
+
+
+def test_a_move_failing_while_paused_resumes_the_tenant_on_its_source(servers, clients, monkeypatch):
+    from tenantpool import _move
+
+    a, b = servers
+
+    def broken_verify(self):
+        raise _move.TenantMoveError("simulated: the hashes differ")
+
+    monkeypatch.setattr(_move._Copy, "verify", broken_verify)
+    with UserConnectionManager(deployments={"main": a.uri, "eu": b.uri}, catalog="main") as m:
+        m.place_tenant("mv_paused_fail", "eu")
+        coll = m.get_database("mv_paused_fail").c
+        coll.insert_many([{"seed": i} for i in range(1000)])
+        stop, acked, errors = threading.Event(), [], []
+        threads = _writers(coll, 4, stop, acked, errors, "f")
+        for t in threads:
+            t.start()
+        try:
+            wait_until(lambda: len(acked) >= 100, what="the writers")
+            with pytest.raises(TenantMoveError, match=r"while verifying the copy: simulated.*stays on 'eu'"):
+                m.move_tenant("mv_paused_fail", "main")
+            at_failure = len(acked)
+            wait_until(lambda: len(acked) >= at_failure + 100, what="writes after the failed move")
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        assert not errors, errors[:3]
+        assert m.deployment_of("mv_paused_fail") == "eu"
+        source = clients[1].user_mv_paused_fail_db.c
+        counts = {d["_id"]: d["n"] for d in source.aggregate([{"$group": {"_id": "$wid", "n": {"$sum": 1}}}])}
+        assert all(counts.get(w) == 1 for w in acked)
+        assert "user_mv_paused_fail_db" not in clients[0].list_database_names()  # partial copy dropped
+        entry = clients[0].tenantpool_catalog.tenants.find_one({"_id": "mv_paused_fail"})
+        assert (entry["state"], entry["deployment"], entry["epoch"]) == ("active", "eu", 0)
