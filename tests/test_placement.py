@@ -274,6 +274,15 @@ def test_failed_move_leaves_the_tenant_serving(servers, clients):
         assert clients[1].user_mv_fail_db.c.count_documents({}) == 101
         with pytest.raises(InvalidOperation, match="already lives on 'eu'"):
             m.move_tenant("mv_fail", "eu")
+        # A tenant claimed by another mover (copying it while it serves): a second move is refused, and
+        # the tenant is still served from its source meanwhile.
+        tenants = clients[0].tenantpool_catalog.tenants
+        tenants.update_one({"_id": "mv_fail"}, {"$set": {"state": "copying", "to": "main", "by": "other"}})
+        clients[0].user_mv_fail_db.drop_collection("in_the_way")
+        with pytest.raises(InvalidOperation, match="already being moved to 'main'"):
+            m.move_tenant("mv_fail", "main")
+        coll.insert_one({"i": 101})
+        assert clients[1].user_mv_fail_db.c.count_documents({}) == 102
 
 
 def _writers(coll, n, stop, acked, errors, tag):
@@ -650,6 +659,9 @@ def test_a_forked_child_has_its_own_catalog_watcher_and_heartbeat(servers, clien
         assert token.startswith(f"{pid}-")
         assert clients[0].tenantpool_catalog.processes.count_documents({"_id": token}) == 1
         assert clients[1].user_forked_db.c.count_documents({"by": "child"}) == 1
+        # The child left without closing its manager: a mover would wait for its heartbeat to go stale
+        # (10 s). What close() would have done:
+        clients[0].tenantpool_catalog.processes.delete_one({"_id": token})
 
 
 def test_async_writers_wait_at_the_gate_without_blocking_the_loop(servers, clients):

@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("tenantpool")
 
 CATALOG_DB = "tenantpool_catalog"
+# The states of an entry whose tenant is claimed by a mover: being copied (still serving), being moved
+# (paused everywhere).
+_MOVING = ("copying", "moving")
 
 _LIVE: weakref.WeakSet[Catalog] = weakref.WeakSet()
 
@@ -105,7 +108,7 @@ class Catalog:
         """Records where a tenant lives (one not being moved)."""
         try:
             self.tenants.update_one(
-                {"_id": user_id, "state": {"$ne": "moving"}},
+                {"_id": user_id, "state": {"$nin": list(_MOVING)}},
                 {"$set": {"deployment": deployment, "state": "active"}, "$setOnInsert": {"epoch": 0}},
                 upsert=True,
             )
@@ -116,9 +119,11 @@ class Catalog:
 
     # -- moves -----------------------------------------------------------------------------------------------
 
-    def begin_move(self, user_id: str, entry: dict[str, Any] | None, source: str, to: str) -> tuple[str, int]:
+    def claim_move(self, user_id: str, entry: dict[str, Any] | None, source: str, to: str) -> tuple[str, int]:
+        """Claims the tenant for one move (state "copying": it still serves, every process routes it to
+        its source): a second mover is refused, and only the claimant ever drops a copy on the target."""
         move_id = uuid.uuid4().hex
-        fields = {"state": "moving", "to": to, "by": self.token, "move_id": move_id, "acks": []}
+        fields = {"state": "copying", "to": to, "by": self.token, "move_id": move_id, "acks": []}
         if entry is None:
             try:
                 self.tenants.insert_one({"_id": user_id, "deployment": source, "epoch": 0, **fields})
@@ -127,22 +132,29 @@ class Catalog:
                     f"the catalog entry of tenant {user_id!r} appeared while its move began: retry the move"
                 ) from None
             return move_id, 0
-        if entry.get("state") == "moving":
+        if entry.get("state") in _MOVING:
             raise InvalidOperation(
                 f"tenant {user_id!r} is already being moved to {entry.get('to')!r} "
-                f"(by process {entry.get('by')}); "
-                "wait for that move to finish"
+                f"(by process {entry.get('by')}); wait for that move to finish"
             )
         epoch = int(entry.get("epoch", 0))
         done = self.tenants.update_one(
-            {"_id": user_id, "state": {"$ne": "moving"}, "deployment": source, "epoch": epoch},
+            {"_id": user_id, "state": {"$nin": list(_MOVING)}, "deployment": source, "epoch": epoch},
             {"$set": fields},
         )
         if done.matched_count != 1:
             raise InvalidOperation(
-                f"the catalog entry of tenant {user_id!r} changed while its move began: retry"
+                f"the catalog entry of tenant {user_id!r} changed while its move began (another move?): retry"
             )
         return move_id, epoch
+
+    def begin_pause(self, user_id: str, move_id: str) -> None:
+        """ "moving": every process pauses the tenant and acknowledges."""
+        done = self.tenants.update_one(
+            {"_id": user_id, "move_id": move_id, "state": "copying"}, {"$set": {"state": "moving"}}
+        )
+        if done.matched_count != 1:
+            raise InvalidOperation(f"the catalog entry of tenant {user_id!r} changed during its move")
 
     def live_processes(self) -> set[str]:
         """The managers whose heartbeat is recent (by the server's clock)."""
@@ -153,7 +165,7 @@ class Catalog:
         """Ends a move whose mover died: the entry back to "active" on its source. Refused while the
         mover's heartbeat is fresh (it may still finish)."""
         entry = self.tenants.find_one({"_id": user_id})
-        if entry is None or entry.get("state") != "moving":
+        if entry is None or entry.get("state") not in _MOVING:
             raise InvalidOperation(f"tenant {user_id!r} is not being moved")
         if entry.get("by") in self.live_processes():
             raise InvalidOperation(

@@ -283,7 +283,7 @@ def move_tenant(
             f"cannot move tenant {user_id!r} to {to!r}: deployments are {sorted(router.cores)}"
         )
     entry = catalog.lookup(user_id)
-    if entry is not None and entry.get("state") == "moving":
+    if entry is not None and entry.get("state") in ("copying", "moving"):
         raise InvalidOperation(f"tenant {user_id!r} is already being moved to {entry.get('to')!r}")
     source = str(entry["deployment"]) if entry is not None else router.placement.static(user_id)[0]
     if source not in router.cores:
@@ -325,6 +325,9 @@ def move_tenant(
     began = False
     try:
         copy.check(to)
+        step = "claiming the tenant in the catalog"
+        move_id, epoch = catalog.claim_move(user_id, entry, source, to)
+        began = True
         if copy.online:
             step = "copying while the tenant serves"
             try:
@@ -351,8 +354,7 @@ def move_tenant(
         step = "recording the move in the catalog"
         r = router.close_gate(user_id, to)
         paused = time.monotonic()
-        move_id, epoch = catalog.begin_move(user_id, entry, source, to)
-        began = True
+        catalog.begin_pause(user_id, move_id)
         step = "waiting for its operations in flight"
         if not router.drain(r, max(deadline - time.monotonic(), 0.0)):
             raise TimeoutError("its operations in flight did not finish in time")
