@@ -2,8 +2,9 @@
 
 ``tenantpool_catalog.tenants`` on the catalog's deployment holds one document per placed tenant::
 
-    {_id: user_id, deployment: "eu", epoch: 2, state: "active"}                      # serving
-    {_id: ..., state: "moving", to: "main", by: <process>, move_id: ..., acks: [...]}  # being moved
+    {_id: user_id, deployment: "eu", epoch: 2, state: "active"}                       # serving
+    {_id: ..., state: "copying", to: "main", by: <process>, move_id: ...}               # claimed, serving
+    {_id: ..., state: "moving", to: "main", by: <process>, move_id: ..., acks: [...]}   # paused everywhere
 
 ``tenantpool_catalog.processes`` holds one heartbeat per live manager that uses the catalog. Each
 manager watches ``tenants`` (a change stream, on a thread of its own): when a tenant it serves turns

@@ -1,6 +1,7 @@
 """Moving a tenant to another deployment while it is online (``UserConnectionManager.move_tenant``).
 
-1. Online, the tenant serving: a change stream opens on each of its source databases, then its
+1. The tenant is claimed in the catalog ("copying"): a second mover is refused. Online, the tenant
+   serving: a change stream opens on each of its source databases, then its
    collections (options, validators), documents (raw BSON, in batches), views and non-unique indexes
    are copied, and the changes made meanwhile replayed (upserts and deletes by ``documentKey``:
    idempotent, so a document both copied and changed converges).
