@@ -4,12 +4,13 @@
    serving: a change stream opens on each of its source databases, then its
    collections (options, validators), documents (raw BSON, in batches), views and non-unique indexes
    are copied, and the changes made meanwhile replayed (upserts and deletes by ``documentKey``:
-   idempotent, so a document both copied and changed converges).
+   idempotent, so a document both copied and changed converges), in rounds that shorten. Unique
+   indexes are built after the first round; one that an intermediate state breaks (a unique value
+   passing between documents) is dropped and built at the pause instead.
 2. The tenant's gate closes here and its catalog entry turns "moving": its new operations wait
    (bounded), in every process (each acknowledges in the catalog once its operations in flight have
-   finished). The changes up to the source's current time are replayed, unique indexes built (not
-   earlier: an intermediate state could break them), and the copy verified (counts, and ``dbHash`` on
-   both sides).
+   finished). The changes up to the source's current time are replayed, the deferred unique indexes
+   built, and the copy verified (counts, and ``dbHash`` on both sides).
 3. The catalog records the new deployment, with the move count (``epoch``) one higher; the gates open
    and the waiting operations run on the new deployment. Cursors, change streams and sessions opened
    before then fail with ``TenantMovedError`` (their server state stayed on the source).
