@@ -765,3 +765,33 @@ def test_a_move_failing_while_paused_resumes_the_tenant_on_its_source(servers, c
         assert "user_mv_paused_fail_db" not in clients[0].list_database_names()  # partial copy dropped
         entry = clients[0].tenantpool_catalog.tenants.find_one({"_id": "mv_paused_fail"})
         assert (entry["state"], entry["deployment"], entry["epoch"]) == ("active", "eu", 0)
+
+
+def test_a_unique_value_passing_between_documents_defers_its_index_to_the_pause(servers, clients):
+    from tenantpool._move import _Copy
+
+    a, b = servers
+    clients[0].uniq_db.c.create_index("u", unique=True)
+    report = {"documents": 0, "bytes": 0, "collections": 0, "indexes": 0, "views": 0, "replayed": 0}
+    report["copy_seconds"] = 0.0
+    copy = _Copy(MongoClient(a.uri), MongoClient(b.uri), ["uniq_db"], report)
+    try:
+        copy.check("eu")
+        copy.open_streams()
+        # In the streams, then gone: the copy sees only B, the replay re-inserts A before deleting it.
+        clients[0].uniq_db.c.insert_one({"_id": "A", "u": 1})
+        clients[0].uniq_db.c.delete_one({"_id": "A"})
+        clients[0].uniq_db.c.insert_one({"_id": "B", "u": 1})
+        copy.copy(defer_unique=True)
+        copy.build_unique(online=True)
+        assert "u_1" in clients[1].uniq_db.c.index_information()
+        copy.catch_up(copy.source_time(), time.monotonic() + 10)
+        assert "u_1" not in clients[1].uniq_db.c.index_information()  # deferred to the pause
+        copy.build_unique(online=False)
+        copy.verify()
+        assert clients[1].uniq_db.c.index_information()["u_1"]["unique"] is True
+        assert list(clients[1].uniq_db.c.find()) == [{"_id": "B", "u": 1}]
+    finally:
+        copy.close()
+        clients[0].drop_database("uniq_db")
+        clients[1].drop_database("uniq_db")
