@@ -795,3 +795,41 @@ def test_a_unique_value_passing_between_documents_defers_its_index_to_the_pause(
         copy.close()
         clients[0].drop_database("uniq_db")
         clients[1].drop_database("uniq_db")
+
+
+def test_the_gate_releases_its_waiters_in_order_and_bounds_their_wait():
+    from tenantpool.placement import _Gate
+
+    gate, done = _Gate(), []
+    threads = [threading.Thread(target=lambda: done.append(gate.wait(10))) for _ in range(5)]
+    queued = []
+    for n, t in enumerate(threads, 1):
+        t.start()
+        wait_until(lambda n=n: len(gate._waiters) == n, what="the waiter to queue")
+        queued.append(gate._waiters[-1])
+    assert list(gate._waiters) == queued  # in their order of arrival, as open() releases them
+    gate.open()
+    for t in threads:
+        t.join()
+    assert done == [True] * 5 and all(event.is_set() for event in queued)
+    assert gate.wait(0)  # open: no wait
+    closed = _Gate()
+    assert closed.wait(0.05) is False and not closed._waiters
+
+    async def main():
+        gate, order = _Gate(), []
+
+        async def wait(i):
+            assert await gate.wait_async(10)
+            order.append(i)
+
+        tasks = [asyncio.create_task(wait(i)) for i in range(5)]
+        while len(gate._waiters) < 5:
+            await asyncio.sleep(0)
+        gate.open()
+        await asyncio.gather(*tasks)
+        assert order == [0, 1, 2, 3, 4]
+        closed = _Gate()
+        assert await closed.wait_async(0.05) is False and not closed._waiters
+
+    asyncio.run(main())

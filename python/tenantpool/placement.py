@@ -18,6 +18,7 @@ import asyncio
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -91,35 +92,56 @@ class Placement:
 
 
 class _Gate:
-    """Closed while the tenant moves: sync callers wait on an event, async ones on a future of their loop,
-    all released together when it opens."""
+    """Closed while the tenant moves. Its waiters (a sync caller's event, an async caller's future on its
+    loop) are released in their order of arrival (FIFO) when it opens."""
 
     def __init__(self) -> None:
-        self._event = threading.Event()
+        self._open = False
         self._lock = threading.Lock()
-        self._futures: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self._waiters: deque[Any] = deque()
+
+    def _leave(self, waiter: Any) -> bool:
+        with self._lock:
+            try:
+                self._waiters.remove(waiter)
+            except ValueError:
+                pass
+            return self._open  # opened just as the wait timed out: it may go
 
     def wait(self, timeout: float) -> bool:
-        return self._event.wait(max(timeout, 0.0))
+        with self._lock:
+            if self._open:
+                return True
+            event = threading.Event()
+            self._waiters.append(event)
+        return event.wait(max(timeout, 0.0)) or self._leave(event)
 
     async def wait_async(self, timeout: float) -> bool:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
+        waiter = (loop, future)
         with self._lock:
-            if self._event.is_set():
+            if self._open:
                 return True
-            self._futures.append((loop, future))
+            self._waiters.append(waiter)
         try:
             await asyncio.wait_for(future, max(timeout, 0.0))
         except asyncio.TimeoutError:
-            return False
+            return self._leave(waiter)
+        except BaseException:  # cancelled: out of the queue
+            self._leave(waiter)
+            raise
         return True
 
     def open(self) -> None:
         with self._lock:
-            self._event.set()
-            futures, self._futures = self._futures, []
-        for loop, future in futures:
+            self._open = True
+            waiters, self._waiters = self._waiters, deque()
+        for waiter in waiters:
+            if isinstance(waiter, threading.Event):
+                waiter.set()
+                continue
+            loop, future = waiter
             try:
                 loop.call_soon_threadsafe(_resolve_future, future)
             except RuntimeError:  # that loop is closed: nobody waits there any more
