@@ -833,3 +833,22 @@ def test_the_gate_releases_its_waiters_in_order_and_bounds_their_wait():
         assert await closed.wait_async(0.05) is False and not closed._waiters
 
     asyncio.run(main())
+
+
+def test_catalog_down_keeps_resolved_tenants_serving(servers):
+    from pymongo.errors import AutoReconnect
+
+    a, b = servers
+    with MongodProcess() as catalog_server:
+        with UserConnectionManager(
+            deployments={"main": a.uri, "eu": b.uri, "cat": catalog_server.uri},
+            placement={"cd_eu": "eu"}.get,
+            catalog="cat",
+        ) as m:
+            known = m.get_database("cd_eu").c
+            known.insert_one({"x": 1})
+            catalog_server.stop()
+            for _ in range(50):  # resolved before: served from the cache, no error
+                known.find_one({})
+            with pytest.raises(AutoReconnect, match="where tenant 'cd_new' lives is unknown"):
+                m.get_database("cd_new").c.find_one({})
