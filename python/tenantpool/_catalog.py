@@ -241,7 +241,8 @@ class Catalog:
                 logger.warning(
                     "the tenant catalog's change stream on %r failed (%s): reopening it", self.name, exc
                 )
-                if "resume" in str(exc).lower():
+                # ChangeStreamFatalError, ChangeStreamHistoryLost: the stream cannot resume where it was.
+                if getattr(exc, "code", None) in (280, 286) or "resume" in str(exc).lower():
                     token = None
                 self._stop.wait(1.0)
             except Exception:  # never let the watcher die silently: the cache would go stale
