@@ -852,3 +852,21 @@ def test_catalog_down_keeps_resolved_tenants_serving(servers):
                 known.find_one({})
             with pytest.raises(AutoReconnect, match="where tenant 'cd_new' lives is unknown"):
                 m.get_database("cd_new").c.find_one({})
+
+
+def test_a_tenants_client_describes_its_own_deployment(servers):
+    a, b = servers
+    with UserConnectionManager(
+        deployments={"main": a.uri, "eu": b.uri}, placement={"topo_eu": "eu"}.get
+    ) as m:
+        eu, main = m.get_client("topo_eu"), m.get_client("topo_main")
+        port_of = {
+            name: int(s.uri.split("//")[1].split("/")[0].rsplit(":", 1)[1])
+            for name, s in (("a", a), ("b", b))
+        }
+        assert eu.address[1] == port_of["b"]
+        assert main.address[1] == port_of["a"]
+        # Each keeps its deployment's description, whichever tenant spoke last.
+        assert {addr[1] for addr in eu.topology_description.server_descriptions()} == {port_of["b"]}
+        assert {addr[1] for addr in main.topology_description.server_descriptions()} == {port_of["a"]}
+        assert eu != m.get_client("topo_eu2") and eu == m.get_client("topo_eu")
