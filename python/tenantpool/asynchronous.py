@@ -17,6 +17,7 @@ running, and cancelling the awaiting task releases the tenant's lease and quota 
 
 from __future__ import annotations
 
+import asyncio
 from types import TracebackType
 from typing import Any
 
@@ -234,6 +235,19 @@ class AsyncUserConnectionManager(UserConnectionManager):
         user_id = self._check_user(user_id)
         username = user_id if username is None else username
         return bool(await self._core.deprovision_async(user_id, username, source))
+
+    async def place_tenant(self, user_id: str, deployment: str) -> None:  # type: ignore[override]
+        """``UserConnectionManager.place_tenant``, awaited (the catalog is written on a worker thread)."""
+        await asyncio.to_thread(UserConnectionManager.place_tenant, self, user_id, deployment)
+
+    async def move_tenant(  # type: ignore[override]
+        self, user_id: str, to: str, *, keep_source: bool = False, timeout: float = 60.0
+    ) -> dict[str, Any]:
+        """``UserConnectionManager.move_tenant``, awaited: the copy runs on a worker thread while the
+        tenant's operations on this loop wait at its gate without blocking it."""
+        return await asyncio.to_thread(
+            UserConnectionManager.move_tenant, self, user_id, to, keep_source=keep_source, timeout=timeout
+        )
 
     async def close_all(self) -> None:  # type: ignore[override]
         """``UserConnectionManager.close_all``, awaitable: every pool closed, the manager still usable."""

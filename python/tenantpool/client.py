@@ -122,12 +122,12 @@ class TenantClient:
 
     def _gen_from_hello(self, extract: Callable[[TenantClient, dict[str, Any]], T]) -> Operation[T]:
         reply = yield from self.admin._gen_command("hello")
-        _topology.describe(self._manager, reply)
+        _topology.describe(self._manager, reply, self._user_id)
         return extract(self, reply)
 
     address = _from_hello(
         "(host, port) of the primary, standalone or mongos this tenant's operations go to.",
-        lambda self, r: _topology.address(_topology.last_described(self._manager)),
+        lambda self, r: _topology.address(_topology.last_described(self._manager, self._user_id)),
     )
     primary = _from_hello(
         "(host, port) of the replica set's primary, or None.",
@@ -149,15 +149,15 @@ class TenantClient:
     nodes = _from_hello(
         "Every member the deployment names (hosts, passives, arbiters), or the seeds.",
         lambda self, r: frozenset(
-            _hosts(r, "hosts", "passives", "arbiters") or _topology.seeds(self._manager)
+            _hosts(r, "hosts", "passives", "arbiters") or _topology.seeds(self._manager, self._user_id)
         ),
     )
 
     @property
     def topology_description(self) -> TopologyDescription:
-        """pymongo's ``TopologyDescription`` as the last ``hello`` of any of the manager's tenants
-        described the deployment (no round trip, as in pymongo)."""
-        return _topology.last_described(self._manager)
+        """pymongo's ``TopologyDescription`` as the last ``hello`` of any of the manager's tenants (on
+        this tenant's deployment, for a manager of several) described it (no round trip, as in pymongo)."""
+        return _topology.last_described(self._manager, self._user_id)
 
     @property
     def options(self) -> ClientOptions:
@@ -176,9 +176,9 @@ class TenantClient:
 
     def eq_props(self) -> tuple[tuple[Address, ...], str | None, str | None, str]:
         """What makes two clients equal: the manager's seeds, replica set and the tenant."""
-        parsed = _topology.parsed_uri(self._manager)
+        parsed = _topology.parsed_uri(self._manager, self._user_id)
         return (
-            tuple(sorted(_topology.seeds(self._manager))),
+            tuple(sorted(_topology.seeds(self._manager, self._user_id))),
             parsed["options"].get("replicaSet"),
             None,
             self._user_id,

@@ -12,13 +12,14 @@ from bson.codec_options import CodecOptions
 from pymongo.errors import ConfigurationError, InvalidName
 from pymongo.read_preferences import _ServerMode
 
-from . import _core
+from . import _core, _move
 from ._isolation import IsolationScope, TenantDatabases
 from ._options import split_options, with_credentials
 from ._read_preference import manager_read_preference
 from .client import TenantClient
 from .credentials import CredentialsLike, TenantCredentials, check_roles, core_callback
 from .database import Database
+from .placement import placement_router, placement_stats, router_of
 
 logger = logging.getLogger("tenantpool")
 
@@ -80,7 +81,7 @@ class UserConnectionManager:
 
     def __init__(
         self,
-        connection_string: str,
+        connection_string: str | None = None,
         user_pool_size: int = 10,
         idle_timeout: float | None = 3600,
         max_connections: int | None = None,
@@ -97,8 +98,28 @@ class UserConnectionManager:
         tenant_databases: TenantDatabases = None,
         credentials: Callable[[str], CredentialsLike] | None = None,
         max_server_connections: int | None = None,
+        deployments: dict[str, str] | None = None,
+        placement: Callable[[str], str | None] | None = None,
+        tier_deployments: dict[str, str] | None = None,
+        catalog: str | None = None,
+        default_deployment: str | None = None,
         **mongo_options: Any,
     ) -> None:
+        if deployments is not None:
+            if connection_string is not None:
+                raise ConfigurationError("give either connection_string or deployments, not both")
+            if not isinstance(deployments, dict) or not deployments:
+                raise ConfigurationError("deployments must be a non-empty dict of name -> connection string")
+            connection_string = deployments.get(default_deployment or next(iter(deployments)))
+            if connection_string is None:
+                raise ConfigurationError(
+                    f"default_deployment {default_deployment!r} is not one of the deployments "
+                    f"{sorted(deployments)}"
+                )
+        elif any(x is not None for x in (placement, tier_deployments, catalog, default_deployment)):
+            raise ConfigurationError(
+                "placement, tier_deployments, catalog and default_deployment need deployments="
+            )
         if not isinstance(connection_string, str):
             raise TypeError(f"connection_string must be a str, not {type(connection_string).__name__}")
         _positive_int("user_pool_size", user_pool_size)
@@ -168,24 +189,33 @@ class UserConnectionManager:
         self.user_pool_size: int = user_pool_size
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
-        self._core = _core.Manager(
-            with_credentials(connection_string, uri_credentials),
-            user_pool_size,
-            None if idle_timeout is None else float(idle_timeout),
-            max_connections,
-            db_name_template,
-            uri_options,
-            strategy=strategy,
-            groups=groups,
-            shared_pool_size=shared_pool_size,
-            wait_queue_timeout_ms=wait_queue_timeout_ms,
-            pool_size_of=self._tier_callback() if self._uses_tiers() else None,
-            slow_query_ms=slow_query_ms,
-            credentials=None if credentials is None else core_callback(credentials),
-            admin_idle_ms=int(self._admin_idle_timeout * 1000),
-            max_server_connections=max_server_connections,
-        )
+
+        def make_core(uri: str) -> Any:
+            return _core.Manager(
+                with_credentials(uri, uri_credentials),
+                user_pool_size,
+                None if idle_timeout is None else float(idle_timeout),
+                max_connections,
+                db_name_template,
+                uri_options,
+                strategy=strategy,
+                groups=groups,
+                shared_pool_size=shared_pool_size,
+                wait_queue_timeout_ms=wait_queue_timeout_ms,
+                pool_size_of=self._tier_callback() if self._uses_tiers() else None,
+                slow_query_ms=slow_query_ms,
+                credentials=None if credentials is None else core_callback(credentials),
+                admin_idle_ms=int(self._admin_idle_timeout * 1000),
+                max_server_connections=max_server_connections,
+            )
+
+        self._core: Any = make_core(connection_string)
         budget = self._core.budget()
+        if deployments is not None:
+            self._core = placement_router(
+                self, self._core, deployments, make_core, uri_credentials,
+                placement, tier_deployments, catalog, default_deployment,
+            )
         self.isolation = isolation
         self._scope: IsolationScope | None = (
             IsolationScope(self._core.db_name, tenant_databases) if isolation == "strict" else None
@@ -377,6 +407,7 @@ class UserConnectionManager:
                 "refusals": self._scope.refusals() if self._scope is not None else {},
             },
             "budget": self._core.budget(),
+            **placement_stats(self._core),
         }
 
     def get_tier_stats(self) -> dict[str, dict[str, Any]]:
@@ -404,6 +435,33 @@ class UserConnectionManager:
         """The tenant's pool: size, operations and errors, leases in use, age and idle time."""
         self._core.check_open()
         return self._core.tenant_info(self._check_user(user_id))
+
+    # -- deployments (see placement) ----------------------------------------------------------------
+
+    def deployment_of(self, user_id: str) -> str:
+        """The name of the deployment the tenant lives on (``deployments=`` managers only)."""
+        return router_of(self).deployment_of(self._check_user(user_id))
+
+    def place_tenant(self, user_id: str, deployment: str) -> None:
+        """Records in the tenant catalog that the tenant lives on ``deployment`` (it moves no data: for
+        a new tenant, or one whose data is already there). Every process follows."""
+        router_of(self).place(self._check_user(user_id), deployment)
+
+    def move_tenant(
+        self, user_id: str, to: str, *, keep_source: bool = False, timeout: float = 60.0
+    ) -> dict[str, Any]:
+        """Moves the tenant's databases to deployment ``to`` while it stays online (see ``_move``): they
+        are copied while it serves, then its operations pause (bounded, in every process) while the last
+        changes are replayed and the copy verified, and resume on ``to``. Returns a report (documents,
+        bytes, ``replayed``, ``copy_seconds``, ``pause_seconds``, ``steps``). ``timeout`` bounds the whole
+        move. On failure the tenant stays where it was and ``TenantMoveError`` says what failed."""
+        return _move.move_tenant(self, user_id, to, keep_source, timeout)
+
+    def recover_move(self, user_id: str) -> str:
+        """Ends a move left unfinished by a process that died (its catalog entry still "moving", its
+        heartbeat stale): the tenant serves again on its source. Returns the source's name. A partial copy
+        may remain on the target: drop it before moving the tenant there again."""
+        return _move.recover_move(self, self._check_user(user_id))
 
     def close_all(self) -> None:
         """Closes every tenant's pool (each once its in-flight operations finish) and every shared
