@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from bson import ObjectId
 from bson.codec_options import CodecOptions
@@ -48,7 +48,7 @@ from pymongo.results import BulkWriteResult, DeleteResult, InsertManyResult, Ins
 from pymongo.write_concern import DEFAULT_WRITE_CONCERN, WriteConcern
 
 from . import _read_preference
-from ._calls import Execute, operations
+from ._calls import Execute, Operation, operation, operations
 from ._common import (
     MAX_BSON_SIZE,
     allowed_error,
@@ -81,8 +81,12 @@ from .change_stream import CollectionChangeStream, gen_watch
 from .cursor import CommandCursor, Cursor, find_options_fit_driver
 
 if TYPE_CHECKING:
+    from typing_extensions import Self
+
     from .database import Database
-    from .session import ClientSession
+
+    # Either session class: the async classes run these same operations with an AsyncClientSession.
+    from .session import _Session as ClientSession
 
 _WRITE_COMMANDS = {
     INSERT: ("insert", "documents"),
@@ -133,7 +137,7 @@ class Collection:
         database: Database,
         name: str,
         create: bool | None = False,
-        codec_options: CodecOptions | None = None,
+        codec_options: CodecOptions[Any] | None = None,
         read_preference: Any = None,
         write_concern: WriteConcern | None = None,
         read_concern: ReadConcern | None = None,
@@ -145,7 +149,7 @@ class Collection:
         _validate_name(name)
         self._database = database
         self._name = name
-        self._codec: CodecOptions = codec_options or database.codec_options
+        self._codec: CodecOptions[Any] = codec_options or database.codec_options
         self._read_preference: _ServerMode = _read_preference.check(
             read_preference or database.read_preference
         )
@@ -181,7 +185,7 @@ class Collection:
         return self._database
 
     @property
-    def codec_options(self) -> CodecOptions:
+    def codec_options(self) -> CodecOptions[Any]:
         return self._codec
 
     @property
@@ -205,7 +209,7 @@ class Collection:
         _read_preference.put(spec, self._read_preference_for(session), session)
         return spec
 
-    def __getattr__(self, name: str) -> Collection:
+    def __getattr__(self, name: str) -> Self:
         if name.startswith("_"):
             full = f"{self._name}.{name}"
             raise AttributeError(
@@ -214,7 +218,7 @@ class Collection:
             )
         return self[name]
 
-    def __getitem__(self, name: str) -> Collection:
+    def __getitem__(self, name: str) -> Self:
         return type(self)(
             self._database,
             f"{self._name}.{name}",
@@ -228,7 +232,7 @@ class Collection:
     def get_collection(
         self,
         name: str,
-        codec_options: CodecOptions | None = None,
+        codec_options: CodecOptions[Any] | None = None,
         read_preference: Any = None,
         write_concern: WriteConcern | None = None,
         read_concern: ReadConcern | None = None,
@@ -239,11 +243,11 @@ class Collection:
 
     def with_options(
         self,
-        codec_options: CodecOptions | None = None,
+        codec_options: CodecOptions[Any] | None = None,
         read_preference: Any = None,
         write_concern: WriteConcern | None = None,
         read_concern: ReadConcern | None = None,
-    ) -> Collection:
+    ) -> Self:
         return type(self)(
             self._database,
             self._name,
@@ -329,9 +333,9 @@ class Collection:
         op: str,
         spec: dict[str, Any],
         docs: list[bytes] | None = None,
-        codec: CodecOptions | None = None,
+        codec: CodecOptions[Any] | None = None,
         session: ClientSession | None = None,
-    ) -> Any:
+    ) -> Operation[Any]:
         """Runs one of the Rust driver's typed operations."""
         spec["collection"] = self._name
         codec = codec or self._codec
@@ -353,12 +357,12 @@ class Collection:
     def _run_command(
         self,
         command: Mapping[str, Any],
-        codec: CodecOptions | None = None,
+        codec: CodecOptions[Any] | None = None,
         db_name: str | None = None,
         session: ClientSession | None = None,
         read_preference: _ServerMode | None = None,
         retryable: bool = False,
-    ) -> Any:
+    ) -> Operation[Any]:
         """Sends ``command`` as is (the core's generic op) and returns the server's reply; on the
         primary unless a ``read_preference`` is given. ``retryable``: the command is a write pymongo
         would retry (outside a session, the core then does)."""
@@ -377,7 +381,7 @@ class Collection:
     def _command(
         self,
         command: dict[str, Any],
-        codec: CodecOptions | None = None,
+        codec: CodecOptions[Any] | None = None,
         write_concern: WriteConcern | None = None,
         read_concern: ReadConcern | None = None,
         collation: Mapping[str, Any] | None = None,
@@ -387,7 +391,7 @@ class Collection:
         session: ClientSession | None = None,
         read_preference: _ServerMode | None = None,
         retryable: bool = False,
-    ) -> Any:
+    ) -> Operation[Any]:
         """A command as pymongo's ``Collection._command`` sends it: concerns and collation added, some
         errors tolerated (their reply returned instead). On the primary unless a ``read_preference`` is
         given; ``retryable`` as in ``_run_command``."""
@@ -416,7 +420,7 @@ class Collection:
         let: Any = None,
         comment: Any = None,
         session: ClientSession | None = None,
-    ) -> dict[str, Any] | None:
+    ) -> Operation[dict[str, Any] | None]:
         """One write op as its own write command, as pymongo sends single writes: the reply, checked for
         write errors, or None if unacknowledged."""
         wc = self._wc(session)
@@ -447,13 +451,13 @@ class Collection:
 
     # -- writes ---------------------------------------------------------------------------------------
 
-    def insert_one(
+    def _gen_insert_one(
         self,
         document: Any,
         bypass_document_validation: bool | None = None,
         session: ClientSession | None = None,
         comment: Any = None,
-    ) -> InsertOneResult:
+    ) -> Operation[InsertOneResult]:
         validate_is_document_type("document", document)
         if not (isinstance(document, RawBSONDocument) or "_id" in document):
             document["_id"] = ObjectId()
@@ -489,14 +493,16 @@ class Collection:
         inserted_id = None if isinstance(document, RawBSONDocument) else document.get("_id")
         return InsertOneResult(inserted_id, wc.acknowledged)
 
-    def insert_many(
+    insert_one = operation(_gen_insert_one)
+
+    def _gen_insert_many(
         self,
         documents: Iterable[Any],
         ordered: bool = True,
         bypass_document_validation: bool | None = None,
         session: ClientSession | None = None,
         comment: Any = None,
-    ) -> InsertManyResult:
+    ) -> Operation[InsertManyResult]:
         if not isinstance(documents, Iterable) or isinstance(documents, Mapping) or not documents:
             raise TypeError("documents must be a non-empty list")
         inserted_ids: list[Any] = []
@@ -547,7 +553,9 @@ class Collection:
             raise error from None
         return InsertManyResult(inserted_ids, wc.acknowledged)
 
-    def bulk_write(
+    insert_many = operation(_gen_insert_many)
+
+    def _gen_bulk_write(
         self,
         requests: Sequence[Any],
         ordered: bool = True,
@@ -555,7 +563,7 @@ class Collection:
         session: ClientSession | None = None,
         comment: Any = None,
         let: Mapping[str, Any] | None = None,
-    ) -> BulkWriteResult:
+    ) -> Operation[BulkWriteResult]:
         """pymongo's ``bulk_write``: ``InsertOne``, ``UpdateOne``, ``UpdateMany``, ``ReplaceOne``,
         ``DeleteOne`` and ``DeleteMany`` requests, run as batched write commands."""
         validate_list("requests", requests)
@@ -572,6 +580,8 @@ class Collection:
             return BulkWriteResult(result, True)
         return BulkWriteResult({}, False)
 
+    bulk_write = operation(_gen_bulk_write)
+
     def _update(
         self,
         multi: bool,
@@ -587,7 +597,7 @@ class Collection:
         let: Mapping[str, Any] | None,
         comment: Any,
         sort: Mapping[str, Any] | None = None,
-    ) -> UpdateResult:
+    ) -> Operation[UpdateResult]:
         check_bool("upsert", upsert)
         collation = validate_collation_or_none(collation)
         wc = self._write_concern_for(session)
@@ -646,7 +656,7 @@ class Collection:
             _update_raw_result(as_int(reply["n"]), as_int(reply["nModified"]), reply.get("upserted")), True
         )
 
-    def update_one(
+    def _gen_update_one(
         self,
         filter: Mapping[str, Any],
         update: Mapping[str, Any] | Sequence[Mapping[str, Any]],
@@ -659,7 +669,7 @@ class Collection:
         let: Mapping[str, Any] | None = None,
         sort: Mapping[str, Any] | None = None,
         comment: Any = None,
-    ) -> UpdateResult:
+    ) -> Operation[UpdateResult]:
         check_mapping("filter", filter)
         validate_ok_for_update(update)
         validate_list_or_none("array_filters", array_filters)
@@ -681,7 +691,9 @@ class Collection:
             )
         )
 
-    def update_many(
+    update_one = operation(_gen_update_one)
+
+    def _gen_update_many(
         self,
         filter: Mapping[str, Any],
         update: Mapping[str, Any] | Sequence[Mapping[str, Any]],
@@ -693,7 +705,7 @@ class Collection:
         session: ClientSession | None = None,
         let: Mapping[str, Any] | None = None,
         comment: Any = None,
-    ) -> UpdateResult:
+    ) -> Operation[UpdateResult]:
         check_mapping("filter", filter)
         validate_ok_for_update(update)
         validate_list_or_none("array_filters", array_filters)
@@ -714,7 +726,9 @@ class Collection:
             )
         )
 
-    def replace_one(
+    update_many = operation(_gen_update_many)
+
+    def _gen_replace_one(
         self,
         filter: Mapping[str, Any],
         replacement: Mapping[str, Any],
@@ -726,7 +740,7 @@ class Collection:
         let: Mapping[str, Any] | None = None,
         sort: Mapping[str, Any] | None = None,
         comment: Any = None,
-    ) -> UpdateResult:
+    ) -> Operation[UpdateResult]:
         check_mapping("filter", filter)
         validate_ok_for_replace(replacement)
         if let is not None:
@@ -749,6 +763,8 @@ class Collection:
             )
         )
 
+    replace_one = operation(_gen_replace_one)
+
     def _delete(
         self,
         multi: bool,
@@ -758,7 +774,7 @@ class Collection:
         session: ClientSession | None,
         let: Any,
         comment: Any,
-    ) -> DeleteResult:
+    ) -> Operation[DeleteResult]:
         check_mapping("filter", filter)
         wc = self._write_concern_for(session)
         collation = validate_collation_or_none(collation)
@@ -784,7 +800,7 @@ class Collection:
         reply = yield from self._execute("delete_many" if multi else "delete_one", spec, session=session)
         return DeleteResult({"n": as_int(reply["n"]), "ok": 1.0}, True)
 
-    def delete_one(
+    def _gen_delete_one(
         self,
         filter: Mapping[str, Any],
         collation: Any = None,
@@ -792,10 +808,12 @@ class Collection:
         session: ClientSession | None = None,
         let: Mapping[str, Any] | None = None,
         comment: Any = None,
-    ) -> DeleteResult:
+    ) -> Operation[DeleteResult]:
         return (yield from self._delete(False, filter, collation, hint, session, let, comment))
 
-    def delete_many(
+    delete_one = operation(_gen_delete_one)
+
+    def _gen_delete_many(
         self,
         filter: Mapping[str, Any],
         collation: Any = None,
@@ -803,8 +821,10 @@ class Collection:
         session: ClientSession | None = None,
         let: Mapping[str, Any] | None = None,
         comment: Any = None,
-    ) -> DeleteResult:
+    ) -> Operation[DeleteResult]:
         return (yield from self._delete(True, filter, collation, hint, session, let, comment))
+
+    delete_many = operation(_gen_delete_many)
 
     # -- reads ----------------------------------------------------------------------------------------
 
@@ -812,7 +832,7 @@ class Collection:
         """A cursor over the matching documents; same arguments as pymongo's ``find``."""
         return self._database._cursor_class(self, *args, **kwargs)
 
-    def find_one(self, filter: Any = None, *args: Any, **kwargs: Any) -> Any:
+    def _gen_find_one(self, filter: Any = None, *args: Any, **kwargs: Any) -> Operation[Any]:
         """The first matching document or None. A non-mapping filter matches on ``_id``, as in pymongo."""
         if filter is not None and not isinstance(filter, Mapping):
             filter = {"_id": filter}
@@ -851,13 +871,16 @@ class Collection:
         reply = yield Execute(self._core, self._user_id, self._db_name, "find_one", spec, session=raw)
         return None if reply is None else decode(reply, self._codec)
 
-    def count_documents(
+    find_one = operation(_gen_find_one)
+
+    def _gen_count_documents(
         self,
+        /,
         filter: Mapping[str, Any],
         session: ClientSession | None = None,
         comment: Any = None,
         **kwargs: Any,
-    ) -> int:
+    ) -> Operation[int]:
         """The number of matching documents; ``skip``, ``limit``, ``hint``, ``collation`` and
         ``maxTimeMS`` as in pymongo."""
         if "hint" in kwargs and not isinstance(kwargs["hint"], str):
@@ -899,7 +922,9 @@ class Collection:
         batch = reply["cursor"]["firstBatch"]
         return batch[0]["n"] if batch else 0
 
-    def estimated_document_count(self, comment: Any = None, **kwargs: Any) -> int:
+    count_documents = operation(_gen_count_documents)
+
+    def _gen_estimated_document_count(self, /, comment: Any = None, **kwargs: Any) -> Operation[int]:
         if "session" in kwargs:
             raise ConfigurationError("estimated_document_count does not support sessions")
         if set(kwargs) <= {"maxTimeMS"} and type(kwargs.get("maxTimeMS", 0)) is int:
@@ -922,15 +947,18 @@ class Collection:
             )["n"]
         )
 
-    def distinct(
+    estimated_document_count = operation(_gen_estimated_document_count)
+
+    def _gen_distinct(
         self,
+        /,
         key: str,
         filter: Mapping[str, Any] | None = None,
         session: ClientSession | None = None,
         comment: Any = None,
         hint: Any = None,
         **kwargs: Any,
-    ) -> list[Any]:
+    ) -> Operation[list[Any]]:
         if not isinstance(key, str):
             raise TypeError(f"key must be an instance of str, not {type(key)}")
         if filter is not None:
@@ -966,16 +994,21 @@ class Collection:
         )
         return reply["values"]
 
-    def aggregate(
+    distinct = operation(_gen_distinct)
+
+    def _gen_aggregate(
         self,
+        /,
         pipeline: Sequence[Mapping[str, Any]],
         session: ClientSession | None = None,
         let: Mapping[str, Any] | None = None,
         comment: Any = None,
         **kwargs: Any,
-    ) -> CommandCursor:
+    ) -> Operation[CommandCursor]:
         """pymongo's ``aggregate``: a CommandCursor over the results; ``$out``/``$merge`` included."""
         return (yield from _aggregate(self._database, self, pipeline, let, comment, kwargs, session))
+
+    aggregate = operation(_gen_aggregate)
 
     def _find_and_modify(
         self,
@@ -990,7 +1023,7 @@ class Collection:
         session: ClientSession | None,
         let: Any,
         kwargs: dict[str, Any],
-    ) -> Any:
+    ) -> Operation[Any]:
         """pymongo's ``_find_and_modify``; ``kind`` is "update", "replace" or "delete"."""
         check_mapping("filter", filter)
         if not isinstance(return_document, bool):
@@ -1056,8 +1089,9 @@ class Collection:
         check_write_response(out)
         return out.get("value")
 
-    def find_one_and_delete(
+    def _gen_find_one_and_delete(
         self,
+        /,
         filter: Mapping[str, Any],
         projection: Any = None,
         sort: Any = None,
@@ -1066,7 +1100,7 @@ class Collection:
         let: Mapping[str, Any] | None = None,
         comment: Any = None,
         **kwargs: Any,
-    ) -> Any:
+    ) -> Operation[Any]:
         kwargs["remove"] = True
         put(kwargs, "comment", comment)
         return (
@@ -1085,8 +1119,11 @@ class Collection:
             )
         )
 
-    def find_one_and_replace(
+    find_one_and_delete = operation(_gen_find_one_and_delete)
+
+    def _gen_find_one_and_replace(
         self,
+        /,
         filter: Mapping[str, Any],
         replacement: Mapping[str, Any],
         projection: Any = None,
@@ -1098,7 +1135,7 @@ class Collection:
         let: Mapping[str, Any] | None = None,
         comment: Any = None,
         **kwargs: Any,
-    ) -> Any:
+    ) -> Operation[Any]:
         validate_ok_for_replace(replacement)
         kwargs["update"] = replacement
         put(kwargs, "comment", comment)
@@ -1108,8 +1145,11 @@ class Collection:
             )
         )
 
-    def find_one_and_update(
+    find_one_and_replace = operation(_gen_find_one_and_replace)
+
+    def _gen_find_one_and_update(
         self,
+        /,
         filter: Mapping[str, Any],
         update: Any,
         projection: Any = None,
@@ -1122,7 +1162,7 @@ class Collection:
         let: Mapping[str, Any] | None = None,
         comment: Any = None,
         **kwargs: Any,
-    ) -> Any:
+    ) -> Operation[Any]:
         validate_ok_for_update(update)
         validate_list_or_none("array_filters", array_filters)
         kwargs["update"] = update
@@ -1143,22 +1183,27 @@ class Collection:
             )
         )
 
+    find_one_and_update = operation(_gen_find_one_and_update)
+
     # -- indexes and administration -------------------------------------------------------------------
 
-    def create_indexes(
+    def _gen_create_indexes(
         self,
+        /,
         indexes: Sequence[IndexModel],
         session: ClientSession | None = None,
         comment: Any = None,
         **kwargs: Any,
-    ) -> list[str]:
+    ) -> Operation[list[str]]:
         validate_list("indexes", indexes)
         put(kwargs, "comment", comment)
         return (yield from self._create_indexes(indexes, kwargs, session))
 
+    create_indexes = operation(_gen_create_indexes)
+
     def _create_indexes(
         self, indexes: Sequence[IndexModel], kwargs: dict[str, Any], session: ClientSession | None
-    ) -> list[str]:
+    ) -> Operation[list[str]]:
         names = []
         documents = []
         for index in indexes:
@@ -1176,9 +1221,9 @@ class Collection:
         )
         return names
 
-    def create_index(
-        self, keys: Any, session: ClientSession | None = None, comment: Any = None, **kwargs: Any
-    ) -> str:
+    def _gen_create_index(
+        self, /, keys: Any, session: ClientSession | None = None, comment: Any = None, **kwargs: Any
+    ) -> Operation[str]:
         """Creates an index from pymongo's key spec (``"field"`` or ``[("a", 1), ("b", -1)]``)."""
         cmd_options: dict[str, Any] = {}
         if "maxTimeMS" in kwargs:
@@ -1186,7 +1231,11 @@ class Collection:
         put(cmd_options, "comment", comment)
         return (yield from self._create_indexes([IndexModel(keys, **kwargs)], cmd_options, session))[0]
 
-    def list_indexes(self, session: ClientSession | None = None, comment: Any = None) -> CommandCursor:
+    create_index = operation(_gen_create_index)
+
+    def _gen_list_indexes(
+        self, session: ClientSession | None = None, comment: Any = None
+    ) -> Operation[CommandCursor]:
         """The collection's indexes (as SON documents, like pymongo); none if the collection does not
         exist."""
         codec = CodecOptions(SON)
@@ -1214,9 +1263,11 @@ class Collection:
             self._database, None, codec, first_batch=reply["cursor"]["firstBatch"]
         )
 
-    def index_information(
+    list_indexes = operation(_gen_list_indexes)
+
+    def _gen_index_information(
         self, session: ClientSession | None = None, comment: Any = None
-    ) -> MutableMapping[str, Any]:
+    ) -> Operation[MutableMapping[str, Any]]:
         info = {}
         indexes = yield from self._gen_list_indexes(session=session, comment=comment)
         for index in (yield from indexes._gen_to_list()):
@@ -1225,9 +1276,11 @@ class Collection:
             info[index.pop("name")] = index
         return info
 
-    def drop_index(
-        self, index_or_name: Any, session: ClientSession | None = None, comment: Any = None, **kwargs: Any
-    ) -> None:
+    index_information = operation(_gen_index_information)
+
+    def _gen_drop_index(
+        self, /, index_or_name: Any, session: ClientSession | None = None, comment: Any = None, **kwargs: Any
+    ) -> Operation[None]:
         name = index_or_name
         if isinstance(index_or_name, list):
             name = "_".join(f"{k}_{v}" for k, v in index_or_name)
@@ -1242,16 +1295,22 @@ class Collection:
             )
         )
 
-    def drop_indexes(self, session: ClientSession | None = None, comment: Any = None, **kwargs: Any) -> None:
+    drop_index = operation(_gen_drop_index)
+
+    def _gen_drop_indexes(
+        self, /, session: ClientSession | None = None, comment: Any = None, **kwargs: Any
+    ) -> Operation[None]:
         put(kwargs, "comment", comment)
         (yield from self._gen_drop_index("*", session=session, **kwargs))
 
-    def drop(
+    drop_indexes = operation(_gen_drop_indexes)
+
+    def _gen_drop(
         self,
         session: ClientSession | None = None,
         comment: Any = None,
         encrypted_fields: Mapping[str, Any] | None = None,
-    ) -> None:
+    ) -> Operation[None]:
         db = self._database.with_options(write_concern=self._write_concern)
         (
             yield from db._gen_drop_collection(
@@ -1259,9 +1318,11 @@ class Collection:
             )
         )
 
-    def rename(
-        self, new_name: str, session: ClientSession | None = None, comment: Any = None, **kwargs: Any
-    ) -> MutableMapping[str, Any]:
+    drop = operation(_gen_drop)
+
+    def _gen_rename(
+        self, /, new_name: str, session: ClientSession | None = None, comment: Any = None, **kwargs: Any
+    ) -> Operation[MutableMapping[str, Any]]:
         if not isinstance(new_name, str):
             raise TypeError(f"new_name must be an instance of str, not {type(new_name)}")
         if not new_name or ".." in new_name:
@@ -1287,7 +1348,9 @@ class Collection:
             )
         )
 
-    def watch(
+    rename = operation(_gen_rename)
+
+    def _gen_watch(
         self,
         pipeline: Sequence[Mapping[str, Any]] | None = None,
         full_document: str | None = None,
@@ -1301,27 +1364,29 @@ class Collection:
         comment: Any = None,
         full_document_before_change: str | None = None,
         show_expanded_events: bool | None = None,
-    ) -> CollectionChangeStream:
+    ) -> Operation[CollectionChangeStream]:
         """A change stream of this collection (pymongo's ``Collection.watch``), opened at once: changes
         made after this returns are seen. Needs a replica set or sharded cluster, as in pymongo."""
-        return (
-            yield from gen_watch(
-                self._database,
-                self,
-                pipeline,
-                full_document,
-                resume_after,
-                max_await_time_ms,
-                batch_size,
-                collation,
-                start_at_operation_time,
-                session,
-                start_after,
-                comment,
-                full_document_before_change,
-                show_expanded_events,
-            )
+        stream = yield from gen_watch(
+            self._database,
+            self,
+            pipeline,
+            full_document,
+            resume_after,
+            max_await_time_ms,
+            batch_size,
+            collation,
+            start_at_operation_time,
+            session,
+            start_after,
+            comment,
+            full_document_before_change,
+            show_expanded_events,
         )
+        # gen_watch makes the CollectionChangeStream of this class (async or not).
+        return cast(CollectionChangeStream, stream)
+
+    watch = operation(_gen_watch)
 
     # pymongo methods tenantpool does not have (yet): named, so that a call fails saying so instead of
     # reaching __getattr__ (which would take the name for a sub-collection).
@@ -1339,7 +1404,9 @@ class Collection:
         list_search_indexes
     )
 
-    def options(self, session: ClientSession | None = None, comment: Any = None) -> MutableMapping[str, Any]:
+    def _gen_options(
+        self, session: ClientSession | None = None, comment: Any = None
+    ) -> Operation[MutableMapping[str, Any]]:
         """The options the collection was created with (empty if it does not exist)."""
         cursor = yield from self._database._gen_list_collections(
             session=session, filter={"name": self._name}, comment=comment
@@ -1350,6 +1417,8 @@ class Collection:
             return options
         return {}
 
+    options = operation(_gen_options)
+
 
 def _aggregate(
     database: Database,
@@ -1359,7 +1428,7 @@ def _aggregate(
     comment: Any,
     kwargs: dict[str, Any],
     session: ClientSession | None,
-) -> CommandCursor:
+) -> Operation[CommandCursor]:
     """pymongo's aggregation on a collection, or on the database if ``collection`` is None."""
     if "explain" in kwargs:
         raise ConfigurationError("The explain option is not supported. Use Database.command instead.")

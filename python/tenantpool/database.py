@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, MutableMapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
 from bson.dbref import DBRef
@@ -13,7 +13,7 @@ from pymongo.read_preferences import _ServerMode
 from pymongo.write_concern import DEFAULT_WRITE_CONCERN, WriteConcern
 
 from . import _read_preference
-from ._calls import Execute, operations
+from ._calls import Execute, Operation, operation, operations
 from ._common import (
     allowed_error,
     check_mapping,
@@ -31,7 +31,9 @@ from .cursor import CommandCursor, Cursor
 if TYPE_CHECKING:
     from ._isolation import IsolationScope
     from .client import TenantClient
-    from .session import ClientSession
+
+    # Either session class: the async classes run these same operations with an AsyncClientSession.
+    from .session import _Session as ClientSession
 
 
 def _check_name(name: str) -> None:
@@ -57,7 +59,7 @@ class Database:
         self,
         client: TenantClient,
         name: str,
-        codec_options: CodecOptions | None = None,
+        codec_options: CodecOptions[Any] | None = None,
         read_preference: Any = None,
         write_concern: WriteConcern | None = None,
         read_concern: ReadConcern | None = None,
@@ -68,7 +70,7 @@ class Database:
             _check_name(name)
         self._client = client
         self._name = name
-        self._codec: CodecOptions = codec_options or client.codec_options
+        self._codec: CodecOptions[Any] = codec_options or client.codec_options
         self._read_preference: _ServerMode = _read_preference.check(read_preference or client.read_preference)
         # The tenant client's defaults are the driver's, applied by it to typed operations.
         self._write_concern: WriteConcern = write_concern or WriteConcern()
@@ -89,7 +91,7 @@ class Database:
         return self._client
 
     @property
-    def codec_options(self) -> CodecOptions:
+    def codec_options(self) -> CodecOptions[Any]:
         return self._codec
 
     @property
@@ -111,7 +113,7 @@ class Database:
     def _run_command(
         self,
         command: Mapping[str, Any],
-        codec: CodecOptions | None = None,
+        codec: CodecOptions[Any] | None = None,
         session: ClientSession | None = None,
         read_preference: _ServerMode | None = None,
     ) -> Any:
@@ -149,7 +151,7 @@ class Database:
     def get_collection(
         self,
         name: str,
-        codec_options: CodecOptions | None = None,
+        codec_options: CodecOptions[Any] | None = None,
         read_preference: Any = None,
         write_concern: WriteConcern | None = None,
         read_concern: ReadConcern | None = None,
@@ -160,7 +162,7 @@ class Database:
 
     def with_options(
         self,
-        codec_options: CodecOptions | None = None,
+        codec_options: CodecOptions[Any] | None = None,
         read_preference: Any = None,
         write_concern: WriteConcern | None = None,
         read_concern: ReadConcern | None = None,
@@ -174,18 +176,19 @@ class Database:
             read_concern or self._read_concern,
         )
 
-    def command(
+    def _gen_command(
         self,
+        /,
         command: str | MutableMapping[str, Any],
         value: Any = 1,
         check: bool = True,
         allowable_errors: Sequence[str | int] | None = None,
         read_preference: Any = None,
-        codec_options: CodecOptions | None = None,
+        codec_options: CodecOptions[Any] | None = None,
         session: ClientSession | None = None,
         comment: Any = None,
         **kwargs: Any,
-    ) -> dict[str, Any]:
+    ) -> Operation[dict[str, Any]]:
         """Runs a database command, as pymongo's ``Database.command`` (same arguments, replies and errors).
         As in pymongo, the reply is decoded with ``codec_options``, by default plain dicts, and the command
         runs on the primary unless ``read_preference`` is given (the database's is not used)."""
@@ -206,19 +209,22 @@ class Database:
                 return exc.details or {}
             raise
 
+    command = operation(_gen_command)
+
     def cursor_command(self, *args: Any, **kwargs: Any) -> CommandCursor:
         raise NotImplementedError(
             "Database.cursor_command is not supported by tenantpool yet: the core cannot "
             "continue a cursor opened by a generic command"
         )
 
-    def list_collection_names(
+    def _gen_list_collection_names(
         self,
+        /,
         session: ClientSession | None = None,
         filter: Mapping[str, Any] | None = None,
         comment: Any = None,
         **kwargs: Any,
-    ) -> list[str]:
+    ) -> Operation[list[str]]:
         if filter is None:
             kwargs["nameOnly"] = True
         else:
@@ -228,13 +234,16 @@ class Database:
         cursor = yield from self._gen_list_collections(session, filter, comment, **kwargs)
         return [c["name"] for c in (yield from cursor._gen_to_list())]
 
-    def list_collections(
+    list_collection_names = operation(_gen_list_collection_names)
+
+    def _gen_list_collections(
         self,
+        /,
         session: ClientSession | None = None,
         filter: Mapping[str, Any] | None = None,
         comment: Any = None,
         **kwargs: Any,
-    ) -> CommandCursor:
+    ) -> Operation[CommandCursor]:
         # On the primary, as in pymongo (inside a transaction, the transaction's read preference).
         read_preference = _read_preference.for_command(None, session)
         # The driver's listCollections takes only a filter; anything else goes as pymongo's command (a
@@ -257,17 +266,20 @@ class Database:
         reply = yield from self._run_command(cmd, session=session, read_preference=read_preference)
         return self._command_cursor_class(self, None, self._codec, first_batch=reply["cursor"]["firstBatch"])
 
-    def create_collection(
+    list_collections = operation(_gen_list_collections)
+
+    def _gen_create_collection(
         self,
+        /,
         name: str,
-        codec_options: CodecOptions | None = None,
+        codec_options: CodecOptions[Any] | None = None,
         read_preference: Any = None,
         write_concern: WriteConcern | None = None,
         read_concern: ReadConcern | None = None,
         session: ClientSession | None = None,
         check_exists: bool | None = True,
         **kwargs: Any,
-    ) -> Collection:
+    ) -> Operation[Collection]:
         """Creates the collection with the server's ``create`` options (``validator``, ``capped``...);
         raises CollectionInvalid if it exists, as pymongo does."""
         clustered_index = kwargs.get("clusteredIndex")
@@ -297,13 +309,15 @@ class Database:
         (yield from coll._command(cmd, write_concern=coll._wc(session), collation=collation, session=session))
         return coll
 
-    def drop_collection(
+    create_collection = operation(_gen_create_collection)
+
+    def _gen_drop_collection(
         self,
         name_or_collection: str | Collection,
         session: ClientSession | None = None,
         comment: Any = None,
         encrypted_fields: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]:
+    ) -> Operation[dict[str, Any]]:
         """Drops the collection; the server's reply (also when there was no such collection)."""
         name = name_or_collection.name if isinstance(name_or_collection, Collection) else name_or_collection
         if not isinstance(name, str):
@@ -330,15 +344,19 @@ class Database:
             raise WriteConcernError(w.get("errmsg"), w.get("code"), w)
         return reply
 
-    def aggregate(
-        self, pipeline: Sequence[Mapping[str, Any]], session: ClientSession | None = None, **kwargs: Any
-    ) -> CommandCursor:
+    drop_collection = operation(_gen_drop_collection)
+
+    def _gen_aggregate(
+        self, /, pipeline: Sequence[Mapping[str, Any]], session: ClientSession | None = None, **kwargs: Any
+    ) -> Operation[CommandCursor]:
         """A database-level aggregation (``$currentOp``, ``$documents``...)."""
         let = kwargs.pop("let", None)
         comment = kwargs.pop("comment", None)
         return (yield from _aggregate(self, None, pipeline, let, comment, kwargs, session))
 
-    def validate_collection(
+    aggregate = operation(_gen_aggregate)
+
+    def _gen_validate_collection(
         self,
         name_or_collection: str | Collection,
         scandata: bool = False,
@@ -346,7 +364,7 @@ class Database:
         session: ClientSession | None = None,
         background: bool | None = None,
         comment: Any = None,
-    ) -> dict[str, Any]:
+    ) -> Operation[dict[str, Any]]:
         """Runs the server's ``validate``; raises CollectionInvalid if the collection is not valid."""
         name = name_or_collection.name if isinstance(name_or_collection, Collection) else name_or_collection
         if not isinstance(name, str):
@@ -359,7 +377,9 @@ class Database:
             raise CollectionInvalid(f"{name} invalid: {result!r}")
         return result
 
-    def watch(
+    validate_collection = operation(_gen_validate_collection)
+
+    def _gen_watch(
         self,
         pipeline: Sequence[Mapping[str, Any]] | None = None,
         full_document: str | None = None,
@@ -373,30 +393,32 @@ class Database:
         comment: Any = None,
         full_document_before_change: str | None = None,
         show_expanded_events: bool | None = None,
-    ) -> DatabaseChangeStream:
+    ) -> Operation[DatabaseChangeStream]:
         """A change stream of every collection of this database (pymongo's ``Database.watch``)."""
-        return (
-            yield from gen_watch(
-                self,
-                None,
-                pipeline,
-                full_document,
-                resume_after,
-                max_await_time_ms,
-                batch_size,
-                collation,
-                start_at_operation_time,
-                session,
-                start_after,
-                comment,
-                full_document_before_change,
-                show_expanded_events,
-            )
+        stream = yield from gen_watch(
+            self,
+            None,
+            pipeline,
+            full_document,
+            resume_after,
+            max_await_time_ms,
+            batch_size,
+            collation,
+            start_at_operation_time,
+            session,
+            start_after,
+            comment,
+            full_document_before_change,
+            show_expanded_events,
         )
+        # gen_watch makes the DatabaseChangeStream of this class (async or not).
+        return cast(DatabaseChangeStream, stream)
 
-    def dereference(
-        self, dbref: DBRef, session: ClientSession | None = None, comment: Any = None, **kwargs: Any
-    ) -> Any:
+    watch = operation(_gen_watch)
+
+    def _gen_dereference(
+        self, /, dbref: DBRef, session: ClientSession | None = None, comment: Any = None, **kwargs: Any
+    ) -> Operation[Any]:
         if not isinstance(dbref, DBRef):
             raise TypeError(f"cannot dereference a {type(dbref)}")
         if dbref.database is not None and dbref.database != self._name:
@@ -411,6 +433,8 @@ class Database:
                 {"_id": dbref.id}, session=session, comment=comment, **kwargs
             )
         )
+
+    dereference = operation(_gen_dereference)
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Database):

@@ -13,6 +13,7 @@ from pymongo.errors import ConfigurationError, InvalidName
 from pymongo.read_preferences import _ServerMode
 
 from . import _core
+from ._calls import operations, twin
 from ._isolation import IsolationScope, TenantDatabases
 from ._options import split_options, with_credentials
 from ._read_preference import manager_read_preference
@@ -38,6 +39,7 @@ def _positive_int(name: str, value: Any) -> int:
     return value
 
 
+@operations
 class UserConnectionManager:
     """One isolated MongoDB connection pool per tenant, created on first use and closed when idle.
 
@@ -164,7 +166,7 @@ class UserConnectionManager:
         self._uri_options = uri_options
         self.strategy = strategy
         self.groups = groups if strategy == "grouped" else None
-        self._codec: CodecOptions = codec
+        self._codec: CodecOptions[Any] = codec
         self.user_pool_size: int = user_pool_size
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
@@ -222,7 +224,7 @@ class UserConnectionManager:
             )
 
     @property
-    def codec_options(self) -> CodecOptions:
+    def codec_options(self) -> CodecOptions[Any]:
         return self._codec
 
     @property
@@ -310,6 +312,7 @@ class UserConnectionManager:
         TenantCredentials(username, password, source)
         return user_id, username, password, check_roles(roles), source
 
+    @twin
     def provision_tenant(
         self,
         user_id: str,
@@ -333,6 +336,7 @@ class UserConnectionManager:
         self._log_provisioned(user_id, username, created)
         return TenantCredentials(username, password, source)
 
+    @twin
     def deprovision_tenant(
         self, user_id: str, *, username: str | None = None, source: str | None = None
     ) -> bool:
@@ -405,6 +409,7 @@ class UserConnectionManager:
         self._core.check_open()
         return self._core.tenant_info(self._check_user(user_id))
 
+    @twin
     def close_all(self) -> None:
         """Closes every tenant's pool (each once its in-flight operations finish) and every shared
         client, as the design document's ``close_all``: ``get_stats()`` then shows no connections, and
@@ -414,6 +419,7 @@ class UserConnectionManager:
             n = self._core.close_pools()
             logger.info("closed all %d tenant pools", n)
 
+    @twin
     def close(self) -> None:
         """Closes every pool for good, as pymongo's ``MongoClient.close``: any later call but
         ``close``/``close_all`` raises ``InvalidOperation``. Leaving a ``with`` block calls it. Safe to

@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import bson
 from bson.timestamp import Timestamp
-from pymongo.client_session import SessionOptions, TransactionOptions
 from pymongo.errors import InvalidOperation, OperationFailure, PyMongoError
 from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import _ServerMode
@@ -36,7 +35,12 @@ from ._calls import ASYNC_BOUND_SESSION, BOUND_SESSION, Invoke, SessionCall, Sle
 from ._core import Session as _RawSession
 
 if TYPE_CHECKING:
+    # Where type checkers find them: pymongo.client_session re-exports them with a star import.
+    from pymongo.client_session_shared import SessionOptions, TransactionOptions
+
     from .client import TenantClient
+else:
+    from pymongo.client_session import SessionOptions, TransactionOptions
 
 T = TypeVar("T")
 _Step = Generator[Any, Any, T]
@@ -180,9 +184,12 @@ class _Session:
         """The transaction's read preference while one is in progress (pymongo's name)."""
         return self._txn_read_pref if self.in_transaction else None
 
-    def _check_ended(self) -> None:
+    def _check_ended(self) -> _RawSession:
+        """The core session; InvalidOperation once ended."""
         if self._ended:
             raise InvalidOperation("Cannot use ended session")
+        assert self._raw is not None  # cleared only as the session ends
+        return self._raw
 
     def _handle(self, user_id: str) -> _RawSession:
         """The core session, for an operation of ``user_id``."""
@@ -209,7 +216,7 @@ class _Session:
         read_preference: Any,
         max_commit_time_ms: int | None,
     ) -> _Step[None]:
-        self._check_ended()
+        raw = self._check_ended()
         if self._options.snapshot:
             raise InvalidOperation("Transactions are not supported in snapshot sessions")
         if self.in_transaction:
@@ -220,18 +227,16 @@ class _Session:
             self._inherit("read_preference", read_preference),
             self._inherit("max_commit_time_ms", max_commit_time_ms),
         )
-        yield SessionCall(self._raw, "start_transaction", (spec,))
+        yield SessionCall(raw, "start_transaction", (spec,))
         # As pymongo's: the one given, else the session's default, else the client's.
         given = self._inherit("read_preference", read_preference)
         self._txn_read_pref = given or self._client.read_preference
 
     def _gen_commit_transaction(self) -> _Step[None]:
-        self._check_ended()
-        yield SessionCall(self._raw, "commit_transaction")
+        yield SessionCall(self._check_ended(), "commit_transaction")
 
     def _gen_abort_transaction(self) -> _Step[None]:
-        self._check_ended()
-        yield SessionCall(self._raw, "abort_transaction")
+        yield SessionCall(self._check_ended(), "abort_transaction")
 
     def _gen_exit_transaction(self, failed: bool) -> _Step[None]:
         """Leaving a ``start_transaction`` block: commit on success, abort on error."""
