@@ -156,7 +156,7 @@ class Collection:
         self._write_concern: WriteConcern = write_concern or database.write_concern
         self._read_concern: ReadConcern = read_concern or database.read_concern
         self._core = database._core
-        self._user_id = database._client.user_id
+        self._user_id: str = database._client.user_id
         self._db_name = database.name
         self._scope = database._scope
         if self._scope is not None and self._db_name == "admin":
@@ -441,7 +441,7 @@ class Collection:
             document_too_large(name, op_size, MAX_BSON_SIZE + COMMAND_OVERHEAD)
         # pymongo's rule: a single-document write is retryable, a multi-document one is not.
         single = op_type == INSERT or (op.get("limit") == 1 if op_type == DELETE else not op.get("multi"))
-        reply = yield from self._run_command(
+        reply: dict[str, Any] = yield from self._run_command(
             cmd, codec_for_replies(self._codec), session=session, retryable=wc.acknowledged and single
         )
         if not wc.acknowledged:
@@ -980,7 +980,9 @@ class Collection:
             put(options, "hint", hint)
             self._read_options(options, session)
             spec = self._route({"key": key, "filter": query or {}, "options": options}, session)
-            return (yield from self._execute("distinct", spec, session=session))["values"]
+            reply = yield from self._execute("distinct", spec, session=session)
+            values: list[Any] = reply["values"]
+            return values
         cmd: dict[str, Any] = {"distinct": self._name, "key": key}
         cmd.update(kwargs)
         put(cmd, "comment", comment)
@@ -992,7 +994,8 @@ class Collection:
             session=session,
             read_preference=self._read_preference_for(session),
         )
-        return reply["values"]
+        distinct: list[Any] = reply["values"]
+        return distinct
 
     distinct = operation(_gen_distinct)
 
@@ -1043,7 +1046,7 @@ class Collection:
             check_bool("upsert", upsert)
         if array_filters is not None and not wc.acknowledged:
             raise ConfigurationError("arrayFilters is unsupported for unacknowledged writes.")
-        body = {k: kwargs.pop(k) for k in ("update", "remove") if k in kwargs}
+        body: dict[str, Any] = {k: kwargs.pop(k) for k in ("update", "remove") if k in kwargs}
         typed = (
             wc.acknowledged
             and set(kwargs) <= {"maxTimeMS", "comment"}
@@ -1337,16 +1340,15 @@ class Collection:
         raw_wc = cmd.get("writeConcern")
         wc = WriteConcern(**raw_wc) if raw_wc is not None else self._wc(session)
         # renameCollection runs on admin; both names are in this database, so it stays within the tenant's.
-        return (
-            yield from self._command(
-                cmd,
-                CodecOptions(),
-                write_concern=None if raw_wc is not None else wc,
-                parse_write_concern_error=True,
-                db_name="admin",
-                session=session,
-            )
+        reply: MutableMapping[str, Any] = yield from self._command(
+            cmd,
+            CodecOptions(),
+            write_concern=None if raw_wc is not None else wc,
+            parse_write_concern_error=True,
+            db_name="admin",
+            session=session,
         )
+        return reply
 
     rename = operation(_gen_rename)
 
@@ -1412,7 +1414,7 @@ class Collection:
             session=session, filter={"name": self._name}, comment=comment
         )
         for doc in (yield from cursor._gen_to_list()):
-            options = doc.get("options", {})
+            options: MutableMapping[str, Any] = doc.get("options", {})
             options.pop("create", None)
             return options
         return {}

@@ -565,7 +565,8 @@ class Cursor(_BatchCursor):
             (yield from self._run_find_command(options))
             return None
         raw = core_session(self._session, c._user_id)
-        return (yield OpenCursor(c._core, c._user_id, c._db_name, "find", spec, session=raw))
+        cursor: RawCursor = yield OpenCursor(c._core, c._user_id, c._db_name, "find", spec, session=raw)
+        return cursor
 
     def _run_find_command(self, options: dict[str, Any]) -> Operation[None]:
         """Values pymongo sends but the driver's typed options cannot hold (a negative skip, a bool limit):
@@ -719,7 +720,10 @@ class CommandCursor(_BatchCursor):
         if database._scope is not None and "collection" not in spec:
             database._scope.check_database_operation(user_id, database.name, op)
         raw = core_session(session, user_id)
-        return (yield OpenCursor(database._core, user_id, database.name, op, encode(spec, False, codec), raw))
+        cursor: RawCursor = yield OpenCursor(
+            database._core, user_id, database.name, op, encode(spec, False, codec), raw
+        )
+        return cursor
 
     @property
     def address(self) -> tuple[str, int] | None:

@@ -199,15 +199,14 @@ class Database:
             command = {command: value}
         command.update(kwargs)
         try:
-            return (
-                yield from self._run_command(
-                    command, codec_options or DEFAULT_CODEC_OPTIONS, session, read_preference
-                )
+            reply: dict[str, Any] = yield from self._run_command(
+                command, codec_options or DEFAULT_CODEC_OPTIONS, session, read_preference
             )
         except OperationFailure as exc:
             if not check or allowed_error(exc, allowable_errors):
-                return exc.details or {}
+                return cast("dict[str, Any]", exc.details or {})
             raise
+        return reply
 
     command = operation(_gen_command)
 
@@ -334,10 +333,10 @@ class Database:
         if not wc.is_server_default:
             cmd["writeConcern"] = write_concern_document(wc)
         try:
-            reply = yield from self._run_command(cmd, session=session)
+            reply: dict[str, Any] = yield from self._run_command(cmd, session=session)
         except OperationFailure as exc:
             if exc.code == 26 or (exc.details or {}).get("errmsg") == "ns not found":
-                return exc.details
+                return cast("dict[str, Any]", exc.details)  # None if the server sent no details
             raise
         if reply.get("writeConcernError"):
             w = reply["writeConcernError"]

@@ -398,11 +398,12 @@ class ClientSession(_Session):
         max_commit_time_ms: int | None = None,
     ) -> T:
         """Runs ``callback(session)`` in a transaction and commits it, retrying as pymongo does."""
-        return run_sync(
+        result: T = run_sync(
             self._gen_with_transaction(
                 callback, read_concern, write_concern, read_preference, max_commit_time_ms
             )
         )
+        return result
 
     def end_session(self) -> None:
         """Ends the session (aborting an open transaction)."""
