@@ -335,7 +335,11 @@ class _Twin:
             return (async_method if is_async else sync_method)(self.gen, f"{cls.__qualname__}.{name}")
         assert self.sync is not None
         if is_async and not self.same:
-            return getattr(cls, f"_async_{name}")  # type: ignore[no-any-return]  # a method, by contract
+            method: Callable[..., Any] = getattr(cls, f"_async_{name}")
+            if not method.__doc__:
+                method.__doc__ = self.sync.__doc__  # one text for both, as for operations
+            method.__name__ = name  # for help(): ``next``, not ``_async_next``
+            return method
         return self.sync
 
     def __set_name__(self, owner: type[Any], name: str) -> None:

@@ -301,12 +301,15 @@ class AsyncUserConnectionManager(AsyncAPI, UserConnectionManager):
     _ensure_waits = False
 
     def get_database(self, user_id: str, db_name: str | None = None) -> AsyncDatabase:
+        """``UserConnectionManager.get_database``: the tenant's ``AsyncDatabase`` (not awaited: no I/O)."""
         return cast(AsyncDatabase, super().get_database(user_id, db_name))
 
     def get_client(self, user_id: str) -> AsyncTenantClient:
+        """``UserConnectionManager.get_client``: the tenant's ``AsyncTenantClient`` (no I/O)."""
         return cast(AsyncTenantClient, super().get_client(user_id))
 
     def get_platform_client(self, user_id: str) -> AsyncTenantClient:
+        """``UserConnectionManager.get_platform_client``, async (no I/O)."""
         return cast(AsyncTenantClient, super().get_platform_client(user_id))
 
     async def _async_provision_tenant(

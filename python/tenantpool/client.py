@@ -66,14 +66,17 @@ class TenantClient:
 
     @property
     def user_id(self) -> str:
+        """The tenant this client is of."""
         return self._user_id
 
     @property
     def manager(self) -> UserConnectionManager:
+        """The manager whose pool this client uses."""
         return self._manager
 
     @property
     def codec_options(self) -> CodecOptions[Any]:
+        """The manager's codec options: the default of this tenant's databases."""
         return self._manager.codec_options
 
     @property
@@ -109,6 +112,8 @@ class TenantClient:
 
     @property
     def admin(self) -> Database:
+        """The ``admin`` database, through this tenant's pool (under isolation: server-information commands
+        only)."""
         return self._database_class(self, "admin")
 
     # -- pymongo's MongoClient surface, for one tenant --------------------------------------------------
@@ -169,10 +174,12 @@ class TenantClient:
 
     @property
     def write_concern(self) -> WriteConcern:
+        """The connection string's write concern: the default of this tenant's databases."""
         return self.options.write_concern
 
     @property
     def read_concern(self) -> ReadConcern:
+        """The connection string's read concern: the default of this tenant's databases."""
         return self.options.read_concern
 
     def eq_props(self) -> tuple[tuple[Address, ...], str | None, str | None, str]:
@@ -211,6 +218,7 @@ class TenantClient:
         return self
 
     def __next__(self) -> None:
+        """Clients are not iterable: ``TypeError``, as in pymongo."""
         raise TypeError("'TenantClient' object is not iterable")
 
     next = __next__

@@ -174,30 +174,37 @@ class Collection:
 
     @property
     def name(self) -> str:
+        """The name of this collection (``posts``, ``posts.comments`` for a sub-collection)."""
         return self._name
 
     @property
     def full_name(self) -> str:
+        """``<database>.<collection>``, as pymongo's ``full_name``."""
         return f"{self._db_name}.{self._name}"
 
     @property
     def database(self) -> Database:
+        """The database this collection is of (an ``AsyncDatabase`` for an ``AsyncCollection``)."""
         return self._database
 
     @property
     def codec_options(self) -> CodecOptions[Any]:
+        """The codec options of this collection's replies (by default, its database's)."""
         return self._codec
 
     @property
     def write_concern(self) -> WriteConcern:
+        """This collection's write concern (by default, its database's)."""
         return self._write_concern
 
     @property
     def read_concern(self) -> ReadConcern:
+        """This collection's read concern (by default, its database's)."""
         return self._read_concern
 
     @property
     def read_preference(self) -> _ServerMode:
+        """This collection's read preference (by default, its database's)."""
         return self._read_preference
 
     def _read_preference_for(self, session: ClientSession | None) -> _ServerMode:
@@ -237,6 +244,8 @@ class Collection:
         write_concern: WriteConcern | None = None,
         read_concern: ReadConcern | None = None,
     ) -> Collection:
+        """The sub-collection ``<this name>.<name>``, with these options instead of this collection's
+        (pymongo's ``Collection.get_collection``). No I/O."""
         return self._database.get_collection(
             f"{self._name}.{name}", codec_options, read_preference, write_concern, read_concern
         )
@@ -248,6 +257,7 @@ class Collection:
         write_concern: WriteConcern | None = None,
         read_concern: ReadConcern | None = None,
     ) -> Self:
+        """A copy of this collection with the options given replaced (pymongo's ``with_options``). No I/O."""
         return type(self)(
             self._database,
             self._name,
@@ -282,6 +292,7 @@ class Collection:
         return self
 
     def __next__(self) -> None:
+        """Collections are not iterable: ``TypeError``, as in pymongo."""
         raise TypeError("'Collection' object is not iterable")
 
     next = __next__
@@ -458,6 +469,10 @@ class Collection:
         session: ClientSession | None = None,
         comment: Any = None,
     ) -> Operation[InsertOneResult]:
+        """Inserts ``document``, as pymongo's ``insert_one``: an ``_id`` (an ObjectId) is added to the
+        document if it has none. Returns an ``InsertOneResult``. Raises ``ConfigurationError`` for an explicit
+        session with an unacknowledged write concern, ``WriteError`` (``DuplicateKeyError``) with the server's
+        writeErrors entry as ``details``, ``WriteConcernError`` (``WTimeoutError``)."""
         validate_is_document_type("document", document)
         if not (isinstance(document, RawBSONDocument) or "_id" in document):
             document["_id"] = ObjectId()
@@ -503,6 +518,11 @@ class Collection:
         session: ClientSession | None = None,
         comment: Any = None,
     ) -> Operation[InsertManyResult]:
+        """Inserts ``documents`` (a non-empty iterable of documents, each given an ``_id`` if it has none), as
+        pymongo's ``insert_many``: in batched insert commands; ``ordered=False`` goes on past a failed
+        document. Returns an ``InsertManyResult``. Raises ``TypeError`` for an empty or non-iterable argument,
+        ``BulkWriteError`` with pymongo's ``details``, ``ConfigurationError`` for an explicit session with an
+        unacknowledged write concern."""
         if not isinstance(documents, Iterable) or isinstance(documents, Mapping) or not documents:
             raise TypeError("documents must be a non-empty list")
         inserted_ids: list[Any] = []
@@ -670,6 +690,12 @@ class Collection:
         sort: Mapping[str, Any] | None = None,
         comment: Any = None,
     ) -> Operation[UpdateResult]:
+        """Updates the first document matching ``filter`` with ``update`` (update operators, or an aggregation
+        pipeline), as pymongo's ``update_one``; ``upsert=True`` inserts one if none matches; ``sort`` picks
+        the document (MongoDB 8.0+). Returns an ``UpdateResult``. Raises ``ValueError`` for an update without
+        operators; Raises ``ConfigurationError`` for an explicit session with an unacknowledged write concern,
+        ``WriteError`` (``DuplicateKeyError``) with the server's writeErrors entry as ``details``,
+        ``WriteConcernError`` (``WTimeoutError``)."""
         check_mapping("filter", filter)
         validate_ok_for_update(update)
         validate_list_or_none("array_filters", array_filters)
@@ -706,6 +732,11 @@ class Collection:
         let: Mapping[str, Any] | None = None,
         comment: Any = None,
     ) -> Operation[UpdateResult]:
+        """Updates every document matching ``filter`` with ``update``, as pymongo's ``update_many``. Returns
+        an ``UpdateResult``. Raises ``ValueError`` for an update without operators; Raises
+        ``ConfigurationError`` for an explicit session with an unacknowledged write concern, ``WriteError``
+        (``DuplicateKeyError``) with the server's writeErrors entry as ``details``, ``WriteConcernError``
+        (``WTimeoutError``)."""
         check_mapping("filter", filter)
         validate_ok_for_update(update)
         validate_list_or_none("array_filters", array_filters)
@@ -741,6 +772,11 @@ class Collection:
         sort: Mapping[str, Any] | None = None,
         comment: Any = None,
     ) -> Operation[UpdateResult]:
+        """Replaces the first document matching ``filter`` with ``replacement`` (no update operators), as
+        pymongo's ``replace_one``. Returns an ``UpdateResult``. Raises ``ValueError`` for a replacement with
+        operators; Raises ``ConfigurationError`` for an explicit session with an unacknowledged write concern,
+        ``WriteError`` (``DuplicateKeyError``) with the server's writeErrors entry as ``details``,
+        ``WriteConcernError`` (``WTimeoutError``)."""
         check_mapping("filter", filter)
         validate_ok_for_replace(replacement)
         if let is not None:
@@ -809,6 +845,10 @@ class Collection:
         let: Mapping[str, Any] | None = None,
         comment: Any = None,
     ) -> Operation[DeleteResult]:
+        """Deletes the first document matching ``filter``, as pymongo's ``delete_one``. Returns a
+        ``DeleteResult``. Raises ``ConfigurationError`` for an explicit session with an unacknowledged write
+        concern, ``WriteError`` (``DuplicateKeyError``) with the server's writeErrors entry as ``details``,
+        ``WriteConcernError`` (``WTimeoutError``)."""
         return (yield from self._delete(False, filter, collation, hint, session, let, comment))
 
     delete_one = operation(_gen_delete_one)
@@ -822,6 +862,10 @@ class Collection:
         let: Mapping[str, Any] | None = None,
         comment: Any = None,
     ) -> Operation[DeleteResult]:
+        """Deletes every document matching ``filter``, as pymongo's ``delete_many``. Returns a
+        ``DeleteResult``. Raises ``ConfigurationError`` for an explicit session with an unacknowledged write
+        concern, ``WriteError`` (``DuplicateKeyError``) with the server's writeErrors entry as ``details``,
+        ``WriteConcernError`` (``WTimeoutError``)."""
         return (yield from self._delete(True, filter, collation, hint, session, let, comment))
 
     delete_many = operation(_gen_delete_many)
@@ -925,6 +969,8 @@ class Collection:
     count_documents = operation(_gen_count_documents)
 
     def _gen_estimated_document_count(self, /, comment: Any = None, **kwargs: Any) -> Operation[int]:
+        """The number of documents in the collection from its metadata (no filter; fast), as pymongo's
+        ``estimated_document_count``: 0 if the collection does not exist."""
         if "session" in kwargs:
             raise ConfigurationError("estimated_document_count does not support sessions")
         if set(kwargs) <= {"maxTimeMS"} and type(kwargs.get("maxTimeMS", 0)) is int:
@@ -959,6 +1005,8 @@ class Collection:
         hint: Any = None,
         **kwargs: Any,
     ) -> Operation[list[Any]]:
+        """The distinct values of ``key`` among the documents matching ``filter``, as pymongo's ``distinct``
+        (a list; ``maxTimeMS`` and ``collation`` may be given as keyword arguments)."""
         if not isinstance(key, str):
             raise TypeError(f"key must be an instance of str, not {type(key)}")
         if filter is not None:
@@ -1104,6 +1152,10 @@ class Collection:
         comment: Any = None,
         **kwargs: Any,
     ) -> Operation[Any]:
+        """Deletes the first document matching ``filter`` (in ``sort`` order) and returns it, or None if none
+        matched: pymongo's ``find_one_and_delete``, one ``findAndModify``. Raises ``ConfigurationError`` for
+        an explicit session with an unacknowledged write concern, ``WriteError`` (``DuplicateKeyError``) with
+        the server's writeErrors entry as ``details``, ``WriteConcernError`` (``WTimeoutError``)."""
         kwargs["remove"] = True
         put(kwargs, "comment", comment)
         return (
@@ -1139,6 +1191,11 @@ class Collection:
         comment: Any = None,
         **kwargs: Any,
     ) -> Operation[Any]:
+        """Replaces the first document matching ``filter`` and returns it as it was
+        (``return_document=ReturnDocument.AFTER``: as it is now), or None if none matched (and none was
+        upserted): pymongo's ``find_one_and_replace``. Raises ``ConfigurationError`` for an explicit session
+        with an unacknowledged write concern, ``WriteError`` (``DuplicateKeyError``) with the server's
+        writeErrors entry as ``details``, ``WriteConcernError`` (``WTimeoutError``)."""
         validate_ok_for_replace(replacement)
         kwargs["update"] = replacement
         put(kwargs, "comment", comment)
@@ -1166,6 +1223,11 @@ class Collection:
         comment: Any = None,
         **kwargs: Any,
     ) -> Operation[Any]:
+        """Updates the first document matching ``filter`` and returns it as it was
+        (``return_document=ReturnDocument.AFTER``: as it is now), or None if none matched (and none was
+        upserted): pymongo's ``find_one_and_update``. Raises ``ConfigurationError`` for an explicit session
+        with an unacknowledged write concern, ``WriteError`` (``DuplicateKeyError``) with the server's
+        writeErrors entry as ``details``, ``WriteConcernError`` (``WTimeoutError``)."""
         validate_ok_for_update(update)
         validate_list_or_none("array_filters", array_filters)
         kwargs["update"] = update
@@ -1198,6 +1260,9 @@ class Collection:
         comment: Any = None,
         **kwargs: Any,
     ) -> Operation[list[str]]:
+        """Creates the indexes ``indexes`` (``pymongo.IndexModel`` instances) in one ``createIndexes``
+        command, as pymongo's ``create_indexes``, and returns their names. Raises ``TypeError`` for anything
+        but IndexModels, ``OperationFailure`` (e.g. an index of that name with other keys)."""
         validate_list("indexes", indexes)
         put(kwargs, "comment", comment)
         return (yield from self._create_indexes(indexes, kwargs, session))
@@ -1271,6 +1336,8 @@ class Collection:
     def _gen_index_information(
         self, session: ClientSession | None = None, comment: Any = None
     ) -> Operation[MutableMapping[str, Any]]:
+        """The collection's indexes as ``{name: {'key': [(field, direction)], ...options}}``, as pymongo's
+        ``index_information``; empty if the collection does not exist."""
         info = {}
         indexes = yield from self._gen_list_indexes(session=session, comment=comment)
         for index in (yield from indexes._gen_to_list()):
@@ -1284,6 +1351,8 @@ class Collection:
     def _gen_drop_index(
         self, /, index_or_name: Any, session: ClientSession | None = None, comment: Any = None, **kwargs: Any
     ) -> Operation[None]:
+        """Drops the index named ``index_or_name``, or the index of those keys (a key list as ``create_index``
+        takes), as pymongo's ``drop_index``. Raises ``OperationFailure`` if there is no such index."""
         name = index_or_name
         if isinstance(index_or_name, list):
             name = "_".join(f"{k}_{v}" for k, v in index_or_name)
@@ -1303,6 +1372,7 @@ class Collection:
     def _gen_drop_indexes(
         self, /, session: ClientSession | None = None, comment: Any = None, **kwargs: Any
     ) -> Operation[None]:
+        """Drops every index of the collection but ``_id``'s, as pymongo's ``drop_indexes``."""
         put(kwargs, "comment", comment)
         (yield from self._gen_drop_index("*", session=session, **kwargs))
 
@@ -1314,6 +1384,8 @@ class Collection:
         comment: Any = None,
         encrypted_fields: Mapping[str, Any] | None = None,
     ) -> Operation[None]:
+        """Drops the collection (no error if it does not exist), as pymongo's ``drop``. ``encrypted_fields``
+        (queryable encryption) is not supported: ``ConfigurationError``."""
         db = self._database.with_options(write_concern=self._write_concern)
         (
             yield from db._gen_drop_collection(
@@ -1326,6 +1398,9 @@ class Collection:
     def _gen_rename(
         self, /, new_name: str, session: ClientSession | None = None, comment: Any = None, **kwargs: Any
     ) -> Operation[MutableMapping[str, Any]]:
+        """Renames the collection to ``new_name`` in the same database, as pymongo's ``rename``
+        (``dropTarget=True`` replaces an existing one); returns the server's reply. Raises ``InvalidName`` for
+        an invalid name, ``OperationFailure`` if the target exists."""
         if not isinstance(new_name, str):
             raise TypeError(f"new_name must be an instance of str, not {type(new_name)}")
         if not new_name or ".." in new_name:
@@ -1394,12 +1469,16 @@ class Collection:
     # reaching __getattr__ (which would take the name for a sub-collection).
 
     def find_raw_batches(self, *args: Any, **kwargs: Any) -> Any:
+        """Not supported by tenantpool yet: ``NotImplementedError``."""
         raise NotImplementedError("Collection.find_raw_batches is not supported by tenantpool yet")
 
     def aggregate_raw_batches(self, *args: Any, **kwargs: Any) -> Any:
+        """Not supported by tenantpool yet: ``NotImplementedError``."""
         raise NotImplementedError("Collection.aggregate_raw_batches is not supported by tenantpool yet")
 
     def list_search_indexes(self, *args: Any, **kwargs: Any) -> Any:
+        """Atlas Search indexes are not supported by tenantpool: ``NotImplementedError`` (as are
+        ``create_search_index(es)``, ``drop_search_index`` and ``update_search_index``)."""
         raise NotImplementedError("Atlas Search indexes are not supported by tenantpool")
 
     create_search_index = create_search_indexes = drop_search_index = update_search_index = (

@@ -150,6 +150,9 @@ class _BatchCursor:
 
     def __next__(self) -> Any:
         # The common case, a document already buffered, stays a deque pop.
+        """The next document (fetching the next server batch when the local one is used up); ``StopIteration``
+        once exhausted. ``next()`` is the same; on the async cursors it is awaited and ends with
+        ``StopAsyncIteration``."""
         if self._data or self._refresh():
             return self._data.popleft()
         raise StopIteration
@@ -330,6 +333,7 @@ class Cursor(_BatchCursor):
 
     @property
     def collection(self) -> Collection:
+        """The collection this cursor queries."""
         return self._collection
 
     @property
@@ -339,6 +343,7 @@ class Cursor(_BatchCursor):
 
     @property
     def address(self) -> tuple[str, int] | None:
+        """None: the Rust core does not tell which server a cursor runs on (pymongo: its ``(host, port)``)."""
         return None
 
     # -- chaining -------------------------------------------------------------------------------------
@@ -348,11 +353,17 @@ class Cursor(_BatchCursor):
             raise InvalidOperation("cannot set options after executing query")
 
     def sort(self, key_or_list: Any, direction: Any = None) -> Self:
+        """Sorts the results by ``key_or_list`` (a key and ``direction``, or a list of ``(key, direction)``),
+        as pymongo's ``sort``. Returns this cursor, for chaining; ``InvalidOperation`` once iteration has
+        started."""
         self._check_okay_to_chain()
         self._ordering = index_document(index_list(key_or_list, direction))
         return self
 
     def skip(self, skip: int) -> Self:
+        """Skips the first ``skip`` results (pymongo's ``skip``; ``TypeError``/``ValueError`` for a non-int or
+        negative value). Returns this cursor, for chaining; ``InvalidOperation`` once iteration has
+        started."""
         if not isinstance(skip, int):
             raise TypeError(f"skip must be an integer, not {type(skip)}")
         if skip < 0:
@@ -362,6 +373,9 @@ class Cursor(_BatchCursor):
         return self
 
     def limit(self, limit: int) -> Self:
+        """Returns at most ``limit`` results (0: no limit; negative: at most that many, in one batch), as
+        pymongo's ``limit``. Returns this cursor, for chaining; ``InvalidOperation`` once iteration has
+        started."""
         if not isinstance(limit, int):
             raise TypeError(f"limit must be an integer, not {type(limit)}")
         self._check_okay_to_chain()
@@ -370,6 +384,8 @@ class Cursor(_BatchCursor):
         return self
 
     def batch_size(self, batch_size: int) -> Self:
+        """How many documents each server batch holds (one round trip each), as pymongo's ``batch_size``.
+        Returns this cursor, for chaining; ``InvalidOperation`` once iteration has started."""
         if not isinstance(batch_size, int):
             raise TypeError(f"batch_size must be an integer, not {type(batch_size)}")
         if batch_size < 0:
@@ -379,6 +395,9 @@ class Cursor(_BatchCursor):
         return self
 
     def max_time_ms(self, max_time_ms: int | None) -> Self:
+        """A server-side time limit for the query (``ExecutionTimeout`` when exceeded), as pymongo's
+        ``max_time_ms``. Returns this cursor, for chaining; ``InvalidOperation`` once iteration has
+        started."""
         if not isinstance(max_time_ms, int) and max_time_ms is not None:
             raise TypeError(f"max_time_ms must be an integer or None, not {type(max_time_ms)}")
         self._check_okay_to_chain()
@@ -386,6 +405,9 @@ class Cursor(_BatchCursor):
         return self
 
     def max_await_time_ms(self, max_await_time_ms: int | None) -> Self:
+        """How long a tailable-await cursor's getMore waits for new documents, as pymongo's
+        ``max_await_time_ms``. Returns this cursor, for chaining; ``InvalidOperation`` once iteration has
+        started."""
         if not isinstance(max_await_time_ms, int) and max_await_time_ms is not None:
             raise TypeError(f"max_await_time_ms must be an integer or None, not {type(max_await_time_ms)}")
         self._check_okay_to_chain()
@@ -396,21 +418,29 @@ class Cursor(_BatchCursor):
         return self
 
     def hint(self, index: Any) -> Self:
+        """The index the query must use (its name, or its keys), as pymongo's ``hint``. Returns this cursor,
+        for chaining; ``InvalidOperation`` once iteration has started."""
         self._check_okay_to_chain()
         self._hint = hint_value(index)
         return self
 
     def collation(self, collation: Any) -> Self:
+        """The collation of the query (a ``pymongo.collation.Collation`` or its document). Returns this
+        cursor, for chaining; ``InvalidOperation`` once iteration has started."""
         self._check_okay_to_chain()
         self._collation = validate_collation_or_none(collation)
         return self
 
     def comment(self, comment: Any) -> Self:
+        """A comment attached to the query (visible in the server's logs and profiler). Returns this cursor,
+        for chaining; ``InvalidOperation`` once iteration has started."""
         self._check_okay_to_chain()
         self._comment = comment
         return self
 
     def allow_disk_use(self, allow_disk_use: bool) -> Self:
+        """Whether a blocking sort may use temporary files on the server, as pymongo's ``allow_disk_use``.
+        Returns this cursor, for chaining; ``InvalidOperation`` once iteration has started."""
         if not isinstance(allow_disk_use, bool):
             raise TypeError(f"allow_disk_use must be a bool, not {type(allow_disk_use)}")
         self._check_okay_to_chain()
@@ -418,6 +448,8 @@ class Cursor(_BatchCursor):
         return self
 
     def max(self, spec: Any) -> Self:
+        """The exclusive upper bound of the index used (needs ``hint``), as pymongo's ``max``. Returns this
+        cursor, for chaining; ``InvalidOperation`` once iteration has started."""
         if not isinstance(spec, (list, tuple)):
             raise TypeError(f"spec must be an instance of list or tuple, not {type(spec)}")
         self._check_okay_to_chain()
@@ -425,6 +457,8 @@ class Cursor(_BatchCursor):
         return self
 
     def min(self, spec: Any) -> Self:
+        """The inclusive lower bound of the index used (needs ``hint``), as pymongo's ``min``. Returns this
+        cursor, for chaining; ``InvalidOperation`` once iteration has started."""
         if not isinstance(spec, (list, tuple)):
             raise TypeError(f"spec must be an instance of list or tuple, not {type(spec)}")
         self._check_okay_to_chain()
@@ -432,9 +466,12 @@ class Cursor(_BatchCursor):
         return self
 
     def max_scan(self, max_scan: int | None) -> Self:
+        """Not supported (``$maxScan`` was removed in MongoDB 4.2): ``InvalidOperation``."""
         raise InvalidOperation("Cursor.max_scan() is not supported by tenantpool (removed in MongoDB 4.2)")
 
     def where(self, code: str | Code) -> Self:
+        """Adds a ``$where`` JavaScript expression to the filter, as pymongo's ``where``. Returns this cursor,
+        for chaining; ``InvalidOperation`` once iteration has started."""
         self._check_okay_to_chain()
         if not isinstance(code, Code):
             code = Code(code)
@@ -445,6 +482,9 @@ class Cursor(_BatchCursor):
         return self
 
     def add_option(self, mask: int) -> Self:
+        """Sets pymongo query flags (``CursorType`` bits: tailable, no timeout, await data, partial). Exhaust
+        cursors are not supported: ``InvalidOperation``. Returns this cursor, for chaining;
+        ``InvalidOperation`` once iteration has started."""
         if not isinstance(mask, int):
             raise TypeError(f"mask must be an int, not {type(mask)}")
         self._check_okay_to_chain()
@@ -461,6 +501,8 @@ class Cursor(_BatchCursor):
         return self
 
     def remove_option(self, mask: int) -> Self:
+        """Clears pymongo query flags set by ``add_option`` (or ``cursor_type``). Returns this cursor, for
+        chaining; ``InvalidOperation`` once iteration has started."""
         if not isinstance(mask, int):
             raise TypeError(f"mask must be an int, not {type(mask)}")
         self._check_okay_to_chain()
@@ -602,6 +644,7 @@ class Cursor(_BatchCursor):
         self._retrieved += len(cursor["firstBatch"])
 
     def __next__(self) -> Any:
+        """The next document (the query runs at the first); ``StopIteration`` once exhausted."""
         if self._empty:
             raise StopIteration
         return super().__next__()
@@ -727,10 +770,12 @@ class CommandCursor(_BatchCursor):
 
     @property
     def address(self) -> tuple[str, int] | None:
+        """None: the Rust core does not tell which server a cursor runs on (pymongo: its ``(host, port)``)."""
         return None
 
     @property
     def cursor_id(self) -> int | None:
+        """None: the Rust core keeps the server cursor id to itself."""
         return None
 
     def _gen_try_next(self) -> Operation[Any]:

@@ -84,26 +84,32 @@ class Database:
 
     @property
     def name(self) -> str:
+        """The name of this database (by default, the tenant's from the manager's ``db_name_template``)."""
         return self._name
 
     @property
     def client(self) -> TenantClient:
+        """The tenant's client this database is of (an ``AsyncTenantClient`` for an ``AsyncDatabase``)."""
         return self._client
 
     @property
     def codec_options(self) -> CodecOptions[Any]:
+        """The codec options of this database's replies (by default, the manager's)."""
         return self._codec
 
     @property
     def write_concern(self) -> WriteConcern:
+        """This database's write concern (by default, the connection string's)."""
         return self._write_concern
 
     @property
     def read_concern(self) -> ReadConcern:
+        """This database's read concern (by default, the connection string's)."""
         return self._read_concern
 
     @property
     def read_preference(self) -> _ServerMode:
+        """This database's read preference (by default, the manager's)."""
         return self._read_preference
 
     def _read_preference_for(self, session: ClientSession | None) -> _ServerMode:
@@ -156,6 +162,10 @@ class Database:
         write_concern: WriteConcern | None = None,
         read_concern: ReadConcern | None = None,
     ) -> Collection:
+        """The collection ``name`` of this database with these options instead of the database's, as pymongo's
+        ``get_collection`` (``db.posts`` and ``db['posts']`` are the same with the database's). No I/O. Raises
+        ``InvalidName`` for an invalid name; under isolation, ``OperationFailure`` (Unauthorized) for a
+        collection the tenant may not use."""
         return self._collection_class(
             self, name, False, codec_options, read_preference, write_concern, read_concern
         )
@@ -167,6 +177,7 @@ class Database:
         write_concern: WriteConcern | None = None,
         read_concern: ReadConcern | None = None,
     ) -> Database:
+        """A copy of this database with the options given replaced (pymongo's ``with_options``). No I/O."""
         return type(self)(
             self._client,
             self._name,
@@ -224,6 +235,8 @@ class Database:
         comment: Any = None,
         **kwargs: Any,
     ) -> Operation[list[str]]:
+        """The names of this database's collections (matching ``filter``, if given), as pymongo's
+        ``list_collection_names``."""
         if filter is None:
             kwargs["nameOnly"] = True
         else:
@@ -244,6 +257,8 @@ class Database:
         **kwargs: Any,
     ) -> Operation[CommandCursor]:
         # On the primary, as in pymongo (inside a transaction, the transaction's read preference).
+        """A cursor over this database's collections (their ``listCollections`` documents), as pymongo's
+        ``list_collections``."""
         read_preference = _read_preference.for_command(None, session)
         # The driver's listCollections takes only a filter; anything else goes as pymongo's command (a
         # database's collection list comes back in one batch).
@@ -418,6 +433,8 @@ class Database:
     def _gen_dereference(
         self, /, dbref: DBRef, session: ClientSession | None = None, comment: Any = None, **kwargs: Any
     ) -> Operation[Any]:
+        """The document ``dbref`` refers to, or None, as pymongo's ``dereference``. Raises ``ValueError`` for
+        a DBRef to another database."""
         if not isinstance(dbref, DBRef):
             raise TypeError(f"cannot dereference a {type(dbref)}")
         if dbref.database is not None and dbref.database != self._name:
@@ -456,6 +473,7 @@ class Database:
         return self
 
     def __next__(self) -> None:
+        """Databases are not iterable: ``TypeError``, as in pymongo."""
         raise TypeError("'Database' object is not iterable")
 
     next = __next__

@@ -225,6 +225,8 @@ class UserConnectionManager:
 
     @property
     def codec_options(self) -> CodecOptions[Any]:
+        """The codec options of the connection string (``uuidRepresentation``, ``tz_aware``...): the default
+        of every tenant's databases."""
         return self._codec
 
     @property
@@ -430,6 +432,8 @@ class UserConnectionManager:
 
     @property
     def closed(self) -> bool:
+        """Whether ``close()`` has been called: every later call but ``close``/``close_all`` raises
+        ``InvalidOperation``."""
         return self._core.closed
 
     def __enter__(self) -> UserConnectionManager:

@@ -120,10 +120,12 @@ class _Session:
 
     @property
     def in_transaction(self) -> bool:
+        """Whether a transaction is open on this session."""
         return self._raw is not None and self._raw.in_transaction
 
     @property
     def has_ended(self) -> bool:
+        """Whether ``end_session`` has been called (or the ``with`` block left)."""
         return self._ended
 
     @property
@@ -368,6 +370,7 @@ class ClientSession(_Session):
 
     @property
     def client(self) -> TenantClient:
+        """The tenant's client that started this session."""
         return self._client
 
     def start_transaction(
@@ -384,9 +387,14 @@ class ClientSession(_Session):
         return _TransactionContext(self)
 
     def commit_transaction(self) -> None:
+        """Commits the open transaction, as pymongo's ``commit_transaction`` (retried once on a retryable
+        error). Raises ``InvalidOperation`` if none is open, ``OperationFailure`` with the server's error
+        labels."""
         run_sync(self._gen_commit_transaction())
 
     def abort_transaction(self) -> None:
+        """Aborts the open transaction, as pymongo's ``abort_transaction`` (an abort cut short ends
+        quietly, as pymongo ignores abort errors). Raises ``InvalidOperation`` if none is open."""
         run_sync(self._gen_abort_transaction())
 
     def with_transaction(
@@ -509,9 +517,14 @@ class AsyncClientSession(_Session):
         )
 
     async def commit_transaction(self) -> None:
+        """Commits the open transaction, as pymongo's ``commit_transaction`` (retried once on a retryable
+        error). Raises ``InvalidOperation`` if none is open, ``OperationFailure`` with the server's error
+        labels."""
         await run_async(self._gen_commit_transaction())
 
     async def abort_transaction(self) -> None:
+        """Aborts the open transaction, as pymongo's ``abort_transaction`` (an abort cut short ends
+        quietly, as pymongo ignores abort errors). Raises ``InvalidOperation`` if none is open."""
         await run_async(self._gen_abort_transaction())
 
     async def with_transaction(
