@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -61,17 +62,17 @@ def _mypy(*args: str) -> tuple[str, int]:
     return out + err, status
 
 
-def test_typed_usage_files_pass_mypy_strict():
+def test_typed_usage_files_pass_mypy_strict() -> None:
     out, status = _mypy(str(HERE / "usage_sync.py"), str(HERE / "usage_async.py"))
     assert status == 0, out
 
 
-def test_misuse_is_flagged_where_it_is(tmp_path):
+def test_misuse_is_flagged_where_it_is(tmp_path: Path) -> None:
     source = textwrap.dedent(MISUSE)
     path = tmp_path / "misuse.py"
     path.write_text(source)
     out, _ = _mypy(str(path))
-    errors = {}
+    errors: dict[int, list[str]] = {}
     for line in out.splitlines():
         if ": error: " in line:
             number = int(line.split(":")[1])
@@ -96,7 +97,9 @@ def test_misuse_is_flagged_where_it_is(tmp_path):
         (UserConnectionManager, AsyncUserConnectionManager, "close"),
     ],
 )
-def test_one_declaration_is_a_blocking_method_and_a_coroutine(sync_cls, async_cls, name):
+def test_one_declaration_is_a_blocking_method_and_a_coroutine(
+    sync_cls: type[Any], async_cls: type[Any], name: str
+) -> None:
     sync, coro = getattr(sync_cls, name), getattr(async_cls, name)
     assert inspect.isfunction(sync) and not inspect.iscoroutinefunction(sync)
     assert inspect.iscoroutinefunction(coro)
@@ -104,7 +107,7 @@ def test_one_declaration_is_a_blocking_method_and_a_coroutine(sync_cls, async_cl
     assert sync.__doc__ and coro.__doc__
 
 
-def test_help_shows_the_public_name_signature_and_result():
+def test_help_shows_the_public_name_signature_and_result() -> None:
     method = Collection.insert_one
     assert method.__qualname__ == "Collection.insert_one"
     assert AsyncCollection.insert_one.__qualname__ == "AsyncCollection.insert_one"
@@ -114,7 +117,7 @@ def test_help_shows_the_public_name_signature_and_result():
     assert "Inserts" in (inspect.getdoc(method) or "")
 
 
-def test_same_method_async_types_only():
+def test_same_method_async_types_only() -> None:
     # start_session is the same function on both clients (no I/O); only its declared result differs.
     assert AsyncTenantClient.start_session is not None
     assert inspect.isfunction(AsyncTenantClient.start_session)
