@@ -221,13 +221,6 @@ class AsyncDatabase(AsyncAPI, Database):
             write_concern: WriteConcern | None = None,
             read_concern: ReadConcern | None = None,
         ) -> AsyncCollection: ...
-        def with_options(
-            self,
-            codec_options: CodecOptions[Any] | None = None,
-            read_preference: Any = None,
-            write_concern: WriteConcern | None = None,
-            read_concern: ReadConcern | None = None,
-        ) -> Self: ...
         async def aggregate(
             self, pipeline: Sequence[Mapping[str, Any]], session: _Session | None = None, **kwargs: Any
         ) -> AsyncCommandCursor: ...

@@ -48,6 +48,7 @@ from pymongo.results import BulkWriteResult, DeleteResult, InsertManyResult, Ins
 from pymongo.write_concern import DEFAULT_WRITE_CONCERN, WriteConcern
 
 from . import _read_preference
+from ._base import BaseObject
 from ._calls import Execute, Operation, operation, operations
 from ._common import (
     MAX_BSON_SIZE,
@@ -129,8 +130,10 @@ def _mappings(value: Any) -> bool:
 
 
 @operations
-class Collection:
+class Collection(BaseObject):
     """A collection of a tenant's database."""
+
+    _kind = "Collection"
 
     def __init__(
         self,
@@ -186,30 +189,6 @@ class Collection:
     def database(self) -> Database:
         """The database this collection is of (an ``AsyncDatabase`` for an ``AsyncCollection``)."""
         return self._database
-
-    @property
-    def codec_options(self) -> CodecOptions[Any]:
-        """The codec options of this collection's replies (by default, its database's)."""
-        return self._codec
-
-    @property
-    def write_concern(self) -> WriteConcern:
-        """This collection's write concern (by default, its database's)."""
-        return self._write_concern
-
-    @property
-    def read_concern(self) -> ReadConcern:
-        """This collection's read concern (by default, its database's)."""
-        return self._read_concern
-
-    @property
-    def read_preference(self) -> _ServerMode:
-        """This collection's read preference (by default, its database's)."""
-        return self._read_preference
-
-    def _read_preference_for(self, session: ClientSession | None) -> _ServerMode:
-        """The read preference of a read: inside a transaction, the transaction's (pymongo's rule)."""
-        return _read_preference.for_session(self._read_preference, session)
 
     def _route(self, spec: dict[str, Any], session: ClientSession | None) -> dict[str, Any]:
         """Puts a read's read preference into its spec (refusing a non-primary one in a transaction)."""
@@ -268,34 +247,11 @@ class Collection:
             read_concern or self._read_concern,
         )
 
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Collection):
-            return self._database == other._database and self._name == other._name
-        return NotImplemented
-
-    def __ne__(self, other: object) -> bool:
-        return not self == other
-
-    def __hash__(self) -> int:
-        return hash((self._database, self._name))
-
-    def __bool__(self) -> bool:
-        raise NotImplementedError(
-            "Collection objects do not implement truth value testing or bool(). Please compare with None "
-            "instead: collection is not None"
-        )
+    def _identity(self) -> tuple[Any, ...]:
+        return (self._database, self._name)
 
     def __repr__(self) -> str:
         return f"Collection({self._database!r}, {self._name!r})"
-
-    def __iter__(self) -> Collection:
-        return self
-
-    def __next__(self) -> None:
-        """Collections are not iterable: ``TypeError``, as in pymongo."""
-        raise TypeError("'Collection' object is not iterable")
-
-    next = __next__
 
     def __call__(self, *args: Any, **kwargs: Any) -> None:
         raise TypeError(
@@ -304,12 +260,6 @@ class Collection:
         )
 
     # -- plumbing -------------------------------------------------------------------------------------
-
-    def _wc(self, session: ClientSession | None) -> WriteConcern:
-        """The write concern of an operation: none of its own inside a transaction (pymongo's rule)."""
-        if session is not None and session.in_transaction:
-            return DEFAULT_WRITE_CONCERN
-        return self._write_concern
 
     def _rc(self, session: ClientSession | None) -> ReadConcern | None:
         """The read concern of an operation: inside a transaction, the transaction's."""
@@ -365,30 +315,6 @@ class Collection:
             raise
         return None if reply is None else decode(reply, codec)
 
-    def _run_command(
-        self,
-        command: Mapping[str, Any],
-        codec: CodecOptions[Any] | None = None,
-        db_name: str | None = None,
-        session: ClientSession | None = None,
-        read_preference: _ServerMode | None = None,
-        retryable: bool = False,
-    ) -> Operation[Any]:
-        """Sends ``command`` as is (the core's generic op) and returns the server's reply; on the
-        primary unless a ``read_preference`` is given. ``retryable``: the command is a write pymongo
-        would retry (outside a session, the core then does)."""
-        codec = codec or self._codec
-        if self._scope is not None:
-            command = self._scope.check_command(self._user_id, db_name or self._db_name, command)
-        doc: dict[str, Any] = {"command": command}
-        if read_preference is not None:
-            _read_preference.put(doc, read_preference, session)
-        spec = encode(doc, False, codec)
-        raw = core_session(session, self._user_id)
-        op = "retryable_write" if retryable and raw is None else "command"
-        reply = yield Execute(self._core, self._user_id, db_name or self._db_name, op, spec, session=raw)
-        return decode(reply, codec)
-
     def _command(
         self,
         command: dict[str, Any],
@@ -413,7 +339,9 @@ class Collection:
         if collation is not None:
             command["collation"] = collation
         try:
-            reply = yield from self._run_command(command, codec, db_name, session, read_preference, retryable)
+            reply = yield from self._run_command(
+                command, codec, session, read_preference, db_name=db_name, retryable=retryable
+            )
         except OperationFailure as exc:
             if allowed_error(exc, allowable_errors):
                 return exc.details

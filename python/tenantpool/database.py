@@ -10,16 +10,14 @@ from bson.dbref import DBRef
 from pymongo.errors import CollectionInvalid, InvalidName, OperationFailure, WriteConcernError
 from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import _ServerMode
-from pymongo.write_concern import DEFAULT_WRITE_CONCERN, WriteConcern
+from pymongo.write_concern import WriteConcern
 
 from . import _read_preference
-from ._calls import Execute, Operation, operation, operations
+from ._base import BaseObject
+from ._calls import Operation, operation, operations
 from ._common import (
     allowed_error,
     check_mapping,
-    core_session,
-    decode,
-    encode,
     put,
     validate_collation_or_none,
     write_concern_document,
@@ -29,6 +27,8 @@ from .collection import Collection, _aggregate
 from .cursor import CommandCursor, Cursor
 
 if TYPE_CHECKING:
+    from typing_extensions import Self
+
     from ._isolation import IsolationScope
     from .client import TenantClient
 
@@ -45,8 +45,10 @@ def _check_name(name: str) -> None:
 
 
 @operations
-class Database:
+class Database(BaseObject):
     """A tenant's database. ``db.posts`` and ``db["posts"]`` give collections, as in pymongo."""
+
+    _kind = "Database"
 
     # The classes this database hands out; the async twin swaps in its own.
     _collection_class: type[Collection] = Collection
@@ -69,7 +71,7 @@ class Database:
         if name != "$external":
             _check_name(name)
         self._client = client
-        self._name = name
+        self._name = self._db_name = name
         self._codec: CodecOptions[Any] = codec_options or client.codec_options
         self._read_preference: _ServerMode = _read_preference.check(read_preference or client.read_preference)
         # The tenant client's defaults are the driver's, applied by it to typed operations.
@@ -91,57 +93,6 @@ class Database:
     def client(self) -> TenantClient:
         """The tenant's client this database is of (an ``AsyncTenantClient`` for an ``AsyncDatabase``)."""
         return self._client
-
-    @property
-    def codec_options(self) -> CodecOptions[Any]:
-        """The codec options of this database's replies (by default, the manager's)."""
-        return self._codec
-
-    @property
-    def write_concern(self) -> WriteConcern:
-        """This database's write concern (by default, the connection string's)."""
-        return self._write_concern
-
-    @property
-    def read_concern(self) -> ReadConcern:
-        """This database's read concern (by default, the connection string's)."""
-        return self._read_concern
-
-    @property
-    def read_preference(self) -> _ServerMode:
-        """This database's read preference (by default, the manager's)."""
-        return self._read_preference
-
-    def _read_preference_for(self, session: ClientSession | None) -> _ServerMode:
-        """The read preference of a read: inside a transaction, the transaction's (pymongo's rule)."""
-        return _read_preference.for_session(self._read_preference, session)
-
-    def _run_command(
-        self,
-        command: Mapping[str, Any],
-        codec: CodecOptions[Any] | None = None,
-        session: ClientSession | None = None,
-        read_preference: _ServerMode | None = None,
-    ) -> Any:
-        """Sends ``command`` as is (the core's generic op) and returns the server's reply; on the
-        primary unless a ``read_preference`` is given."""
-        codec = codec or self._codec
-        if self._scope is not None:
-            command = self._scope.check_command(self._user_id, self._name, command)
-        doc: dict[str, Any] = {"command": command}
-        if read_preference is not None:
-            _read_preference.put(doc, read_preference, session)
-        spec = encode(doc, False, codec)
-        raw = core_session(session, self._user_id)
-        return decode(
-            (yield Execute(self._core, self._user_id, self._name, "command", spec, session=raw)), codec
-        )
-
-    def _wc(self, session: ClientSession | None) -> WriteConcern:
-        """The write concern of an operation: none of its own inside a transaction (pymongo's rule)."""
-        if session is not None and session.in_transaction:
-            return DEFAULT_WRITE_CONCERN
-        return self._write_concern
 
     def __getitem__(self, name: str) -> Collection:
         return self._collection_class(self, name)
@@ -176,7 +127,7 @@ class Database:
         read_preference: Any = None,
         write_concern: WriteConcern | None = None,
         read_concern: ReadConcern | None = None,
-    ) -> Database:
+    ) -> Self:
         """A copy of this database with the options given replaced (pymongo's ``with_options``). No I/O."""
         return type(self)(
             self._client,
@@ -452,31 +403,8 @@ class Database:
 
     dereference = operation(_gen_dereference)
 
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Database):
-            return self._client == other._client and self._name == other._name
-        return NotImplemented
-
-    def __ne__(self, other: object) -> bool:
-        return not self == other
-
-    def __hash__(self) -> int:
-        return hash((self._client, self._name))
-
-    def __bool__(self) -> bool:
-        raise NotImplementedError(
-            "Database objects do not implement truth value testing or bool(). Please compare with None "
-            "instead: database is not None"
-        )
-
-    def __iter__(self) -> Database:
-        return self
-
-    def __next__(self) -> None:
-        """Databases are not iterable: ``TypeError``, as in pymongo."""
-        raise TypeError("'Database' object is not iterable")
-
-    next = __next__
+    def _identity(self) -> tuple[Any, ...]:
+        return (self._client, self._name)
 
     def __repr__(self) -> str:
         return f"Database({self._client!r}, {self._name!r})"
