@@ -15,7 +15,7 @@ import inspect
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar, Union, cast, overload
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, Protocol, TypeVar, Union, cast, overload
 
 from pymongo.errors import InvalidOperation
 
@@ -316,7 +316,7 @@ class _Twin:
     ``_async_<name>``, or that is also the async method when ``same`` (a method that does no I/O and only
     returns an async type on an async class)."""
 
-    __slots__ = ("gen", "same", "sync")
+    __slots__ = ("gen", "name", "same", "sync")
 
     def __init__(
         self,
@@ -327,6 +327,7 @@ class _Twin:
         self.gen = gen
         self.sync = sync
         self.same = same
+        self.name = ""
 
     def resolve(self, cls: type[Any], name: str) -> Callable[..., Any]:
         """The function this method is in ``cls``."""
@@ -343,16 +344,12 @@ class _Twin:
         return self.sync
 
     def __set_name__(self, owner: type[Any], name: str) -> None:
-        if not name.startswith("_") or name.startswith("__"):
-            _TWIN_NAMES[id(self)] = name
+        self.name = name
 
     def __get__(self, obj: Any, owner: type[Any]) -> Any:
         # Only for a class not decorated with ``operations`` (its methods then resolve at each access).
-        fn = self.resolve(owner, _TWIN_NAMES[id(self)])
+        fn = self.resolve(owner, self.name)
         return fn if obj is None else fn.__get__(obj, owner)
-
-
-_TWIN_NAMES: dict[int, str] = {}
 
 
 def _twins(cls: type[Any]) -> dict[str, _Twin]:
@@ -412,9 +409,11 @@ if TYPE_CHECKING:
         gen: Callable[Concatenate[S, P], Operation[T]],
     ) -> Twin[S, P, T, Coroutine[Any, Any, T]]: ...
     def twin(fn: Callable[Concatenate[S, P], T]) -> Twin[S, P, T, Coroutine[Any, Any, T]]: ...
-    def same_twin(
-        async_result: type[A],
-    ) -> Callable[[Callable[Concatenate[S, P], Any]], Twin[S, P, Any, A]]: ...
+
+    class _SameTwin(Protocol[A]):
+        def __call__(self, fn: Callable[Concatenate[S, P], T], /) -> Twin[S, P, T, A]: ...
+
+    def same_twin(async_result: type[A]) -> _SameTwin[A]: ...
 
 else:
     Twin = _Twin

@@ -37,6 +37,7 @@ def sync_api(manager: UserConnectionManager) -> None:
     posts.insert_one({}).inserted_idx  # E: has no attribute "inserted_idx"
     posts.find().sort("n").to_list().append(1)
     posts.find().limit("10")  # E: incompatible type "str"; expected "int"
+    session: int = manager.get_client("a").start_session()  # E: "ClientSession", variable has type "int"
 
 async def sync_in_async(manager: UserConnectionManager) -> None:
     await manager.get_database("a").posts.insert_one({})  # E: Incompatible types in "await"
