@@ -4,7 +4,9 @@ Each operation of Database, Collection, Cursor and ClientSession is written once
 shapes its arguments, *yields* the core call it needs (``Execute``, ``OpenCursor``...), receives the
 reply, and returns the result. ``run_sync`` drives such a generator with the blocking core calls (GIL released
 inside), ``run_async`` with the awaitable ones. The sync and async classes are thin: their public
-methods are the same generators wrapped by ``sync_method`` / ``async_method``.
+methods are the same generators wrapped by ``sync_method`` / ``async_method``, declared once as typed
+``Twin`` descriptors (see "public methods, sync and async" below) so that type checkers see a result on
+the sync classes and a coroutine of it on the async ones.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from contextvars import Token
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import bson
 from bson.timestamp import Timestamp
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     # Where type checkers find them: pymongo.client_session re-exports them with a star import.
     from pymongo.client_session_shared import SessionOptions, TransactionOptions
 
+    from .asynchronous import AsyncTenantClient
     from .client import TenantClient
 else:
     from pymongo.client_session import SessionOptions, TransactionOptions
@@ -503,6 +504,11 @@ class AsyncClientSession(_Session):
     (``async with await client.start_session()`` works too), ``async with await s.start_transaction():``,
     ``await s.with_transaction(callback)``, ``await s.end_session()``. Pass it as ``session=`` to the
     tenant's async operations."""
+
+    @property
+    def client(self) -> AsyncTenantClient:
+        """The tenant's client that started this session."""
+        return cast("AsyncTenantClient", self._client)
 
     def start_transaction(
         self,

@@ -66,6 +66,7 @@ async def sessions(manager: AsyncUserConnectionManager) -> None:
     db: AsyncDatabase = client.get_database()
     async with client.start_session() as session:
         s: AsyncClientSession = session
+        assert s.client is client
         async with await s.start_transaction():
             await db.posts.insert_one({"in": "transaction"}, session=s)
 
