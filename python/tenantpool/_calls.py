@@ -229,6 +229,11 @@ def _public_signature(gen: Callable[..., Any]) -> inspect.Signature:
     ret = sig.return_annotation
     if isinstance(ret, str) and ret.startswith("Operation[") and ret.endswith("]"):
         sig = sig.replace(return_annotation=ret[len("Operation[") : -1])
+    params = list(sig.parameters.values())
+    if params and params[0].kind is inspect.Parameter.POSITIONAL_ONLY:
+        # ``self, /``: positional-only for the type checkers' sake (a method taking **kwargs); not news.
+        params[0] = params[0].replace(kind=inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        sig = sig.replace(parameters=params)
     return sig
 
 

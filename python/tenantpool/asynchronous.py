@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, NoReturn, cast
+from typing import TYPE_CHECKING, Any, NoReturn, cast, overload
 
 from bson.codec_options import CodecOptions
 from pymongo.read_concern import ReadConcern
@@ -87,7 +87,12 @@ class AsyncCursor(AsyncAPI, _AsyncIteration, Cursor):
 
     _bound_sessions = ASYNC_BOUND_SESSION
 
+    @overload
+    def __getitem__(self, index: slice) -> Self: ...
+    @overload
+    def __getitem__(self, index: int) -> NoReturn: ...
     def __getitem__(self, index: Any) -> Any:
+        """``cursor[a:b]``: this cursor with skip ``a`` and limit ``b - a``; no indexing (``TypeError``)."""
         if isinstance(index, slice):
             return super().__getitem__(index)
         raise TypeError("AsyncCursor does not support indexing; use skip() and limit()")

@@ -8,7 +8,7 @@ import copy
 from collections import deque
 from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from bson.code import Code
 from bson.codec_options import CodecOptions
@@ -687,7 +687,13 @@ class Cursor(_BatchCursor):
 
     explain = operation(_gen_explain)
 
+    @overload
+    def __getitem__(self, index: slice) -> Self: ...
+    @overload
+    def __getitem__(self, index: int) -> Any: ...
     def __getitem__(self, index: int | slice) -> Any:
+        """``cursor[i]``: the document at ``i`` (a query of its own, ``IndexError`` if there is none);
+        ``cursor[a:b]``: this cursor with skip ``a`` and limit ``b - a``, as pymongo's."""
         self._check_okay_to_chain()
         self._empty = False
         if isinstance(index, slice):

@@ -48,6 +48,8 @@ async def cursors(db: AsyncDatabase) -> None:
     async for post in cursor:
         print(post["n"])
     firsts: list[Any] = await db.posts.find().to_list(5)
+    page: AsyncCursor = db.posts.find()[10:20]
+    print(await page.to_list())
     async with db.posts.find().batch_size(2) as c:
         print(await c.next(), c.alive, c.retrieved, firsts)
         await c.close()

@@ -41,6 +41,8 @@ def cursors(db: Database) -> None:
     for post in cursor:
         print(post["n"])
     firsts: list[Any] = db.posts.find().batch_size(2).to_list(5)
+    page: Cursor = db.posts.find()[10:20]
+    print(db.posts.find()[0], list(page))
     with db.posts.find() as c:
         print(c.next(), c.alive, c.retrieved, firsts)
         c.close()
