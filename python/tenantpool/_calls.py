@@ -381,6 +381,14 @@ def _twins(cls: type[Any]) -> dict[str, _Twin]:
 def operations(cls: type[T]) -> type[T]:
     """Class decorator: every public method declared as a ``Twin`` (in this class or a base) becomes the
     plain function it stands for in this class (see above); the Twins stay listed in ``__twins__``."""
+    for name, fn in list(vars(cls).items()):
+        if not name.startswith("_") and inspect.isgeneratorfunction(fn):
+            # A public generator written as the method itself (the older form): still an operation,
+            # available as ``_gen_<name>``; mypy flags its annotation until it is declared as above.
+            setattr(cls, f"_gen_{name}", fn)
+            op = _Twin(gen=fn)
+            op.name = name
+            setattr(cls, name, op)
     twins = _twins(cls)
     for name, twin in twins.items():
         setattr(cls, name, twin.resolve(cls, name))
