@@ -37,6 +37,8 @@ lint: venv
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	$(VENV)/bin/ruff check $(wildcard python tests examples bench)
+	$(PY) -m mypy --strict python/tenantpool examples tests/typing
+	$(PY) -m mypy.stubtest tenantpool._core
 
 # Uses $MONGODB_URI if set, else a throwaway local mongod: examples/quickstart.py, then the FastAPI SaaS
 # example under uvicorn with the load test over 200 tenants and the per-tier pool stats.

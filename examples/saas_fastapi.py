@@ -198,7 +198,7 @@ def saas_router(pool: TenantPool, plans: PlanCache) -> APIRouter:
 
     @router.post("/api/onboard", status_code=201)
     async def onboard(body: Onboarding, cid: CompanyId) -> dict[str, Any]:
-        entry = {
+        entry: dict[str, Any] = {
             "_id": cid,
             "name": body.name,
             "plan": body.plan,

@@ -267,9 +267,9 @@ class Catalog:
             move_id = doc.get("move_id")
             threading.Thread(target=self._ack, args=(user_id, r, move_id), daemon=True).start()
             return
-        r = router.cached(user_id)
-        if r is not None:
-            router.open_gate(r, str(doc["deployment"]), int(doc.get("epoch", 0)))
+        cached = router.cached(user_id)
+        if cached is not None:
+            router.open_gate(cached, str(doc["deployment"]), int(doc.get("epoch", 0)))
 
     def _ack(self, user_id: str, r: Any, move_id: Any) -> None:
         if not self._router.drain(r, self._router.move_wait):

@@ -158,7 +158,7 @@ def put(options: dict[str, Any], key: str, value: Any) -> None:
         options[key] = value
 
 
-def codec_for_replies(codec: CodecOptions) -> CodecOptions:
+def codec_for_replies(codec: CodecOptions[Any]) -> CodecOptions[Any]:
     """pymongo decodes write and command replies as plain dicts, replacing undecodable strings."""
     return codec.with_options(document_class=dict, unicode_decode_error_handler="replace")
 

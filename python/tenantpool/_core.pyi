@@ -1,7 +1,22 @@
 """Type stubs of the Rust extension. Private: use the classes in ``tenantpool``."""
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, final
+
+from typing_extensions import Self
+
+__all__ = [
+    "Manager",
+    "RawChangeStream",
+    "RawCursor",
+    "Session",
+    "__version__",
+    "after_fork",
+    "before_fork",
+    "calculate_pool_size",
+    "group_of",
+    "shutdown",
+]
 
 __version__: str
 
@@ -13,6 +28,7 @@ def calculate_pool_size(
     concurrent_users: int, requests_per_user: int = 5, available_connections: int = 10000
 ) -> tuple[int, int]: ...
 
+@final
 class RawCursor:
     @property
     def alive(self) -> bool: ...
@@ -22,6 +38,7 @@ class RawCursor:
     def next_batch_async(self) -> Awaitable[bytes | None]: ...
     def close(self) -> None: ...
 
+@final
 class RawChangeStream:
     @property
     def alive(self) -> bool: ...
@@ -31,9 +48,10 @@ class RawChangeStream:
     def try_next_async(self) -> Awaitable[tuple[bytes | None, bytes | None]]: ...
     def close(self) -> None: ...
 
+@final
 class Manager:
-    def __init__(
-        self,
+    def __new__(
+        cls,
         uri: str,
         user_pool_size: int,
         idle_timeout: float | None,
@@ -49,7 +67,7 @@ class Manager:
         credentials: Callable[[str], tuple[str, str, str | None, str | None]] | None = None,
         admin_idle_ms: int = 10_000,
         max_server_connections: int | None = None,
-    ) -> None: ...
+    ) -> Self: ...
     @property
     def closed(self) -> bool: ...
     @property
@@ -106,6 +124,7 @@ class Manager:
     def all_tenant_info(self) -> list[dict[str, Any]]: ...
     def metrics_text(self, top: int = 10) -> str: ...
 
+@final
 class Session:
     """One tenant's client session (``Manager.start_session``)."""
 

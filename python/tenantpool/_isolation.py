@@ -99,7 +99,7 @@ class IsolationScope:
                 )
             self._templates = tuple(tenant_databases)
         self._lock = threading.Lock()
-        self._refusals = dict.fromkeys(ROUTES, 0)
+        self._refusals: dict[str, int] = dict.fromkeys(ROUTES, 0)
         self._logged: set[tuple[str, str]] = set()
 
     # -- what a tenant may reach ------------------------------------------------------------------

@@ -51,9 +51,10 @@ _BATCH_DOCS = 2000
 _BATCH_BYTES = 8 * 1024 * 1024
 
 
-def _client(uri: str, options: dict[str, str]) -> MongoClient[Any]:
+def _client(uri: str, options: dict[str, Any]) -> MongoClient[Any]:
     return MongoClient(
-        uri, **options, maxPoolSize=4, serverSelectionTimeoutMS=5000, appname="tenantpool-move"
+        uri,
+        **options, maxPoolSize=4, serverSelectionTimeoutMS=5000, appname="tenantpool-move"
     )
 
 
@@ -155,7 +156,8 @@ class _Copy:
                 batch, size = [], 0
         if batch:
             self._insert(target, batch, size)
-        now, later = [], []
+        now: list[Any] = []
+        later: list[Any] = []
         for index in src.get_collection(name).list_indexes():
             if index["name"] == "_id_":
                 continue

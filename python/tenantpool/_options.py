@@ -48,7 +48,9 @@ def _uri_value(key: str, value: Any) -> str:
     raise ConfigurationError(f"option {key!r}: cannot pass a {type(value).__name__} to the driver")
 
 
-def split_options(options: Mapping[str, Any]) -> tuple[list[tuple[str, str]], CodecOptions, dict[str, str]]:
+def split_options(
+    options: Mapping[str, Any],
+) -> tuple[list[tuple[str, str]], CodecOptions[Any], dict[str, str]]:
     """Validates ``options`` and splits them into URI options, codec options and credentials."""
     uri_options: list[tuple[str, str]] = []
     codec_kwargs: dict[str, Any] = {}

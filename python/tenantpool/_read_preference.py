@@ -23,7 +23,8 @@ from pymongo.read_preferences import (
 from pymongo.uri_parser import split_options as split_uri_options
 
 if TYPE_CHECKING:
-    from .session import ClientSession
+    # Either session class: the async classes run these same operations with an AsyncClientSession.
+    from .session import _Session as ClientSession
 
 # The options that make up a MongoClient's read preference (lower-cased, as pymongo compares them).
 _URI_KEYS = ("readpreference", "readpreferencetags", "maxstalenessseconds")
@@ -50,7 +51,8 @@ def _split_uri(uri: str) -> tuple[str, str]:
         return uri, ""
     base, query = uri[:query_at], uri[query_at + 1 :]
     delim = ";" if ";" in query and "&" not in query else "&"
-    kept, taken = [], []
+    kept: list[str] = []
+    taken: list[str] = []
     for pair in query.split(delim):
         key = pair.split("=", 1)[0]
         (taken if key.lower() in _URI_KEYS else kept).append(pair)

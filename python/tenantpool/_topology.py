@@ -4,7 +4,7 @@ tenant's pool describes it."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pymongo import common, uri_parser
 from pymongo.client_options import ClientOptions
@@ -121,20 +121,27 @@ def last_described(manager: UserConnectionManager, user_id: str | None = None) -
     )
 
 
+def _tcp(address: tuple[str, int | None]) -> Address:
+    # The descriptions built here are of the core's TCP servers: a port always.
+    return cast(Address, address)
+
+
 def primary(description: TopologyDescription) -> Address | None:
     for sd in description.server_descriptions().values():
         if sd.server_type_name == "RSPrimary":
-            return sd.address
+            return _tcp(sd.address)
     return None
 
 
 def members(description: TopologyDescription, type_name: str) -> set[Address]:
-    return {a for a, sd in description.server_descriptions().items() if sd.server_type_name == type_name}
+    return {
+        _tcp(a) for a, sd in description.server_descriptions().items() if sd.server_type_name == type_name
+    }
 
 
 def address(description: TopologyDescription) -> Address | None:
     """pymongo's ``MongoClient.address``: the primary, the standalone, or the (single) mongos."""
-    kinds = {sd.server_type_name: a for a, sd in description.server_descriptions().items()}
+    kinds = {sd.server_type_name: _tcp(a) for a, sd in description.server_descriptions().items()}
     for kind in ("RSPrimary", "Standalone", "Mongos"):
         if kind in kinds:
             return kinds[kind]

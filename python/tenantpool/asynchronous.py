@@ -18,71 +18,82 @@ running, and cancelling the awaiting task releases the tenant's lease and quota 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn, cast, overload
 
-from ._calls import ASYNC_BOUND_SESSION, async_operations, run_async
+from bson.codec_options import CodecOptions
+from pymongo.read_concern import ReadConcern
+from pymongo.write_concern import WriteConcern
+
+from ._calls import ASYNC_BOUND_SESSION, AsyncAPI, operations, run_async
 from .change_stream import ChangeStream, CollectionChangeStream, DatabaseChangeStream
 from .client import TenantClient
 from .collection import Collection
 from .credentials import TenantCredentials
-from .cursor import CommandCursor, Cursor
+from .cursor import CommandCursor, Cursor, _BatchCursor
 from .database import Database
 from .manager import UserConnectionManager
 from .session import AsyncClientSession
 
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
-class _AsyncIteration:
-    """Async iteration over the shared cursor engine (``_BatchCursor``)."""
+    from .session import _Session
 
-    _data: Any
-    _killed: bool
 
-    def __aiter__(self) -> Any:
+class _AsyncIteration(_BatchCursor):
+    """Async iteration over the shared cursor engine (``_BatchCursor``): the async cursors' ``next``,
+    ``close`` and ``alive``; ``to_list`` and ``try_next`` are their operations, awaited."""
+
+    def __aiter__(self) -> Self:
         return self
 
     async def __anext__(self) -> Any:
-        if self._data or await run_async(self._gen_refresh()):  # type: ignore[attr-defined]
+        if self._data or await run_async(self._gen_refresh()) > 0:
             return self._data.popleft()
         raise StopAsyncIteration
 
-    async def next(self) -> Any:
+    async def _async_next(self) -> Any:
+        """The next document; StopAsyncIteration once exhausted."""
         try:
             return await self.__anext__()
         except StopAsyncIteration:
             raise StopAsyncIteration from None
 
-    async def to_list(self, length: int | None = None) -> list[Any]:
-        """The remaining documents, or at most ``length`` of them."""
-        return await run_async(self._gen_to_list(length))  # type: ignore[attr-defined]
-
-    async def close(self) -> None:  # type: ignore[override]
-        self._close()  # type: ignore[attr-defined]
+    async def _async_close(self) -> None:
+        """Kills the server cursor if it is still open, and releases the tenant's pool."""
+        self._close()
 
     @property
     def alive(self) -> bool:
         """Whether more documents may come (without a round trip, as pymongo's async cursors)."""
         return bool(self._data) or not self._killed
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> NoReturn:
         raise TypeError(f"'{type(self).__name__}' is an async iterator: use 'async for'")
 
-    async def __aenter__(self) -> Any:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._close()  # type: ignore[attr-defined]
+        self._close()
 
 
-@async_operations
-class AsyncCursor(_AsyncIteration, Cursor):  # type: ignore[misc]
+@operations
+class AsyncCursor(AsyncAPI, _AsyncIteration, Cursor):
     """The cursor ``AsyncCollection.find`` returns: chain options, then ``async for`` or ``to_list``."""
 
     _bound_sessions = ASYNC_BOUND_SESSION
 
+    @overload
+    def __getitem__(self, index: slice) -> Self: ...
+    @overload
+    def __getitem__(self, index: int) -> NoReturn: ...
     def __getitem__(self, index: Any) -> Any:
+        """``cursor[a:b]``: this cursor with skip ``a`` and limit ``b - a``; no indexing (``TypeError``)."""
         if isinstance(index, slice):
             return super().__getitem__(index)
         raise TypeError("AsyncCursor does not support indexing; use skip() and limit()")
@@ -91,28 +102,23 @@ class AsyncCursor(_AsyncIteration, Cursor):  # type: ignore[misc]
         return f"<tenantpool.AsyncCursor object on {self._collection.full_name}>"
 
 
-class AsyncCommandCursor(_AsyncIteration, CommandCursor):  # type: ignore[misc]
+@operations
+class AsyncCommandCursor(AsyncAPI, _AsyncIteration, CommandCursor):
     """The cursor of ``aggregate``, ``list_indexes`` and ``list_collections``."""
-
-    async def try_next(self) -> Any:  # type: ignore[override]
-        return await run_async(self._gen_try_next())
 
     def __repr__(self) -> str:
         return f"<tenantpool.AsyncCommandCursor object on {self._database.name}>"
 
 
-class AsyncChangeStream(ChangeStream):
+@operations
+class AsyncChangeStream(AsyncAPI, ChangeStream):
     """pymongo's ``AsyncChangeStream``: ``async for change in stream``, ``await stream.next()``,
     ``await stream.try_next()``, ``await stream.close()``, ``async with``."""
 
-    def __aiter__(self) -> AsyncChangeStream:
+    def __aiter__(self) -> Self:
         return self
 
-    async def try_next(self) -> Any:  # type: ignore[override]
-        """The next change, or None if none came during one round (one getMore)."""
-        return await run_async(self._gen_try_next())
-
-    async def next(self) -> Any:  # type: ignore[override]
+    async def _async_next(self) -> Any:
         """The next change, waiting as long as it takes; StopAsyncIteration once the stream is closed."""
         while self.alive:
             change = await self.try_next()
@@ -120,21 +126,22 @@ class AsyncChangeStream(ChangeStream):
                 return change
         raise StopAsyncIteration
 
-    __anext__ = next
+    __anext__ = _async_next
 
-    async def close(self) -> None:  # type: ignore[override]
+    async def _async_close(self) -> None:
+        """Closes the stream: kills the server cursor and releases the tenant's pool."""
         ChangeStream.close(self)
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> NoReturn:
         raise TypeError(f"'{type(self).__name__}' is an async iterator: use 'async for'")
 
-    def __next__(self) -> Any:
+    def __next__(self) -> NoReturn:
         raise TypeError(f"'{type(self).__name__}' is an async iterator: use 'await stream.next()'")
 
-    def __enter__(self) -> Any:
+    def __enter__(self) -> NoReturn:
         raise TypeError(f"use 'async with' with {type(self).__name__}")
 
-    async def __aenter__(self) -> AsyncChangeStream:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(
@@ -151,13 +158,53 @@ class AsyncDatabaseChangeStream(AsyncChangeStream, DatabaseChangeStream):
     """The change stream of ``AsyncDatabase.watch()``."""
 
 
-@async_operations
-class AsyncCollection(Collection):
+@operations
+class AsyncCollection(AsyncAPI, Collection):
     """A tenant's collection; its operations are coroutines (``find`` returns an ``AsyncCursor``)."""
 
+    if TYPE_CHECKING:
+        # What differs from Collection in type only: the same code returns the async classes here.
+        @property
+        def database(self) -> AsyncDatabase: ...
+        def get_collection(
+            self,
+            name: str,
+            codec_options: CodecOptions[Any] | None = None,
+            read_preference: Any = None,
+            write_concern: WriteConcern | None = None,
+            read_concern: ReadConcern | None = None,
+        ) -> AsyncCollection: ...
+        def find(self, *args: Any, **kwargs: Any) -> AsyncCursor: ...
+        async def aggregate(
+            self,
+            pipeline: Sequence[Mapping[str, Any]],
+            session: _Session | None = None,
+            let: Mapping[str, Any] | None = None,
+            comment: Any = None,
+            **kwargs: Any,
+        ) -> AsyncCommandCursor: ...
+        async def list_indexes(
+            self, session: _Session | None = None, comment: Any = None
+        ) -> AsyncCommandCursor: ...
+        async def watch(
+            self,
+            pipeline: Sequence[Mapping[str, Any]] | None = None,
+            full_document: str | None = None,
+            resume_after: Mapping[str, Any] | None = None,
+            max_await_time_ms: int | None = None,
+            batch_size: int | None = None,
+            collation: Any = None,
+            start_at_operation_time: Any = None,
+            session: _Session | None = None,
+            start_after: Mapping[str, Any] | None = None,
+            comment: Any = None,
+            full_document_before_change: str | None = None,
+            show_expanded_events: bool | None = None,
+        ) -> AsyncCollectionChangeStream: ...
 
-@async_operations
-class AsyncDatabase(Database):
+
+@operations
+class AsyncDatabase(AsyncAPI, Database):
     """A tenant's database; ``db.posts`` is an ``AsyncCollection``."""
 
     _collection_class = AsyncCollection
@@ -166,52 +213,105 @@ class AsyncDatabase(Database):
     _collection_change_stream_class = AsyncCollectionChangeStream
     _database_change_stream_class = AsyncDatabaseChangeStream
 
+    if TYPE_CHECKING:
+        # What differs from Database in type only: the same code returns the async classes here.
+        @property
+        def client(self) -> AsyncTenantClient: ...
+        def __getattr__(self, name: str) -> AsyncCollection: ...
+        def __getitem__(self, name: str) -> AsyncCollection: ...
+        def get_collection(
+            self,
+            name: str,
+            codec_options: CodecOptions[Any] | None = None,
+            read_preference: Any = None,
+            write_concern: WriteConcern | None = None,
+            read_concern: ReadConcern | None = None,
+        ) -> AsyncCollection: ...
+        async def aggregate(
+            self, pipeline: Sequence[Mapping[str, Any]], session: _Session | None = None, **kwargs: Any
+        ) -> AsyncCommandCursor: ...
+        async def list_collections(
+            self,
+            session: _Session | None = None,
+            filter: Mapping[str, Any] | None = None,
+            comment: Any = None,
+            **kwargs: Any,
+        ) -> AsyncCommandCursor: ...
+        async def watch(
+            self,
+            pipeline: Sequence[Mapping[str, Any]] | None = None,
+            full_document: str | None = None,
+            resume_after: Mapping[str, Any] | None = None,
+            max_await_time_ms: int | None = None,
+            batch_size: int | None = None,
+            collation: Any = None,
+            start_at_operation_time: Any = None,
+            session: _Session | None = None,
+            start_after: Mapping[str, Any] | None = None,
+            comment: Any = None,
+            full_document_before_change: str | None = None,
+            show_expanded_events: bool | None = None,
+        ) -> AsyncDatabaseChangeStream: ...
 
-@async_operations
-class AsyncTenantClient(TenantClient):
-    """``AsyncUserConnectionManager.get_client``'s result: ``client[name]`` is an ``AsyncDatabase``."""
+
+@operations
+class AsyncTenantClient(AsyncAPI, TenantClient):
+    """``AsyncUserConnectionManager.get_client``'s result: ``client[name]`` is an ``AsyncDatabase``.
+    ``start_session`` is not a coroutine (it does no network I/O), as pymongo's
+    ``AsyncMongoClient.start_session``: ``async with client.start_session() as s:``; the session is also
+    awaitable (to itself), so ``async with await client.start_session()`` works."""
 
     __slots__ = ()
     _database_class = AsyncDatabase
 
     @staticmethod
-    def _run(operation: Any) -> Any:  # type: ignore[override]
+    def _run(operation: Any) -> Any:
         # pymongo's AsyncMongoClient has these properties as awaitables: ``await client.address``.
         return run_async(operation)
-
-    def start_session(  # type: ignore[override]
-        self,
-        causal_consistency: bool | None = None,
-        default_transaction_options: Any = None,
-        snapshot: bool | None = False,
-    ) -> AsyncClientSession:
-        """A session on this tenant's client, as pymongo's ``AsyncMongoClient.start_session``: not a
-        coroutine (it does no network I/O), used as ``async with client.start_session() as s:``. The
-        session is also awaitable (to itself), so ``async with await client.start_session()`` works."""
-        return super().start_session(causal_consistency, default_transaction_options, snapshot)  # type: ignore[return-value]
 
     @classmethod
     def _session_class(cls) -> type[Any]:
         return AsyncClientSession
 
+    if TYPE_CHECKING:
+        # What differs from TenantClient in type only: the same code returns the async classes here.
+        @property
+        def manager(self) -> AsyncUserConnectionManager: ...
+        def get_database(
+            self,
+            name: str | None = None,
+            codec_options: CodecOptions[Any] | None = None,
+            read_preference: Any = None,
+            write_concern: WriteConcern | None = None,
+            read_concern: ReadConcern | None = None,
+        ) -> AsyncDatabase: ...
+        def __getitem__(self, name: str) -> AsyncDatabase: ...
+        def __getattr__(self, name: str) -> AsyncDatabase: ...
+        @property
+        def admin(self) -> AsyncDatabase: ...
 
-class AsyncUserConnectionManager(UserConnectionManager):
+
+@operations
+class AsyncUserConnectionManager(AsyncAPI, UserConnectionManager):
     """``UserConnectionManager`` for asyncio apps (FastAPI): same constructor, strategies, tiers and
     statistics; ``get_database`` is not awaited (it does no I/O) and returns an ``AsyncDatabase``."""
 
     _client_class = AsyncTenantClient
     _ensure_waits = False
 
-    def get_database(self, user_id: str, db_name: str | None = None) -> AsyncDatabase:  # type: ignore[override]
-        return super().get_database(user_id, db_name)  # type: ignore[return-value]
+    def get_database(self, user_id: str, db_name: str | None = None) -> AsyncDatabase:
+        """``UserConnectionManager.get_database``: the tenant's ``AsyncDatabase`` (not awaited: no I/O)."""
+        return cast(AsyncDatabase, super().get_database(user_id, db_name))
 
-    def get_client(self, user_id: str) -> AsyncTenantClient:  # type: ignore[override]
-        return super().get_client(user_id)  # type: ignore[return-value]
+    def get_client(self, user_id: str) -> AsyncTenantClient:
+        """``UserConnectionManager.get_client``: the tenant's ``AsyncTenantClient`` (no I/O)."""
+        return cast(AsyncTenantClient, super().get_client(user_id))
 
-    def get_platform_client(self, user_id: str) -> AsyncTenantClient:  # type: ignore[override]
-        return super().get_platform_client(user_id)  # type: ignore[return-value]
+    def get_platform_client(self, user_id: str) -> AsyncTenantClient:
+        """``UserConnectionManager.get_platform_client``, async (no I/O)."""
+        return cast(AsyncTenantClient, super().get_platform_client(user_id))
 
-    async def provision_tenant(  # type: ignore[override]
+    async def _async_provision_tenant(
         self,
         user_id: str,
         password: str,
@@ -220,7 +320,6 @@ class AsyncUserConnectionManager(UserConnectionManager):
         username: str | None = None,
         source: str | None = None,
     ) -> TenantCredentials:
-        """``UserConnectionManager.provision_tenant``, awaited: the commands run on tenantpool's runtime."""
         user_id, username, password, roles, source = self._user_args(
             user_id, password, roles, username, source
         )
@@ -228,19 +327,18 @@ class AsyncUserConnectionManager(UserConnectionManager):
         self._log_provisioned(user_id, username, created)
         return TenantCredentials(username, password, source)
 
-    async def deprovision_tenant(  # type: ignore[override]
+    async def _async_deprovision_tenant(
         self, user_id: str, *, username: str | None = None, source: str | None = None
     ) -> bool:
-        """``UserConnectionManager.deprovision_tenant``, awaited."""
         user_id = self._check_user(user_id)
         username = user_id if username is None else username
         return bool(await self._core.deprovision_async(user_id, username, source))
 
-    async def place_tenant(self, user_id: str, deployment: str) -> None:  # type: ignore[override]
+    async def _async_place_tenant(self, user_id: str, deployment: str) -> None:
         """``UserConnectionManager.place_tenant``, awaited (the catalog is written on a worker thread)."""
         await asyncio.to_thread(UserConnectionManager.place_tenant, self, user_id, deployment)
 
-    async def move_tenant(  # type: ignore[override]
+    async def _async_move_tenant(
         self, user_id: str, to: str, *, keep_source: bool = False, timeout: float = 60.0
     ) -> dict[str, Any]:
         """``UserConnectionManager.move_tenant``, awaited: the copy runs on a worker thread while the
@@ -249,18 +347,16 @@ class AsyncUserConnectionManager(UserConnectionManager):
             UserConnectionManager.move_tenant, self, user_id, to, keep_source=keep_source, timeout=timeout
         )
 
-    async def close_all(self) -> None:  # type: ignore[override]
-        """``UserConnectionManager.close_all``, awaitable: every pool closed, the manager still usable."""
+    async def _async_close_all(self) -> None:
         UserConnectionManager.close_all(self)
 
-    async def close(self) -> None:  # type: ignore[override]
-        """``UserConnectionManager.close``, awaitable: closed for good."""
+    async def _async_close(self) -> None:
         UserConnectionManager.close(self)
 
-    def __enter__(self) -> Any:
+    def __enter__(self) -> NoReturn:
         raise TypeError("use 'async with' with AsyncUserConnectionManager")
 
-    async def __aenter__(self) -> AsyncUserConnectionManager:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(

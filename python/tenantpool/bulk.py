@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator, Mapping, MutableMapping
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from bson import ObjectId
 from bson.raw_bson import RawBSONDocument
@@ -38,11 +38,14 @@ from pymongo.errors import (
 from pymongo.helpers_shared import _RETRYABLE_ERROR_CODES
 from pymongo.write_concern import WriteConcern
 
+from ._calls import Operation
 from ._common import MAX_BSON_SIZE, codec_for_replies, encode, write_concern_document
 
 if TYPE_CHECKING:
     from .collection import Collection
-    from .session import ClientSession
+
+    # Either session class: the async classes run these same operations with an AsyncClientSession.
+    from .session import _Session as ClientSession
 
 INSERT, UPDATE, DELETE = 0, 1, 2
 _COMMANDS = ("insert", "update", "delete")
@@ -80,9 +83,11 @@ def check_write_response(result: Mapping[str, Any]) -> None:
         raise WriteError(error.get("errmsg"), error.get("code"), error)
     wce = _write_concern_error(result)
     if wce:
+        # As pymongo: the server's errmsg as is (None if it has none, whatever pymongo's annotation says).
+        errmsg = cast(str, wce.get("errmsg"))
         if wce.get("code") == 50 or ("errInfo" in wce and wce["errInfo"].get("wtimeout")):
-            raise WTimeoutError(wce.get("errmsg"), wce.get("code"), wce)
-        raise WriteConcernError(wce.get("errmsg"), wce.get("code"), wce)
+            raise WTimeoutError(errmsg, wce.get("code"), wce)
+        raise WriteConcernError(errmsg, wce.get("code"), wce)
 
 
 def _write_concern_error(result: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -303,7 +308,7 @@ class BulkWriter:
 
     def _send(
         self, run: _Run, start: int, write_concern: WriteConcern | None, unacknowledged: bool
-    ) -> tuple[dict[str, Any], int]:
+    ) -> Operation[tuple[dict[str, Any], int]]:
         """Sends as many of ``run``'s ops from ``start`` as fit in one command; returns the reply and how
         many were sent."""
         header = encode(self._header(run.op_type, write_concern), False, self._collection.codec_options)
@@ -332,7 +337,7 @@ class BulkWriter:
         )
         return reply, len(elements)
 
-    def execute(self, write_concern: WriteConcern) -> dict[str, Any] | None:
+    def execute(self, write_concern: WriteConcern) -> Operation[dict[str, Any] | None]:
         """Runs the ops; pymongo's ``bulk_api_result``, or None for an unacknowledged write concern.
 
         Raises BulkWriteError (with pymongo's ``details``) if any op failed.
@@ -344,7 +349,7 @@ class BulkWriter:
         (yield from self._execute_unacknowledged(write_concern))
         return None
 
-    def _execute_acknowledged(self, write_concern: WriteConcern) -> dict[str, Any]:
+    def _execute_acknowledged(self, write_concern: WriteConcern) -> Operation[dict[str, Any]]:
         full = _new_result()
         for run in self._runs():
             offset = 0
@@ -375,7 +380,7 @@ class BulkWriter:
                 error._add_error_label(label)
         return error
 
-    def _execute_unacknowledged(self, write_concern: WriteConcern) -> None:
+    def _execute_unacknowledged(self, write_concern: WriteConcern) -> Operation[None]:
         if self.uses_collation:
             raise ConfigurationError("Collation is unsupported for unacknowledged writes.")
         if self.uses_array_filters:

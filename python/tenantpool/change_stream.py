@@ -21,14 +21,18 @@ from pymongo import common
 from pymongo.errors import InvalidOperation
 
 from . import _read_preference
-from ._calls import NextChange, Operation, Watch, run_sync
+from ._calls import NextChange, Operation, Watch, operation, operations, twin
 from ._common import check_bool, core_session, decode, encode, put, validate_collation_or_none
 
 if TYPE_CHECKING:
+    from typing_extensions import Self
+
     from ._core import RawChangeStream
     from .collection import Collection
     from .database import Database
-    from .session import ClientSession
+
+    # Either session class: the async classes run these same operations with an AsyncClientSession.
+    from .session import _Session as ClientSession
 
 
 def gen_watch(
@@ -107,6 +111,7 @@ def gen_watch(
     spec: dict[str, Any] = {"pipeline": pipeline, "options": options}
     # The target's read preference, as in pymongo (the stream's getMores follow its first aggregate).
     _read_preference.put(spec, target._read_preference_for(session), session)
+    cls: type[ChangeStream]
     if collection is not None:
         spec["collection"] = collection.name
         cls = database._collection_change_stream_class
@@ -116,6 +121,7 @@ def gen_watch(
     return cls(target, raw, codec, session)
 
 
+@operations
 class ChangeStream:
     """pymongo's ``ChangeStream``: iterate it for change events (``next()`` blocks until one comes),
     or poll it with ``try_next()``; ``resume_token`` is where to resume after the last event returned.
@@ -125,7 +131,7 @@ class ChangeStream:
         self,
         target: Collection | Database,
         raw: RawChangeStream,
-        codec: CodecOptions,
+        codec: CodecOptions[Any],
         session: ClientSession | None = None,
     ) -> None:
         self._target = target
@@ -141,7 +147,8 @@ class ChangeStream:
     def resume_token(self) -> Mapping[str, Any] | None:
         """The cached resume token that will be used to resume after the most recently returned change
         (after a round without changes: the server's post-batch resume token)."""
-        return copy.deepcopy(self._resume_token)
+        token: Mapping[str, Any] | None = copy.deepcopy(self._resume_token)
+        return token
 
     @property
     def alive(self) -> bool:
@@ -150,6 +157,8 @@ class ChangeStream:
         return not self._closed
 
     def _gen_try_next(self) -> Operation[Any]:
+        """The next change, or None if none came during one round (one getMore, which waits on the
+        server up to ``max_await_time_ms``), or if the stream is closed."""
         if self._closed:
             return None
         try:
@@ -173,12 +182,9 @@ class ChangeStream:
         self._resume_token = change["_id"]
         return change
 
-    def try_next(self) -> Any:
-        """The next change, or None if none came during one round (one getMore, which waits on the
-        server up to ``max_await_time_ms``), or if the stream is closed."""
-        return run_sync(self._gen_try_next())
+    try_next = operation(_gen_try_next)
 
-    def next(self) -> Any:
+    def __next__(self) -> Any:
         """The next change, waiting for it as long as it takes; StopIteration once the stream is closed."""
         while self.alive:
             change = self.try_next()
@@ -186,18 +192,19 @@ class ChangeStream:
                 return change
         raise StopIteration
 
-    __next__ = next
+    next = twin(__next__)
 
-    def __iter__(self) -> ChangeStream:
+    def __iter__(self) -> Self:
         return self
 
+    @twin
     def close(self) -> None:
         """Closes the stream: kills the server cursor and releases the tenant's pool. A ``next()``
         blocked in another thread returns at once (raising StopIteration)."""
         self._closed = True
         self._raw.close()
 
-    def __enter__(self) -> ChangeStream:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

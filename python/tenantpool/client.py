@@ -13,14 +13,14 @@ from pymongo.topology_description import TopologyDescription
 from pymongo.write_concern import WriteConcern
 
 from . import _topology
-from ._calls import Operation, operations, run_sync
+from ._calls import Operation, operation, operations, run_sync, same_twin
 from ._common import write_concern_document
 from .cursor import CommandCursor
 from .database import Database
+from .session import AsyncClientSession, ClientSession, _Session
 
 if TYPE_CHECKING:
     from .manager import UserConnectionManager
-    from .session import ClientSession
 
 
 T = TypeVar("T")
@@ -66,14 +66,17 @@ class TenantClient:
 
     @property
     def user_id(self) -> str:
+        """The tenant this client is of."""
         return self._user_id
 
     @property
     def manager(self) -> UserConnectionManager:
+        """The manager whose pool this client uses."""
         return self._manager
 
     @property
-    def codec_options(self) -> CodecOptions:
+    def codec_options(self) -> CodecOptions[Any]:
+        """The manager's codec options: the default of this tenant's databases."""
         return self._manager.codec_options
 
     @property
@@ -84,7 +87,7 @@ class TenantClient:
     def get_database(
         self,
         name: str | None = None,
-        codec_options: CodecOptions | None = None,
+        codec_options: CodecOptions[Any] | None = None,
         read_preference: _ServerMode | None = None,
         write_concern: WriteConcern | None = None,
         read_concern: ReadConcern | None = None,
@@ -109,6 +112,8 @@ class TenantClient:
 
     @property
     def admin(self) -> Database:
+        """The ``admin`` database, through this tenant's pool (under isolation: server-information commands
+        only)."""
         return self._database_class(self, "admin")
 
     # -- pymongo's MongoClient surface, for one tenant --------------------------------------------------
@@ -117,7 +122,8 @@ class TenantClient:
     PORT = 27017
 
     @staticmethod
-    def _run(operation: Operation[T]) -> T:
+    def _run(operation: Operation[T]) -> Any:
+        # Any: the async client's (an awaitable) overrides it.
         return run_sync(operation)
 
     def _gen_from_hello(self, extract: Callable[[TenantClient, dict[str, Any]], T]) -> Operation[T]:
@@ -168,10 +174,12 @@ class TenantClient:
 
     @property
     def write_concern(self) -> WriteConcern:
+        """The connection string's write concern: the default of this tenant's databases."""
         return self.options.write_concern
 
     @property
     def read_concern(self) -> ReadConcern:
+        """The connection string's read concern: the default of this tenant's databases."""
         return self.options.read_concern
 
     def eq_props(self) -> tuple[tuple[Address, ...], str | None, str | None, str]:
@@ -184,9 +192,11 @@ class TenantClient:
             self._user_id,
         )
 
-    def server_info(self, session: ClientSession | None = None) -> dict[str, Any]:
+    def _gen_server_info(self, session: _Session | None = None) -> Operation[dict[str, Any]]:
         """The server's ``buildInfo``, as pymongo's ``MongoClient.server_info``."""
         return (yield from self.admin._gen_command("buildinfo", session=session))
+
+    server_info = operation(_gen_server_info)
 
     def bulk_write(self, *args: Any, **kwargs: Any) -> Any:
         """Not supported: a client-level bulk write (MongoDB 8.0) spans namespaces. Use
@@ -208,11 +218,14 @@ class TenantClient:
         return self
 
     def __next__(self) -> None:
+        """Clients are not iterable: ``TypeError``, as in pymongo."""
         raise TypeError("'TenantClient' object is not iterable")
 
     next = __next__
 
-    def list_database_names(self, session: ClientSession | None = None, comment: Any = None) -> list[str]:
+    def _gen_list_database_names(
+        self, session: _Session | None = None, comment: Any = None
+    ) -> Operation[list[str]]:
         """The names of the tenant's databases that exist (under ``isolation="off"``, all of the
         deployment's, as pymongo's)."""
         reply = yield from self.admin._gen_command(
@@ -220,18 +233,22 @@ class TenantClient:
         )
         return [d["name"] for d in reply["databases"]]
 
-    def list_databases(
-        self, session: ClientSession | None = None, comment: Any = None, **kwargs: Any
-    ) -> CommandCursor:
+    list_database_names = operation(_gen_list_database_names)
+
+    def _gen_list_databases(
+        self, /, session: _Session | None = None, comment: Any = None, **kwargs: Any
+    ) -> Operation[CommandCursor]:
         """A cursor of the tenant's databases (``name``, ``sizeOnDisk``, ``empty``), as pymongo's
         ``MongoClient.list_databases``; ``kwargs`` (``filter``, ``nameOnly``...) go to the command."""
         admin = self.admin
         reply = yield from admin._gen_command("listDatabases", session=session, comment=comment, **kwargs)
         return admin._command_cursor_class(admin, None, admin.codec_options, first_batch=reply["databases"])
 
-    def drop_database(
-        self, name_or_database: str | Database, session: ClientSession | None = None, comment: Any = None
-    ) -> None:
+    list_databases = operation(_gen_list_databases)
+
+    def _gen_drop_database(
+        self, name_or_database: str | Database, session: _Session | None = None, comment: Any = None
+    ) -> Operation[None]:
         """Drops one of the tenant's databases (pymongo's ``MongoClient.drop_database``)."""
         name = name_or_database.name if isinstance(name_or_database, Database) else name_or_database
         if not isinstance(name, str):
@@ -240,6 +257,9 @@ class TenantClient:
         wc = db._wc(session)
         (yield from db._gen_command("dropDatabase", session=session, comment=comment, **_wc_field(wc)))
 
+    drop_database = operation(_gen_drop_database)
+
+    @same_twin(AsyncClientSession)
     def start_session(
         self,
         causal_consistency: bool | None = None,
@@ -254,7 +274,8 @@ class TenantClient:
         raw = self._manager._core.start_session(
             self._user_id, options.causal_consistency, bool(options.snapshot)
         )
-        return self._session_class()(self, raw, options)  # type: ignore[no-any-return]
+        session: ClientSession = self._session_class()(self, raw, options)
+        return session
 
     @classmethod
     def _session_class(cls) -> type[Any]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from bson import ObjectId
 from bson.codec_options import CodecOptions
@@ -48,7 +48,8 @@ from pymongo.results import BulkWriteResult, DeleteResult, InsertManyResult, Ins
 from pymongo.write_concern import DEFAULT_WRITE_CONCERN, WriteConcern
 
 from . import _read_preference
-from ._calls import Execute, operations
+from ._base import BaseObject
+from ._calls import Execute, Operation, operation, operations
 from ._common import (
     MAX_BSON_SIZE,
     allowed_error,
@@ -81,8 +82,12 @@ from .change_stream import CollectionChangeStream, gen_watch
 from .cursor import CommandCursor, Cursor, find_options_fit_driver
 
 if TYPE_CHECKING:
+    from typing_extensions import Self
+
     from .database import Database
-    from .session import ClientSession
+
+    # Either session class: the async classes run these same operations with an AsyncClientSession.
+    from .session import _Session as ClientSession
 
 _WRITE_COMMANDS = {
     INSERT: ("insert", "documents"),
@@ -125,15 +130,17 @@ def _mappings(value: Any) -> bool:
 
 
 @operations
-class Collection:
+class Collection(BaseObject):
     """A collection of a tenant's database."""
+
+    _kind = "Collection"
 
     def __init__(
         self,
         database: Database,
         name: str,
         create: bool | None = False,
-        codec_options: CodecOptions | None = None,
+        codec_options: CodecOptions[Any] | None = None,
         read_preference: Any = None,
         write_concern: WriteConcern | None = None,
         read_concern: ReadConcern | None = None,
@@ -145,14 +152,14 @@ class Collection:
         _validate_name(name)
         self._database = database
         self._name = name
-        self._codec: CodecOptions = codec_options or database.codec_options
+        self._codec: CodecOptions[Any] = codec_options or database.codec_options
         self._read_preference: _ServerMode = _read_preference.check(
             read_preference or database.read_preference
         )
         self._write_concern: WriteConcern = write_concern or database.write_concern
         self._read_concern: ReadConcern = read_concern or database.read_concern
         self._core = database._core
-        self._user_id = database._client.user_id
+        self._user_id: str = database._client.user_id
         self._db_name = database.name
         self._scope = database._scope
         if self._scope is not None and self._db_name == "admin":
@@ -170,42 +177,25 @@ class Collection:
 
     @property
     def name(self) -> str:
+        """The name of this collection (``posts``, ``posts.comments`` for a sub-collection)."""
         return self._name
 
     @property
     def full_name(self) -> str:
+        """``<database>.<collection>``, as pymongo's ``full_name``."""
         return f"{self._db_name}.{self._name}"
 
     @property
     def database(self) -> Database:
+        """The database this collection is of (an ``AsyncDatabase`` for an ``AsyncCollection``)."""
         return self._database
-
-    @property
-    def codec_options(self) -> CodecOptions:
-        return self._codec
-
-    @property
-    def write_concern(self) -> WriteConcern:
-        return self._write_concern
-
-    @property
-    def read_concern(self) -> ReadConcern:
-        return self._read_concern
-
-    @property
-    def read_preference(self) -> _ServerMode:
-        return self._read_preference
-
-    def _read_preference_for(self, session: ClientSession | None) -> _ServerMode:
-        """The read preference of a read: inside a transaction, the transaction's (pymongo's rule)."""
-        return _read_preference.for_session(self._read_preference, session)
 
     def _route(self, spec: dict[str, Any], session: ClientSession | None) -> dict[str, Any]:
         """Puts a read's read preference into its spec (refusing a non-primary one in a transaction)."""
         _read_preference.put(spec, self._read_preference_for(session), session)
         return spec
 
-    def __getattr__(self, name: str) -> Collection:
+    def __getattr__(self, name: str) -> Self:
         if name.startswith("_"):
             full = f"{self._name}.{name}"
             raise AttributeError(
@@ -214,7 +204,7 @@ class Collection:
             )
         return self[name]
 
-    def __getitem__(self, name: str) -> Collection:
+    def __getitem__(self, name: str) -> Self:
         return type(self)(
             self._database,
             f"{self._name}.{name}",
@@ -228,22 +218,25 @@ class Collection:
     def get_collection(
         self,
         name: str,
-        codec_options: CodecOptions | None = None,
+        codec_options: CodecOptions[Any] | None = None,
         read_preference: Any = None,
         write_concern: WriteConcern | None = None,
         read_concern: ReadConcern | None = None,
     ) -> Collection:
+        """The sub-collection ``<this name>.<name>``, with these options instead of this collection's
+        (pymongo's ``Collection.get_collection``). No I/O."""
         return self._database.get_collection(
             f"{self._name}.{name}", codec_options, read_preference, write_concern, read_concern
         )
 
     def with_options(
         self,
-        codec_options: CodecOptions | None = None,
+        codec_options: CodecOptions[Any] | None = None,
         read_preference: Any = None,
         write_concern: WriteConcern | None = None,
         read_concern: ReadConcern | None = None,
-    ) -> Collection:
+    ) -> Self:
+        """A copy of this collection with the options given replaced (pymongo's ``with_options``). No I/O."""
         return type(self)(
             self._database,
             self._name,
@@ -254,33 +247,11 @@ class Collection:
             read_concern or self._read_concern,
         )
 
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Collection):
-            return self._database == other._database and self._name == other._name
-        return NotImplemented
-
-    def __ne__(self, other: object) -> bool:
-        return not self == other
-
-    def __hash__(self) -> int:
-        return hash((self._database, self._name))
-
-    def __bool__(self) -> bool:
-        raise NotImplementedError(
-            "Collection objects do not implement truth value testing or bool(). Please compare with None "
-            "instead: collection is not None"
-        )
+    def _identity(self) -> tuple[Any, ...]:
+        return (self._database, self._name)
 
     def __repr__(self) -> str:
         return f"Collection({self._database!r}, {self._name!r})"
-
-    def __iter__(self) -> Collection:
-        return self
-
-    def __next__(self) -> None:
-        raise TypeError("'Collection' object is not iterable")
-
-    next = __next__
 
     def __call__(self, *args: Any, **kwargs: Any) -> None:
         raise TypeError(
@@ -289,12 +260,6 @@ class Collection:
         )
 
     # -- plumbing -------------------------------------------------------------------------------------
-
-    def _wc(self, session: ClientSession | None) -> WriteConcern:
-        """The write concern of an operation: none of its own inside a transaction (pymongo's rule)."""
-        if session is not None and session.in_transaction:
-            return DEFAULT_WRITE_CONCERN
-        return self._write_concern
 
     def _rc(self, session: ClientSession | None) -> ReadConcern | None:
         """The read concern of an operation: inside a transaction, the transaction's."""
@@ -329,9 +294,9 @@ class Collection:
         op: str,
         spec: dict[str, Any],
         docs: list[bytes] | None = None,
-        codec: CodecOptions | None = None,
+        codec: CodecOptions[Any] | None = None,
         session: ClientSession | None = None,
-    ) -> Any:
+    ) -> Operation[Any]:
         """Runs one of the Rust driver's typed operations."""
         spec["collection"] = self._name
         codec = codec or self._codec
@@ -350,34 +315,10 @@ class Collection:
             raise
         return None if reply is None else decode(reply, codec)
 
-    def _run_command(
-        self,
-        command: Mapping[str, Any],
-        codec: CodecOptions | None = None,
-        db_name: str | None = None,
-        session: ClientSession | None = None,
-        read_preference: _ServerMode | None = None,
-        retryable: bool = False,
-    ) -> Any:
-        """Sends ``command`` as is (the core's generic op) and returns the server's reply; on the
-        primary unless a ``read_preference`` is given. ``retryable``: the command is a write pymongo
-        would retry (outside a session, the core then does)."""
-        codec = codec or self._codec
-        if self._scope is not None:
-            command = self._scope.check_command(self._user_id, db_name or self._db_name, command)
-        doc: dict[str, Any] = {"command": command}
-        if read_preference is not None:
-            _read_preference.put(doc, read_preference, session)
-        spec = encode(doc, False, codec)
-        raw = core_session(session, self._user_id)
-        op = "retryable_write" if retryable and raw is None else "command"
-        reply = yield Execute(self._core, self._user_id, db_name or self._db_name, op, spec, session=raw)
-        return decode(reply, codec)
-
     def _command(
         self,
         command: dict[str, Any],
-        codec: CodecOptions | None = None,
+        codec: CodecOptions[Any] | None = None,
         write_concern: WriteConcern | None = None,
         read_concern: ReadConcern | None = None,
         collation: Mapping[str, Any] | None = None,
@@ -387,7 +328,7 @@ class Collection:
         session: ClientSession | None = None,
         read_preference: _ServerMode | None = None,
         retryable: bool = False,
-    ) -> Any:
+    ) -> Operation[Any]:
         """A command as pymongo's ``Collection._command`` sends it: concerns and collation added, some
         errors tolerated (their reply returned instead). On the primary unless a ``read_preference`` is
         given; ``retryable`` as in ``_run_command``."""
@@ -398,7 +339,9 @@ class Collection:
         if collation is not None:
             command["collation"] = collation
         try:
-            reply = yield from self._run_command(command, codec, db_name, session, read_preference, retryable)
+            reply = yield from self._run_command(
+                command, codec, session, read_preference, db_name=db_name, retryable=retryable
+            )
         except OperationFailure as exc:
             if allowed_error(exc, allowable_errors):
                 return exc.details
@@ -416,7 +359,7 @@ class Collection:
         let: Any = None,
         comment: Any = None,
         session: ClientSession | None = None,
-    ) -> dict[str, Any] | None:
+    ) -> Operation[dict[str, Any] | None]:
         """One write op as its own write command, as pymongo sends single writes: the reply, checked for
         write errors, or None if unacknowledged."""
         wc = self._wc(session)
@@ -437,7 +380,7 @@ class Collection:
             document_too_large(name, op_size, MAX_BSON_SIZE + COMMAND_OVERHEAD)
         # pymongo's rule: a single-document write is retryable, a multi-document one is not.
         single = op_type == INSERT or (op.get("limit") == 1 if op_type == DELETE else not op.get("multi"))
-        reply = yield from self._run_command(
+        reply: dict[str, Any] = yield from self._run_command(
             cmd, codec_for_replies(self._codec), session=session, retryable=wc.acknowledged and single
         )
         if not wc.acknowledged:
@@ -447,13 +390,17 @@ class Collection:
 
     # -- writes ---------------------------------------------------------------------------------------
 
-    def insert_one(
+    def _gen_insert_one(
         self,
         document: Any,
         bypass_document_validation: bool | None = None,
         session: ClientSession | None = None,
         comment: Any = None,
-    ) -> InsertOneResult:
+    ) -> Operation[InsertOneResult]:
+        """Inserts ``document``, as pymongo's ``insert_one``: an ``_id`` (an ObjectId) is added to the
+        document if it has none. Returns an ``InsertOneResult``. Raises ``ConfigurationError`` for an explicit
+        session with an unacknowledged write concern, ``WriteError`` (``DuplicateKeyError``) with the server's
+        writeErrors entry as ``details``, ``WriteConcernError`` (``WTimeoutError``)."""
         validate_is_document_type("document", document)
         if not (isinstance(document, RawBSONDocument) or "_id" in document):
             document["_id"] = ObjectId()
@@ -489,14 +436,21 @@ class Collection:
         inserted_id = None if isinstance(document, RawBSONDocument) else document.get("_id")
         return InsertOneResult(inserted_id, wc.acknowledged)
 
-    def insert_many(
+    insert_one = operation(_gen_insert_one)
+
+    def _gen_insert_many(
         self,
         documents: Iterable[Any],
         ordered: bool = True,
         bypass_document_validation: bool | None = None,
         session: ClientSession | None = None,
         comment: Any = None,
-    ) -> InsertManyResult:
+    ) -> Operation[InsertManyResult]:
+        """Inserts ``documents`` (a non-empty iterable of documents, each given an ``_id`` if it has none), as
+        pymongo's ``insert_many``: in batched insert commands; ``ordered=False`` goes on past a failed
+        document. Returns an ``InsertManyResult``. Raises ``TypeError`` for an empty or non-iterable argument,
+        ``BulkWriteError`` with pymongo's ``details``, ``ConfigurationError`` for an explicit session with an
+        unacknowledged write concern."""
         if not isinstance(documents, Iterable) or isinstance(documents, Mapping) or not documents:
             raise TypeError("documents must be a non-empty list")
         inserted_ids: list[Any] = []
@@ -547,7 +501,9 @@ class Collection:
             raise error from None
         return InsertManyResult(inserted_ids, wc.acknowledged)
 
-    def bulk_write(
+    insert_many = operation(_gen_insert_many)
+
+    def _gen_bulk_write(
         self,
         requests: Sequence[Any],
         ordered: bool = True,
@@ -555,7 +511,7 @@ class Collection:
         session: ClientSession | None = None,
         comment: Any = None,
         let: Mapping[str, Any] | None = None,
-    ) -> BulkWriteResult:
+    ) -> Operation[BulkWriteResult]:
         """pymongo's ``bulk_write``: ``InsertOne``, ``UpdateOne``, ``UpdateMany``, ``ReplaceOne``,
         ``DeleteOne`` and ``DeleteMany`` requests, run as batched write commands."""
         validate_list("requests", requests)
@@ -572,6 +528,8 @@ class Collection:
             return BulkWriteResult(result, True)
         return BulkWriteResult({}, False)
 
+    bulk_write = operation(_gen_bulk_write)
+
     def _update(
         self,
         multi: bool,
@@ -587,7 +545,7 @@ class Collection:
         let: Mapping[str, Any] | None,
         comment: Any,
         sort: Mapping[str, Any] | None = None,
-    ) -> UpdateResult:
+    ) -> Operation[UpdateResult]:
         check_bool("upsert", upsert)
         collation = validate_collation_or_none(collation)
         wc = self._write_concern_for(session)
@@ -646,7 +604,7 @@ class Collection:
             _update_raw_result(as_int(reply["n"]), as_int(reply["nModified"]), reply.get("upserted")), True
         )
 
-    def update_one(
+    def _gen_update_one(
         self,
         filter: Mapping[str, Any],
         update: Mapping[str, Any] | Sequence[Mapping[str, Any]],
@@ -659,7 +617,13 @@ class Collection:
         let: Mapping[str, Any] | None = None,
         sort: Mapping[str, Any] | None = None,
         comment: Any = None,
-    ) -> UpdateResult:
+    ) -> Operation[UpdateResult]:
+        """Updates the first document matching ``filter`` with ``update`` (update operators, or an aggregation
+        pipeline), as pymongo's ``update_one``; ``upsert=True`` inserts one if none matches; ``sort`` picks
+        the document (MongoDB 8.0+). Returns an ``UpdateResult``. Raises ``ValueError`` for an update without
+        operators; Raises ``ConfigurationError`` for an explicit session with an unacknowledged write concern,
+        ``WriteError`` (``DuplicateKeyError``) with the server's writeErrors entry as ``details``,
+        ``WriteConcernError`` (``WTimeoutError``)."""
         check_mapping("filter", filter)
         validate_ok_for_update(update)
         validate_list_or_none("array_filters", array_filters)
@@ -681,7 +645,9 @@ class Collection:
             )
         )
 
-    def update_many(
+    update_one = operation(_gen_update_one)
+
+    def _gen_update_many(
         self,
         filter: Mapping[str, Any],
         update: Mapping[str, Any] | Sequence[Mapping[str, Any]],
@@ -693,7 +659,12 @@ class Collection:
         session: ClientSession | None = None,
         let: Mapping[str, Any] | None = None,
         comment: Any = None,
-    ) -> UpdateResult:
+    ) -> Operation[UpdateResult]:
+        """Updates every document matching ``filter`` with ``update``, as pymongo's ``update_many``. Returns
+        an ``UpdateResult``. Raises ``ValueError`` for an update without operators; Raises
+        ``ConfigurationError`` for an explicit session with an unacknowledged write concern, ``WriteError``
+        (``DuplicateKeyError``) with the server's writeErrors entry as ``details``, ``WriteConcernError``
+        (``WTimeoutError``)."""
         check_mapping("filter", filter)
         validate_ok_for_update(update)
         validate_list_or_none("array_filters", array_filters)
@@ -714,7 +685,9 @@ class Collection:
             )
         )
 
-    def replace_one(
+    update_many = operation(_gen_update_many)
+
+    def _gen_replace_one(
         self,
         filter: Mapping[str, Any],
         replacement: Mapping[str, Any],
@@ -726,7 +699,12 @@ class Collection:
         let: Mapping[str, Any] | None = None,
         sort: Mapping[str, Any] | None = None,
         comment: Any = None,
-    ) -> UpdateResult:
+    ) -> Operation[UpdateResult]:
+        """Replaces the first document matching ``filter`` with ``replacement`` (no update operators), as
+        pymongo's ``replace_one``. Returns an ``UpdateResult``. Raises ``ValueError`` for a replacement with
+        operators; Raises ``ConfigurationError`` for an explicit session with an unacknowledged write concern,
+        ``WriteError`` (``DuplicateKeyError``) with the server's writeErrors entry as ``details``,
+        ``WriteConcernError`` (``WTimeoutError``)."""
         check_mapping("filter", filter)
         validate_ok_for_replace(replacement)
         if let is not None:
@@ -749,6 +727,8 @@ class Collection:
             )
         )
 
+    replace_one = operation(_gen_replace_one)
+
     def _delete(
         self,
         multi: bool,
@@ -758,7 +738,7 @@ class Collection:
         session: ClientSession | None,
         let: Any,
         comment: Any,
-    ) -> DeleteResult:
+    ) -> Operation[DeleteResult]:
         check_mapping("filter", filter)
         wc = self._write_concern_for(session)
         collation = validate_collation_or_none(collation)
@@ -784,7 +764,7 @@ class Collection:
         reply = yield from self._execute("delete_many" if multi else "delete_one", spec, session=session)
         return DeleteResult({"n": as_int(reply["n"]), "ok": 1.0}, True)
 
-    def delete_one(
+    def _gen_delete_one(
         self,
         filter: Mapping[str, Any],
         collation: Any = None,
@@ -792,10 +772,16 @@ class Collection:
         session: ClientSession | None = None,
         let: Mapping[str, Any] | None = None,
         comment: Any = None,
-    ) -> DeleteResult:
+    ) -> Operation[DeleteResult]:
+        """Deletes the first document matching ``filter``, as pymongo's ``delete_one``. Returns a
+        ``DeleteResult``. Raises ``ConfigurationError`` for an explicit session with an unacknowledged write
+        concern, ``WriteError`` (``DuplicateKeyError``) with the server's writeErrors entry as ``details``,
+        ``WriteConcernError`` (``WTimeoutError``)."""
         return (yield from self._delete(False, filter, collation, hint, session, let, comment))
 
-    def delete_many(
+    delete_one = operation(_gen_delete_one)
+
+    def _gen_delete_many(
         self,
         filter: Mapping[str, Any],
         collation: Any = None,
@@ -803,8 +789,14 @@ class Collection:
         session: ClientSession | None = None,
         let: Mapping[str, Any] | None = None,
         comment: Any = None,
-    ) -> DeleteResult:
+    ) -> Operation[DeleteResult]:
+        """Deletes every document matching ``filter``, as pymongo's ``delete_many``. Returns a
+        ``DeleteResult``. Raises ``ConfigurationError`` for an explicit session with an unacknowledged write
+        concern, ``WriteError`` (``DuplicateKeyError``) with the server's writeErrors entry as ``details``,
+        ``WriteConcernError`` (``WTimeoutError``)."""
         return (yield from self._delete(True, filter, collation, hint, session, let, comment))
+
+    delete_many = operation(_gen_delete_many)
 
     # -- reads ----------------------------------------------------------------------------------------
 
@@ -812,7 +804,7 @@ class Collection:
         """A cursor over the matching documents; same arguments as pymongo's ``find``."""
         return self._database._cursor_class(self, *args, **kwargs)
 
-    def find_one(self, filter: Any = None, *args: Any, **kwargs: Any) -> Any:
+    def _gen_find_one(self, filter: Any = None, *args: Any, **kwargs: Any) -> Operation[Any]:
         """The first matching document or None. A non-mapping filter matches on ``_id``, as in pymongo."""
         if filter is not None and not isinstance(filter, Mapping):
             filter = {"_id": filter}
@@ -851,13 +843,16 @@ class Collection:
         reply = yield Execute(self._core, self._user_id, self._db_name, "find_one", spec, session=raw)
         return None if reply is None else decode(reply, self._codec)
 
-    def count_documents(
+    find_one = operation(_gen_find_one)
+
+    def _gen_count_documents(
         self,
+        /,
         filter: Mapping[str, Any],
         session: ClientSession | None = None,
         comment: Any = None,
         **kwargs: Any,
-    ) -> int:
+    ) -> Operation[int]:
         """The number of matching documents; ``skip``, ``limit``, ``hint``, ``collation`` and
         ``maxTimeMS`` as in pymongo."""
         if "hint" in kwargs and not isinstance(kwargs["hint"], str):
@@ -899,7 +894,11 @@ class Collection:
         batch = reply["cursor"]["firstBatch"]
         return batch[0]["n"] if batch else 0
 
-    def estimated_document_count(self, comment: Any = None, **kwargs: Any) -> int:
+    count_documents = operation(_gen_count_documents)
+
+    def _gen_estimated_document_count(self, /, comment: Any = None, **kwargs: Any) -> Operation[int]:
+        """The number of documents in the collection from its metadata (no filter; fast), as pymongo's
+        ``estimated_document_count``: 0 if the collection does not exist."""
         if "session" in kwargs:
             raise ConfigurationError("estimated_document_count does not support sessions")
         if set(kwargs) <= {"maxTimeMS"} and type(kwargs.get("maxTimeMS", 0)) is int:
@@ -922,15 +921,20 @@ class Collection:
             )["n"]
         )
 
-    def distinct(
+    estimated_document_count = operation(_gen_estimated_document_count)
+
+    def _gen_distinct(
         self,
+        /,
         key: str,
         filter: Mapping[str, Any] | None = None,
         session: ClientSession | None = None,
         comment: Any = None,
         hint: Any = None,
         **kwargs: Any,
-    ) -> list[Any]:
+    ) -> Operation[list[Any]]:
+        """The distinct values of ``key`` among the documents matching ``filter``, as pymongo's ``distinct``
+        (a list; ``maxTimeMS`` and ``collation`` may be given as keyword arguments)."""
         if not isinstance(key, str):
             raise TypeError(f"key must be an instance of str, not {type(key)}")
         if filter is not None:
@@ -952,7 +956,9 @@ class Collection:
             put(options, "hint", hint)
             self._read_options(options, session)
             spec = self._route({"key": key, "filter": query or {}, "options": options}, session)
-            return (yield from self._execute("distinct", spec, session=session))["values"]
+            reply = yield from self._execute("distinct", spec, session=session)
+            values: list[Any] = reply["values"]
+            return values
         cmd: dict[str, Any] = {"distinct": self._name, "key": key}
         cmd.update(kwargs)
         put(cmd, "comment", comment)
@@ -964,18 +970,24 @@ class Collection:
             session=session,
             read_preference=self._read_preference_for(session),
         )
-        return reply["values"]
+        distinct: list[Any] = reply["values"]
+        return distinct
 
-    def aggregate(
+    distinct = operation(_gen_distinct)
+
+    def _gen_aggregate(
         self,
+        /,
         pipeline: Sequence[Mapping[str, Any]],
         session: ClientSession | None = None,
         let: Mapping[str, Any] | None = None,
         comment: Any = None,
         **kwargs: Any,
-    ) -> CommandCursor:
+    ) -> Operation[CommandCursor]:
         """pymongo's ``aggregate``: a CommandCursor over the results; ``$out``/``$merge`` included."""
         return (yield from _aggregate(self._database, self, pipeline, let, comment, kwargs, session))
+
+    aggregate = operation(_gen_aggregate)
 
     def _find_and_modify(
         self,
@@ -990,7 +1002,7 @@ class Collection:
         session: ClientSession | None,
         let: Any,
         kwargs: dict[str, Any],
-    ) -> Any:
+    ) -> Operation[Any]:
         """pymongo's ``_find_and_modify``; ``kind`` is "update", "replace" or "delete"."""
         check_mapping("filter", filter)
         if not isinstance(return_document, bool):
@@ -1010,7 +1022,7 @@ class Collection:
             check_bool("upsert", upsert)
         if array_filters is not None and not wc.acknowledged:
             raise ConfigurationError("arrayFilters is unsupported for unacknowledged writes.")
-        body = {k: kwargs.pop(k) for k in ("update", "remove") if k in kwargs}
+        body: dict[str, Any] = {k: kwargs.pop(k) for k in ("update", "remove") if k in kwargs}
         typed = (
             wc.acknowledged
             and set(kwargs) <= {"maxTimeMS", "comment"}
@@ -1056,8 +1068,9 @@ class Collection:
         check_write_response(out)
         return out.get("value")
 
-    def find_one_and_delete(
+    def _gen_find_one_and_delete(
         self,
+        /,
         filter: Mapping[str, Any],
         projection: Any = None,
         sort: Any = None,
@@ -1066,7 +1079,11 @@ class Collection:
         let: Mapping[str, Any] | None = None,
         comment: Any = None,
         **kwargs: Any,
-    ) -> Any:
+    ) -> Operation[Any]:
+        """Deletes the first document matching ``filter`` (in ``sort`` order) and returns it, or None if none
+        matched: pymongo's ``find_one_and_delete``, one ``findAndModify``. Raises ``ConfigurationError`` for
+        an explicit session with an unacknowledged write concern, ``WriteError`` (``DuplicateKeyError``) with
+        the server's writeErrors entry as ``details``, ``WriteConcernError`` (``WTimeoutError``)."""
         kwargs["remove"] = True
         put(kwargs, "comment", comment)
         return (
@@ -1085,8 +1102,11 @@ class Collection:
             )
         )
 
-    def find_one_and_replace(
+    find_one_and_delete = operation(_gen_find_one_and_delete)
+
+    def _gen_find_one_and_replace(
         self,
+        /,
         filter: Mapping[str, Any],
         replacement: Mapping[str, Any],
         projection: Any = None,
@@ -1098,7 +1118,12 @@ class Collection:
         let: Mapping[str, Any] | None = None,
         comment: Any = None,
         **kwargs: Any,
-    ) -> Any:
+    ) -> Operation[Any]:
+        """Replaces the first document matching ``filter`` and returns it as it was
+        (``return_document=ReturnDocument.AFTER``: as it is now), or None if none matched (and none was
+        upserted): pymongo's ``find_one_and_replace``. Raises ``ConfigurationError`` for an explicit session
+        with an unacknowledged write concern, ``WriteError`` (``DuplicateKeyError``) with the server's
+        writeErrors entry as ``details``, ``WriteConcernError`` (``WTimeoutError``)."""
         validate_ok_for_replace(replacement)
         kwargs["update"] = replacement
         put(kwargs, "comment", comment)
@@ -1108,8 +1133,11 @@ class Collection:
             )
         )
 
-    def find_one_and_update(
+    find_one_and_replace = operation(_gen_find_one_and_replace)
+
+    def _gen_find_one_and_update(
         self,
+        /,
         filter: Mapping[str, Any],
         update: Any,
         projection: Any = None,
@@ -1122,7 +1150,12 @@ class Collection:
         let: Mapping[str, Any] | None = None,
         comment: Any = None,
         **kwargs: Any,
-    ) -> Any:
+    ) -> Operation[Any]:
+        """Updates the first document matching ``filter`` and returns it as it was
+        (``return_document=ReturnDocument.AFTER``: as it is now), or None if none matched (and none was
+        upserted): pymongo's ``find_one_and_update``. Raises ``ConfigurationError`` for an explicit session
+        with an unacknowledged write concern, ``WriteError`` (``DuplicateKeyError``) with the server's
+        writeErrors entry as ``details``, ``WriteConcernError`` (``WTimeoutError``)."""
         validate_ok_for_update(update)
         validate_list_or_none("array_filters", array_filters)
         kwargs["update"] = update
@@ -1143,22 +1176,30 @@ class Collection:
             )
         )
 
+    find_one_and_update = operation(_gen_find_one_and_update)
+
     # -- indexes and administration -------------------------------------------------------------------
 
-    def create_indexes(
+    def _gen_create_indexes(
         self,
+        /,
         indexes: Sequence[IndexModel],
         session: ClientSession | None = None,
         comment: Any = None,
         **kwargs: Any,
-    ) -> list[str]:
+    ) -> Operation[list[str]]:
+        """Creates the indexes ``indexes`` (``pymongo.IndexModel`` instances) in one ``createIndexes``
+        command, as pymongo's ``create_indexes``, and returns their names. Raises ``TypeError`` for anything
+        but IndexModels, ``OperationFailure`` (e.g. an index of that name with other keys)."""
         validate_list("indexes", indexes)
         put(kwargs, "comment", comment)
         return (yield from self._create_indexes(indexes, kwargs, session))
 
+    create_indexes = operation(_gen_create_indexes)
+
     def _create_indexes(
         self, indexes: Sequence[IndexModel], kwargs: dict[str, Any], session: ClientSession | None
-    ) -> list[str]:
+    ) -> Operation[list[str]]:
         names = []
         documents = []
         for index in indexes:
@@ -1176,9 +1217,9 @@ class Collection:
         )
         return names
 
-    def create_index(
-        self, keys: Any, session: ClientSession | None = None, comment: Any = None, **kwargs: Any
-    ) -> str:
+    def _gen_create_index(
+        self, /, keys: Any, session: ClientSession | None = None, comment: Any = None, **kwargs: Any
+    ) -> Operation[str]:
         """Creates an index from pymongo's key spec (``"field"`` or ``[("a", 1), ("b", -1)]``)."""
         cmd_options: dict[str, Any] = {}
         if "maxTimeMS" in kwargs:
@@ -1186,7 +1227,11 @@ class Collection:
         put(cmd_options, "comment", comment)
         return (yield from self._create_indexes([IndexModel(keys, **kwargs)], cmd_options, session))[0]
 
-    def list_indexes(self, session: ClientSession | None = None, comment: Any = None) -> CommandCursor:
+    create_index = operation(_gen_create_index)
+
+    def _gen_list_indexes(
+        self, session: ClientSession | None = None, comment: Any = None
+    ) -> Operation[CommandCursor]:
         """The collection's indexes (as SON documents, like pymongo); none if the collection does not
         exist."""
         codec = CodecOptions(SON)
@@ -1214,9 +1259,13 @@ class Collection:
             self._database, None, codec, first_batch=reply["cursor"]["firstBatch"]
         )
 
-    def index_information(
+    list_indexes = operation(_gen_list_indexes)
+
+    def _gen_index_information(
         self, session: ClientSession | None = None, comment: Any = None
-    ) -> MutableMapping[str, Any]:
+    ) -> Operation[MutableMapping[str, Any]]:
+        """The collection's indexes as ``{name: {'key': [(field, direction)], ...options}}``, as pymongo's
+        ``index_information``; empty if the collection does not exist."""
         info = {}
         indexes = yield from self._gen_list_indexes(session=session, comment=comment)
         for index in (yield from indexes._gen_to_list()):
@@ -1225,9 +1274,13 @@ class Collection:
             info[index.pop("name")] = index
         return info
 
-    def drop_index(
-        self, index_or_name: Any, session: ClientSession | None = None, comment: Any = None, **kwargs: Any
-    ) -> None:
+    index_information = operation(_gen_index_information)
+
+    def _gen_drop_index(
+        self, /, index_or_name: Any, session: ClientSession | None = None, comment: Any = None, **kwargs: Any
+    ) -> Operation[None]:
+        """Drops the index named ``index_or_name``, or the index of those keys (a key list as ``create_index``
+        takes), as pymongo's ``drop_index``. Raises ``OperationFailure`` if there is no such index."""
         name = index_or_name
         if isinstance(index_or_name, list):
             name = "_".join(f"{k}_{v}" for k, v in index_or_name)
@@ -1242,16 +1295,25 @@ class Collection:
             )
         )
 
-    def drop_indexes(self, session: ClientSession | None = None, comment: Any = None, **kwargs: Any) -> None:
+    drop_index = operation(_gen_drop_index)
+
+    def _gen_drop_indexes(
+        self, /, session: ClientSession | None = None, comment: Any = None, **kwargs: Any
+    ) -> Operation[None]:
+        """Drops every index of the collection but ``_id``'s, as pymongo's ``drop_indexes``."""
         put(kwargs, "comment", comment)
         (yield from self._gen_drop_index("*", session=session, **kwargs))
 
-    def drop(
+    drop_indexes = operation(_gen_drop_indexes)
+
+    def _gen_drop(
         self,
         session: ClientSession | None = None,
         comment: Any = None,
         encrypted_fields: Mapping[str, Any] | None = None,
-    ) -> None:
+    ) -> Operation[None]:
+        """Drops the collection (no error if it does not exist), as pymongo's ``drop``. ``encrypted_fields``
+        (queryable encryption) is not supported: ``ConfigurationError``."""
         db = self._database.with_options(write_concern=self._write_concern)
         (
             yield from db._gen_drop_collection(
@@ -1259,9 +1321,14 @@ class Collection:
             )
         )
 
-    def rename(
-        self, new_name: str, session: ClientSession | None = None, comment: Any = None, **kwargs: Any
-    ) -> MutableMapping[str, Any]:
+    drop = operation(_gen_drop)
+
+    def _gen_rename(
+        self, /, new_name: str, session: ClientSession | None = None, comment: Any = None, **kwargs: Any
+    ) -> Operation[MutableMapping[str, Any]]:
+        """Renames the collection to ``new_name`` in the same database, as pymongo's ``rename``
+        (``dropTarget=True`` replaces an existing one); returns the server's reply. Raises ``InvalidName`` for
+        an invalid name, ``OperationFailure`` if the target exists."""
         if not isinstance(new_name, str):
             raise TypeError(f"new_name must be an instance of str, not {type(new_name)}")
         if not new_name or ".." in new_name:
@@ -1276,18 +1343,19 @@ class Collection:
         raw_wc = cmd.get("writeConcern")
         wc = WriteConcern(**raw_wc) if raw_wc is not None else self._wc(session)
         # renameCollection runs on admin; both names are in this database, so it stays within the tenant's.
-        return (
-            yield from self._command(
-                cmd,
-                CodecOptions(),
-                write_concern=None if raw_wc is not None else wc,
-                parse_write_concern_error=True,
-                db_name="admin",
-                session=session,
-            )
+        reply: MutableMapping[str, Any] = yield from self._command(
+            cmd,
+            CodecOptions(),
+            write_concern=None if raw_wc is not None else wc,
+            parse_write_concern_error=True,
+            db_name="admin",
+            session=session,
         )
+        return reply
 
-    def watch(
+    rename = operation(_gen_rename)
+
+    def _gen_watch(
         self,
         pipeline: Sequence[Mapping[str, Any]] | None = None,
         full_document: str | None = None,
@@ -1301,54 +1369,64 @@ class Collection:
         comment: Any = None,
         full_document_before_change: str | None = None,
         show_expanded_events: bool | None = None,
-    ) -> CollectionChangeStream:
+    ) -> Operation[CollectionChangeStream]:
         """A change stream of this collection (pymongo's ``Collection.watch``), opened at once: changes
         made after this returns are seen. Needs a replica set or sharded cluster, as in pymongo."""
-        return (
-            yield from gen_watch(
-                self._database,
-                self,
-                pipeline,
-                full_document,
-                resume_after,
-                max_await_time_ms,
-                batch_size,
-                collation,
-                start_at_operation_time,
-                session,
-                start_after,
-                comment,
-                full_document_before_change,
-                show_expanded_events,
-            )
+        stream = yield from gen_watch(
+            self._database,
+            self,
+            pipeline,
+            full_document,
+            resume_after,
+            max_await_time_ms,
+            batch_size,
+            collation,
+            start_at_operation_time,
+            session,
+            start_after,
+            comment,
+            full_document_before_change,
+            show_expanded_events,
         )
+        # gen_watch makes the CollectionChangeStream of this class (async or not).
+        return cast(CollectionChangeStream, stream)
+
+    watch = operation(_gen_watch)
 
     # pymongo methods tenantpool does not have (yet): named, so that a call fails saying so instead of
     # reaching __getattr__ (which would take the name for a sub-collection).
 
     def find_raw_batches(self, *args: Any, **kwargs: Any) -> Any:
+        """Not supported by tenantpool yet: ``NotImplementedError``."""
         raise NotImplementedError("Collection.find_raw_batches is not supported by tenantpool yet")
 
     def aggregate_raw_batches(self, *args: Any, **kwargs: Any) -> Any:
+        """Not supported by tenantpool yet: ``NotImplementedError``."""
         raise NotImplementedError("Collection.aggregate_raw_batches is not supported by tenantpool yet")
 
     def list_search_indexes(self, *args: Any, **kwargs: Any) -> Any:
+        """Atlas Search indexes are not supported by tenantpool: ``NotImplementedError`` (as are
+        ``create_search_index(es)``, ``drop_search_index`` and ``update_search_index``)."""
         raise NotImplementedError("Atlas Search indexes are not supported by tenantpool")
 
     create_search_index = create_search_indexes = drop_search_index = update_search_index = (
         list_search_indexes
     )
 
-    def options(self, session: ClientSession | None = None, comment: Any = None) -> MutableMapping[str, Any]:
+    def _gen_options(
+        self, session: ClientSession | None = None, comment: Any = None
+    ) -> Operation[MutableMapping[str, Any]]:
         """The options the collection was created with (empty if it does not exist)."""
         cursor = yield from self._database._gen_list_collections(
             session=session, filter={"name": self._name}, comment=comment
         )
         for doc in (yield from cursor._gen_to_list()):
-            options = doc.get("options", {})
+            options: MutableMapping[str, Any] = doc.get("options", {})
             options.pop("create", None)
             return options
         return {}
+
+    options = operation(_gen_options)
 
 
 def _aggregate(
@@ -1359,7 +1437,7 @@ def _aggregate(
     comment: Any,
     kwargs: dict[str, Any],
     session: ClientSession | None,
-) -> CommandCursor:
+) -> Operation[CommandCursor]:
     """pymongo's aggregation on a collection, or on the database if ``collection`` is None."""
     if "explain" in kwargs:
         raise ConfigurationError("The explain option is not supported. Use Database.command instead.")

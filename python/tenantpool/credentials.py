@@ -31,6 +31,10 @@ class TenantCredentials:
     ``mechanism`` (default negotiated). The password never appears in its ``repr``."""
 
     __slots__ = ("mechanism", "password", "source", "username")
+    username: str
+    password: str
+    source: str | None
+    mechanism: str | None
 
     def __init__(
         self, username: str, password: str, source: str | None = None, mechanism: str | None = None

@@ -8,14 +8,24 @@ import copy
 from collections import deque
 from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from bson.code import Code
 from bson.codec_options import CodecOptions
 from pymongo import CursorType
 from pymongo.errors import InvalidOperation, OperationFailure
 
-from ._calls import BOUND_SESSION, NextBatch, OpenCursor, Operation, bound_session, operations, run_sync
+from ._calls import (
+    BOUND_SESSION,
+    NextBatch,
+    OpenCursor,
+    Operation,
+    bound_session,
+    operation,
+    operations,
+    run_sync,
+    twin,
+)
 from ._common import (
     check_bool,
     check_mapping,
@@ -32,10 +42,14 @@ from ._common import (
 )
 
 if TYPE_CHECKING:
+    from typing_extensions import Self
+
     from ._core import RawCursor
     from .collection import Collection
     from .database import Database
-    from .session import ClientSession
+
+    # Either session class: the async classes run these same operations with an AsyncClientSession.
+    from .session import _Session as ClientSession
 
 # pymongo's query flags that can be expressed as find options.
 _TAILABLE = 2
@@ -83,7 +97,7 @@ class _BatchCursor:
     """Iteration shared by both cursors: a local deque refilled one server batch at a time."""
 
     _raw: RawCursor | None
-    _codec: CodecOptions
+    _codec: CodecOptions[Any]
     _session: ClientSession | None
     # A tailable cursor (set when its query runs): an empty batch ends an iteration, not the cursor.
     _tailable = False
@@ -131,16 +145,19 @@ class _BatchCursor:
     def _refresh(self) -> int:
         return run_sync(self._gen_refresh())
 
-    def __iter__(self) -> _BatchCursor:
+    def __iter__(self) -> Self:
         return self
 
-    def next(self) -> Any:
+    def __next__(self) -> Any:
         # The common case, a document already buffered, stays a deque pop.
+        """The next document (fetching the next server batch when the local one is used up); ``StopIteration``
+        once exhausted. ``next()`` is the same; on the async cursors it is awaited and ends with
+        ``StopAsyncIteration``."""
         if self._data or self._refresh():
             return self._data.popleft()
         raise StopIteration
 
-    __next__ = next
+    next = twin(__next__)
 
     def _gen_to_list(self, length: int | None = None) -> Operation[list[Any]]:
         """The remaining documents, or at most ``length`` of them (pymongo's ``to_list``)."""
@@ -158,9 +175,7 @@ class _BatchCursor:
                     break
         return res
 
-    def to_list(self, length: int | None = None) -> list[Any]:
-        """The remaining documents, or at most ``length`` of them (pymongo's ``to_list``)."""
-        return run_sync(self._gen_to_list(length))
+    to_list = operation(_gen_to_list)
 
     @property
     def alive(self) -> bool:
@@ -196,10 +211,11 @@ class _BatchCursor:
         if raw is not None:
             raw.close()
 
-    # No I/O waits here (the kill is sent in the background), so the async cursors can share it.
-    close = _close
+    # No I/O waits here (the kill is sent in the background); the async cursors' is a coroutine all the
+    # same, as pymongo's.
+    close = twin(_close)
 
-    def __enter__(self) -> _BatchCursor:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -317,6 +333,7 @@ class Cursor(_BatchCursor):
 
     @property
     def collection(self) -> Collection:
+        """The collection this cursor queries."""
         return self._collection
 
     @property
@@ -326,6 +343,7 @@ class Cursor(_BatchCursor):
 
     @property
     def address(self) -> tuple[str, int] | None:
+        """None: the Rust core does not tell which server a cursor runs on (pymongo: its ``(host, port)``)."""
         return None
 
     # -- chaining -------------------------------------------------------------------------------------
@@ -334,12 +352,18 @@ class Cursor(_BatchCursor):
         if self._started:
             raise InvalidOperation("cannot set options after executing query")
 
-    def sort(self, key_or_list: Any, direction: Any = None) -> Cursor:
+    def sort(self, key_or_list: Any, direction: Any = None) -> Self:
+        """Sorts the results by ``key_or_list`` (a key and ``direction``, or a list of ``(key, direction)``),
+        as pymongo's ``sort``. Returns this cursor, for chaining; ``InvalidOperation`` once iteration has
+        started."""
         self._check_okay_to_chain()
         self._ordering = index_document(index_list(key_or_list, direction))
         return self
 
-    def skip(self, skip: int) -> Cursor:
+    def skip(self, skip: int) -> Self:
+        """Skips the first ``skip`` results (pymongo's ``skip``; ``TypeError``/``ValueError`` for a non-int or
+        negative value). Returns this cursor, for chaining; ``InvalidOperation`` once iteration has
+        started."""
         if not isinstance(skip, int):
             raise TypeError(f"skip must be an integer, not {type(skip)}")
         if skip < 0:
@@ -348,7 +372,10 @@ class Cursor(_BatchCursor):
         self._skip = skip
         return self
 
-    def limit(self, limit: int) -> Cursor:
+    def limit(self, limit: int) -> Self:
+        """Returns at most ``limit`` results (0: no limit; negative: at most that many, in one batch), as
+        pymongo's ``limit``. Returns this cursor, for chaining; ``InvalidOperation`` once iteration has
+        started."""
         if not isinstance(limit, int):
             raise TypeError(f"limit must be an integer, not {type(limit)}")
         self._check_okay_to_chain()
@@ -356,7 +383,9 @@ class Cursor(_BatchCursor):
         self._limit = limit
         return self
 
-    def batch_size(self, batch_size: int) -> Cursor:
+    def batch_size(self, batch_size: int) -> Self:
+        """How many documents each server batch holds (one round trip each), as pymongo's ``batch_size``.
+        Returns this cursor, for chaining; ``InvalidOperation`` once iteration has started."""
         if not isinstance(batch_size, int):
             raise TypeError(f"batch_size must be an integer, not {type(batch_size)}")
         if batch_size < 0:
@@ -365,14 +394,20 @@ class Cursor(_BatchCursor):
         self._batch_size = batch_size
         return self
 
-    def max_time_ms(self, max_time_ms: int | None) -> Cursor:
+    def max_time_ms(self, max_time_ms: int | None) -> Self:
+        """A server-side time limit for the query (``ExecutionTimeout`` when exceeded), as pymongo's
+        ``max_time_ms``. Returns this cursor, for chaining; ``InvalidOperation`` once iteration has
+        started."""
         if not isinstance(max_time_ms, int) and max_time_ms is not None:
             raise TypeError(f"max_time_ms must be an integer or None, not {type(max_time_ms)}")
         self._check_okay_to_chain()
         self._max_time_ms = max_time_ms
         return self
 
-    def max_await_time_ms(self, max_await_time_ms: int | None) -> Cursor:
+    def max_await_time_ms(self, max_await_time_ms: int | None) -> Self:
+        """How long a tailable-await cursor's getMore waits for new documents, as pymongo's
+        ``max_await_time_ms``. Returns this cursor, for chaining; ``InvalidOperation`` once iteration has
+        started."""
         if not isinstance(max_await_time_ms, int) and max_await_time_ms is not None:
             raise TypeError(f"max_await_time_ms must be an integer or None, not {type(max_await_time_ms)}")
         self._check_okay_to_chain()
@@ -382,46 +417,61 @@ class Cursor(_BatchCursor):
             self._max_await_time_ms = max_await_time_ms
         return self
 
-    def hint(self, index: Any) -> Cursor:
+    def hint(self, index: Any) -> Self:
+        """The index the query must use (its name, or its keys), as pymongo's ``hint``. Returns this cursor,
+        for chaining; ``InvalidOperation`` once iteration has started."""
         self._check_okay_to_chain()
         self._hint = hint_value(index)
         return self
 
-    def collation(self, collation: Any) -> Cursor:
+    def collation(self, collation: Any) -> Self:
+        """The collation of the query (a ``pymongo.collation.Collation`` or its document). Returns this
+        cursor, for chaining; ``InvalidOperation`` once iteration has started."""
         self._check_okay_to_chain()
         self._collation = validate_collation_or_none(collation)
         return self
 
-    def comment(self, comment: Any) -> Cursor:
+    def comment(self, comment: Any) -> Self:
+        """A comment attached to the query (visible in the server's logs and profiler). Returns this cursor,
+        for chaining; ``InvalidOperation`` once iteration has started."""
         self._check_okay_to_chain()
         self._comment = comment
         return self
 
-    def allow_disk_use(self, allow_disk_use: bool) -> Cursor:
+    def allow_disk_use(self, allow_disk_use: bool) -> Self:
+        """Whether a blocking sort may use temporary files on the server, as pymongo's ``allow_disk_use``.
+        Returns this cursor, for chaining; ``InvalidOperation`` once iteration has started."""
         if not isinstance(allow_disk_use, bool):
             raise TypeError(f"allow_disk_use must be a bool, not {type(allow_disk_use)}")
         self._check_okay_to_chain()
         self._allow_disk_use = allow_disk_use
         return self
 
-    def max(self, spec: Any) -> Cursor:
+    def max(self, spec: Any) -> Self:
+        """The exclusive upper bound of the index used (needs ``hint``), as pymongo's ``max``. Returns this
+        cursor, for chaining; ``InvalidOperation`` once iteration has started."""
         if not isinstance(spec, (list, tuple)):
             raise TypeError(f"spec must be an instance of list or tuple, not {type(spec)}")
         self._check_okay_to_chain()
         self._max = dict(spec)
         return self
 
-    def min(self, spec: Any) -> Cursor:
+    def min(self, spec: Any) -> Self:
+        """The inclusive lower bound of the index used (needs ``hint``), as pymongo's ``min``. Returns this
+        cursor, for chaining; ``InvalidOperation`` once iteration has started."""
         if not isinstance(spec, (list, tuple)):
             raise TypeError(f"spec must be an instance of list or tuple, not {type(spec)}")
         self._check_okay_to_chain()
         self._min = dict(spec)
         return self
 
-    def max_scan(self, max_scan: int | None) -> Cursor:
+    def max_scan(self, max_scan: int | None) -> Self:
+        """Not supported (``$maxScan`` was removed in MongoDB 4.2): ``InvalidOperation``."""
         raise InvalidOperation("Cursor.max_scan() is not supported by tenantpool (removed in MongoDB 4.2)")
 
-    def where(self, code: str | Code) -> Cursor:
+    def where(self, code: str | Code) -> Self:
+        """Adds a ``$where`` JavaScript expression to the filter, as pymongo's ``where``. Returns this cursor,
+        for chaining; ``InvalidOperation`` once iteration has started."""
         self._check_okay_to_chain()
         if not isinstance(code, Code):
             code = Code(code)
@@ -431,7 +481,10 @@ class Cursor(_BatchCursor):
         self._spec = spec
         return self
 
-    def add_option(self, mask: int) -> Cursor:
+    def add_option(self, mask: int) -> Self:
+        """Sets pymongo query flags (``CursorType`` bits: tailable, no timeout, await data, partial). Exhaust
+        cursors are not supported: ``InvalidOperation``. Returns this cursor, for chaining;
+        ``InvalidOperation`` once iteration has started."""
         if not isinstance(mask, int):
             raise TypeError(f"mask must be an int, not {type(mask)}")
         self._check_okay_to_chain()
@@ -447,18 +500,20 @@ class Cursor(_BatchCursor):
         self._flags |= mask
         return self
 
-    def remove_option(self, mask: int) -> Cursor:
+    def remove_option(self, mask: int) -> Self:
+        """Clears pymongo query flags set by ``add_option`` (or ``cursor_type``). Returns this cursor, for
+        chaining; ``InvalidOperation`` once iteration has started."""
         if not isinstance(mask, int):
             raise TypeError(f"mask must be an int, not {type(mask)}")
         self._check_okay_to_chain()
         self._flags &= ~mask
         return self
 
-    def clone(self) -> Cursor:
+    def clone(self) -> Self:
         """An unevaluated copy of this cursor, with the same options."""
         return self._clone(True)
 
-    def _clone(self, deepcopy: bool) -> Cursor:
+    def _clone(self, deepcopy: bool) -> Self:
         base = type(self)(self._collection, session=self._session)
         for key in (
             "_spec",
@@ -486,13 +541,13 @@ class Cursor(_BatchCursor):
             setattr(base, key, copy.deepcopy(value) if deepcopy else value)
         return base
 
-    def __copy__(self) -> Cursor:
+    def __copy__(self) -> Self:
         return self._clone(False)
 
-    def __deepcopy__(self, memo: Any) -> Cursor:
+    def __deepcopy__(self, memo: Any) -> Self:
         return self._clone(True)
 
-    def rewind(self) -> Cursor:
+    def rewind(self) -> Self:
         """Closes the server cursor; the next iteration runs the query again."""
         self._close()
         self._init_iteration()
@@ -552,7 +607,8 @@ class Cursor(_BatchCursor):
             (yield from self._run_find_command(options))
             return None
         raw = core_session(self._session, c._user_id)
-        return (yield OpenCursor(c._core, c._user_id, c._db_name, "find", spec, session=raw))
+        cursor: RawCursor = yield OpenCursor(c._core, c._user_id, c._db_name, "find", spec, session=raw)
+        return cursor
 
     def _run_find_command(self, options: dict[str, Any]) -> Operation[None]:
         """Values pymongo sends but the driver's typed options cannot hold (a negative skip, a bool limit):
@@ -587,14 +643,15 @@ class Cursor(_BatchCursor):
         self._data.extend(cursor["firstBatch"])
         self._retrieved += len(cursor["firstBatch"])
 
-    def next(self) -> Any:
+    def __next__(self) -> Any:
+        """The next document (the query runs at the first); ``StopIteration`` once exhausted."""
         if self._empty:
             raise StopIteration
-        return super().next()
+        return super().__next__()
 
-    __next__ = next
+    next = twin(__next__)
 
-    def distinct(self, key: str) -> list[Any]:
+    def _gen_distinct(self, key: str) -> Operation[list[Any]]:
         """The distinct values of ``key`` among the documents this cursor matches (pymongo's
         ``Cursor.distinct``: the filter, max_time_ms, comment and collation apply)."""
         options: dict[str, Any] = {}
@@ -605,7 +662,9 @@ class Cursor(_BatchCursor):
         put(options, "collation", self._collation)
         return (yield from self._collection._gen_distinct(key, session=self._session, **options))
 
-    def explain(self) -> Any:
+    distinct = operation(_gen_distinct)
+
+    def _gen_explain(self) -> Operation[Any]:
         """The server's explanation of this query (``explain`` of the equivalent ``find`` command)."""
         options = self._options()
         limit = options.pop("limit", 0)
@@ -626,7 +685,15 @@ class Cursor(_BatchCursor):
             )
         )
 
+    explain = operation(_gen_explain)
+
+    @overload
+    def __getitem__(self, index: slice) -> Self: ...
+    @overload
+    def __getitem__(self, index: int) -> Any: ...
     def __getitem__(self, index: int | slice) -> Any:
+        """``cursor[i]``: the document at ``i`` (a query of its own, ``IndexError`` if there is none);
+        ``cursor[a:b]``: this cursor with skip ``a`` and limit ``b - a``, as pymongo's."""
         self._check_okay_to_chain()
         self._empty = False
         if isinstance(index, slice):
@@ -664,6 +731,7 @@ class Cursor(_BatchCursor):
         return f"<tenantpool.cursor.Cursor object on {self._collection.full_name}>"
 
 
+@operations
 class CommandCursor(_BatchCursor):
     """The cursor of ``aggregate``, ``list_indexes`` and ``list_collections``. As in pymongo, the command
     runs at once, so its errors surface at the call; later batches are fetched as iteration needs them."""
@@ -672,7 +740,7 @@ class CommandCursor(_BatchCursor):
         self,
         database: Database,
         raw: RawCursor | None,
-        codec: CodecOptions,
+        codec: CodecOptions[Any],
         first_batch: list[Any] | None = None,
         session: ClientSession | None = None,
     ) -> None:
@@ -693,7 +761,7 @@ class CommandCursor(_BatchCursor):
         database: Database,
         op: str,
         spec: Mapping[str, Any],
-        codec: CodecOptions,
+        codec: CodecOptions[Any],
         session: ClientSession | None = None,
     ) -> Operation[RawCursor]:
         """Runs the cursor's command at once, as pymongo does, so its errors surface at the call."""
@@ -701,24 +769,28 @@ class CommandCursor(_BatchCursor):
         if database._scope is not None and "collection" not in spec:
             database._scope.check_database_operation(user_id, database.name, op)
         raw = core_session(session, user_id)
-        return (yield OpenCursor(database._core, user_id, database.name, op, encode(spec, False, codec), raw))
+        cursor: RawCursor = yield OpenCursor(
+            database._core, user_id, database.name, op, encode(spec, False, codec), raw
+        )
+        return cursor
 
     @property
     def address(self) -> tuple[str, int] | None:
+        """None: the Rust core does not tell which server a cursor runs on (pymongo: its ``(host, port)``)."""
         return None
 
     @property
     def cursor_id(self) -> int | None:
+        """None: the Rust core keeps the server cursor id to itself."""
         return None
 
     def _gen_try_next(self) -> Operation[Any]:
+        """The next document, or None if there is none yet (pymongo's ``CommandCursor.try_next``)."""
         if self._data or (yield from self._gen_refresh()):
             return self._data.popleft()
         return None
 
-    def try_next(self) -> Any:
-        """The next document, or None if there is none yet (pymongo's ``CommandCursor.try_next``)."""
-        return run_sync(self._gen_try_next())
+    try_next = operation(_gen_try_next)
 
     def __repr__(self) -> str:
         return f"<tenantpool.cursor.CommandCursor object on {self._database.name}>"

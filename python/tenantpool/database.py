@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, MutableMapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
 from bson.dbref import DBRef
 from pymongo.errors import CollectionInvalid, InvalidName, OperationFailure, WriteConcernError
 from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import _ServerMode
-from pymongo.write_concern import DEFAULT_WRITE_CONCERN, WriteConcern
+from pymongo.write_concern import WriteConcern
 
 from . import _read_preference
-from ._calls import Execute, operations
+from ._base import BaseObject
+from ._calls import Operation, operation, operations
 from ._common import (
     allowed_error,
     check_mapping,
-    core_session,
-    decode,
-    encode,
     put,
     validate_collation_or_none,
     write_concern_document,
@@ -29,9 +27,13 @@ from .collection import Collection, _aggregate
 from .cursor import CommandCursor, Cursor
 
 if TYPE_CHECKING:
+    from typing_extensions import Self
+
     from ._isolation import IsolationScope
     from .client import TenantClient
-    from .session import ClientSession
+
+    # Either session class: the async classes run these same operations with an AsyncClientSession.
+    from .session import _Session as ClientSession
 
 
 def _check_name(name: str) -> None:
@@ -43,8 +45,10 @@ def _check_name(name: str) -> None:
 
 
 @operations
-class Database:
+class Database(BaseObject):
     """A tenant's database. ``db.posts`` and ``db["posts"]`` give collections, as in pymongo."""
+
+    _kind = "Database"
 
     # The classes this database hands out; the async twin swaps in its own.
     _collection_class: type[Collection] = Collection
@@ -57,7 +61,7 @@ class Database:
         self,
         client: TenantClient,
         name: str,
-        codec_options: CodecOptions | None = None,
+        codec_options: CodecOptions[Any] | None = None,
         read_preference: Any = None,
         write_concern: WriteConcern | None = None,
         read_concern: ReadConcern | None = None,
@@ -67,8 +71,8 @@ class Database:
         if name != "$external":
             _check_name(name)
         self._client = client
-        self._name = name
-        self._codec: CodecOptions = codec_options or client.codec_options
+        self._name = self._db_name = name
+        self._codec: CodecOptions[Any] = codec_options or client.codec_options
         self._read_preference: _ServerMode = _read_preference.check(read_preference or client.read_preference)
         # The tenant client's defaults are the driver's, applied by it to typed operations.
         self._write_concern: WriteConcern = write_concern or WriteConcern()
@@ -82,58 +86,13 @@ class Database:
 
     @property
     def name(self) -> str:
+        """The name of this database (by default, the tenant's from the manager's ``db_name_template``)."""
         return self._name
 
     @property
     def client(self) -> TenantClient:
+        """The tenant's client this database is of (an ``AsyncTenantClient`` for an ``AsyncDatabase``)."""
         return self._client
-
-    @property
-    def codec_options(self) -> CodecOptions:
-        return self._codec
-
-    @property
-    def write_concern(self) -> WriteConcern:
-        return self._write_concern
-
-    @property
-    def read_concern(self) -> ReadConcern:
-        return self._read_concern
-
-    @property
-    def read_preference(self) -> _ServerMode:
-        return self._read_preference
-
-    def _read_preference_for(self, session: ClientSession | None) -> _ServerMode:
-        """The read preference of a read: inside a transaction, the transaction's (pymongo's rule)."""
-        return _read_preference.for_session(self._read_preference, session)
-
-    def _run_command(
-        self,
-        command: Mapping[str, Any],
-        codec: CodecOptions | None = None,
-        session: ClientSession | None = None,
-        read_preference: _ServerMode | None = None,
-    ) -> Any:
-        """Sends ``command`` as is (the core's generic op) and returns the server's reply; on the
-        primary unless a ``read_preference`` is given."""
-        codec = codec or self._codec
-        if self._scope is not None:
-            command = self._scope.check_command(self._user_id, self._name, command)
-        doc: dict[str, Any] = {"command": command}
-        if read_preference is not None:
-            _read_preference.put(doc, read_preference, session)
-        spec = encode(doc, False, codec)
-        raw = core_session(session, self._user_id)
-        return decode(
-            (yield Execute(self._core, self._user_id, self._name, "command", spec, session=raw)), codec
-        )
-
-    def _wc(self, session: ClientSession | None) -> WriteConcern:
-        """The write concern of an operation: none of its own inside a transaction (pymongo's rule)."""
-        if session is not None and session.in_transaction:
-            return DEFAULT_WRITE_CONCERN
-        return self._write_concern
 
     def __getitem__(self, name: str) -> Collection:
         return self._collection_class(self, name)
@@ -149,22 +108,27 @@ class Database:
     def get_collection(
         self,
         name: str,
-        codec_options: CodecOptions | None = None,
+        codec_options: CodecOptions[Any] | None = None,
         read_preference: Any = None,
         write_concern: WriteConcern | None = None,
         read_concern: ReadConcern | None = None,
     ) -> Collection:
+        """The collection ``name`` of this database with these options instead of the database's, as pymongo's
+        ``get_collection`` (``db.posts`` and ``db['posts']`` are the same with the database's). No I/O. Raises
+        ``InvalidName`` for an invalid name; under isolation, ``OperationFailure`` (Unauthorized) for a
+        collection the tenant may not use."""
         return self._collection_class(
             self, name, False, codec_options, read_preference, write_concern, read_concern
         )
 
     def with_options(
         self,
-        codec_options: CodecOptions | None = None,
+        codec_options: CodecOptions[Any] | None = None,
         read_preference: Any = None,
         write_concern: WriteConcern | None = None,
         read_concern: ReadConcern | None = None,
-    ) -> Database:
+    ) -> Self:
+        """A copy of this database with the options given replaced (pymongo's ``with_options``). No I/O."""
         return type(self)(
             self._client,
             self._name,
@@ -174,18 +138,19 @@ class Database:
             read_concern or self._read_concern,
         )
 
-    def command(
+    def _gen_command(
         self,
+        /,
         command: str | MutableMapping[str, Any],
         value: Any = 1,
         check: bool = True,
         allowable_errors: Sequence[str | int] | None = None,
         read_preference: Any = None,
-        codec_options: CodecOptions | None = None,
+        codec_options: CodecOptions[Any] | None = None,
         session: ClientSession | None = None,
         comment: Any = None,
         **kwargs: Any,
-    ) -> dict[str, Any]:
+    ) -> Operation[dict[str, Any]]:
         """Runs a database command, as pymongo's ``Database.command`` (same arguments, replies and errors).
         As in pymongo, the reply is decoded with ``codec_options``, by default plain dicts, and the command
         runs on the primary unless ``read_preference`` is given (the database's is not used)."""
@@ -196,15 +161,16 @@ class Database:
             command = {command: value}
         command.update(kwargs)
         try:
-            return (
-                yield from self._run_command(
-                    command, codec_options or DEFAULT_CODEC_OPTIONS, session, read_preference
-                )
+            reply: dict[str, Any] = yield from self._run_command(
+                command, codec_options or DEFAULT_CODEC_OPTIONS, session, read_preference
             )
         except OperationFailure as exc:
             if not check or allowed_error(exc, allowable_errors):
-                return exc.details or {}
+                return cast("dict[str, Any]", exc.details or {})
             raise
+        return reply
+
+    command = operation(_gen_command)
 
     def cursor_command(self, *args: Any, **kwargs: Any) -> CommandCursor:
         raise NotImplementedError(
@@ -212,13 +178,16 @@ class Database:
             "continue a cursor opened by a generic command"
         )
 
-    def list_collection_names(
+    def _gen_list_collection_names(
         self,
+        /,
         session: ClientSession | None = None,
         filter: Mapping[str, Any] | None = None,
         comment: Any = None,
         **kwargs: Any,
-    ) -> list[str]:
+    ) -> Operation[list[str]]:
+        """The names of this database's collections (matching ``filter``, if given), as pymongo's
+        ``list_collection_names``."""
         if filter is None:
             kwargs["nameOnly"] = True
         else:
@@ -228,14 +197,19 @@ class Database:
         cursor = yield from self._gen_list_collections(session, filter, comment, **kwargs)
         return [c["name"] for c in (yield from cursor._gen_to_list())]
 
-    def list_collections(
+    list_collection_names = operation(_gen_list_collection_names)
+
+    def _gen_list_collections(
         self,
+        /,
         session: ClientSession | None = None,
         filter: Mapping[str, Any] | None = None,
         comment: Any = None,
         **kwargs: Any,
-    ) -> CommandCursor:
+    ) -> Operation[CommandCursor]:
         # On the primary, as in pymongo (inside a transaction, the transaction's read preference).
+        """A cursor over this database's collections (their ``listCollections`` documents), as pymongo's
+        ``list_collections``."""
         read_preference = _read_preference.for_command(None, session)
         # The driver's listCollections takes only a filter; anything else goes as pymongo's command (a
         # database's collection list comes back in one batch).
@@ -257,17 +231,20 @@ class Database:
         reply = yield from self._run_command(cmd, session=session, read_preference=read_preference)
         return self._command_cursor_class(self, None, self._codec, first_batch=reply["cursor"]["firstBatch"])
 
-    def create_collection(
+    list_collections = operation(_gen_list_collections)
+
+    def _gen_create_collection(
         self,
+        /,
         name: str,
-        codec_options: CodecOptions | None = None,
+        codec_options: CodecOptions[Any] | None = None,
         read_preference: Any = None,
         write_concern: WriteConcern | None = None,
         read_concern: ReadConcern | None = None,
         session: ClientSession | None = None,
         check_exists: bool | None = True,
         **kwargs: Any,
-    ) -> Collection:
+    ) -> Operation[Collection]:
         """Creates the collection with the server's ``create`` options (``validator``, ``capped``...);
         raises CollectionInvalid if it exists, as pymongo does."""
         clustered_index = kwargs.get("clusteredIndex")
@@ -297,13 +274,15 @@ class Database:
         (yield from coll._command(cmd, write_concern=coll._wc(session), collation=collation, session=session))
         return coll
 
-    def drop_collection(
+    create_collection = operation(_gen_create_collection)
+
+    def _gen_drop_collection(
         self,
         name_or_collection: str | Collection,
         session: ClientSession | None = None,
         comment: Any = None,
         encrypted_fields: Mapping[str, Any] | None = None,
-    ) -> dict[str, Any]:
+    ) -> Operation[dict[str, Any]]:
         """Drops the collection; the server's reply (also when there was no such collection)."""
         name = name_or_collection.name if isinstance(name_or_collection, Collection) else name_or_collection
         if not isinstance(name, str):
@@ -320,25 +299,29 @@ class Database:
         if not wc.is_server_default:
             cmd["writeConcern"] = write_concern_document(wc)
         try:
-            reply = yield from self._run_command(cmd, session=session)
+            reply: dict[str, Any] = yield from self._run_command(cmd, session=session)
         except OperationFailure as exc:
             if exc.code == 26 or (exc.details or {}).get("errmsg") == "ns not found":
-                return exc.details
+                return cast("dict[str, Any]", exc.details)  # None if the server sent no details
             raise
         if reply.get("writeConcernError"):
             w = reply["writeConcernError"]
             raise WriteConcernError(w.get("errmsg"), w.get("code"), w)
         return reply
 
-    def aggregate(
-        self, pipeline: Sequence[Mapping[str, Any]], session: ClientSession | None = None, **kwargs: Any
-    ) -> CommandCursor:
+    drop_collection = operation(_gen_drop_collection)
+
+    def _gen_aggregate(
+        self, /, pipeline: Sequence[Mapping[str, Any]], session: ClientSession | None = None, **kwargs: Any
+    ) -> Operation[CommandCursor]:
         """A database-level aggregation (``$currentOp``, ``$documents``...)."""
         let = kwargs.pop("let", None)
         comment = kwargs.pop("comment", None)
         return (yield from _aggregate(self, None, pipeline, let, comment, kwargs, session))
 
-    def validate_collection(
+    aggregate = operation(_gen_aggregate)
+
+    def _gen_validate_collection(
         self,
         name_or_collection: str | Collection,
         scandata: bool = False,
@@ -346,7 +329,7 @@ class Database:
         session: ClientSession | None = None,
         background: bool | None = None,
         comment: Any = None,
-    ) -> dict[str, Any]:
+    ) -> Operation[dict[str, Any]]:
         """Runs the server's ``validate``; raises CollectionInvalid if the collection is not valid."""
         name = name_or_collection.name if isinstance(name_or_collection, Collection) else name_or_collection
         if not isinstance(name, str):
@@ -359,7 +342,9 @@ class Database:
             raise CollectionInvalid(f"{name} invalid: {result!r}")
         return result
 
-    def watch(
+    validate_collection = operation(_gen_validate_collection)
+
+    def _gen_watch(
         self,
         pipeline: Sequence[Mapping[str, Any]] | None = None,
         full_document: str | None = None,
@@ -373,30 +358,34 @@ class Database:
         comment: Any = None,
         full_document_before_change: str | None = None,
         show_expanded_events: bool | None = None,
-    ) -> DatabaseChangeStream:
+    ) -> Operation[DatabaseChangeStream]:
         """A change stream of every collection of this database (pymongo's ``Database.watch``)."""
-        return (
-            yield from gen_watch(
-                self,
-                None,
-                pipeline,
-                full_document,
-                resume_after,
-                max_await_time_ms,
-                batch_size,
-                collation,
-                start_at_operation_time,
-                session,
-                start_after,
-                comment,
-                full_document_before_change,
-                show_expanded_events,
-            )
+        stream = yield from gen_watch(
+            self,
+            None,
+            pipeline,
+            full_document,
+            resume_after,
+            max_await_time_ms,
+            batch_size,
+            collation,
+            start_at_operation_time,
+            session,
+            start_after,
+            comment,
+            full_document_before_change,
+            show_expanded_events,
         )
+        # gen_watch makes the DatabaseChangeStream of this class (async or not).
+        return cast(DatabaseChangeStream, stream)
 
-    def dereference(
-        self, dbref: DBRef, session: ClientSession | None = None, comment: Any = None, **kwargs: Any
-    ) -> Any:
+    watch = operation(_gen_watch)
+
+    def _gen_dereference(
+        self, /, dbref: DBRef, session: ClientSession | None = None, comment: Any = None, **kwargs: Any
+    ) -> Operation[Any]:
+        """The document ``dbref`` refers to, or None, as pymongo's ``dereference``. Raises ``ValueError`` for
+        a DBRef to another database."""
         if not isinstance(dbref, DBRef):
             raise TypeError(f"cannot dereference a {type(dbref)}")
         if dbref.database is not None and dbref.database != self._name:
@@ -412,30 +401,10 @@ class Database:
             )
         )
 
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Database):
-            return self._client == other._client and self._name == other._name
-        return NotImplemented
+    dereference = operation(_gen_dereference)
 
-    def __ne__(self, other: object) -> bool:
-        return not self == other
-
-    def __hash__(self) -> int:
-        return hash((self._client, self._name))
-
-    def __bool__(self) -> bool:
-        raise NotImplementedError(
-            "Database objects do not implement truth value testing or bool(). Please compare with None "
-            "instead: database is not None"
-        )
-
-    def __iter__(self) -> Database:
-        return self
-
-    def __next__(self) -> None:
-        raise TypeError("'Database' object is not iterable")
-
-    next = __next__
+    def _identity(self) -> tuple[Any, ...]:
+        return (self._client, self._name)
 
     def __repr__(self) -> str:
         return f"Database({self._client!r}, {self._name!r})"

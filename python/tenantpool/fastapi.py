@@ -120,7 +120,7 @@ class TenantPool:
         s = self.settings
         if self.admin_enabled or s["admin_token"] is not None or s["admin_auth"] is not None:
             self._admin = AdminGuard.from_settings(s)  # enabled without credentials: an error
-        self._manager: Any = None
+        self._manager: AsyncUserConnectionManager | None = None
         self.user_id: Callable[..., Awaitable[str]]
         self.user_database: Callable[..., Awaitable[Any]]
         self.user_id, self.user_database = self._dependencies()
@@ -142,7 +142,7 @@ class TenantPool:
             await manager.close()
 
     @property
-    def manager(self) -> Any:
+    def manager(self) -> AsyncUserConnectionManager:
         """The running app's ``AsyncUserConnectionManager``."""
         manager = self._manager
         if manager is None:

@@ -113,7 +113,7 @@ class _AppState:
         # background tasks belong to the parent.
         self._inherited: list[UserConnectionManager] = []
         self._lock = threading.Lock()
-        ref = weakref.ref(self)
+        ref: weakref.ref[_AppState] = weakref.ref(self)
         # A lock held by another thread at fork time would stay locked forever in the child.
         os.register_at_fork(after_in_child=lambda: _reset_lock(ref))
         atexit.register(_close_at_exit, ref)

@@ -13,6 +13,7 @@ from pymongo.errors import ConfigurationError, InvalidName
 from pymongo.read_preferences import _ServerMode
 
 from . import _core, _move
+from ._calls import operations, twin
 from ._isolation import IsolationScope, TenantDatabases
 from ._options import split_options, with_credentials
 from ._read_preference import manager_read_preference
@@ -39,6 +40,7 @@ def _positive_int(name: str, value: Any) -> int:
     return value
 
 
+@operations
 class UserConnectionManager:
     """One isolated MongoDB connection pool per tenant, created on first use and closed when idle.
 
@@ -185,7 +187,7 @@ class UserConnectionManager:
         self._uri_options = uri_options
         self.strategy = strategy
         self.groups = groups if strategy == "grouped" else None
-        self._codec: CodecOptions = codec
+        self._codec: CodecOptions[Any] = codec
         self.user_pool_size: int = user_pool_size
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
@@ -210,6 +212,8 @@ class UserConnectionManager:
             )
 
         self._core: Any = make_core(connection_string)
+        # Each deployment's connection string, with credentials (placement fills it; _move reads it).
+        self._deployment_uris: dict[str, str] = {}
         budget = self._core.budget()
         if deployments is not None:
             self._core = placement_router(
@@ -252,7 +256,9 @@ class UserConnectionManager:
             )
 
     @property
-    def codec_options(self) -> CodecOptions:
+    def codec_options(self) -> CodecOptions[Any]:
+        """The codec options of the connection string (``uuidRepresentation``, ``tz_aware``...): the default
+        of every tenant's databases."""
         return self._codec
 
     @property
@@ -340,6 +346,7 @@ class UserConnectionManager:
         TenantCredentials(username, password, source)
         return user_id, username, password, check_roles(roles), source
 
+    @twin
     def provision_tenant(
         self,
         user_id: str,
@@ -363,6 +370,7 @@ class UserConnectionManager:
         self._log_provisioned(user_id, username, created)
         return TenantCredentials(username, password, source)
 
+    @twin
     def deprovision_tenant(
         self, user_id: str, *, username: str | None = None, source: str | None = None
     ) -> bool:
@@ -385,7 +393,7 @@ class UserConnectionManager:
         closed = self._core.close_tenant(self._check_user(user_id))
         if closed:
             logger.info("closed the pool of tenant %r", user_id)
-        return closed
+        return bool(closed)
 
     def get_stats(self) -> dict[str, Any]:
         """The document's statistics, plus lifecycle counters under ``pools`` and the connection budget
@@ -434,7 +442,8 @@ class UserConnectionManager:
     def get_user_stats(self, user_id: str) -> dict[str, Any] | None:
         """The tenant's pool: size, operations and errors, leases in use, age and idle time."""
         self._core.check_open()
-        return self._core.tenant_info(self._check_user(user_id))
+        info: dict[str, Any] | None = self._core.tenant_info(self._check_user(user_id))
+        return info
 
     # -- deployments (see placement) ----------------------------------------------------------------
 
@@ -442,11 +451,13 @@ class UserConnectionManager:
         """The name of the deployment the tenant lives on (``deployments=`` managers only)."""
         return router_of(self).deployment_of(self._check_user(user_id))
 
+    @twin
     def place_tenant(self, user_id: str, deployment: str) -> None:
         """Records in the tenant catalog that the tenant lives on ``deployment`` (it moves no data: for
         a new tenant, or one whose data is already there). Every process follows."""
         router_of(self).place(self._check_user(user_id), deployment)
 
+    @twin
     def move_tenant(
         self, user_id: str, to: str, *, keep_source: bool = False, timeout: float = 60.0
     ) -> dict[str, Any]:
@@ -463,6 +474,7 @@ class UserConnectionManager:
         may remain on the target: drop it before moving the tenant there again."""
         return _move.recover_move(self, self._check_user(user_id))
 
+    @twin
     def close_all(self) -> None:
         """Closes every tenant's pool (each once its in-flight operations finish) and every shared
         client, as the design document's ``close_all``: ``get_stats()`` then shows no connections, and
@@ -472,6 +484,7 @@ class UserConnectionManager:
             n = self._core.close_pools()
             logger.info("closed all %d tenant pools", n)
 
+    @twin
     def close(self) -> None:
         """Closes every pool for good, as pymongo's ``MongoClient.close``: any later call but
         ``close``/``close_all`` raises ``InvalidOperation``. Leaving a ``with`` block calls it. Safe to
@@ -482,7 +495,9 @@ class UserConnectionManager:
 
     @property
     def closed(self) -> bool:
-        return self._core.closed
+        """Whether ``close()`` has been called: every later call but ``close``/``close_all`` raises
+        ``InvalidOperation``."""
+        return bool(self._core.closed)
 
     def __enter__(self) -> UserConnectionManager:
         return self

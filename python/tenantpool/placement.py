@@ -467,7 +467,7 @@ class Router:
 
     def db_name(self, tenant: str) -> str:
         # The template is the same on every core.
-        return self.cores[self.placement.default].db_name(tenant)
+        return str(self.cores[self.placement.default].db_name(tenant))
 
     def ensure(self, tenant: str, wait: bool = True) -> None:
         if not wait and self.catalog is not None and tenant not in self._routes:
@@ -501,11 +501,11 @@ class Router:
 
     @property
     def closed(self) -> bool:
-        return self.cores[self.placement.default].closed
+        return bool(self.cores[self.placement.default].closed)
 
     @property
     def redacted_uri(self) -> str:
-        return self.cores[self.placement.default].redacted_uri
+        return str(self.cores[self.placement.default].redacted_uri)
 
     def check_open(self) -> None:
         self.cores[self.placement.default].check_open()

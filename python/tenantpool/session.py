@@ -22,11 +22,10 @@ import time
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from contextvars import Token
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import bson
 from bson.timestamp import Timestamp
-from pymongo.client_session import SessionOptions, TransactionOptions
 from pymongo.errors import InvalidOperation, OperationFailure, PyMongoError
 from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import _ServerMode
@@ -36,7 +35,13 @@ from ._calls import ASYNC_BOUND_SESSION, BOUND_SESSION, Invoke, SessionCall, Sle
 from ._core import Session as _RawSession
 
 if TYPE_CHECKING:
+    # Where type checkers find them: pymongo.client_session re-exports them with a star import.
+    from pymongo.client_session_shared import SessionOptions, TransactionOptions
+
+    from .asynchronous import AsyncTenantClient
     from .client import TenantClient
+else:
+    from pymongo.client_session import SessionOptions, TransactionOptions
 
 T = TypeVar("T")
 _Step = Generator[Any, Any, T]
@@ -116,10 +121,12 @@ class _Session:
 
     @property
     def in_transaction(self) -> bool:
+        """Whether a transaction is open on this session."""
         return self._raw is not None and self._raw.in_transaction
 
     @property
     def has_ended(self) -> bool:
+        """Whether ``end_session`` has been called (or the ``with`` block left)."""
         return self._ended
 
     @property
@@ -180,9 +187,12 @@ class _Session:
         """The transaction's read preference while one is in progress (pymongo's name)."""
         return self._txn_read_pref if self.in_transaction else None
 
-    def _check_ended(self) -> None:
+    def _check_ended(self) -> _RawSession:
+        """The core session; InvalidOperation once ended."""
         if self._ended:
             raise InvalidOperation("Cannot use ended session")
+        assert self._raw is not None  # cleared only as the session ends
+        return self._raw
 
     def _handle(self, user_id: str) -> _RawSession:
         """The core session, for an operation of ``user_id``."""
@@ -209,7 +219,7 @@ class _Session:
         read_preference: Any,
         max_commit_time_ms: int | None,
     ) -> _Step[None]:
-        self._check_ended()
+        raw = self._check_ended()
         if self._options.snapshot:
             raise InvalidOperation("Transactions are not supported in snapshot sessions")
         if self.in_transaction:
@@ -220,18 +230,16 @@ class _Session:
             self._inherit("read_preference", read_preference),
             self._inherit("max_commit_time_ms", max_commit_time_ms),
         )
-        yield SessionCall(self._raw, "start_transaction", (spec,))
+        yield SessionCall(raw, "start_transaction", (spec,))
         # As pymongo's: the one given, else the session's default, else the client's.
         given = self._inherit("read_preference", read_preference)
         self._txn_read_pref = given or self._client.read_preference
 
     def _gen_commit_transaction(self) -> _Step[None]:
-        self._check_ended()
-        yield SessionCall(self._raw, "commit_transaction")
+        yield SessionCall(self._check_ended(), "commit_transaction")
 
     def _gen_abort_transaction(self) -> _Step[None]:
-        self._check_ended()
-        yield SessionCall(self._raw, "abort_transaction")
+        yield SessionCall(self._check_ended(), "abort_transaction")
 
     def _gen_exit_transaction(self, failed: bool) -> _Step[None]:
         """Leaving a ``start_transaction`` block: commit on success, abort on error."""
@@ -363,6 +371,7 @@ class ClientSession(_Session):
 
     @property
     def client(self) -> TenantClient:
+        """The tenant's client that started this session."""
         return self._client
 
     def start_transaction(
@@ -379,9 +388,14 @@ class ClientSession(_Session):
         return _TransactionContext(self)
 
     def commit_transaction(self) -> None:
+        """Commits the open transaction, as pymongo's ``commit_transaction`` (retried once on a retryable
+        error). Raises ``InvalidOperation`` if none is open, ``OperationFailure`` with the server's error
+        labels."""
         run_sync(self._gen_commit_transaction())
 
     def abort_transaction(self) -> None:
+        """Aborts the open transaction, as pymongo's ``abort_transaction`` (an abort cut short ends
+        quietly, as pymongo ignores abort errors). Raises ``InvalidOperation`` if none is open."""
         run_sync(self._gen_abort_transaction())
 
     def with_transaction(
@@ -393,11 +407,12 @@ class ClientSession(_Session):
         max_commit_time_ms: int | None = None,
     ) -> T:
         """Runs ``callback(session)`` in a transaction and commits it, retrying as pymongo does."""
-        return run_sync(
+        result: T = run_sync(
             self._gen_with_transaction(
                 callback, read_concern, write_concern, read_preference, max_commit_time_ms
             )
         )
+        return result
 
     def end_session(self) -> None:
         """Ends the session (aborting an open transaction)."""
@@ -490,6 +505,11 @@ class AsyncClientSession(_Session):
     ``await s.with_transaction(callback)``, ``await s.end_session()``. Pass it as ``session=`` to the
     tenant's async operations."""
 
+    @property
+    def client(self) -> AsyncTenantClient:
+        """The tenant's client that started this session."""
+        return cast("AsyncTenantClient", self._client)
+
     def start_transaction(
         self,
         read_concern: ReadConcern | None = None,
@@ -503,9 +523,14 @@ class AsyncClientSession(_Session):
         )
 
     async def commit_transaction(self) -> None:
+        """Commits the open transaction, as pymongo's ``commit_transaction`` (retried once on a retryable
+        error). Raises ``InvalidOperation`` if none is open, ``OperationFailure`` with the server's error
+        labels."""
         await run_async(self._gen_commit_transaction())
 
     async def abort_transaction(self) -> None:
+        """Aborts the open transaction, as pymongo's ``abort_transaction`` (an abort cut short ends
+        quietly, as pymongo ignores abort errors). Raises ``InvalidOperation`` if none is open."""
         await run_async(self._gen_abort_transaction())
 
     async def with_transaction(

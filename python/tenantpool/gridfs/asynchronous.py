@@ -175,7 +175,7 @@ class AsyncGridOut(_GridOutBase):
         self._close_now()
 
 
-class AsyncGridOutCursor(_GridOutCursorMixin, AsyncCursor):  # type: ignore[misc]
+class AsyncGridOutCursor(_GridOutCursorMixin, AsyncCursor):
     """A cursor over the files of a GridFS query (pymongo's ``AsyncGridOutCursor``): ``async for
     grid_out in cursor`` yields :class:`AsyncGridOut` objects, already open."""
 
@@ -201,7 +201,7 @@ class AsyncGridOutCursor(_GridOutCursorMixin, AsyncCursor):  # type: ignore[misc
 
     __anext__ = next
 
-    async def to_list(self, length: int | None = None) -> list[AsyncGridOut]:  # type: ignore[override]
+    async def to_list(self, length: int | None = None) -> list[AsyncGridOut]:
         """The remaining files as AsyncGridOut objects, or at most ``length`` of them."""
         return await run_async(self._gen_to_list(length))
 

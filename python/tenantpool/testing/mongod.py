@@ -28,6 +28,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 from urllib.parse import quote
 
 from pymongo import MongoClient
@@ -80,10 +81,11 @@ def free_port() -> int:
     """A loopback TCP port that was free a moment ago."""
     with socket.socket() as sock:
         sock.bind((_LOOPBACK, 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
-def _direct_client(port: int, timeout_ms: int = 5000) -> MongoClient:
+def _direct_client(port: int, timeout_ms: int = 5000) -> MongoClient[dict[str, Any]]:
     return MongoClient(
         f"mongodb://{_LOOPBACK}:{port}/?directConnection=true",
         serverSelectionTimeoutMS=timeout_ms,
@@ -91,7 +93,7 @@ def _direct_client(port: int, timeout_ms: int = 5000) -> MongoClient:
     )
 
 
-def _hello(port: int, timeout_ms: int = 1000) -> dict | None:
+def _hello(port: int, timeout_ms: int = 1000) -> dict[str, Any] | None:
     try:
         with _direct_client(port, timeout_ms) as client:
             return client.admin.command("hello")
@@ -99,7 +101,7 @@ def _hello(port: int, timeout_ms: int = 1000) -> dict | None:
         return None
 
 
-def _wait_for(condition, deadline: float, what: str) -> None:
+def _wait_for(condition: Callable[[], Any], deadline: float, what: str) -> None:
     while not condition():
         if time.monotonic() > deadline:
             raise MongodError(f"timed out waiting for {what}")
@@ -174,14 +176,24 @@ class MongodProcess:
         self.startup_timeout = startup_timeout
         self.extra_args = list(extra_args)
         self._owns_dbpath = dbpath is None
-        self._proc: subprocess.Popen | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
         self._initiated = False
 
     @property
     def host(self) -> str:
+        return f"{_LOOPBACK}:{self._port}"
+
+    @property
+    def _port(self) -> int:
         if self.port is None:
             raise MongodError("mongod has not been started")
-        return f"{_LOOPBACK}:{self.port}"
+        return self.port
+
+    @property
+    def _dbpath(self) -> str:
+        if self.dbpath is None:
+            raise MongodError("mongod has not been started")
+        return self.dbpath
 
     @property
     def _userinfo(self) -> str:
@@ -249,7 +261,7 @@ class MongodProcess:
                 if not self._initiated:
                     member = {"_id": 0, "host": self.host}
                     config = {"_id": self.replset, "members": [member]}
-                    with _direct_client(self.port) as client:
+                    with _direct_client(self._port) as client:
                         client.admin.command("replSetInitiate", config)
                     self._initiated = True
                 self._wait_writable_primary(deadline)
@@ -262,7 +274,7 @@ class MongodProcess:
 
     def _create_admin(self) -> None:
         # The localhost exception: with no user defined yet, a loopback client may create the first.
-        with _direct_client(self.port) as client:
+        with _direct_client(self._port) as client:
             client.admin.command(
                 "createUser", self.admin_user, pwd=self.admin_password, roles=["root"]
             )
@@ -321,7 +333,7 @@ class MongodProcess:
             *self.extra_args,
         ]  # fmt: skip
         # Errors before the log file is opened (bad options) go to the console.
-        with open(os.path.join(self.dbpath, "console.log"), "ab") as console:
+        with open(os.path.join(self._dbpath, "console.log"), "ab") as console:
             self._proc = subprocess.Popen(
                 args,
                 stdin=subprocess.DEVNULL,
@@ -351,12 +363,14 @@ class MongodProcess:
 
     def _wait_accepting(self, deadline: float) -> bool:
         """True once mongod answers ping; False if it exited first."""
-        while self._proc.poll() is None:
+        proc = self._proc
+        assert proc is not None  # started by the caller
+        while proc.poll() is None:
             try:
                 # Cheap TCP probe first: pymongo's monitor would add up to
                 # 500 ms of latency per attempt.
                 socket.create_connection((_LOOPBACK, self.port), timeout=0.5).close()
-                with _direct_client(self.port, 2000) as client:
+                with _direct_client(self._port, 2000) as client:
                     client.admin.command("ping")
                 return True
             except (OSError, ConnectionFailure):
@@ -370,7 +384,7 @@ class MongodProcess:
 
     def _wait_writable_primary(self, deadline: float) -> None:
         _wait_for(
-            lambda: (_hello(self.port) or {}).get("isWritablePrimary"),
+            lambda: (_hello(self._port) or {}).get("isWritablePrimary"),
             deadline,
             f"mongod on port {self.port} to become primary",
         )
@@ -383,7 +397,7 @@ class MongodProcess:
         text = []
         for name in ("console.log", "mongod.log"):
             try:
-                with open(os.path.join(self.dbpath, name), errors="replace") as f:
+                with open(os.path.join(self._dbpath, name), errors="replace") as f:
                     text += f.read().splitlines()[-lines:]
             except (OSError, TypeError):
                 pass
@@ -426,7 +440,7 @@ class ReplicaSet:
 
     @property
     def ports(self) -> list[int]:
-        return [m.port for m in self.members]
+        return [m._port for m in self.members]
 
     @property
     def hosts(self) -> list[str]:
@@ -456,7 +470,7 @@ class ReplicaSet:
                     "heartbeatIntervalMillis": 500,
                 },
             }
-            with _direct_client(self.members[0].port) as client:
+            with _direct_client(self.members[0]._port) as client:
                 client.admin.command("replSetInitiate", config)
             self.wait_healthy(self.startup_timeout)
         except BaseException:
@@ -478,7 +492,9 @@ class ReplicaSet:
 
         def probe() -> bool:
             found[:] = [
-                m.port for m in self.members if m.running and (_hello(m.port) or {}).get("isWritablePrimary")
+                m._port
+                for m in self.members
+                if m.running and (_hello(m._port) or {}).get("isWritablePrimary")
             ]
             return bool(found)
 
@@ -597,6 +613,7 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(sig, lambda *_: done.set())
     if args.auth and args.members > 1:
         parser.error("--auth supports a single member")
+    server: MongodProcess | ReplicaSet
     if args.members > 1:
         server = ReplicaSet(args.members, replset=args.replset)
     else:
