@@ -4,10 +4,10 @@ pymongo clients (each module has its own pair, through fixtures of its own), and
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Iterator
 
 from pymongo import MongoClient
+from tests import helpers
 
 from tenantpool.testing.mongod import MongodProcess
 
@@ -26,11 +26,7 @@ def clients_of(servers) -> Iterator[tuple[MongoClient, MongoClient]]:
 
 def wait_until(condition, timeout=10.0, what="the condition"):
     # The other manager's catalog watcher reacts on its own thread: nothing to await from here.
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
+    return helpers.wait_until(condition, timeout, what, every=0.01)
 
 
 def p99(samples):

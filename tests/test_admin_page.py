@@ -21,7 +21,8 @@ import pytest
 from flask import Flask
 from pymongo.errors import OperationFailure
 from tests._browser import Chromium, require_chromium
-from tests.test_uvicorn import Uvicorn, server_env, wait_for
+from tests.helpers import wait_until as wait_for
+from tests.test_uvicorn import Uvicorn, server_env
 from werkzeug.serving import make_server
 
 from tenantpool.flask import TenantPool
