@@ -14,7 +14,7 @@ from pymongo.write_concern import DEFAULT_WRITE_CONCERN, WriteConcern
 
 from . import _read_preference
 from ._calls import Execute, Operation
-from ._common import core_session, decode, encode
+from ._common import check_session, core_session, decode, encode
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -70,6 +70,7 @@ class BaseObject:
 
     def _wc(self, session: ClientSession | None) -> WriteConcern:
         """The write concern of an operation: none of its own inside a transaction (pymongo's rule)."""
+        check_session(session)
         if session is not None and session.in_transaction:
             return DEFAULT_WRITE_CONCERN
         return self._write_concern

@@ -146,11 +146,17 @@ def plain_ints(value: Any) -> Any:
 def core_session(session: Any, user_id: str) -> Any:
     """The core session behind a ``session=`` argument: None without one; the session must be a
     tenantpool ClientSession (or AsyncClientSession) of the same tenant."""
-    if session is None:
+    if check_session(session) is None:
         return None
-    if not isinstance(session, _Session):
-        raise ValueError(f"'session' argument must be a ClientSession or None, not {type(session)}")
     return session._handle(user_id)
+
+
+def check_session(session: Any) -> _Session | None:
+    """``session`` if it is a tenantpool session or None; pymongo's ValueError otherwise. Called before
+    anything reads the session's state, so a wrong type gets that error rather than an AttributeError."""
+    if session is not None and not isinstance(session, _Session):
+        raise ValueError(f"'session' argument must be a ClientSession or None, not {type(session)}")
+    return session
 
 
 def put(options: dict[str, Any], key: str, value: Any) -> None:

@@ -22,7 +22,7 @@ from pymongo.errors import InvalidOperation
 
 from . import _read_preference
 from ._calls import NextChange, Operation, Watch, operation, operations, twin
-from ._common import check_bool, core_session, decode, encode, put, validate_collation_or_none
+from ._common import check_bool, check_session, core_session, decode, encode, put, validate_collation_or_none
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -98,6 +98,7 @@ def gen_watch(
     put(options, "batchSize", batch_size)
     put(options, "collation", collation)
     # Inside a transaction the transaction's read concern applies (and the server refuses the stream).
+    check_session(session)
     in_transaction = session is not None and session.in_transaction
     rc = None if in_transaction else target.read_concern
     if rc is not None and rc.level is not None:

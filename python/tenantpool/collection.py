@@ -57,6 +57,7 @@ from ._common import (
     check_bool,
     check_mapping,
     check_query_size,
+    check_session,
     codec_for_replies,
     core_session,
     decode,
@@ -263,6 +264,7 @@ class Collection(BaseObject):
 
     def _rc(self, session: ClientSession | None) -> ReadConcern | None:
         """The read concern of an operation: inside a transaction, the transaction's."""
+        check_session(session)
         if session is not None and (session.in_transaction or session.options.snapshot):
             # In a snapshot session the driver adds the session's own (snapshot, atClusterTime), which
             # pymongo puts in place of the collection's level.
@@ -1463,6 +1465,7 @@ def _aggregate(
     target = collection if collection is not None else database
     codec = target.codec_options
     # Inside a transaction, the transaction's concerns apply.
+    check_session(session)
     in_transaction = session is not None and session.in_transaction
     wc = DEFAULT_WRITE_CONCERN if in_transaction else target.write_concern
     # In a snapshot session, the session's read concern (see Collection._rc).

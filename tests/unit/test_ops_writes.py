@@ -361,14 +361,13 @@ def test_session_argument_must_be_a_session(coll):
         coll.find({}, session=object())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: writes read session.in_transaction (Collection._wc) before core_session checks the "
-    "type, so a non-session raises AttributeError where pymongo raises ValueError",
-)
-def test_a_write_given_a_non_session_raises_pymongos_value_error(core, coll):
+@pytest.mark.parametrize("op", ["delete_one", "update_one", "aggregate"])
+def test_a_write_given_a_non_session_raises_pymongos_value_error(core, coll, op):
     with pytest.raises(ValueError, match="'session' argument must be a ClientSession"):
-        coll.delete_one({}, session=object())
+        if op == "aggregate":
+            coll.aggregate([], session=object())
+        else:
+            getattr(coll, op)({}, {"$set": {"a": 1}} if op == "update_one" else None, session=object())
 
 
 def test_a_session_of_another_tenant_is_refused(core, coll):
