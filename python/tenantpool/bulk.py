@@ -42,7 +42,7 @@ from ._calls import Operation
 from ._common import MAX_BSON_SIZE, codec_for_replies, encode, write_concern_document
 
 if TYPE_CHECKING:
-    from .collection import Collection
+    from ._collection_writes import CollectionWrites
 
     # Either session class: the async classes run these same operations with an AsyncClientSession.
     from .session import _Session as ClientSession
@@ -165,7 +165,7 @@ class BulkWriter:
 
     def __init__(
         self,
-        collection: Collection,
+        collection: CollectionWrites,
         ordered: bool,
         bypass_document_validation: bool | None,
         comment: Any = None,
