@@ -13,7 +13,6 @@ from pymongo.errors import (
     InvalidName,
     OperationFailure,
     WriteConcernError,
-    WTimeoutError,
 )
 from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import _ServerMode
@@ -31,6 +30,7 @@ from ._common import (
     decode,
     encode,
     write_concern_document,
+    write_concern_error,
 )
 from .bulk import (
     COMMAND_OVERHEAD,
@@ -266,11 +266,9 @@ class CollectionBase(BaseObject):
             )
         except WriteConcernError as exc:
             details = exc.details or {}
-            if type(exc) is WriteConcernError and (
-                exc.code == 50 or (details.get("errInfo") or {}).get("wtimeout")
-            ):
-                # pymongo's subclass for a write concern that timed out.
-                raise WTimeoutError(str(details.get("errmsg", exc)), exc.code, details) from None
+            error = write_concern_error(str(details.get("errmsg", exc)), exc.code, details)
+            if type(exc) is WriteConcernError and type(error) is not WriteConcernError:
+                raise error from None
             raise
         return None if reply is None else decode(reply, codec)
 
@@ -307,7 +305,7 @@ class CollectionBase(BaseObject):
             raise
         if parse_write_concern_error and reply.get("writeConcernError"):
             wce = reply["writeConcernError"]
-            raise WriteConcernError(wce.get("errmsg"), wce.get("code"), wce)
+            raise write_concern_error(wce.get("errmsg"), wce.get("code"), wce)
         return reply
 
     def _write_command(

@@ -13,7 +13,7 @@ from bson.int64 import Int64
 from bson.raw_bson import RawBSONDocument
 from pymongo import ASCENDING
 from pymongo.collation import validate_collation_or_none
-from pymongo.errors import DocumentTooLarge, OperationFailure
+from pymongo.errors import DocumentTooLarge, OperationFailure, WriteConcernError, WTimeoutError
 from pymongo.write_concern import WriteConcern
 
 from .session import _Session
@@ -35,6 +35,15 @@ def check_query_size(data: bytes) -> None:
             f"BSON document too large ({len(data)} bytes) - the connected server supports "
             f"BSON document sizes up to {MAX_BSON_SIZE} bytes."
         )
+
+
+def write_concern_error(errmsg: Any, code: Any, details: Mapping[str, Any]) -> WriteConcernError:
+    """pymongo's exception for a write concern error: ``WTimeoutError`` (its subclass) when the write
+    concern timed out (code 50, or ``errInfo.wtimeout``), else ``WriteConcernError``. The one place that
+    decides, for replies and for the core's errors alike."""
+    if code == 50 or (details.get("errInfo") or {}).get("wtimeout"):
+        return WTimeoutError(errmsg, code, details)
+    return WriteConcernError(errmsg, code, details)
 
 
 def check_document(name: str, value: Any) -> None:

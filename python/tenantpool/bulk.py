@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator, Mapping, MutableMapping
-from typing import TYPE_CHECKING, Any, NoReturn, cast
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from bson import ObjectId
 from bson.raw_bson import RawBSONDocument
@@ -31,15 +31,13 @@ from pymongo.errors import (
     DuplicateKeyError,
     InvalidOperation,
     OperationFailure,
-    WriteConcernError,
     WriteError,
-    WTimeoutError,
 )
 from pymongo.helpers_shared import _RETRYABLE_ERROR_CODES
 from pymongo.write_concern import WriteConcern
 
 from ._calls import Operation
-from ._common import MAX_BSON_SIZE, codec_for_replies, encode, write_concern_document
+from ._common import MAX_BSON_SIZE, codec_for_replies, encode, write_concern_document, write_concern_error
 
 if TYPE_CHECKING:
     from ._collection_writes import CollectionWrites
@@ -84,10 +82,7 @@ def check_write_response(result: Mapping[str, Any]) -> None:
     wce = _write_concern_error(result)
     if wce:
         # As pymongo: the server's errmsg as is (None if it has none, whatever pymongo's annotation says).
-        errmsg = cast(str, wce.get("errmsg"))
-        if wce.get("code") == 50 or ("errInfo" in wce and wce["errInfo"].get("wtimeout")):
-            raise WTimeoutError(errmsg, wce.get("code"), wce)
-        raise WriteConcernError(errmsg, wce.get("code"), wce)
+        raise write_concern_error(wce.get("errmsg"), wce.get("code"), wce)
 
 
 def _write_concern_error(result: Mapping[str, Any]) -> Mapping[str, Any] | None:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions
 from bson.dbref import DBRef
-from pymongo.errors import CollectionInvalid, InvalidName, OperationFailure, WriteConcernError
+from pymongo.errors import CollectionInvalid, InvalidName, OperationFailure
 from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import _ServerMode
 from pymongo.write_concern import WriteConcern
@@ -21,6 +21,7 @@ from ._common import (
     put,
     validate_collation_or_none,
     write_concern_document,
+    write_concern_error,
 )
 from .change_stream import CollectionChangeStream, DatabaseChangeStream, gen_watch
 from .collection import Collection, _aggregate
@@ -306,7 +307,7 @@ class Database(BaseObject):
             raise
         if reply.get("writeConcernError"):
             w = reply["writeConcernError"]
-            raise WriteConcernError(w.get("errmsg"), w.get("code"), w)
+            raise write_concern_error(w.get("errmsg"), w.get("code"), w)
         return reply
 
     drop_collection = operation(_gen_drop_collection)

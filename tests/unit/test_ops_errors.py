@@ -70,6 +70,18 @@ def test_find_and_modify_command_reply_is_checked(core, coll):
         coll.find_one_and_delete({}, other=1)
 
 
+@pytest.mark.parametrize(
+    "wce, cls",
+    [(TIMEOUT_BY_INFO, WTimeoutError), (TIMEOUT_BY_CODE, WTimeoutError), (OTHER_WCE, WriteConcernError)],
+)
+def test_write_concern_error_of_drop_collection(core, db, wce, cls):
+    # pymongo parses the write concern error of drop (not of createIndexes), WTimeoutError included.
+    core.reply({"writeConcernError": wce, "ok": 1})
+    with pytest.raises(WriteConcernError) as info:
+        db.drop_collection("c")
+    assert type(info.value) is cls
+
+
 def test_unacknowledged_writes_raise_nothing_from_a_reply(core, db):
     coll = db.get_collection("c", write_concern=WriteConcern(w=0))
     core.reply({"n": 0, "writeErrors": [{"index": 0, "code": 11000, "errmsg": "dup"}], "ok": 1})
