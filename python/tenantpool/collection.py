@@ -1418,8 +1418,8 @@ def _aggregate(
         _read_preference.put(spec, read_preference, session)
         raw = yield from CommandCursor._gen_open(database, "aggregate", spec, codec, session)
         return database._command_cursor_class(database, raw, codec, session=session)
-    # Options the driver does not model: send pymongo's command, so the server judges them. A result
-    # that needs more than the first batch cannot be continued (the driver's sessions are per command).
+    # Options the driver does not model: send pymongo's command, so the server judges them; the core
+    # continues its cursor with getMore.
     cmd: dict[str, Any] = {
         "aggregate": collection.name if collection is not None else 1,
         "pipeline": pipeline,
@@ -1435,21 +1435,16 @@ def _aggregate(
         cmd["readConcern"] = rc.document
     if performs_write and not wc.is_server_default and "writeConcern" not in cmd:
         cmd["writeConcern"] = write_concern_document(wc)
-    reply = yield from database._run_command(cmd, codec, session, read_preference)
-    cursor = reply["cursor"]
-    if cursor["id"]:
-        ns = cursor.get("ns", "").split(".", 1)[-1]
-        # With a non-primary read preference the kill may reach another member than the cursor's (then
-        # the server times the cursor out); the error below is raised either way.
-        kill = {"killCursors": ns, "cursors": [cursor["id"]]}
-        try:
-            (yield from database._run_command(kill, codec, session, read_preference))
-        except OperationFailure:
-            pass
-        unknown = sorted(set(kwargs) - known)
-        raise InvalidOperation(
-            f"aggregate() with the option(s) {', '.join(map(repr, unknown))}: tenantpool can "
-            f"only return the first batch of such an aggregation; drop the option(s) or "
-            f"raise batchSize"
-        )
-    return database._command_cursor_class(database, None, codec, first_batch=cursor["firstBatch"])
+    if collection is None and database._scope is not None:
+        database._scope.check_database_operation(database._user_id, database.name, "aggregate")
+    raw = yield from CommandCursor._gen_open_command(
+        database,
+        cmd,
+        codec,
+        session,
+        read_preference,
+        batch_size=batch_size,
+        comment=kwargs.get("comment"),
+        retryable=not performs_write,
+    )
+    return database._command_cursor_class(database, raw, codec, session=session)

@@ -15,6 +15,7 @@ from bson.codec_options import CodecOptions
 from pymongo import CursorType
 from pymongo.errors import InvalidOperation, OperationFailure
 
+from . import _read_preference
 from ._calls import BOUND_SESSION, NextBatch, OpenCursor, Operation, bound_session, operations, run_sync
 from ._common import (
     check_bool,
@@ -549,43 +550,37 @@ class Cursor(_BatchCursor):
         spec = encode(c._route(doc, self._session), False, self._codec)
         check_query_size(spec)
         if not find_options_fit_driver(options):
-            (yield from self._run_find_command(options))
-            return None
+            return (yield from self._run_find_command(options))
         raw = core_session(self._session, c._user_id)
         return (yield OpenCursor(c._core, c._user_id, c._db_name, "find", spec, session=raw))
 
-    def _run_find_command(self, options: dict[str, Any]) -> Operation[None]:
+    def _run_find_command(self, options: dict[str, Any]) -> Operation[RawCursor]:
         """Values pymongo sends but the driver's typed options cannot hold (a negative skip, a bool limit):
-        send pymongo's find command as is, so that the server judges it. A result needing more than the
-        first batch cannot be continued (the driver gives each generic command its own session)."""
+        pymongo's find command as is, so that the server judges it, continued with getMore by the core."""
         c = self._collection
         cmd: dict[str, Any] = {"find": c.name, "filter": self._spec}
         cmd.update(options)
-        # Sent with the getMores in pymongo, which this command cannot continue.
-        cmd.pop("maxAwaitTimeMS", None)
+        # A getMore option, as in pymongo.
+        max_await_time_ms = cmd.pop("maxAwaitTimeMS", None)
         limit = cmd.get("limit")
-        if isinstance(limit, int) and limit < 0:
-            cmd["limit"] = -limit
-            cmd["singleBatch"] = True
-        read_preference = c._read_preference_for(self._session)
-        reply = yield from c._run_command(
-            cmd, self._codec, session=self._session, read_preference=read_preference
+        if isinstance(limit, int):
+            # As pymongo: the absolute value, a plain int (a bool limit is 1).
+            cmd["limit"] = abs(limit)
+            if limit < 0:
+                cmd["singleBatch"] = True
+        return (
+            yield from CommandCursor._gen_open_command(
+                c._database,
+                cmd,
+                self._codec,
+                self._session,
+                c._read_preference_for(self._session),
+                batch_size=cmd.get("batchSize"),
+                max_await_time_ms=int(max_await_time_ms) if isinstance(max_await_time_ms, int) else None,
+                comment=cmd.get("comment"),
+                retryable=True,
+            )
         )
-        cursor = reply["cursor"]
-        if cursor["id"]:
-            (
-                yield from c._run_command(
-                    {"killCursors": c.name, "cursors": [cursor["id"]]},
-                    session=self._session,
-                    read_preference=read_preference,
-                )
-            )
-            raise InvalidOperation(
-                "find(): tenantpool cannot run this query as a cursor (a skip, limit, "
-                "batch_size or max_time_ms value outside what the driver accepts)"
-            )
-        self._data.extend(cursor["firstBatch"])
-        self._retrieved += len(cursor["firstBatch"])
 
     def next(self) -> Any:
         if self._empty:
@@ -702,6 +697,37 @@ class CommandCursor(_BatchCursor):
             database._scope.check_database_operation(user_id, database.name, op)
         raw = core_session(session, user_id)
         return (yield OpenCursor(database._core, user_id, database.name, op, encode(spec, False, codec), raw))
+
+    @staticmethod
+    def _gen_open_command(
+        database: Database,
+        command: Mapping[str, Any],
+        codec: CodecOptions,
+        session: ClientSession | None,
+        read_preference: Any,
+        batch_size: int | None = None,
+        max_await_time_ms: int | None = None,
+        comment: Any = None,
+        retryable: bool = False,
+    ) -> Operation[RawCursor]:
+        """Runs a cursor command built here (pymongo's own find or aggregate command, or
+        ``cursor_command``'s) as is, so the server judges every option; the core continues the cursor
+        with getMore, in the session if any. ``batch_size``, ``max_await_time_ms`` (as ``maxTimeMS``)
+        and ``comment`` go with the getMores; ``retryable``: whether a first attempt cut short by
+        socketTimeoutMS runs once more (pymongo retries a find or an aggregate, not cursor_command)."""
+        user_id = database._client.user_id
+        if database._scope is not None:
+            command = database._scope.check_command(user_id, database.name, command)
+        getmore: dict[str, Any] = {}
+        if isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size > 0:
+            getmore["batchSize"] = int(batch_size)
+        put(getmore, "maxAwaitTimeMS", max_await_time_ms)
+        put(getmore, "comment", comment)
+        spec: dict[str, Any] = {"command": command, "options": getmore, "retryable": retryable}
+        _read_preference.put(spec, read_preference, session)
+        raw = core_session(session, user_id)
+        encoded = encode(spec, False, codec)
+        return (yield OpenCursor(database._core, user_id, database.name, "command", encoded, raw))
 
     @property
     def address(self) -> tuple[str, int] | None:
