@@ -13,7 +13,8 @@ import uuid
 import pytest
 from bson import SON
 from bson.codec_options import CodecOptions
-from pymongo.errors import InvalidOperation, OperationFailure
+from pymongo.errors import InvalidOperation, NetworkTimeout, OperationFailure
+from tests.test_socket_timeout import TIMEOUT_MS, blocked
 
 from tenantpool import AsyncCommandCursor, AsyncUserConnectionManager, CommandCursor, UserConnectionManager
 
@@ -227,6 +228,34 @@ def test_cursor_command_is_refused_outside_the_isolation_scope(mongodb_uri, pymo
         own.items.insert_many([{"_id": i} for i in range(5)])
         assert len(own.cursor_command("find", "items", batchSize=2).to_list()) == 5
         pymongo_client.drop_database(own.name)
+
+
+# -- socketTimeoutMS --------------------------------------------------------------------------------------
+
+
+def test_socket_timeout_bounds_command_cursors_as_pymongo(mongodb_uri, pymongo_client):
+    app = "tp-command-cursor-timeout"
+    sep = "&" if "?" in mongodb_uri else "?"
+    with UserConnectionManager(f"{mongodb_uri}{sep}socketTimeoutMS={TIMEOUT_MS}", appName=app) as m:
+        db = m.get_database("cct")
+        db.items.insert_many([{"_id": i} for i in range(N)])
+        # find's and aggregate's commands are retried once after a cut, as pymongo retries them.
+        with blocked(pymongo_client, app, ["find", "aggregate"], times=1):
+            assert len(db.items.find(skip=Two.TWO, batch_size=2).to_list()) == N - 2
+        with blocked(pymongo_client, app, ["find", "aggregate"], times=1):
+            assert len(db.items.aggregate([], cursor={}, batchSize=2).to_list()) == N
+        # cursor_command is not (pymongo's _retryable_read with retryable=False).
+        with blocked(pymongo_client, app, ["find"], times=1):
+            with pytest.raises(NetworkTimeout):
+                db.cursor_command("find", "items")
+        # A getMore outliving it ends the cursor with the error.
+        cursor = db.cursor_command("find", "items", batchSize=2)
+        assert len([cursor.next(), cursor.next()]) == 2
+        with blocked(pymongo_client, app, ["getMore"], times=1):
+            with pytest.raises(NetworkTimeout):
+                cursor.next()
+        assert not cursor.alive
+        pymongo_client.drop_database(db.name)
 
 
 # -- asyncio --------------------------------------------------------------------------------------------
