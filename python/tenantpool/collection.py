@@ -78,7 +78,7 @@ from .bulk import (
     document_too_large,
 )
 from .change_stream import CollectionChangeStream, gen_watch
-from .cursor import CommandCursor, Cursor, find_options_fit_driver
+from .cursor import COMMAND_PATH, CommandCursor, Cursor, find_options_fit_driver
 
 if TYPE_CHECKING:
     from .database import Database
@@ -816,7 +816,12 @@ class Collection:
         """The first matching document or None. A non-mapping filter matches on ``_id``, as in pymongo."""
         if filter is not None and not isinstance(filter, Mapping):
             filter = {"_id": filter}
-        if not args and not kwargs and self._database._cursor_class._bound_sessions.get() is None:
+        if (
+            not args
+            and not kwargs
+            and not COMMAND_PATH
+            and self._database._cursor_class._bound_sessions.get() is None
+        ):
             # The common call: no Cursor to build, which was half of the Python work before the round
             # trip (measured: 3.4 µs instead of 6.5 µs). A bound session (``bind()``) is taken by the
             # Cursor, so then it goes the long way.
@@ -832,7 +837,8 @@ class Collection:
         cursor = self.find(filter, *args, **kwargs)
         options = cursor._options()
         if (
-            cursor._empty
+            COMMAND_PATH
+            or cursor._empty
             or "allowDiskUse" in options
             or "noCursorTimeout" in options
             or "tailable" in options
@@ -1403,7 +1409,7 @@ def _aggregate(
             if k in ("allowDiskUse", "bypassDocumentValidation")
         )
     )
-    if typed:
+    if typed and not COMMAND_PATH:
         options = dict(kwargs)
         if batch_size is not None and not performs_write:
             options["batchSize"] = batch_size

@@ -5,6 +5,7 @@ large result streams in bounded memory."""
 from __future__ import annotations
 
 import copy
+import os
 from collections import deque
 from collections.abc import Iterable, Mapping
 from types import TracebackType
@@ -50,6 +51,13 @@ _EXHAUST = 64
 # mean the capped collection rolled over its position (CappedPositionLost), and pymongo ends the cursor
 # quietly (alive False) instead of raising.
 _CURSOR_CLOSED_ERRORS = frozenset([43, 175, 237, 28617, 17406, 96, 136])
+
+
+# Test-only spike (issue 16, "one execution path"), not a supported setting: with TENANTPOOL_COMMAND_PATH=1
+# in the environment when tenantpool is imported, find, find_one and aggregate always go as pymongo's own
+# command through the command-cursor path (CommandCursor._gen_open_command) instead of the driver's typed
+# operations, so that the two paths can be measured and compared against pymongo side by side.
+COMMAND_PATH = os.environ.get("TENANTPOOL_COMMAND_PATH") == "1"
 
 
 def _refuse_exhaust(how: str) -> InvalidOperation:
@@ -549,7 +557,7 @@ class Cursor(_BatchCursor):
         # The collection's read preference when the query runs (the transaction's inside one), as in pymongo.
         spec = encode(c._route(doc, self._session), False, self._codec)
         check_query_size(spec)
-        if not find_options_fit_driver(options):
+        if COMMAND_PATH or not find_options_fit_driver(options):
             return (yield from self._run_find_command(options))
         raw = core_session(self._session, c._user_id)
         return (yield OpenCursor(c._core, c._user_id, c._db_name, "find", spec, session=raw))
