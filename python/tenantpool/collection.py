@@ -78,7 +78,7 @@ from .bulk import (
     document_too_large,
 )
 from .change_stream import CollectionChangeStream, gen_watch
-from .cursor import COMMAND_PATH, CommandCursor, Cursor, find_options_fit_driver
+from .cursor import COMMAND_PATH, CommandCursor, Cursor, command_find_one, find_options_fit_driver
 
 if TYPE_CHECKING:
     from .database import Database
@@ -816,12 +816,9 @@ class Collection:
         """The first matching document or None. A non-mapping filter matches on ``_id``, as in pymongo."""
         if filter is not None and not isinstance(filter, Mapping):
             filter = {"_id": filter}
-        if (
-            not args
-            and not kwargs
-            and not COMMAND_PATH
-            and self._database._cursor_class._bound_sessions.get() is None
-        ):
+        if not args and not kwargs and self._database._cursor_class._bound_sessions.get() is None:
+            if COMMAND_PATH:
+                return (yield from command_find_one(self, filter))
             # The common call: no Cursor to build, which was half of the Python work before the round
             # trip (measured: 3.4 µs instead of 6.5 µs). A bound session (``bind()``) is taken by the
             # Cursor, so then it goes the long way.

@@ -587,6 +587,7 @@ class Cursor(_BatchCursor):
                 max_await_time_ms=int(max_await_time_ms) if isinstance(max_await_time_ms, int) else None,
                 comment=cmd.get("comment"),
                 retryable=True,
+                check=False,
             )
         )
 
@@ -717,14 +718,17 @@ class CommandCursor(_BatchCursor):
         max_await_time_ms: int | None = None,
         comment: Any = None,
         retryable: bool = False,
+        check: bool = True,
     ) -> Operation[RawCursor]:
         """Runs a cursor command built here (pymongo's own find or aggregate command, or
         ``cursor_command``'s) as is, so the server judges every option; the core continues the cursor
         with getMore, in the session if any. ``batch_size``, ``max_await_time_ms`` (as ``maxTimeMS``)
         and ``comment`` go with the getMores; ``retryable``: whether a first attempt cut short by
-        socketTimeoutMS runs once more (pymongo retries a find or an aggregate, not cursor_command)."""
+        socketTimeoutMS runs once more (pymongo retries a find or an aggregate, not cursor_command);
+        ``check=False`` for a command tenantpool built on the database's own collection, whose pipeline
+        (if any) was checked already."""
         user_id = database._client.user_id
-        if database._scope is not None:
+        if check and database._scope is not None:
             command = database._scope.check_command(user_id, database.name, command)
         getmore: dict[str, Any] = {}
         if isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size > 0:
@@ -735,6 +739,7 @@ class CommandCursor(_BatchCursor):
         _read_preference.put(spec, read_preference, session)
         raw = core_session(session, user_id)
         encoded = encode(spec, False, codec)
+        check_query_size(encoded)
         return (yield OpenCursor(database._core, user_id, database.name, "command", encoded, raw))
 
     @property
@@ -756,3 +761,18 @@ class CommandCursor(_BatchCursor):
 
     def __repr__(self) -> str:
         return f"<tenantpool.cursor.CommandCursor object on {self._database.name}>"
+
+
+def command_find_one(collection: Collection, filter: Any) -> Operation[Any]:
+    """``find_one(filter)`` through the command-cursor path (the TENANTPOOL_COMMAND_PATH spike, see
+    COMMAND_PATH): pymongo's find command with limit 1 and singleBatch, its one batch read at once."""
+    cmd: dict[str, Any] = {"find": collection.name, "filter": filter or {}, "limit": 1, "singleBatch": True}
+    collection._read_options(cmd, None)
+    codec = collection.codec_options
+    read_preference = collection._read_preference_for(None)
+    raw = yield from CommandCursor._gen_open_command(
+        collection._database, cmd, codec, None, read_preference, retryable=True, check=False
+    )
+    data = yield NextBatch(raw)
+    docs = decode_all(data, codec) if data else []
+    return docs[0] if docs else None
