@@ -18,7 +18,7 @@ running, and cancelling the awaiting task releases the tenant's lease and quota 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn, cast, overload
 
@@ -235,6 +235,17 @@ class AsyncDatabase(AsyncAPI, Database):
             session: _Session | None = None,
             filter: Mapping[str, Any] | None = None,
             comment: Any = None,
+            **kwargs: Any,
+        ) -> AsyncCommandCursor: ...
+        async def cursor_command(
+            self,
+            command: str | MutableMapping[str, Any],
+            value: Any = 1,
+            read_preference: Any = None,
+            codec_options: CodecOptions[Any] | None = None,
+            session: _Session | None = None,
+            comment: Any = None,
+            max_await_time_ms: int | None = None,
             **kwargs: Any,
         ) -> AsyncCommandCursor: ...
         async def watch(

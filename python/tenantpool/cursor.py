@@ -5,6 +5,7 @@ large result streams in bounded memory."""
 from __future__ import annotations
 
 import copy
+import os
 from collections import deque
 from collections.abc import Iterable, Mapping
 from types import TracebackType
@@ -15,6 +16,7 @@ from bson.codec_options import CodecOptions
 from pymongo import CursorType
 from pymongo.errors import InvalidOperation, OperationFailure
 
+from . import _read_preference
 from ._calls import (
     BOUND_SESSION,
     NextBatch,
@@ -63,6 +65,13 @@ _EXHAUST = 64
 # mean the capped collection rolled over its position (CappedPositionLost), and pymongo ends the cursor
 # quietly (alive False) instead of raising.
 _CURSOR_CLOSED_ERRORS = frozenset([43, 175, 237, 28617, 17406, 96, 136])
+
+
+# Test-only spike (issue 16, "one execution path"), not a supported setting: with TENANTPOOL_COMMAND_PATH=1
+# in the environment when tenantpool is imported, find, find_one and aggregate always go as pymongo's own
+# command through the command-cursor path (CommandCursor._gen_open_command) instead of the driver's typed
+# operations, so that the two paths can be measured and compared against pymongo side by side.
+COMMAND_PATH = os.environ.get("TENANTPOOL_COMMAND_PATH") == "1"
 
 
 def _refuse_exhaust(how: str) -> InvalidOperation:
@@ -603,45 +612,40 @@ class Cursor(_BatchCursor):
         # The collection's read preference when the query runs (the transaction's inside one), as in pymongo.
         spec = encode(c._route(doc, self._session), False, self._codec)
         check_query_size(spec)
-        if not find_options_fit_driver(options):
-            (yield from self._run_find_command(options))
-            return None
+        if COMMAND_PATH or not find_options_fit_driver(options):
+            return (yield from self._run_find_command(options))
         raw = core_session(self._session, c._user_id)
         cursor: RawCursor = yield OpenCursor(c._core, c._user_id, c._db_name, "find", spec, session=raw)
         return cursor
 
-    def _run_find_command(self, options: dict[str, Any]) -> Operation[None]:
+    def _run_find_command(self, options: dict[str, Any]) -> Operation[RawCursor]:
         """Values pymongo sends but the driver's typed options cannot hold (a negative skip, a bool limit):
-        send pymongo's find command as is, so that the server judges it. A result needing more than the
-        first batch cannot be continued (the driver gives each generic command its own session)."""
+        pymongo's find command as is, so that the server judges it, continued with getMore by the core."""
         c = self._collection
         cmd: dict[str, Any] = {"find": c.name, "filter": self._spec}
         cmd.update(options)
-        # Sent with the getMores in pymongo, which this command cannot continue.
-        cmd.pop("maxAwaitTimeMS", None)
+        # A getMore option, as in pymongo.
+        max_await_time_ms = cmd.pop("maxAwaitTimeMS", None)
         limit = cmd.get("limit")
-        if isinstance(limit, int) and limit < 0:
-            cmd["limit"] = -limit
-            cmd["singleBatch"] = True
-        read_preference = c._read_preference_for(self._session)
-        reply = yield from c._run_command(
-            cmd, self._codec, session=self._session, read_preference=read_preference
+        if isinstance(limit, int):
+            # As pymongo: the absolute value, a plain int (a bool limit is 1).
+            cmd["limit"] = abs(limit)
+            if limit < 0:
+                cmd["singleBatch"] = True
+        return (
+            yield from CommandCursor._gen_open_command(
+                c._database,
+                cmd,
+                self._codec,
+                self._session,
+                c._read_preference_for(self._session),
+                batch_size=cmd.get("batchSize"),
+                max_await_time_ms=int(max_await_time_ms) if isinstance(max_await_time_ms, int) else None,
+                comment=cmd.get("comment"),
+                retryable=True,
+                check=False,
+            )
         )
-        cursor = reply["cursor"]
-        if cursor["id"]:
-            (
-                yield from c._run_command(
-                    {"killCursors": c.name, "cursors": [cursor["id"]]},
-                    session=self._session,
-                    read_preference=read_preference,
-                )
-            )
-            raise InvalidOperation(
-                "find(): tenantpool cannot run this query as a cursor (a skip, limit, "
-                "batch_size or max_time_ms value outside what the driver accepts)"
-            )
-        self._data.extend(cursor["firstBatch"])
-        self._retrieved += len(cursor["firstBatch"])
 
     def __next__(self) -> Any:
         """The next document (the query runs at the first); ``StopIteration`` once exhausted."""
@@ -774,6 +778,42 @@ class CommandCursor(_BatchCursor):
         )
         return cursor
 
+    @staticmethod
+    def _gen_open_command(
+        database: Database,
+        command: Mapping[str, Any],
+        codec: CodecOptions[Any],
+        session: ClientSession | None,
+        read_preference: Any,
+        batch_size: int | None = None,
+        max_await_time_ms: int | None = None,
+        comment: Any = None,
+        retryable: bool = False,
+        check: bool = True,
+    ) -> Operation[RawCursor]:
+        """Runs a cursor command built here (pymongo's own find or aggregate command, or
+        ``cursor_command``'s) as is, so the server judges every option; the core continues the cursor
+        with getMore, in the session if any. ``batch_size``, ``max_await_time_ms`` (as ``maxTimeMS``)
+        and ``comment`` go with the getMores; ``retryable``: whether a first attempt cut short by
+        socketTimeoutMS runs once more (pymongo retries a find or an aggregate, not cursor_command);
+        ``check=False`` for a command tenantpool built on the database's own collection, whose pipeline
+        (if any) was checked already."""
+        user_id = database._client.user_id
+        if check and database._scope is not None:
+            command = database._scope.check_command(user_id, database.name, command)
+        getmore: dict[str, Any] = {}
+        if isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size > 0:
+            getmore["batchSize"] = int(batch_size)
+        put(getmore, "maxAwaitTimeMS", max_await_time_ms)
+        put(getmore, "comment", comment)
+        spec: dict[str, Any] = {"command": command, "options": getmore, "retryable": retryable}
+        _read_preference.put(spec, read_preference, session)
+        raw = core_session(session, user_id)
+        encoded = encode(spec, False, codec)
+        check_query_size(encoded)
+        cursor: RawCursor = yield OpenCursor(database._core, user_id, database.name, "command", encoded, raw)
+        return cursor
+
     @property
     def address(self) -> tuple[str, int] | None:
         """None: the Rust core does not tell which server a cursor runs on (pymongo: its ``(host, port)``)."""
@@ -794,3 +834,18 @@ class CommandCursor(_BatchCursor):
 
     def __repr__(self) -> str:
         return f"<tenantpool.cursor.CommandCursor object on {self._database.name}>"
+
+
+def command_find_one(collection: Collection, filter: Any) -> Operation[Any]:
+    """``find_one(filter)`` through the command-cursor path (the TENANTPOOL_COMMAND_PATH spike, see
+    COMMAND_PATH): pymongo's find command with limit 1 and singleBatch, its one batch read at once."""
+    cmd: dict[str, Any] = {"find": collection.name, "filter": filter or {}, "limit": 1, "singleBatch": True}
+    collection._read_options(cmd, None)
+    codec = collection.codec_options
+    read_preference = collection._read_preference_for(None)
+    raw = yield from CommandCursor._gen_open_command(
+        collection._database, cmd, codec, None, read_preference, retryable=True, check=False
+    )
+    data = yield NextBatch(raw)
+    docs = decode_all(data, codec) if data else []
+    return docs[0] if docs else None

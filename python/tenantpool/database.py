@@ -173,11 +173,40 @@ class Database(BaseObject):
 
     command = operation(_gen_command)
 
-    def cursor_command(self, *args: Any, **kwargs: Any) -> CommandCursor:
-        raise NotImplementedError(
-            "Database.cursor_command is not supported by tenantpool yet: the core cannot "
-            "continue a cursor opened by a generic command"
+    def _gen_cursor_command(
+        self,
+        /,
+        command: str | MutableMapping[str, Any],
+        value: Any = 1,
+        read_preference: Any = None,
+        codec_options: CodecOptions[Any] | None = None,
+        session: ClientSession | None = None,
+        comment: Any = None,
+        max_await_time_ms: int | None = None,
+        **kwargs: Any,
+    ) -> Operation[CommandCursor]:
+        """Runs a command that returns a cursor and gives that cursor, continued with getMore as it is
+        iterated (pymongo's ``Database.cursor_command``: same arguments). As in pymongo, ``comment`` and
+        ``max_await_time_ms`` go with the getMores, not with the command; the cursor's documents are
+        decoded with ``codec_options`` (plain dicts by default); the command runs on the primary unless
+        ``read_preference`` is given; it is not retried; a command that returns no cursor raises
+        InvalidOperation."""
+        if max_await_time_ms is not None and not isinstance(max_await_time_ms, int):
+            raise TypeError(f"max_await_time_ms must be an integer or None, not {type(max_await_time_ms)}")
+        read_preference = _read_preference.for_command(read_preference, session)
+        codec = codec_options or DEFAULT_CODEC_OPTIONS
+        if isinstance(command, str):
+            command = {command: value}
+        command.update(kwargs)
+        raw = yield from CommandCursor._gen_open_command(
+            self, command, codec, session, read_preference, None, max_await_time_ms, comment
         )
+        cursor = self._command_cursor_class(self, raw, codec, session=session)
+        # A tailable find's empty batches end an iteration, not the cursor.
+        cursor._tailable = bool(command.get("tailable"))
+        return cursor
+
+    cursor_command = operation(_gen_cursor_command)
 
     def _gen_list_collection_names(
         self,

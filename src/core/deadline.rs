@@ -83,7 +83,11 @@ pub fn is_retryable_cursor(op: CursorOp, spec: &RawDocument) -> bool {
         let stage = last.and_then(|s| s.as_document().and_then(|d| d.into_iter().next()?.ok()));
         stage.is_some_and(|(name, _)| name == "$out" || name == "$merge")
     };
-    op != CursorOp::Aggregate || !writes()
+    match op {
+        CursorOp::Aggregate => !writes(),
+        CursorOp::Command => super::ops::command_cursor::is_retryable(spec),
+        _ => true,
+    }
 }
 
 const TIMED_OUT: &str = "timed out (configured timeouts: socketTimeoutMS: ";
@@ -191,6 +195,10 @@ mod tests {
         let plain = rawdoc! { "pipeline": [{ "$match": {} }] };
         let out = rawdoc! { "pipeline": [{ "$match": {} }, { "$out": "o" }] };
         assert!(is_retryable_cursor(CursorOp::Aggregate, &plain));
+        // A command cursor says itself (pymongo retries its find and aggregate, not cursor_command).
+        assert!(!is_retryable_cursor(CursorOp::Command, &rawdoc! { "command": { "find": "c" } }));
+        let retryable = rawdoc! { "command": { "find": "c" }, "retryable": true };
+        assert!(is_retryable_cursor(CursorOp::Command, &retryable));
         assert!(!is_retryable_cursor(CursorOp::Aggregate, &out));
         assert!(is_retryable_cursor(CursorOp::Find, &out));
     }

@@ -24,6 +24,8 @@ use serde::de::DeserializeOwned;
 use super::labels::Labelled;
 use super::retry::{self, Stash};
 
+pub mod command_cursor;
+
 /// Operations that return one reply document.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
@@ -104,6 +106,8 @@ pub enum CursorOp {
     Aggregate,
     ListIndexes,
     ListCollections,
+    /// A cursor command as the caller built it (see `command_cursor`).
+    Command,
 }
 
 impl CursorOp {
@@ -113,6 +117,7 @@ impl CursorOp {
             "aggregate" => CursorOp::Aggregate,
             "list_indexes" => CursorOp::ListIndexes,
             "list_collections" => CursorOp::ListCollections,
+            "command" => CursorOp::Command,
             _ => return None,
         })
     }
@@ -211,8 +216,11 @@ fn find_options(spec: &RawDocument) -> Result<FindOptions> {
 
 /// Whether a cursor op's spec opens a tailable cursor, whose empty batches do not end it.
 pub fn is_tailable(op: CursorOp, spec: &RawDocument) -> bool {
-    op == CursorOp::Find
-        && spec.get_document("options").is_ok_and(|o| o.get_bool("tailable").unwrap_or(false))
+    match op {
+        CursorOp::Find => spec.get_document("options").is_ok_and(|o| o.get_bool("tailable").unwrap_or(false)),
+        CursorOp::Command => command_cursor::is_tailable(spec),
+        _ => false,
+    }
 }
 
 /// The read preference of a read, from `spec.readPreference` (the driver's read preference document:
@@ -556,6 +564,7 @@ pub async fn open_cursor(
         // The driver runs these on the primary, as pymongo does (the Python layer sends no read preference).
         CursorOp::ListIndexes => open!(coll()?.list_indexes()),
         CursorOp::ListCollections => open!(db.list_collections().filter(doc_field(spec, "filter")?)),
+        CursorOp::Command => command_cursor::open(db, spec, session).await,
     }
 }
 

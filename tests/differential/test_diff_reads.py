@@ -3,6 +3,8 @@ find_one_and_*."""
 
 from __future__ import annotations
 
+import enum
+
 import pytest
 from _harness import attempt, collect_cases, ids
 from bson import SON
@@ -470,6 +472,72 @@ def case_aggregate_errors(db):
 def case_aggregate_unmodelled_option(db):
     seed(db, 3)
     return db.c.aggregate([{"$sort": {"_id": 1}}], cursor={}), db.c.aggregate([], allow_disk_use=True)
+
+
+def case_aggregate_unmodelled_option_over_batches(db):
+    seed(db, 20)
+    pipeline = [{"$sort": {"_id": 1}}]
+    cursor = db.c.aggregate(pipeline, cursor={}, batchSize=3)
+    first = cursor.next()
+    return (
+        first,
+        cursor.to_list(),
+        db.c.aggregate(pipeline, readConcern={"level": "majority"}, batchSize=2, comment="unmodelled"),
+        attempt(lambda: db.c.aggregate(pipeline, allowDiskUse=1)),
+        db.c.aggregate([{"$match": {"a": 1}}, {"$project": {"s": 1}}], cursor={"batchSize": 1}),
+        attempt(lambda: db.c.aggregate(pipeline, cursor={"batchSize": -1})),
+        attempt(lambda: db.c.aggregate(pipeline, cursor={}, bogus=1)),
+    )
+
+
+class Two(enum.IntEnum):
+    TWO = 2
+
+
+def case_find_values_the_driver_refuses_over_batches(db):
+    seed(db, 20)
+    return (
+        db.c.find(limit=True, batch_size=2).sort("_id"),
+        db.c.find(skip=Two.TWO, batch_size=3).sort("_id"),
+        db.c.find(skip=Two.TWO, limit=5, batch_size=2).sort("_id"),
+        db.c.find(skip=Two.TWO, limit=-4, batch_size=2).sort("_id"),
+        db.c.find({"a": {"$gte": 1}}, skip=Two.TWO, batch_size=1).sort("_id", -1),
+    )
+
+
+def case_cursor_command(db):
+    seed(db, 20)
+    db.create_collection("other")
+    return (
+        db.cursor_command("find", "c", sort={"_id": 1}, batchSize=3),
+        db.cursor_command("find", "c", filter={"a": 2}, projection={"s": 1}, batchSize=1, comment="cc"),
+        db.cursor_command(
+            SON(
+                [
+                    ("aggregate", "c"),
+                    ("pipeline", [{"$group": {"_id": "$a", "n": {"$sum": 1}}}, {"$sort": {"_id": 1}}]),
+                    ("cursor", {"batchSize": 1}),
+                ]
+            )
+        ),
+        db.cursor_command(
+            "aggregate", 1, pipeline=[{"$documents": [{"x": i} for i in range(5)]}], cursor={"batchSize": 2}
+        ),
+        sorted(c["name"] for c in db.cursor_command("listCollections", cursor={"batchSize": 1})),
+        db.cursor_command("listIndexes", "c"),
+        attempt(lambda: db.cursor_command("ping")),
+        attempt(lambda: db.cursor_command("find", "c", filter=5)),
+        attempt(lambda: db.cursor_command("bogusCommand")),
+        attempt(lambda: db.cursor_command("find", "c", max_await_time_ms=1.5)),
+    )
+
+
+def case_cursor_command_partly_read_and_closed(db):
+    seed(db, 20)
+    cursor = db.cursor_command("find", "c", sort={"_id": 1}, batchSize=4)
+    head = [cursor.next() for _ in range(6)]
+    cursor.close()
+    return head
 
 
 def case_aggregate_empty_and_missing(db):

@@ -1,0 +1,183 @@
+//! A cursor opened by a command the caller built: pymongo's own `find` or `aggregate` command when its
+//! options do not fit the driver's typed ones, and `Database.cursor_command`. The driver runs the
+//! command and continues the cursor with getMore itself (in the caller's session, if any), so it is one
+//! more kind of the cursors `open_cursor` opens: fetching, closing, tailing and timeouts are theirs.
+//!
+//! The spec: `command` (the command document, as the caller encoded it), `readPreference`, `retryable`
+//! (whether a first attempt cut short by socketTimeoutMS runs once more, as pymongo retries a find or
+//! an aggregate but not `cursor_command`), and under `options` what the getMores carry: `batchSize`,
+//! `maxAwaitTimeMS` (their `maxTimeMS`) and `comment`.
+
+use std::time::Duration;
+
+use mongodb::bson::{Bson, RawDocument, RawDocumentBuf};
+use mongodb::error::{ErrorKind, Result};
+use mongodb::options::SelectionCriteria;
+use mongodb::{ClientSession, Database};
+
+use super::{invalid, selection_criteria, Opened};
+
+/// A cursor command, read from its spec.
+#[derive(Debug)]
+pub(super) struct CursorCommand {
+    command: RawDocumentBuf,
+    criteria: SelectionCriteria,
+    batch_size: Option<u32>,
+    max_await: Option<Duration>,
+    comment: Option<Bson>,
+}
+
+/// A non-negative integer option (`batchSize`, `maxAwaitTimeMS`); None if absent or null.
+fn non_negative(options: &RawDocument, key: &str) -> Result<Option<u64>> {
+    let value = options.get(key).map_err(|e| invalid(format!("options.{key}: {e}")))?;
+    let n = match value.map(|v| v.to_raw_bson()) {
+        None | Some(mongodb::bson::RawBson::Null) => return Ok(None),
+        Some(mongodb::bson::RawBson::Int32(n)) => n as i64,
+        Some(mongodb::bson::RawBson::Int64(n)) => n,
+        Some(other) => return Err(invalid(format!("{key} must be an integer, got {other:?}"))),
+    };
+    u64::try_from(n).map(Some).map_err(|_| invalid(format!("{key} must be non-negative, got {n}")))
+}
+
+impl CursorCommand {
+    pub(super) fn parse(spec: &RawDocument) -> Result<CursorCommand> {
+        let command = spec.get_document("command").map_err(|e| invalid(format!("command: {e}")))?;
+        if command.is_empty() {
+            return Err(invalid("command must not be empty"));
+        }
+        let mut parsed = CursorCommand {
+            command: command.to_raw_document_buf(),
+            criteria: selection_criteria(spec)?,
+            batch_size: None,
+            max_await: None,
+            comment: None,
+        };
+        if let Ok(options) = spec.get_document("options") {
+            parsed.batch_size = match non_negative(options, "batchSize")? {
+                None | Some(0) => None,
+                Some(n) => {
+                    Some(u32::try_from(n).map_err(|_| invalid(format!("batchSize {n} is too large")))?)
+                }
+            };
+            parsed.max_await = non_negative(options, "maxAwaitTimeMS")?.map(Duration::from_millis);
+            parsed.comment = match options.get("comment").map_err(|e| invalid(format!("comment: {e}")))? {
+                None => None,
+                Some(v) => match Bson::try_from(v.to_raw_bson()) {
+                    Ok(Bson::Null) => None,
+                    Ok(b) => Some(b),
+                    Err(e) => return Err(invalid(format!("comment: {e}"))),
+                },
+            };
+        }
+        Ok(parsed)
+    }
+}
+
+/// Whether the command opens a tailable cursor (a `find` with `tailable: true`): its empty batches do
+/// not end it.
+pub fn is_tailable(spec: &RawDocument) -> bool {
+    let command = spec.get_document("command");
+    command.is_ok_and(|c| c.get_bool("tailable").unwrap_or(false))
+}
+
+/// Whether a first attempt cut short may run once more (see the module's comment).
+pub fn is_retryable(spec: &RawDocument) -> bool {
+    spec.get_bool("retryable").unwrap_or(false)
+}
+
+/// Runs the command; its reply's first batch is the cursor's first, later ones come from getMore.
+pub(super) async fn open(
+    db: &Database,
+    spec: &RawDocument,
+    session: Option<&mut ClientSession>,
+) -> Result<Opened> {
+    let c = CursorCommand::parse(spec)?;
+    let action = db
+        .run_raw_cursor_command(c.command)
+        .selection_criteria(c.criteria)
+        .optional(c.batch_size, |a, n| a.batch_size(n))
+        .optional(c.max_await, |a, d| a.max_time(d))
+        .optional(c.comment, |a, b| a.comment(b));
+    let opened = match session {
+        Some(s) => action.session(s).batch().await.map(Opened::InSession),
+        None => action.batch().await.map(Opened::Plain),
+    };
+    // A reply without a cursor (the command is not a cursor command): pymongo's error for it.
+    opened.map_err(|e| match *e.kind {
+        ErrorKind::InvalidResponse { .. } => invalid("Command does not return a cursor."),
+        _ => e,
+    })
+}
+
+/// Applies a setter only when there is a value, keeping the action's chain in one expression.
+trait Optional: Sized {
+    fn optional<T>(self, value: Option<T>, set: impl FnOnce(Self, T) -> Self) -> Self {
+        match value {
+            Some(v) => set(self, v),
+            None => self,
+        }
+    }
+}
+
+impl<T> Optional for T {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mongodb::bson::rawdoc;
+    use mongodb::options::ReadPreference;
+
+    #[test]
+    fn parses_the_command_and_the_getmore_options() {
+        let spec = rawdoc! {
+            "command": { "aggregate": "c", "pipeline": [], "cursor": { "batchSize": 2_i32 } },
+            "readPreference": { "mode": "secondaryPreferred" },
+            "options": { "batchSize": 3_i64, "maxAwaitTimeMS": 250_i32, "comment": { "k": 1_i32 } },
+            "retryable": true,
+        };
+        let c = CursorCommand::parse(&spec).unwrap();
+        assert_eq!(c.command.iter().next().unwrap().unwrap().0, "aggregate");
+        assert!(matches!(
+            c.criteria,
+            SelectionCriteria::ReadPreference(ReadPreference::SecondaryPreferred { .. })
+        ));
+        assert_eq!(c.batch_size, Some(3));
+        assert_eq!(c.max_await, Some(Duration::from_millis(250)));
+        assert!(matches!(c.comment, Some(Bson::Document(_))));
+        assert!(is_retryable(&spec));
+        assert!(!is_tailable(&spec));
+    }
+
+    #[test]
+    fn defaults_to_the_primary_and_no_getmore_options() {
+        let spec = rawdoc! { "command": { "listCollections": 1_i32 }, "options": { "batchSize": 0_i32,
+        "comment": null } };
+        let c = CursorCommand::parse(&spec).unwrap();
+        assert!(matches!(c.criteria, SelectionCriteria::ReadPreference(ReadPreference::Primary)));
+        assert_eq!(c.batch_size, None);
+        assert_eq!(c.max_await, None);
+        assert!(c.comment.is_none());
+        assert!(!is_retryable(&spec));
+    }
+
+    #[test]
+    fn a_tailable_find_is_tailable() {
+        assert!(is_tailable(&rawdoc! { "command": { "find": "c", "tailable": true } }));
+        assert!(!is_tailable(&rawdoc! { "command": { "find": "c", "tailable": 1_i32 } }));
+    }
+
+    #[test]
+    fn refuses_malformed_specs() {
+        for bad in [
+            rawdoc! {},
+            rawdoc! { "command": {} },
+            rawdoc! { "command": "find" },
+            rawdoc! { "command": { "find": "c" }, "options": { "batchSize": -1_i32 } },
+            rawdoc! { "command": { "find": "c" }, "options": { "batchSize": 5_000_000_000_i64 } },
+            rawdoc! { "command": { "find": "c" }, "options": { "maxAwaitTimeMS": 1.5 } },
+            rawdoc! { "command": { "find": "c" }, "readPreference": { "mode": "bogus" } },
+        ] {
+            assert!(CursorCommand::parse(&bad).is_err(), "{bad:?}");
+        }
+    }
+}
