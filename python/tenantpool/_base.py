@@ -94,7 +94,7 @@ class BaseObject:
             command = self._scope.check_command(self._user_id, db_name, command)
         doc: dict[str, Any] = {"command": command}
         if read_preference is not None:
-            _read_preference.put(doc, read_preference, session)
+            _read_preference.route(doc, read_preference, session)
         spec = encode(doc, False, codec)
         raw = core_session(session, self._user_id)
         op = "retryable_write" if retryable and raw is None else "command"

@@ -150,7 +150,7 @@ class CollectionBase(BaseObject):
 
     def _route(self, spec: dict[str, Any], session: ClientSession | None) -> dict[str, Any]:
         """Puts a read's read preference into its spec (refusing a non-primary one in a transaction)."""
-        _read_preference.put(spec, self._read_preference_for(session), session)
+        _read_preference.route(spec, self._read_preference_for(session), session)
         return spec
 
     def __getattr__(self, name: str) -> Self:

@@ -31,7 +31,7 @@ from ._common import (
     encode,
     hint_value,
     plain_ints,
-    put,
+    set_if_given,
     validate_collation_or_none,
 )
 from .bulk import (
@@ -81,8 +81,8 @@ class CollectionWrites(CollectionBase):
         )
         if typed:
             options: dict[str, Any] = {}
-            put(options, "bypassDocumentValidation", bypass_document_validation)
-            put(options, "comment", comment)
+            set_if_given(options, "bypassDocumentValidation", bypass_document_validation)
+            set_if_given(options, "comment", comment)
             self._write_options(options, session)
             reply = yield from self._execute("insert_one", {"options": options}, [data], session=session)
             if reply:
@@ -146,8 +146,8 @@ class CollectionWrites(CollectionBase):
             (yield from bulk.execute(wc))
             return InsertManyResult(inserted_ids, wc.acknowledged)
         options: dict[str, Any] = {"ordered": ordered}
-        put(options, "bypassDocumentValidation", bypass_document_validation)
-        put(options, "comment", comment)
+        set_if_given(options, "bypassDocumentValidation", bypass_document_validation)
+        set_if_given(options, "comment", comment)
         self._write_options(options, session)
         assert data is not None
         try:
@@ -226,10 +226,10 @@ class CollectionWrites(CollectionBase):
         if let is not None:
             check_mapping("let", let)
         op: dict[str, Any] = {"q": filter, "u": document, "multi": multi, "upsert": upsert}
-        put(op, "collation", collation)
-        put(op, "arrayFilters", array_filters)
-        put(op, "hint", hint)
-        put(op, "sort", sort)
+        set_if_given(op, "collation", collation)
+        set_if_given(op, "arrayFilters", array_filters)
+        set_if_given(op, "hint", hint)
+        set_if_given(op, "sort", sort)
         typed = (
             wc.acknowledged
             and sort is None
@@ -249,12 +249,12 @@ class CollectionWrites(CollectionBase):
                 reply["upserted"] = reply["upserted"][0]["_id"]
             return UpdateResult(reply, True)
         options: dict[str, Any] = {"upsert": upsert}
-        put(options, "bypassDocumentValidation", bypass_document_validation)
-        put(options, "collation", collation)
-        put(options, "arrayFilters", array_filters)
-        put(options, "hint", hint)
-        put(options, "let", let)
-        put(options, "comment", comment)
+        set_if_given(options, "bypassDocumentValidation", bypass_document_validation)
+        set_if_given(options, "collation", collation)
+        set_if_given(options, "arrayFilters", array_filters)
+        set_if_given(options, "hint", hint)
+        set_if_given(options, "let", let)
+        set_if_given(options, "comment", comment)
         self._write_options(options, session)
         if replace:
             spec = {"filter": filter, "replacement": document, "options": options}
@@ -410,17 +410,17 @@ class CollectionWrites(CollectionBase):
         if let is not None:
             validate_is_document_type("let", let)
         op: dict[str, Any] = {"q": filter, "limit": int(not multi)}
-        put(op, "collation", collation)
-        put(op, "hint", hint)
+        set_if_given(op, "collation", collation)
+        set_if_given(op, "hint", hint)
         if not wc.acknowledged or len(encode(op, False, self._codec)) > MAX_BSON_SIZE:
             reply = yield from self._write_command(DELETE, op, None, let, comment, session)
             # pymongo's reply to an unacknowledged command is {"ok": 1}.
             return DeleteResult({"ok": 1} if reply is None else reply, wc.acknowledged)
         options: dict[str, Any] = {}
-        put(options, "collation", collation)
-        put(options, "hint", hint)
-        put(options, "let", let)
-        put(options, "comment", comment)
+        set_if_given(options, "collation", collation)
+        set_if_given(options, "hint", hint)
+        set_if_given(options, "let", let)
+        set_if_given(options, "comment", comment)
         self._write_options(options, session)
         spec = {"filter": filter, "options": options}
         reply = yield from self._execute("delete_many" if multi else "delete_one", spec, session=session)

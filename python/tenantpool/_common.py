@@ -168,7 +168,8 @@ def check_session(session: Any) -> _Session | None:
     return session
 
 
-def put(options: dict[str, Any], key: str, value: Any) -> None:
+def set_if_given(options: dict[str, Any], key: str, value: Any) -> None:
+    """``options[key] = value`` unless ``value`` is None (pymongo leaves an option out when not given)."""
     if value is not None:
         options[key] = value
 

@@ -104,7 +104,7 @@ def document(read_preference: _ServerMode) -> dict[str, Any] | None:
     return doc
 
 
-def put(spec: dict[str, Any], read_preference: _ServerMode, session: ClientSession | None) -> None:
+def route(spec: dict[str, Any], read_preference: _ServerMode, session: ClientSession | None) -> None:
     """Routes the operation of ``spec`` by ``read_preference``, refusing a non-primary one inside a
     transaction as pymongo does."""
     if read_preference.mode == 0:

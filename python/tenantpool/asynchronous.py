@@ -26,12 +26,13 @@ from bson.codec_options import CodecOptions
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
+from ._batch_cursor import _BatchCursor
 from ._calls import ASYNC_BOUND_SESSION, AsyncAPI, operations, run_async
 from .change_stream import ChangeStream, CollectionChangeStream, DatabaseChangeStream
 from .client import TenantClient
 from .collection import Collection
 from .credentials import TenantCredentials
-from .cursor import CommandCursor, Cursor, _BatchCursor
+from .cursor import CommandCursor, Cursor
 from .database import Database
 from .manager import UserConnectionManager
 from .session import AsyncClientSession

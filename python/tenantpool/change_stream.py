@@ -22,7 +22,15 @@ from pymongo.errors import InvalidOperation
 
 from . import _read_preference
 from ._calls import NextChange, Operation, Watch, operation, operations, twin
-from ._common import check_bool, check_session, core_session, decode, encode, put, validate_collation_or_none
+from ._common import (
+    check_bool,
+    check_session,
+    core_session,
+    decode,
+    encode,
+    set_if_given,
+    validate_collation_or_none,
+)
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -83,20 +91,20 @@ def gen_watch(
     # The $changeStream stage's options, chosen as pymongo chooses them: start_after wins over
     # resume_after, and a resume token over start_at_operation_time.
     options: dict[str, Any] = {}
-    put(options, "fullDocument", full_document)
-    put(options, "fullDocumentBeforeChange", full_document_before_change)
+    set_if_given(options, "fullDocument", full_document)
+    set_if_given(options, "fullDocumentBeforeChange", full_document_before_change)
     if start_after is not None:
         options["startAfter"] = start_after
     elif resume_after is not None:
         options["resumeAfter"] = resume_after
     else:
-        put(options, "startAtOperationTime", start_at_operation_time)
+        set_if_given(options, "startAtOperationTime", start_at_operation_time)
     if show_expanded_events:
         options["showExpandedEvents"] = True
     # The aggregate's.
-    put(options, "maxAwaitTimeMS", max_await_time_ms)
-    put(options, "batchSize", batch_size)
-    put(options, "collation", collation)
+    set_if_given(options, "maxAwaitTimeMS", max_await_time_ms)
+    set_if_given(options, "batchSize", batch_size)
+    set_if_given(options, "collation", collation)
     # Inside a transaction the transaction's read concern applies (and the server refuses the stream).
     check_session(session)
     in_transaction = session is not None and session.in_transaction
@@ -111,7 +119,7 @@ def gen_watch(
         scope.check_pipeline(user_id, pipeline)
     spec: dict[str, Any] = {"pipeline": pipeline, "options": options}
     # The target's read preference, as in pymongo (the stream's getMores follow its first aggregate).
-    _read_preference.put(spec, target._read_preference_for(session), session)
+    _read_preference.route(spec, target._read_preference_for(session), session)
     cls: type[ChangeStream]
     if collection is not None:
         spec["collection"] = collection.name

@@ -24,7 +24,6 @@ from pymongo import ReturnDocument
 from pymongo.common import (
     validate_list,
     validate_list_or_none,
-    validate_non_negative_integer_or_none,
     validate_ok_for_replace,
     validate_ok_for_update,
 )
@@ -34,10 +33,10 @@ from pymongo.errors import (
     OperationFailure,
 )
 from pymongo.operations import IndexModel
-from pymongo.read_concern import ReadConcern
-from pymongo.write_concern import DEFAULT_WRITE_CONCERN, WriteConcern
+from pymongo.write_concern import WriteConcern
 
 from . import _read_preference
+from ._aggregation import gen_aggregate
 from ._calls import Execute, Operation, operation, operations
 from ._collection_base import _NS_NOT_FOUND, _mappings
 from ._collection_writes import CollectionWrites
@@ -45,7 +44,6 @@ from ._common import (
     check_bool,
     check_mapping,
     check_query_size,
-    check_session,
     codec_for_replies,
     core_session,
     decode,
@@ -53,9 +51,8 @@ from ._common import (
     fields_document,
     hint_value,
     index_document,
-    put,
+    set_if_given,
     validate_collation_or_none,
-    write_concern_document,
 )
 from .bulk import (
     check_write_response,
@@ -64,8 +61,6 @@ from .change_stream import CollectionChangeStream, gen_watch
 from .cursor import COMMAND_PATH, CommandCursor, Cursor, command_find_one, find_options_fit_driver
 
 if TYPE_CHECKING:
-    from .database import Database
-
     # Either session class: the async classes run these same operations with an AsyncClientSession.
     from .session import _Session as ClientSession
 
@@ -149,8 +144,8 @@ class Collection(CollectionWrites):
         )
         if typed:
             options: dict[str, Any] = dict(kwargs)
-            put(options, "collation", collation)
-            put(options, "comment", comment)
+            set_if_given(options, "collation", collation)
+            set_if_given(options, "comment", comment)
             self._read_options(options, session)
             spec = self._route({"filter": filter, "options": options}, session)
             return int((yield from self._execute("count_documents", spec, session=session))["n"])
@@ -161,7 +156,7 @@ class Collection(CollectionWrites):
             pipeline.append({"$limit": kwargs.pop("limit")})
         pipeline.append({"$group": {"_id": 1, "n": {"$sum": 1}}})
         cmd: dict[str, Any] = {"aggregate": self._name, "pipeline": pipeline, "cursor": {}}
-        put(kwargs, "comment", comment)
+        set_if_given(kwargs, "comment", comment)
         cmd.update(kwargs)
         codec = codec_for_replies(self._codec)
         reply = yield from self._command(
@@ -184,12 +179,12 @@ class Collection(CollectionWrites):
             raise ConfigurationError("estimated_document_count does not support sessions")
         if set(kwargs) <= {"maxTimeMS"} and type(kwargs.get("maxTimeMS", 0)) is int:
             options: dict[str, Any] = dict(kwargs)
-            put(options, "comment", comment)
+            set_if_given(options, "comment", comment)
             self._read_options(options, None)
             spec = self._route({"options": options}, None)
             return int((yield from self._execute("estimated_document_count", spec))["n"])
         cmd: dict[str, Any] = {"count": self._name}
-        put(kwargs, "comment", comment)
+        set_if_given(kwargs, "comment", comment)
         cmd.update(kwargs)
         return int(
             (
@@ -231,10 +226,10 @@ class Collection(CollectionWrites):
             and type(kwargs.get("maxTimeMS", 0)) is int
         ):
             options: dict[str, Any] = {}
-            put(options, "maxTimeMS", kwargs.get("maxTimeMS"))
-            put(options, "collation", collation)
-            put(options, "comment", comment)
-            put(options, "hint", hint)
+            set_if_given(options, "maxTimeMS", kwargs.get("maxTimeMS"))
+            set_if_given(options, "collation", collation)
+            set_if_given(options, "comment", comment)
+            set_if_given(options, "hint", hint)
             self._read_options(options, session)
             spec = self._route({"key": key, "filter": query or {}, "options": options}, session)
             reply = yield from self._execute("distinct", spec, session=session)
@@ -242,8 +237,8 @@ class Collection(CollectionWrites):
             return values
         cmd: dict[str, Any] = {"distinct": self._name, "key": key}
         cmd.update(kwargs)
-        put(cmd, "comment", comment)
-        put(cmd, "hint", hint)
+        set_if_given(cmd, "comment", comment)
+        set_if_given(cmd, "hint", hint)
         reply = yield from self._command(
             cmd,
             read_concern=self._rc(session),
@@ -266,7 +261,7 @@ class Collection(CollectionWrites):
         **kwargs: Any,
     ) -> Operation[CommandCursor]:
         """pymongo's ``aggregate``: a CommandCursor over the results; ``$out``/``$merge`` included."""
-        return (yield from _aggregate(self._database, self, pipeline, let, comment, kwargs, session))
+        return (yield from gen_aggregate(self._database, self, pipeline, let, comment, kwargs, session))
 
     aggregate = operation(_gen_aggregate)
 
@@ -312,15 +307,15 @@ class Collection(CollectionWrites):
         )
         if typed:
             options: dict[str, Any] = {}
-            put(options, "projection", fields)
-            put(options, "sort", ordering)
-            put(options, "upsert", upsert)
-            put(options, "arrayFilters", None if array_filters is None else list(array_filters))
-            put(options, "hint", hint)
-            put(options, "let", let)
-            put(options, "collation", collation)
-            put(options, "maxTimeMS", kwargs.get("maxTimeMS"))
-            put(options, "comment", kwargs.get("comment"))
+            set_if_given(options, "projection", fields)
+            set_if_given(options, "sort", ordering)
+            set_if_given(options, "upsert", upsert)
+            set_if_given(options, "arrayFilters", None if array_filters is None else list(array_filters))
+            set_if_given(options, "hint", hint)
+            set_if_given(options, "let", let)
+            set_if_given(options, "collation", collation)
+            set_if_given(options, "maxTimeMS", kwargs.get("maxTimeMS"))
+            set_if_given(options, "comment", kwargs.get("comment"))
             self._write_options(options, session)
             spec: dict[str, Any] = {"filter": filter, "options": options}
             if kind != "delete":
@@ -328,14 +323,14 @@ class Collection(CollectionWrites):
                 spec["replacement" if kind == "replace" else "update"] = body["update"]
             return (yield from self._execute(f"find_one_and_{kind}", spec, session=session))["value"]
         cmd: dict[str, Any] = {"findAndModify": self._name, "query": filter, "new": return_document}
-        put(cmd, "let", let)
+        set_if_given(cmd, "let", let)
         cmd.update(body)
         cmd.update(kwargs)
-        put(cmd, "fields", fields)
-        put(cmd, "sort", ordering)
-        put(cmd, "upsert", upsert)
-        put(cmd, "arrayFilters", None if array_filters is None else list(array_filters))
-        put(cmd, "hint", hint)
+        set_if_given(cmd, "fields", fields)
+        set_if_given(cmd, "sort", ordering)
+        set_if_given(cmd, "upsert", upsert)
+        set_if_given(cmd, "arrayFilters", None if array_filters is None else list(array_filters))
+        set_if_given(cmd, "hint", hint)
         out = yield from self._command(
             cmd,
             write_concern=None if raw_wc is not None else wc,
@@ -366,7 +361,7 @@ class Collection(CollectionWrites):
         an explicit session with an unacknowledged write concern, ``WriteError`` (``DuplicateKeyError``) with
         the server's writeErrors entry as ``details``, ``WriteConcernError`` (``WTimeoutError``)."""
         kwargs["remove"] = True
-        put(kwargs, "comment", comment)
+        set_if_given(kwargs, "comment", comment)
         return (
             yield from self._find_and_modify(
                 "delete",
@@ -407,7 +402,7 @@ class Collection(CollectionWrites):
         writeErrors entry as ``details``, ``WriteConcernError`` (``WTimeoutError``)."""
         validate_ok_for_replace(replacement)
         kwargs["update"] = replacement
-        put(kwargs, "comment", comment)
+        set_if_given(kwargs, "comment", comment)
         return (
             yield from self._find_and_modify(
                 "replace", filter, projection, sort, upsert, return_document, None, hint, session, let, kwargs
@@ -440,7 +435,7 @@ class Collection(CollectionWrites):
         validate_ok_for_update(update)
         validate_list_or_none("array_filters", array_filters)
         kwargs["update"] = update
-        put(kwargs, "comment", comment)
+        set_if_given(kwargs, "comment", comment)
         return (
             yield from self._find_and_modify(
                 "update",
@@ -473,7 +468,7 @@ class Collection(CollectionWrites):
         command, as pymongo's ``create_indexes``, and returns their names. Raises ``TypeError`` for anything
         but IndexModels, ``OperationFailure`` (e.g. an index of that name with other keys)."""
         validate_list("indexes", indexes)
-        put(kwargs, "comment", comment)
+        set_if_given(kwargs, "comment", comment)
         return (yield from self._create_indexes(indexes, kwargs, session))
 
     create_indexes = operation(_gen_create_indexes)
@@ -505,7 +500,7 @@ class Collection(CollectionWrites):
         cmd_options: dict[str, Any] = {}
         if "maxTimeMS" in kwargs:
             cmd_options["maxTimeMS"] = kwargs.pop("maxTimeMS")
-        put(cmd_options, "comment", comment)
+        set_if_given(cmd_options, "comment", comment)
         return (yield from self._create_indexes([IndexModel(keys, **kwargs)], cmd_options, session))[0]
 
     create_index = operation(_gen_create_index)
@@ -521,7 +516,7 @@ class Collection(CollectionWrites):
         if comment is None:
             try:
                 spec: dict[str, Any] = {"collection": self._name}
-                _read_preference.put(spec, read_preference, session)
+                _read_preference.route(spec, read_preference, session)
                 raw = yield from CommandCursor._gen_open(self._database, "list_indexes", spec, codec, session)
                 return self._database._command_cursor_class(self._database, raw, codec, session=session)
             except OperationFailure as exc:
@@ -569,7 +564,7 @@ class Collection(CollectionWrites):
             raise TypeError(f"index_or_name must be an instance of str or list, not {type(name)}")
         cmd: dict[str, Any] = {"dropIndexes": self._name, "index": name}
         cmd.update(kwargs)
-        put(cmd, "comment", comment)
+        set_if_given(cmd, "comment", comment)
         (
             yield from self._command(
                 cmd, allowable_errors=_NS_NOT_FOUND, write_concern=self._wc(session), session=session
@@ -582,7 +577,7 @@ class Collection(CollectionWrites):
         self, /, session: ClientSession | None = None, comment: Any = None, **kwargs: Any
     ) -> Operation[None]:
         """Drops every index of the collection but ``_id``'s, as pymongo's ``drop_indexes``."""
-        put(kwargs, "comment", comment)
+        set_if_given(kwargs, "comment", comment)
         (yield from self._gen_drop_index("*", session=session, **kwargs))
 
     drop_indexes = operation(_gen_drop_indexes)
@@ -620,7 +615,7 @@ class Collection(CollectionWrites):
             raise InvalidName("collection names must not contain '$'")
         cmd: dict[str, Any] = {"renameCollection": self.full_name, "to": f"{self._db_name}.{new_name}"}
         cmd.update(kwargs)
-        put(cmd, "comment", comment)
+        set_if_given(cmd, "comment", comment)
         raw_wc = cmd.get("writeConcern")
         wc = WriteConcern(**raw_wc) if raw_wc is not None else self._wc(session)
         # renameCollection runs on admin; both names are in this database, so it stays within the tenant's.
@@ -708,103 +703,3 @@ class Collection(CollectionWrites):
         return {}
 
     options = operation(_gen_options)
-
-
-def _aggregate(
-    database: Database,
-    collection: Collection | None,
-    pipeline: Any,
-    let: Any,
-    comment: Any,
-    kwargs: dict[str, Any],
-    session: ClientSession | None,
-) -> Operation[CommandCursor]:
-    """pymongo's aggregation on a collection, or on the database if ``collection`` is None."""
-    if "explain" in kwargs:
-        raise ConfigurationError("The explain option is not supported. Use Database.command instead.")
-    for name in ("aggregate", "pipeline"):
-        if name in kwargs:
-            raise ConfigurationError(f"The {name} option cannot be specified as a keyword argument.")
-    pipeline = validate_list("pipeline", pipeline)
-    if database._scope is not None:
-        database._scope.check_pipeline(database._user_id, pipeline)
-    performs_write = (
-        bool(pipeline)
-        and isinstance(pipeline[-1], Mapping)
-        and ("$out" in pipeline[-1] or "$merge" in pipeline[-1])
-    )
-    if let is not None:
-        check_mapping("let", let)
-        kwargs["let"] = let
-    put(kwargs, "comment", comment)
-    batch_size = validate_non_negative_integer_or_none("batchSize", kwargs.pop("batchSize", None))
-    collation = validate_collation_or_none(kwargs.pop("collation", None))
-    # Only tailable cursors (change streams) use it; pymongo ignores it otherwise.
-    kwargs.pop("maxAwaitTimeMS", None)
-    target = collection if collection is not None else database
-    codec = target.codec_options
-    # Inside a transaction, the transaction's concerns apply.
-    check_session(session)
-    in_transaction = session is not None and session.in_transaction
-    wc = DEFAULT_WRITE_CONCERN if in_transaction else target.write_concern
-    # In a snapshot session, the session's read concern (see Collection._rc).
-    snapshot = session is not None and bool(session.options.snapshot)
-    rc = ReadConcern() if in_transaction or snapshot else target.read_concern
-    # As in pymongo, $out/$merge too: the driver sends those to the primary unless every server is 5.0+.
-    read_preference = target._read_preference_for(session)
-    known = {"allowDiskUse", "bypassDocumentValidation", "comment", "hint", "let", "maxTimeMS"}
-    typed = (
-        set(kwargs) <= known
-        and (kwargs.get("hint") is None or isinstance(kwargs["hint"], (str, Mapping)))
-        and type(kwargs.get("maxTimeMS", 0)) is int
-        and all(
-            isinstance(v, bool)
-            for k, v in kwargs.items()
-            if k in ("allowDiskUse", "bypassDocumentValidation")
-        )
-    )
-    if typed and not COMMAND_PATH:
-        options = dict(kwargs)
-        if batch_size is not None and not performs_write:
-            options["batchSize"] = batch_size
-        put(options, "collation", collation)
-        if rc.level is not None:
-            options["readConcern"] = rc.document
-        if performs_write and not wc.is_server_default:
-            options["writeConcern"] = write_concern_document(wc)
-        spec: dict[str, Any] = {"pipeline": pipeline, "options": options}
-        if collection is not None:
-            spec["collection"] = collection.name
-        _read_preference.put(spec, read_preference, session)
-        raw = yield from CommandCursor._gen_open(database, "aggregate", spec, codec, session)
-        return database._command_cursor_class(database, raw, codec, session=session)
-    # Options the driver does not model: send pymongo's command, so the server judges them; the core
-    # continues its cursor with getMore.
-    cmd: dict[str, Any] = {
-        "aggregate": collection.name if collection is not None else 1,
-        "pipeline": pipeline,
-    }
-    cmd.update(kwargs)
-    cursor_opts = dict(cmd.get("cursor") or {})
-    if batch_size is not None and not performs_write:
-        cursor_opts["batchSize"] = batch_size
-    cmd["cursor"] = cursor_opts
-    if collation is not None:
-        cmd["collation"] = collation
-    if rc.level is not None and "readConcern" not in cmd:
-        cmd["readConcern"] = rc.document
-    if performs_write and not wc.is_server_default and "writeConcern" not in cmd:
-        cmd["writeConcern"] = write_concern_document(wc)
-    if collection is None and database._scope is not None:
-        database._scope.check_database_operation(database._user_id, database.name, "aggregate")
-    raw = yield from CommandCursor._gen_open_command(
-        database,
-        cmd,
-        codec,
-        session,
-        read_preference,
-        batch_size=batch_size,
-        comment=kwargs.get("comment"),
-        retryable=not performs_write,
-    )
-    return database._command_cursor_class(database, raw, codec, session=session)

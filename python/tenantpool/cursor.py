@@ -1,31 +1,23 @@
-"""Cursor and CommandCursor: pymongo's cursor API over a Rust cursor that hands out one server batch at a
-time. Each batch is decoded by pymongo's C decoder in one call; nothing beyond one batch is held, so a
-large result streams in bounded memory."""
+"""Cursor: pymongo's find cursor over a Rust cursor (see _batch_cursor); CommandCursor lives in
+command_cursor and is re-exported here, where tenantpool has always had it."""
 
 from __future__ import annotations
 
 import copy
-import os
-from collections import deque
 from collections.abc import Iterable, Mapping
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, overload
 
 from bson.code import Code
-from bson.codec_options import CodecOptions
 from pymongo import CursorType
-from pymongo.errors import InvalidOperation, OperationFailure
+from pymongo.errors import InvalidOperation
 
-from . import _read_preference
 from ._calls import (
     BOUND_SESSION,
-    NextBatch,
     OpenCursor,
     Operation,
     bound_session,
     operation,
     operations,
-    run_sync,
     twin,
 )
 from ._common import (
@@ -33,13 +25,12 @@ from ._common import (
     check_mapping,
     check_query_size,
     core_session,
-    decode_all,
     encode,
     fields_document,
     hint_value,
     index_document,
     index_list,
-    put,
+    set_if_given,
     validate_collation_or_none,
 )
 
@@ -48,42 +39,24 @@ if TYPE_CHECKING:
 
     from ._core import RawCursor
     from .collection import Collection
-    from .database import Database
 
     # Either session class: the async classes run these same operations with an AsyncClientSession.
     from .session import _Session as ClientSession
+from ._batch_cursor import (
+    _AWAIT_DATA,
+    _EXHAUST,
+    _NO_TIMEOUT,
+    _PARTIAL,
+    _SUPPORTED_FLAGS,
+    _TAILABLE,
+    COMMAND_PATH,
+    _BatchCursor,
+    _is_int,
+    _refuse_exhaust,
+)
+from .command_cursor import CommandCursor, command_find_one
 
-# pymongo's query flags that can be expressed as find options.
-_TAILABLE = 2
-_NO_TIMEOUT = 16
-_AWAIT_DATA = 32
-_PARTIAL = 128
-_SUPPORTED_FLAGS = _TAILABLE | _NO_TIMEOUT | _AWAIT_DATA | _PARTIAL
-_EXHAUST = 64
-
-# pymongo's _CURSOR_CLOSED_ERRORS: the server has already killed the cursor. On a tailable cursor they
-# mean the capped collection rolled over its position (CappedPositionLost), and pymongo ends the cursor
-# quietly (alive False) instead of raising.
-_CURSOR_CLOSED_ERRORS = frozenset([43, 175, 237, 28617, 17406, 96, 136])
-
-
-# Test-only spike (issue 16, "one execution path"), not a supported setting: with TENANTPOOL_COMMAND_PATH=1
-# in the environment when tenantpool is imported, find, find_one and aggregate always go as pymongo's own
-# command through the command-cursor path (CommandCursor._gen_open_command) instead of the driver's typed
-# operations, so that the two paths can be measured and compared against pymongo side by side.
-COMMAND_PATH = os.environ.get("TENANTPOOL_COMMAND_PATH") == "1"
-
-
-def _refuse_exhaust(how: str) -> InvalidOperation:
-    return InvalidOperation(
-        f"{how}: exhaust cursors are not supported by tenantpool (the Rust driver cannot read a stream "
-        f"of replies to one getMore); use CursorType.NON_TAILABLE, which returns the same documents "
-        f"(batch_size sets how many per round trip)"
-    )
-
-
-def _is_int(value: Any, minimum: int | None = None) -> bool:
-    return type(value) is int and (minimum is None or value >= minimum)
+__all__ = ["COMMAND_PATH", "CommandCursor", "Cursor", "command_find_one", "find_options_fit_driver"]
 
 
 def find_options_fit_driver(options: Mapping[str, Any]) -> bool:
@@ -100,137 +73,6 @@ def find_options_fit_driver(options: Mapping[str, Any]) -> bool:
             ("maxAwaitTimeMS", 0),
         )
     )
-
-
-class _BatchCursor:
-    """Iteration shared by both cursors: a local deque refilled one server batch at a time."""
-
-    _raw: RawCursor | None
-    _codec: CodecOptions[Any]
-    _session: ClientSession | None
-    # A tailable cursor (set when its query runs): an empty batch ends an iteration, not the cursor.
-    _tailable = False
-
-    def _init_iteration(self) -> None:
-        self._raw = None
-        self._data: deque[Any] = deque()
-        self._started = False
-        self._killed = False
-        self._retrieved = 0
-
-    def _open(self) -> Operation[RawCursor | None]:
-        raise NotImplementedError
-        yield  # a generator, like the subclasses' _open
-
-    def _gen_refresh(self) -> Operation[int]:
-        """Fetches the next batch if the local one is used up; the number of documents now buffered."""
-        if self._data or self._killed:
-            return len(self._data)
-        if not self._started:
-            self._started = True
-            try:
-                self._raw = yield from self._open()
-            except BaseException:
-                self._killed = True
-                raise
-        data = None
-        if self._raw is not None:
-            try:
-                data = yield NextBatch(self._raw)
-            except BaseException as exc:
-                self._close()
-                if self._tailable and isinstance(exc, OperationFailure) and exc.code in _CURSOR_CLOSED_ERRORS:
-                    return 0
-                raise
-        if data is None:
-            # The server cursor is exhausted (and released by the core).
-            self._killed = True
-            return 0
-        docs = decode_all(data, self._codec)
-        self._retrieved += len(docs)
-        self._data.extend(docs)
-        return len(self._data)
-
-    def _refresh(self) -> int:
-        return run_sync(self._gen_refresh())
-
-    def __iter__(self) -> Self:
-        return self
-
-    def __next__(self) -> Any:
-        # The common case, a document already buffered, stays a deque pop.
-        """The next document (fetching the next server batch when the local one is used up); ``StopIteration``
-        once exhausted. ``next()`` is the same; on the async cursors it is awaited and ends with
-        ``StopAsyncIteration``."""
-        if self._data or self._refresh():
-            return self._data.popleft()
-        raise StopIteration
-
-    next = twin(__next__)
-
-    def _gen_to_list(self, length: int | None = None) -> Operation[list[Any]]:
-        """The remaining documents, or at most ``length`` of them (pymongo's ``to_list``)."""
-        if isinstance(length, int) and length < 1:
-            raise ValueError("to_list() length must be greater than 0")
-        res: list[Any] = []
-        while self._data or (yield from self._gen_refresh()):
-            if length is None:
-                res.extend(self._data)
-                self._data.clear()
-            else:
-                while self._data and len(res) < length:
-                    res.append(self._data.popleft())
-                if len(res) >= length:
-                    break
-        return res
-
-    to_list = operation(_gen_to_list)
-
-    @property
-    def alive(self) -> bool:
-        """Whether more documents may come. As in pymongo, False once the last batch has been consumed:
-        with the local batch used up, this asks the core for the next one (which costs a round trip only
-        if the server has more)."""
-        if self._data:
-            return True
-        if self._killed:
-            return False
-        if not self._started or self._tailable:
-            # A tailable cursor is alive until the server closes it, batches or not (pymongo's rule;
-            # asking for a batch here would wait for new documents).
-            return True
-        return self._refresh() > 0
-
-    @property
-    def retrieved(self) -> int:
-        """The number of documents received from the server so far."""
-        return self._retrieved
-
-    @property
-    def session(self) -> ClientSession | None:
-        """The explicit session this cursor runs in, if any."""
-        return self._session
-
-    def _close(self) -> None:
-        """Kills the server cursor if it is still open, and releases the tenant's pool."""
-        self._killed = True
-        self._started = True
-        self._data.clear()
-        raw, self._raw = self._raw, None
-        if raw is not None:
-            raw.close()
-
-    # No I/O waits here (the kill is sent in the background); the async cursors' is a coroutine all the
-    # same, as pymongo's.
-    close = twin(_close)
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._close()
 
 
 @operations
@@ -571,7 +413,7 @@ class Cursor(_BatchCursor):
                 "ensure the query utilizes the correct index"
             )
         o: dict[str, Any] = {}
-        put(o, "projection", self._projection)
+        set_if_given(o, "projection", self._projection)
         if self._skip:
             o["skip"] = self._skip
         if self._limit:
@@ -586,19 +428,19 @@ class Cursor(_BatchCursor):
             o["tailable"] = True
         if self._flags & _AWAIT_DATA:
             o["awaitData"] = True
-        put(o, "maxAwaitTimeMS", self._max_await_time_ms)
-        put(o, "sort", self._ordering)
-        put(o, "collation", self._collation)
-        put(o, "hint", self._hint)
-        put(o, "maxTimeMS", self._max_time_ms)
-        put(o, "max", self._max or None)
-        put(o, "min", self._min or None)
-        put(o, "returnKey", self._return_key)
-        put(o, "showRecordId", self._show_record_id)
+        set_if_given(o, "maxAwaitTimeMS", self._max_await_time_ms)
+        set_if_given(o, "sort", self._ordering)
+        set_if_given(o, "collation", self._collation)
+        set_if_given(o, "hint", self._hint)
+        set_if_given(o, "maxTimeMS", self._max_time_ms)
+        set_if_given(o, "max", self._max or None)
+        set_if_given(o, "min", self._min or None)
+        set_if_given(o, "returnKey", self._return_key)
+        set_if_given(o, "showRecordId", self._show_record_id)
         # pymongo sends a comment only if it is truthy.
-        put(o, "comment", self._comment or None)
-        put(o, "allowDiskUse", self._allow_disk_use)
-        put(o, "let", self._let)
+        set_if_given(o, "comment", self._comment or None)
+        set_if_given(o, "allowDiskUse", self._allow_disk_use)
+        set_if_given(o, "let", self._let)
         self._collection._read_options(o, self._session)
         return o
 
@@ -661,9 +503,9 @@ class Cursor(_BatchCursor):
         options: dict[str, Any] = {}
         if self._spec:
             options["query"] = self._spec
-        put(options, "maxTimeMS", self._max_time_ms)
-        put(options, "comment", self._comment or None)
-        put(options, "collation", self._collation)
+        set_if_given(options, "maxTimeMS", self._max_time_ms)
+        set_if_given(options, "comment", self._comment or None)
+        set_if_given(options, "collation", self._collation)
         return (yield from self._collection._gen_distinct(key, session=self._session, **options))
 
     distinct = operation(_gen_distinct)
@@ -733,119 +575,3 @@ class Cursor(_BatchCursor):
 
     def __repr__(self) -> str:
         return f"<tenantpool.cursor.Cursor object on {self._collection.full_name}>"
-
-
-@operations
-class CommandCursor(_BatchCursor):
-    """The cursor of ``aggregate``, ``list_indexes`` and ``list_collections``. As in pymongo, the command
-    runs at once, so its errors surface at the call; later batches are fetched as iteration needs them."""
-
-    def __init__(
-        self,
-        database: Database,
-        raw: RawCursor | None,
-        codec: CodecOptions[Any],
-        first_batch: list[Any] | None = None,
-        session: ClientSession | None = None,
-    ) -> None:
-        self._database = database
-        self._codec = codec
-        self._session = session
-        self._init_iteration()
-        self._started = True
-        self._raw = raw
-        if first_batch is not None:
-            # A complete result the server returned in its first batch (cursor id 0).
-            self._data.extend(first_batch)
-            self._retrieved = len(first_batch)
-            self._killed = True
-
-    @staticmethod
-    def _gen_open(
-        database: Database,
-        op: str,
-        spec: Mapping[str, Any],
-        codec: CodecOptions[Any],
-        session: ClientSession | None = None,
-    ) -> Operation[RawCursor]:
-        """Runs the cursor's command at once, as pymongo does, so its errors surface at the call."""
-        user_id = database._client.user_id
-        if database._scope is not None and "collection" not in spec:
-            database._scope.check_database_operation(user_id, database.name, op)
-        raw = core_session(session, user_id)
-        cursor: RawCursor = yield OpenCursor(
-            database._core, user_id, database.name, op, encode(spec, False, codec), raw
-        )
-        return cursor
-
-    @staticmethod
-    def _gen_open_command(
-        database: Database,
-        command: Mapping[str, Any],
-        codec: CodecOptions[Any],
-        session: ClientSession | None,
-        read_preference: Any,
-        batch_size: int | None = None,
-        max_await_time_ms: int | None = None,
-        comment: Any = None,
-        retryable: bool = False,
-        check: bool = True,
-    ) -> Operation[RawCursor]:
-        """Runs a cursor command built here (pymongo's own find or aggregate command, or
-        ``cursor_command``'s) as is, so the server judges every option; the core continues the cursor
-        with getMore, in the session if any. ``batch_size``, ``max_await_time_ms`` (as ``maxTimeMS``)
-        and ``comment`` go with the getMores; ``retryable``: whether a first attempt cut short by
-        socketTimeoutMS runs once more (pymongo retries a find or an aggregate, not cursor_command);
-        ``check=False`` for a command tenantpool built on the database's own collection, whose pipeline
-        (if any) was checked already."""
-        user_id = database._client.user_id
-        if check and database._scope is not None:
-            command = database._scope.check_command(user_id, database.name, command)
-        getmore: dict[str, Any] = {}
-        if isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size > 0:
-            getmore["batchSize"] = int(batch_size)
-        put(getmore, "maxAwaitTimeMS", max_await_time_ms)
-        put(getmore, "comment", comment)
-        spec: dict[str, Any] = {"command": command, "options": getmore, "retryable": retryable}
-        _read_preference.put(spec, read_preference, session)
-        raw = core_session(session, user_id)
-        encoded = encode(spec, False, codec)
-        check_query_size(encoded)
-        cursor: RawCursor = yield OpenCursor(database._core, user_id, database.name, "command", encoded, raw)
-        return cursor
-
-    @property
-    def address(self) -> tuple[str, int] | None:
-        """None: the Rust core does not tell which server a cursor runs on (pymongo: its ``(host, port)``)."""
-        return None
-
-    @property
-    def cursor_id(self) -> int | None:
-        """None: the Rust core keeps the server cursor id to itself."""
-        return None
-
-    def _gen_try_next(self) -> Operation[Any]:
-        """The next document, or None if there is none yet (pymongo's ``CommandCursor.try_next``)."""
-        if self._data or (yield from self._gen_refresh()):
-            return self._data.popleft()
-        return None
-
-    try_next = operation(_gen_try_next)
-
-    def __repr__(self) -> str:
-        return f"<tenantpool.cursor.CommandCursor object on {self._database.name}>"
-
-
-def command_find_one(collection: Collection, filter: Any) -> Operation[Any]:
-    """``find_one(filter)`` through the command-cursor path (the TENANTPOOL_COMMAND_PATH spike, see
-    COMMAND_PATH): pymongo's find command with limit 1 and singleBatch, its one batch read at once."""
-    cmd: dict[str, Any] = {"find": collection.name, "filter": filter or {}, "limit": 1, "singleBatch": True}
-    collection._read_options(cmd, None)
-    codec = collection.codec_options
-    read_preference = collection._read_preference_for(None)
-    raw = yield from CommandCursor._gen_open_command(
-        collection._database, cmd, codec, None, read_preference, retryable=True, check=False
-    )
-    data = yield NextBatch(raw)
-    docs = decode_all(data, codec) if data else []
-    return docs[0] if docs else None

@@ -13,18 +13,19 @@ from pymongo.read_preferences import _ServerMode
 from pymongo.write_concern import WriteConcern
 
 from . import _read_preference
+from ._aggregation import gen_aggregate
 from ._base import BaseObject
 from ._calls import Operation, operation, operations
 from ._common import (
     allowed_error,
     check_mapping,
-    put,
+    set_if_given,
     validate_collation_or_none,
     write_concern_document,
     write_concern_error,
 )
 from .change_stream import CollectionChangeStream, DatabaseChangeStream, gen_watch
-from .collection import Collection, _aggregate
+from .collection import Collection
 from .cursor import CommandCursor, Cursor
 
 if TYPE_CHECKING:
@@ -245,8 +246,8 @@ class Database(BaseObject):
         # database's collection list comes back in one batch).
         if comment is None and set(kwargs) <= {"nameOnly"} and kwargs.get("nameOnly") in (None, True):
             spec: dict[str, Any] = {}
-            put(spec, "filter", filter)
-            _read_preference.put(spec, read_preference, session)
+            set_if_given(spec, "filter", filter)
+            _read_preference.route(spec, read_preference, session)
             raw = yield from CommandCursor._gen_open(self, "list_collections", spec, self._codec, session)
             cursor = self._command_cursor_class(self, raw, self._codec, session=session)
             docs = yield from cursor._gen_to_list()
@@ -255,8 +256,8 @@ class Database(BaseObject):
                 docs = [{"name": d["name"], "type": d["type"]} for d in docs]
             return self._command_cursor_class(self, None, self._codec, first_batch=docs)
         cmd: dict[str, Any] = {"listCollections": 1, "cursor": {}}
-        put(kwargs, "filter", filter)
-        put(kwargs, "comment", comment)
+        set_if_given(kwargs, "filter", filter)
+        set_if_given(kwargs, "comment", comment)
         cmd.update(kwargs)
         reply = yield from self._run_command(cmd, session=session, read_preference=read_preference)
         return self._command_cursor_class(self, None, self._codec, first_batch=reply["cursor"]["firstBatch"])
@@ -324,7 +325,7 @@ class Database(BaseObject):
                 "drop_collection(encrypted_fields=...): queryable encryption is not supported by tenantpool"
             )
         cmd: dict[str, Any] = {"drop": name}
-        put(cmd, "comment", comment)
+        set_if_given(cmd, "comment", comment)
         wc = self._wc(session)
         if not wc.is_server_default:
             cmd["writeConcern"] = write_concern_document(wc)
@@ -347,7 +348,7 @@ class Database(BaseObject):
         """A database-level aggregation (``$currentOp``, ``$documents``...)."""
         let = kwargs.pop("let", None)
         comment = kwargs.pop("comment", None)
-        return (yield from _aggregate(self, None, pipeline, let, comment, kwargs, session))
+        return (yield from gen_aggregate(self, None, pipeline, let, comment, kwargs, session))
 
     aggregate = operation(_gen_aggregate)
 
@@ -365,8 +366,8 @@ class Database(BaseObject):
         if not isinstance(name, str):
             raise TypeError(f"name_or_collection must be an instance of str or Collection, not {type(name)}")
         cmd: dict[str, Any] = {"validate": name, "scandata": scandata, "full": full}
-        put(cmd, "comment", comment)
-        put(cmd, "background", background)
+        set_if_given(cmd, "comment", comment)
+        set_if_given(cmd, "background", background)
         result = yield from self._gen_command(cmd, session=session)
         if not result.get("valid", False):
             raise CollectionInvalid(f"{name} invalid: {result!r}")
