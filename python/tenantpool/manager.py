@@ -19,6 +19,7 @@ from ._read_preference import manager_read_preference
 from .client import TenantClient
 from .credentials import CredentialsLike, TenantCredentials, check_roles, core_callback
 from .database import Database
+from .monitoring import command_publisher
 
 logger = logging.getLogger("tenantpool")
 
@@ -144,6 +145,10 @@ class UserConnectionManager:
         # use_weak_ref is accepted for the document's signature; pools are owned by the registry and
         # closed by the idle reaper, which is what weak references were approximating.
         del use_weak_ref
+        # pymongo's MongoClient(event_listeners=...): Python objects, kept out of the driver's options.
+        event_listeners = None
+        for key in [k for k in mongo_options if k.lower() == "event_listeners"]:
+            event_listeners = mongo_options.pop(key)
         options = dict(_DEFAULT_OPTIONS)
         if idle_timeout is not None:
             options["maxIdleTimeMS"] = int(idle_timeout * 1000)
@@ -184,6 +189,7 @@ class UserConnectionManager:
             credentials=None if credentials is None else core_callback(credentials),
             admin_idle_ms=int(self._admin_idle_timeout * 1000),
             max_server_connections=max_server_connections,
+            publisher=command_publisher(event_listeners, codec),
         )
         budget = self._core.budget()
         self.isolation = isolation

@@ -138,7 +138,11 @@ impl Manager {
                 let credential = tenant_credential(self.credentials.as_ref(), &self.template, tenant)?;
                 let identity = credential.as_ref().map(|(_, who)| who.clone());
                 let pool = TenantPool {
-                    client: ManuallyDrop::new(self.new_client(size, credential.map(|(c, _)| c))),
+                    client: ManuallyDrop::new(self.new_client(
+                        Some(tenant),
+                        size,
+                        credential.map(|(c, _)| c),
+                    )),
                     stash: Arc::default(),
                     owned: true,
                     identity,
@@ -154,7 +158,8 @@ impl Manager {
                     // Every shared client gets the same size, fitted so that all of them fit: taking
                     // the reservation cannot exceed the bound.
                     let reservation = self.room.budget.force_reserve(self.room.cost(max_pool_size));
-                    shared[slot] = Some((self.new_client(max_pool_size, None), Arc::default(), reservation));
+                    shared[slot] =
+                        Some((self.new_client(None, max_pool_size, None), Arc::default(), reservation));
                 }
                 let (client, stash, _) = shared[slot].as_ref().expect("just made");
                 TenantPool {
