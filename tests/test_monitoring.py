@@ -112,6 +112,30 @@ def test_crud_events_carry_pymongos_fields_and_the_tenant(mongodb_uri):
     assert len({e.operation_id for e in rec.of(monitoring.CommandStartedEvent)}) == 5
 
 
+def test_the_drivers_typed_operations_are_delivered(mongodb_uri):
+    rec = Recorder()
+    a = tenant("typed")
+    with UserConnectionManager(mongodb_uri, event_listeners=[rec]) as m:
+        db = m.get_database(a)
+        db.c.create_index("x")
+        db.c.insert_many([{"x": i} for i in range(3)])
+        assert sorted(db.c.distinct("x")) == [0, 1, 2]
+        assert db.c.find_one_and_update({"x": 1}, {"$set": {"y": 1}})["x"] == 1
+        assert db.c.estimated_document_count() == 3
+        assert db.list_collection_names() == ["c"]
+        db.c.drop()
+    assert rec.names() == [
+        "createIndexes",
+        "insert",
+        "distinct",
+        "findAndModify",
+        "count",
+        "listCollections",
+        "drop",
+    ]
+    assert_pairs(rec, a, f"user_{a}_db")
+
+
 def test_cursor_getmores_and_killcursors_are_delivered(mongodb_uri):
     rec = Recorder()
     a = tenant()
@@ -141,6 +165,30 @@ def test_a_server_error_is_a_failed_event_with_the_servers_reply(mongodb_uri):
     assert failed.failure["code"] == info.value.code == 2
     assert failed.failure["codeName"] == "BadValue" and "$bogus" in failed.failure["errmsg"]
     assert failed.database_name == f"user_{a}_db"
+
+
+@pytest.mark.parametrize("strategy", ["per_user", "shared"])
+def test_transaction_commit_and_abort_are_delivered(mongodb_uri, strategy):
+    rec = Recorder()
+    a = tenant("tx")
+    with UserConnectionManager(mongodb_uri, strategy=strategy, event_listeners=[rec]) as m:
+        m.get_database(a).c.insert_one({"_id": 0})  # the collection exists before the transactions
+        client = m.get_client(a)
+        with client.start_session() as s:
+            with s.start_transaction():
+                client[f"user_{a}_db"].c.insert_one({"_id": 1}, session=s)
+            s.start_transaction()
+            client[f"user_{a}_db"].c.insert_one({"_id": 2}, session=s)
+            s.abort_transaction()
+        assert m.get_database(a).c.count_documents({}) == 2
+    assert rec.names() == ["insert", "insert", "commitTransaction", "insert", "abortTransaction", "aggregate"]
+    commit = rec.of(monitoring.CommandStartedEvent, "commitTransaction")[0]
+    assert commit.tenant == a and commit.database_name == "admin"
+    in_transaction = rec.of(monitoring.CommandStartedEvent, "insert")[1]
+    assert commit.command["txnNumber"] == in_transaction.command["txnNumber"]
+    for name in ("commitTransaction", "abortTransaction"):
+        (done,) = rec.of(monitoring.CommandSucceededEvent, name)
+        assert done.tenant == a and done.reply["ok"] == 1
 
 
 @pytest.mark.parametrize("strategy", ["per_user", "grouped", "shared"])
