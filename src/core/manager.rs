@@ -7,7 +7,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use mongodb::bson::{RawDocument, RawDocumentBuf};
-use mongodb::options::{ClientOptions, Credential, ServerMonitoringMode};
+use mongodb::options::{ClientOptions, ServerMonitoringMode};
 use mongodb::options::{SessionOptions, TransactionOptions};
 use mongodb::{Client, ClientSession, Database};
 use tokio::sync::{Notify, OwnedSemaphorePermit};
@@ -335,21 +335,6 @@ impl Manager {
             return None;
         }
         Some(self.registry.try_lease_existing(tenant)?.map(drop).map_err(CoreError::from))
-    }
-
-    /// A driver client (`tenant`'s own, or shared); `credential`, the tenant's own, replaces the
-    /// connection string's.
-    fn new_client(&self, tenant: Option<&str>, max_pool_size: u32, credential: Option<Credential>) -> Client {
-        let mut options = self.client_options.clone();
-        options.command_event_handler = self.monitor.as_ref().map(|m| m.handler(tenant.map(str::to_owned)));
-        options.max_pool_size = Some(max_pool_size);
-        if credential.is_some() {
-            options.credential = credential;
-        }
-        // The driver spawns its monitors on the ambient runtime.
-        let rt = runtime::get();
-        let _guard = rt.enter();
-        Client::with_options(options).expect("options were validated at construction")
     }
 
     /// A driver error of the tenant's operation. A failed authentication names the tenant and, when
