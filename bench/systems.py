@@ -28,7 +28,29 @@ LABELS = {
     "tenantpool-async/per_user": "tenantpool async per_user",
     "tenantpool-async/grouped": "tenantpool async grouped",
     "tenantpool-async/shared": "tenantpool async shared",
+    "tenantpool/per_user+listener": "tenantpool per_user + no-op listener",
+    "tenantpool/shared+listener": "tenantpool shared + no-op listener",
+    "pymongo/shared+listener": "pymongo MongoClient (shared) + no-op listener",
 }
+
+#: A system name's suffix: the same system with one no-op command listener (monitoring's own cost).
+WITH_LISTENER = "+listener"
+
+
+def _noop_listener() -> Any:
+    from pymongo import monitoring
+
+    class Noop(monitoring.CommandListener):
+        def started(self, event: Any) -> None:
+            pass
+
+        def succeeded(self, event: Any) -> None:
+            pass
+
+        def failed(self, event: Any) -> None:
+            pass
+
+    return Noop()
 
 
 def label(system: str) -> str:
@@ -77,16 +99,20 @@ def pymongo_options(opts: dict[str, Any], pool_key: str) -> dict[str, Any]:
 def make_sync(system: str, uri: str, opts: dict[str, Any]) -> SyncSystem:
     """Builds one system. ``opts``: user_pool_size, groups, shared_pool_size (tenantpool and the
     document's manager), pymongo_pool_size (shared pymongo client), waitQueueTimeoutMS, appName."""
+    listeners: dict[str, Any] = {}
+    if system.endswith(WITH_LISTENER):
+        system = system[: -len(WITH_LISTENER)]
+        listeners["event_listeners"] = [_noop_listener()]
     if system.startswith("tenantpool/"):
         from tenantpool import UserConnectionManager
 
-        manager = UserConnectionManager(uri, **tenantpool_options(system, opts))
+        manager = UserConnectionManager(uri, **tenantpool_options(system, opts), **listeners)
         return SyncSystem(system, manager.get_database, manager.close_all, stats=manager.get_stats)
 
     if system == "pymongo/shared":
         from pymongo import MongoClient
 
-        client: MongoClient = MongoClient(uri, **pymongo_options(opts, "pymongo_pool_size"))
+        client: MongoClient = MongoClient(uri, **pymongo_options(opts, "pymongo_pool_size"), **listeners)
 
         def shared_db(tenant: str) -> Any:
             return client[f"user_{tenant}_db"]

@@ -246,7 +246,6 @@ def test_invalid_explicit_db_name_raises_invalid_name(mongodb_uri):
         ({"idle_timeout": -1}, "idle_timeout"),
         ({"max_connections": 0}, "max_connections"),
         ({"db_name_template": "no_placeholder"}, "db_name_template"),
-        ({"event_listeners": []}, "event_listeners"),
     ],
 )
 def test_bad_options_raise_configuration_error_naming_them(mongodb_uri, kwargs, needle):

@@ -67,6 +67,7 @@ class Manager:
         credentials: Callable[[str], tuple[str, str, str | None, str | None]] | None = None,
         admin_idle_ms: int = 10_000,
         max_server_connections: int | None = None,
+        publisher: Callable[..., None] | None = None,
     ) -> Self: ...
     @property
     def closed(self) -> bool: ...

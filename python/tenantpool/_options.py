@@ -27,7 +27,6 @@ _CODEC_KEYS = {
 
 # pymongo keywords that name Python objects the Rust driver cannot call.
 _UNSUPPORTED = {
-    "event_listeners": "use get_stats()/metrics instead of pymongo monitoring listeners",
     "server_selector": "custom server selectors are Python callables the Rust driver cannot call",
     "auto_encryption_opts": "client-side field level encryption is not supported",
     "srv_host_validator": "not supported",

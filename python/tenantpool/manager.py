@@ -20,6 +20,7 @@ from ._read_preference import manager_read_preference
 from .client import TenantClient
 from .credentials import CredentialsLike, TenantCredentials, check_roles, core_callback
 from .database import Database
+from .monitoring import command_publisher
 from .placement import placement_router, placement_stats, router_of
 
 logger = logging.getLogger("tenantpool")
@@ -167,6 +168,10 @@ class UserConnectionManager:
         # use_weak_ref is accepted for the document's signature; pools are owned by the registry and
         # closed by the idle reaper, which is what weak references were approximating.
         del use_weak_ref
+        # pymongo's MongoClient(event_listeners=...): Python objects, kept out of the driver's options.
+        event_listeners = None
+        for key in [k for k in mongo_options if k.lower() == "event_listeners"]:
+            event_listeners = mongo_options.pop(key)
         options = dict(_DEFAULT_OPTIONS)
         if idle_timeout is not None:
             options["maxIdleTimeMS"] = int(idle_timeout * 1000)
@@ -192,6 +197,9 @@ class UserConnectionManager:
         self.idle_timeout = idle_timeout
         self.max_connections = max_connections
 
+        # One publisher for every deployment's core: the listeners are the manager's.
+        publisher = command_publisher(event_listeners, codec)
+
         def make_core(uri: str) -> Any:
             return _core.Manager(
                 with_credentials(uri, uri_credentials),
@@ -209,6 +217,7 @@ class UserConnectionManager:
                 credentials=None if credentials is None else core_callback(credentials),
                 admin_idle_ms=int(self._admin_idle_timeout * 1000),
                 max_server_connections=max_server_connections,
+                publisher=publisher,
             )
 
         self._core: Any = make_core(connection_string)

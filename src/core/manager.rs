@@ -7,7 +7,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use mongodb::bson::{RawDocument, RawDocumentBuf};
-use mongodb::options::{ClientOptions, Credential, ServerMonitoringMode};
+use mongodb::options::{ClientOptions, ServerMonitoringMode};
 use mongodb::options::{SessionOptions, TransactionOptions};
 use mongodb::{Client, ClientSession, Database};
 use tokio::sync::{Notify, OwnedSemaphorePermit};
@@ -22,6 +22,7 @@ pub use super::error::CoreError;
 use super::forklock::ForkMutex;
 use super::labels::Labelled;
 use super::metrics::CloseCause;
+use super::monitor::{Monitor, Sink};
 use super::naming::{check_db_name, Template};
 use super::ops::{self, CursorOp, Op, Opened};
 use super::options::{merge_uri_options, redact, scrub};
@@ -186,6 +187,8 @@ pub struct Config {
     pub admin_idle: Duration,
     /// The bound on server connections; None: the default, lowered to the server's figure.
     pub max_server_connections: Option<u32>,
+    /// Receives every command's events (see `monitor`); None: no handler at all.
+    pub monitor: Option<Sink>,
 }
 
 pub struct Manager {
@@ -211,6 +214,7 @@ pub struct Manager {
     owner_pid: ForkMutex<u32>,
     /// The connection budget every client of this manager reserves from.
     room: Room,
+    monitor: Option<Arc<Monitor>>,
 }
 
 impl Manager {
@@ -238,7 +242,9 @@ impl Manager {
         // serverSelectionTimeoutMS, where a polling monitor checked it again within milliseconds and the
         // retried write went through, as under pymongo.
         client_options.server_monitoring_mode.get_or_insert(ServerMonitoringMode::Poll);
-        let provisioner_options = client_options.clone();
+        let monitor = config.monitor.map(|sink| Monitor::new(sink, template.clone()));
+        let mut provisioner_options = client_options.clone();
+        provisioner_options.command_event_handler = monitor.as_ref().map(|m| m.handler(None));
         if config.max_server_connections == Some(0) {
             return Err(CoreError::Configuration("max_server_connections must be at least 1".into()));
         }
@@ -268,12 +274,18 @@ impl Manager {
             reaper_stop: Arc::new(Notify::new()),
             owner_pid: ForkMutex::new(std::process::id()),
             room,
+            monitor,
         });
         manager.spawn_reaper(Arc::clone(&manager.reaper_stop));
         // Asked now, so the bound is known by the time the first tenant needs a pool.
         manager.spawn_first_contact();
         MANAGERS.lock().push(Arc::downgrade(&manager));
         Ok(manager)
+    }
+
+    /// Whether command events are delivered (operations then run in a `monitor::Scope`).
+    pub fn monitored(&self) -> bool {
+        self.monitor.is_some()
     }
 
     pub fn redacted_uri(&self) -> String {
@@ -323,19 +335,6 @@ impl Manager {
             return None;
         }
         Some(self.registry.try_lease_existing(tenant)?.map(drop).map_err(CoreError::from))
-    }
-
-    /// A driver client; `credential`, the tenant's own, replaces the connection string's.
-    fn new_client(&self, max_pool_size: u32, credential: Option<Credential>) -> Client {
-        let mut options = self.client_options.clone();
-        options.max_pool_size = Some(max_pool_size);
-        if credential.is_some() {
-            options.credential = credential;
-        }
-        // The driver spawns its monitors on the ambient runtime.
-        let rt = runtime::get();
-        let _guard = rt.enter();
-        Client::with_options(options).expect("options were validated at construction")
     }
 
     /// A driver error of the tenant's operation. A failed authentication names the tenant and, when

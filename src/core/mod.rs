@@ -11,6 +11,7 @@ pub mod forklock;
 pub mod labels;
 pub mod manager;
 pub mod metrics;
+pub mod monitor;
 pub mod naming;
 pub mod ops;
 pub mod options;

@@ -34,6 +34,12 @@ impl Template {
         Ok(format!("{}{}{}", self.prefix, tenant, self.suffix))
     }
 
+    /// The tenant whose database this is, if the name is one the template makes.
+    pub fn tenant_of<'a>(&self, db_name: &'a str) -> Option<&'a str> {
+        let id = db_name.strip_prefix(self.prefix.as_str())?.strip_suffix(self.suffix.as_str())?;
+        check_tenant_id(id).ok().map(|()| id)
+    }
+
     /// Checks that the tenant id is valid and short enough for its database name, without building it.
     pub fn check_tenant(&self, tenant: &str) -> Result<(), String> {
         check_tenant_id(tenant)?;

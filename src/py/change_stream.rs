@@ -15,8 +15,10 @@ use super::aio;
 use super::blocking::{block_on, detached_or_here};
 use super::cursor::invalid_operation;
 use super::manager::error;
+use super::monitor;
 use crate::core::change_stream::{Change, Watched};
 use crate::core::manager::{CoreError, Manager, TenantPool, TenantSession};
+use crate::core::monitor::{scoped, Scope};
 use crate::core::registry::Lease;
 use crate::core::runtime;
 
@@ -53,6 +55,8 @@ pub struct PyRawChangeStream {
     initial_token: Option<Vec<u8>>,
     /// The process that opened the stream: in a forked child its connection belongs to the parent.
     pid: u32,
+    /// The tenant, for command events: None when the manager has no listeners.
+    tenant: Option<String>,
 }
 
 impl PyRawChangeStream {
@@ -63,6 +67,7 @@ impl PyRawChangeStream {
         session: Option<Arc<TenantSession>>,
     ) -> Self {
         let initial_token = stream.initial_token().map(|d| d.as_bytes().to_vec());
+        let tenant = manager.monitored().then(|| lease.entry().tenant.clone());
         let open = Open { stream, session, lease };
         PyRawChangeStream {
             manager,
@@ -70,7 +75,13 @@ impl PyRawChangeStream {
             stop: Arc::new(Notify::new()),
             initial_token,
             pid: std::process::id(),
+            tenant,
         }
+    }
+
+    /// The command events' scope of a round starting now (None without listeners).
+    fn scope(&self, py: Python<'_>) -> Option<Arc<Scope>> {
+        monitor::scope(py, &self.manager, self.tenant.as_deref()?)
     }
 }
 
@@ -196,7 +207,8 @@ impl PyRawChangeStream {
             return Ok((None, None));
         };
         let manager = &self.manager;
-        match block_on(py, round.run(manager)) {
+        let scope = self.scope(py);
+        match block_on(py, scoped(scope, round.run(manager))) {
             Ok(r) => Ok(to_python(py, r)),
             Err(e) => Err(error(py, &self.manager, e)),
         }
@@ -207,9 +219,10 @@ impl PyRawChangeStream {
         self.check_process()?;
         let round = Round::start(self).map_err(invalid_operation)?;
         let manager = Arc::clone(&self.manager);
+        let scope = self.scope(py);
         aio::awaitable(py, move || async move {
             let r = match round {
-                Some(round) => round.run(&manager).await,
+                Some(round) => scoped(scope, round.run(&manager)).await,
                 None => Ok((None, None)),
             };
             aio::deliver(move |py| match r {

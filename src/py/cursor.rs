@@ -15,7 +15,9 @@ use tokio::task::JoinHandle;
 use super::aio;
 use super::blocking::{block_on, detached_or_here};
 use super::manager::error;
+use super::monitor;
 use crate::core::manager::{CoreError, Manager, TenantPool, TenantSession};
+use crate::core::monitor::{scoped, Scope};
 use crate::core::ops::{Batch, Opened};
 use crate::core::registry::Lease;
 use crate::core::runtime;
@@ -55,6 +57,8 @@ pub struct PyRawCursor {
     tailable: bool,
     /// The process that opened the cursor: in a forked child its connection belongs to the parent.
     pid: u32,
+    /// The tenant, for command events: None when the manager has no listeners.
+    tenant: Option<String>,
 }
 
 impl PyRawCursor {
@@ -66,6 +70,7 @@ impl PyRawCursor {
         tailable: bool,
     ) -> Self {
         let in_session = session.is_some();
+        let tenant = manager.monitored().then(|| lease.entry().tenant.clone());
         let open = Open { cursor, tailable, session, lease };
         PyRawCursor {
             manager,
@@ -76,6 +81,7 @@ impl PyRawCursor {
             in_session,
             tailable,
             pid: std::process::id(),
+            tenant,
         }
     }
 
@@ -90,14 +96,22 @@ impl PyRawCursor {
     /// Not on a tailable cursor: its getMore waits for new documents (up to maxAwaitTimeMS with
     /// awaitData), so one started ahead would hold a connection and a quota slot waiting for documents
     /// the caller may never ask for, and what it found would come late to a caller that asked again.
-    fn read_ahead(&self) {
+    ///
+    /// `scope`: the command events' scope of the `next_batch` that asked for the batch before.
+    fn read_ahead(&self, scope: Option<Arc<Scope>>) {
         if self.in_session || self.tailable || self.batches.fetch_add(1, Ordering::Relaxed) < 1 {
             return;
         }
         let Some(rt) = runtime::live() else { return };
         let Ok(Some(fetch)) = Fetch::start(&self.state, &self.stop) else { return };
         let manager = Arc::clone(&self.manager);
-        *self.ahead.lock() = Some(rt.spawn(async move { fetch.run(&manager).await }));
+        *self.ahead.lock() = Some(rt.spawn(async move { scoped(scope, fetch.run(&manager)).await }));
+    }
+
+    /// The command events' scope of a fetch starting now (None without listeners).
+    fn scope(&self, py: Python<'_>) -> Option<Arc<Scope>> {
+        let tenant = self.tenant.as_deref()?;
+        monitor::scope(py, &self.manager, tenant)
     }
 
     /// Stops a read-ahead in progress: dropping its fetch kills the server cursor.
@@ -224,16 +238,17 @@ impl PyRawCursor {
     fn next_batch<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
         self.check_process()?;
         let ahead = self.ahead.lock().take();
+        let scope = self.scope(py);
         let fetched = match ahead {
             Some(handle) => block_on(py, read_ahead_result(handle)),
             None => match Fetch::start(&self.state, &self.stop).map_err(invalid_operation)? {
-                Some(fetch) => block_on(py, fetch.run(&self.manager)),
+                Some(fetch) => block_on(py, scoped(scope.clone(), fetch.run(&self.manager))),
                 None => return Ok(None),
             },
         };
         match fetched {
             Ok(Some(batch)) => {
-                self.read_ahead();
+                self.read_ahead(scope);
                 to_bytes(py, &batch).map(Some)
             }
             Ok(None) => Ok(None),
@@ -250,10 +265,11 @@ impl PyRawCursor {
             None => Fetch::start(&self.state, &self.stop).map_err(invalid_operation)?,
         };
         let manager = Arc::clone(&self.manager);
+        let scope = self.scope(py);
         aio::awaitable(py, move || async move {
             let r = match (ahead, fetch) {
                 (Some(handle), _) => read_ahead_result(handle).await,
-                (None, Some(f)) => f.run(&manager).await,
+                (None, Some(f)) => scoped(scope, f.run(&manager)).await,
                 (None, None) => Ok(None),
             };
             aio::deliver(move |py| match r {

@@ -16,10 +16,12 @@ use super::change_stream::PyRawChangeStream;
 use super::credentials::python_credentials;
 use super::cursor::PyRawCursor;
 use super::errors::core_error;
+use super::monitor::{python_sink, scope};
 use super::session::PySession;
 use crate::core::credentials::scrub_secret;
 use crate::core::exposition;
 use crate::core::manager::{Config, CoreError, Manager, Sizer};
+use crate::core::monitor::scoped;
 use crate::core::ops::{self, CursorOp, Op};
 use crate::core::policy::Strategy;
 use crate::core::provision::{Provisioned, TenantUser};
@@ -75,7 +77,7 @@ impl PyManager {
     #[pyo3(signature = (uri, user_pool_size, idle_timeout, max_connections, db_name_template, options,
                         strategy="per_user", groups=10, shared_pool_size=100, wait_queue_timeout_ms=None,
                         pool_size_of=None, slow_query_ms=None, credentials=None, admin_idle_ms=10_000,
-                        max_server_connections=None))]
+                        max_server_connections=None, publisher=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -94,6 +96,7 @@ impl PyManager {
         credentials: Option<Py<PyAny>>,
         admin_idle_ms: u64,
         max_server_connections: Option<u32>,
+        publisher: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
         let strategy = Strategy::parse(strategy, groups)
             .map_err(|m| core_error(py, CoreError::Configuration(m), &|s: &str| s.to_owned()))?;
@@ -112,6 +115,7 @@ impl PyManager {
             credentials: credentials.map(python_credentials),
             admin_idle: Duration::from_millis(admin_idle_ms),
             max_server_connections,
+            monitor: publisher.map(python_sink),
         };
         let scrub_uri = config.uri.clone();
         let inner = detached(py, || Manager::new(config))
@@ -155,7 +159,9 @@ impl PyManager {
         let (op, spec, docs) = (parse_op(op)?, raw(spec)?, raw_docs(docs)?);
         let inner = &self.inner;
         let session = session.map(|s| s.handle(py)).transpose()?;
-        let result = block_on(py, inner.execute(tenant, db_name, op, &spec, docs, session.as_deref()));
+        let scope = scope(py, inner, tenant);
+        let result =
+            block_on(py, scoped(scope, inner.execute(tenant, db_name, op, &spec, docs, session.as_deref())));
         match result {
             Ok(reply) => Ok(reply.map(|r| PyBytes::new(py, r.as_bytes()))),
             Err(e) => Err(self.err(py, e)),
@@ -178,8 +184,10 @@ impl PyManager {
         let (op, spec, docs) = (parse_op(op)?, raw(spec)?, raw_docs(docs)?);
         let inner = Arc::clone(&self.inner);
         let session = session.map(|s| s.handle(py)).transpose()?;
+        let scope = scope(py, &inner, &tenant);
         aio::awaitable(py, move || async move {
-            let result = inner.execute(&tenant, &db_name, op, &spec, docs, session.as_deref()).await;
+            let run = inner.execute(&tenant, &db_name, op, &spec, docs, session.as_deref());
+            let result = scoped(scope, run).await;
             aio::deliver(move |py| match result {
                 Ok(reply) => Ok(reply.map(|r| PyBytes::new(py, r.as_bytes()).unbind())),
                 Err(e) => Err(error(py, &inner, e)),
@@ -201,7 +209,9 @@ impl PyManager {
         let (op, spec) = (parse_cursor_op(op)?, raw(spec)?);
         let inner = &self.inner;
         let session = session.map(|s| s.handle(py)).transpose()?;
-        let opened = block_on(py, inner.open_cursor(tenant, db_name, op, &spec, session.as_deref()));
+        let scope = scope(py, inner, tenant);
+        let opened =
+            block_on(py, scoped(scope, inner.open_cursor(tenant, db_name, op, &spec, session.as_deref())));
         let tailable = ops::is_tailable(op, &spec);
         match opened {
             Ok((cursor, lease)) => Ok(PyRawCursor::new(Arc::clone(inner), cursor, lease, session, tailable)),
@@ -223,8 +233,10 @@ impl PyManager {
         let (op, spec) = (parse_cursor_op(op)?, raw(spec)?);
         let inner = Arc::clone(&self.inner);
         let session = session.map(|s| s.handle(py)).transpose()?;
+        let scope = scope(py, &inner, &tenant);
         aio::awaitable(py, move || async move {
-            let result = inner.open_cursor(&tenant, &db_name, op, &spec, session.as_deref()).await;
+            let result =
+                scoped(scope, inner.open_cursor(&tenant, &db_name, op, &spec, session.as_deref())).await;
             let tailable = ops::is_tailable(op, &spec);
             aio::deliver(move |py| match result {
                 Ok((cursor, lease)) => {
@@ -249,7 +261,8 @@ impl PyManager {
         let spec = raw(spec)?;
         let inner = &self.inner;
         let session = session.map(|s| s.handle(py)).transpose()?;
-        let opened = block_on(py, inner.watch(tenant, db_name, &spec, session.as_deref()));
+        let scope = scope(py, inner, tenant);
+        let opened = block_on(py, scoped(scope, inner.watch(tenant, db_name, &spec, session.as_deref())));
         match opened {
             Ok((stream, lease)) => Ok(PyRawChangeStream::new(Arc::clone(inner), stream, lease, session)),
             Err(e) => Err(self.err(py, e)),
@@ -269,8 +282,9 @@ impl PyManager {
         let spec = raw(spec)?;
         let inner = Arc::clone(&self.inner);
         let session = session.map(|s| s.handle(py)).transpose()?;
+        let scope = scope(py, &inner, &tenant);
         aio::awaitable(py, move || async move {
-            let result = inner.watch(&tenant, &db_name, &spec, session.as_deref()).await;
+            let result = scoped(scope, inner.watch(&tenant, &db_name, &spec, session.as_deref())).await;
             aio::deliver(move |py| match result {
                 Ok((stream, lease)) => {
                     Py::new(py, PyRawChangeStream::new(Arc::clone(&inner), stream, lease, session))
@@ -310,7 +324,8 @@ impl PyManager {
         source: Option<&str>,
     ) -> PyResult<bool> {
         let user = TenantUser { username, password, roles: &roles, source };
-        let r = block_on(py, self.inner.provision(tenant, &user));
+        let scope = scope(py, &self.inner, tenant);
+        let r = block_on(py, scoped(scope, self.inner.provision(tenant, &user)));
         r.map(|p| p == Provisioned::Created).map_err(|e| provisioning_error(py, &self.inner, e, password))
     }
 
@@ -327,6 +342,7 @@ impl PyManager {
         source: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let inner = Arc::clone(&self.inner);
+        let scope = scope(py, &inner, &tenant);
         aio::awaitable(py, move || async move {
             let user = TenantUser {
                 username: &username,
@@ -334,7 +350,7 @@ impl PyManager {
                 roles: &roles,
                 source: source.as_deref(),
             };
-            let r = inner.provision(&tenant, &user).await;
+            let r = scoped(scope, inner.provision(&tenant, &user)).await;
             aio::deliver(move |py| match r {
                 Ok(p) => Ok(p == Provisioned::Created),
                 Err(e) => Err(provisioning_error(py, &inner, e, &password)),
@@ -351,7 +367,9 @@ impl PyManager {
         username: &str,
         source: Option<&str>,
     ) -> PyResult<bool> {
-        block_on(py, self.inner.deprovision(tenant, username, source)).map_err(|e| self.err(py, e))
+        let scope = scope(py, &self.inner, tenant);
+        block_on(py, scoped(scope, self.inner.deprovision(tenant, username, source)))
+            .map_err(|e| self.err(py, e))
     }
 
     /// `deprovision` as an asyncio awaitable.
@@ -364,8 +382,9 @@ impl PyManager {
         source: Option<String>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let inner = Arc::clone(&self.inner);
+        let scope = scope(py, &inner, &tenant);
         aio::awaitable(py, move || async move {
-            let r = inner.deprovision(&tenant, &username, source.as_deref()).await;
+            let r = scoped(scope, inner.deprovision(&tenant, &username, source.as_deref())).await;
             aio::deliver(move |py| r.map_err(|e| error(py, &inner, e)))
         })
     }

@@ -7,6 +7,7 @@ mod credentials;
 mod cursor;
 mod errors;
 mod manager;
+mod monitor;
 mod policy;
 mod session;
 

@@ -17,7 +17,9 @@ use pyo3::types::PyBytes;
 use super::aio;
 use super::blocking::block_on;
 use super::manager::error;
+use super::monitor::scope;
 use crate::core::manager::{CoreError, Manager, TenantSession};
+use crate::core::monitor::scoped;
 
 #[pyclass(module = "tenantpool._core", name = "Session", frozen)]
 pub struct PySession {
@@ -168,12 +170,16 @@ impl PySession {
 
     fn commit_transaction(&self, py: Python<'_>) -> PyResult<()> {
         let inner = self.handle(py)?;
-        block_on(py, self.manager.commit_transaction(&inner)).map_err(|e| error(py, &self.manager, e))
+        let scope = scope(py, &self.manager, &inner.tenant);
+        block_on(py, scoped(scope, self.manager.commit_transaction(&inner)))
+            .map_err(|e| error(py, &self.manager, e))
     }
 
     fn abort_transaction(&self, py: Python<'_>) -> PyResult<()> {
         let inner = self.handle(py)?;
-        block_on(py, self.manager.abort_transaction(&inner)).map_err(|e| error(py, &self.manager, e))
+        let scope = scope(py, &self.manager, &inner.tenant);
+        block_on(py, scoped(scope, self.manager.abort_transaction(&inner)))
+            .map_err(|e| error(py, &self.manager, e))
     }
 
     /// `start_transaction` as an asyncio awaitable (the driver may wait for server selection).
@@ -188,16 +194,18 @@ impl PySession {
 
     fn commit_transaction_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let (inner, manager) = (self.handle(py)?, Arc::clone(&self.manager));
+        let scope = scope(py, &manager, &inner.tenant);
         aio::awaitable(py, move || async move {
-            let r = manager.commit_transaction(&inner).await;
+            let r = scoped(scope, manager.commit_transaction(&inner)).await;
             aio::deliver(move |py| r.map_err(|e| error(py, &manager, e)))
         })
     }
 
     fn abort_transaction_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let (inner, manager) = (self.handle(py)?, Arc::clone(&self.manager));
+        let scope = scope(py, &manager, &inner.tenant);
         aio::awaitable(py, move || async move {
-            let r = manager.abort_transaction(&inner).await;
+            let r = scoped(scope, manager.abort_transaction(&inner)).await;
             aio::deliver(move |py| r.map_err(|e| error(py, &manager, e)))
         })
     }

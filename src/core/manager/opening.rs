@@ -5,6 +5,9 @@ use std::mem::ManuallyDrop;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use mongodb::options::Credential;
+use mongodb::Client;
+
 use super::{CoreError, Manager, TenantPool};
 use crate::core::budget::Reservation;
 use crate::core::credentials::tenant_credential;
@@ -138,7 +141,11 @@ impl Manager {
                 let credential = tenant_credential(self.credentials.as_ref(), &self.template, tenant)?;
                 let identity = credential.as_ref().map(|(_, who)| who.clone());
                 let pool = TenantPool {
-                    client: ManuallyDrop::new(self.new_client(size, credential.map(|(c, _)| c))),
+                    client: ManuallyDrop::new(self.new_client(
+                        Some(tenant),
+                        size,
+                        credential.map(|(c, _)| c),
+                    )),
                     stash: Arc::default(),
                     owned: true,
                     identity,
@@ -154,7 +161,8 @@ impl Manager {
                     // Every shared client gets the same size, fitted so that all of them fit: taking
                     // the reservation cannot exceed the bound.
                     let reservation = self.room.budget.force_reserve(self.room.cost(max_pool_size));
-                    shared[slot] = Some((self.new_client(max_pool_size, None), Arc::default(), reservation));
+                    shared[slot] =
+                        Some((self.new_client(None, max_pool_size, None), Arc::default(), reservation));
                 }
                 let (client, stash, _) = shared[slot].as_ref().expect("just made");
                 TenantPool {
@@ -167,6 +175,21 @@ impl Manager {
             }
         };
         Ok(Made { pool, size, label, cost: 0 })
+    }
+
+    /// A driver client (`tenant`'s own, or shared); `credential`, the tenant's own, replaces the
+    /// connection string's.
+    fn new_client(&self, tenant: Option<&str>, max_pool_size: u32, credential: Option<Credential>) -> Client {
+        let mut options = self.client_options.clone();
+        options.command_event_handler = self.monitor.as_ref().map(|m| m.handler(tenant.map(str::to_owned)));
+        options.max_pool_size = Some(max_pool_size);
+        if credential.is_some() {
+            options.credential = credential;
+        }
+        // The driver spawns its monitors on the ambient runtime.
+        let rt = runtime::get();
+        let _guard = rt.enter();
+        Client::with_options(options).expect("options were validated at construction")
     }
 
     /// Room in the budget for a client of the manager's own (provisioning), as a tenant's pool gets it.
