@@ -96,9 +96,9 @@ class BaseObject:
         if read_preference is not None:
             _read_preference.route(doc, read_preference, session)
         spec = encode(doc, False, codec)
-        raw = core_session(session, self._user_id)
-        op = "retryable_write" if retryable and raw is None else "command"
-        reply = yield Execute(self._core, self._user_id, db_name, op, spec, session=raw)
+        core_sess = core_session(session, self._user_id)
+        op = "retryable_write" if retryable and core_sess is None else "command"
+        reply = yield Execute(self._core, self._user_id, db_name, op, spec, session=core_sess)
         return decode(reply, codec)
 
     # -- identity, and what pymongo refuses -----------------------------------------------------------

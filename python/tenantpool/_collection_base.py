@@ -259,10 +259,16 @@ class CollectionBase(BaseObject):
         """Runs one of the Rust driver's typed operations."""
         spec["collection"] = self._name
         codec = codec or self._codec
-        raw = core_session(session, self._user_id)
+        core_sess = core_session(session, self._user_id)
         try:
             reply = yield Execute(
-                self._core, self._user_id, self._db_name, op, encode(spec, False, codec), docs, session=raw
+                self._core,
+                self._user_id,
+                self._db_name,
+                op,
+                encode(spec, False, codec),
+                docs,
+                session=core_sess,
             )
         except WriteConcernError as exc:
             details = exc.details or {}

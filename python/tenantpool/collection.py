@@ -112,11 +112,11 @@ class Collection(CollectionWrites):
         # One round trip and no cursor: the document comes back in the reply.
         options.pop("limit", None)
         options.pop("batchSize", None)
-        doc = {"collection": self._name, "filter": cursor._spec, "options": options}
+        doc = {"collection": self._name, "filter": cursor._filter, "options": options}
         spec = encode(self._route(doc, cursor._session), False, self._codec)
         check_query_size(spec)
-        raw = core_session(cursor._session, self._user_id)
-        reply = yield Execute(self._core, self._user_id, self._db_name, "find_one", spec, session=raw)
+        core_sess = core_session(cursor._session, self._user_id)
+        reply = yield Execute(self._core, self._user_id, self._db_name, "find_one", spec, session=core_sess)
         return None if reply is None else decode(reply, self._codec)
 
     find_one = operation(_gen_find_one)

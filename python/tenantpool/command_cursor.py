@@ -71,9 +71,9 @@ class CommandCursor(_BatchCursor):
         user_id = database._client.user_id
         if database._scope is not None and "collection" not in spec:
             database._scope.check_database_operation(user_id, database.name, op)
-        raw = core_session(session, user_id)
+        core_sess = core_session(session, user_id)
         cursor: RawCursor = yield OpenCursor(
-            database._core, user_id, database.name, op, encode(spec, False, codec), raw
+            database._core, user_id, database.name, op, encode(spec, False, codec), core_sess
         )
         return cursor
 
@@ -107,10 +107,12 @@ class CommandCursor(_BatchCursor):
         set_if_given(getmore, "comment", comment)
         spec: dict[str, Any] = {"command": command, "options": getmore, "retryable": retryable}
         _read_preference.route(spec, read_preference, session)
-        raw = core_session(session, user_id)
+        core_sess = core_session(session, user_id)
         encoded = encode(spec, False, codec)
         check_query_size(encoded)
-        cursor: RawCursor = yield OpenCursor(database._core, user_id, database.name, "command", encoded, raw)
+        cursor: RawCursor = yield OpenCursor(
+            database._core, user_id, database.name, "command", encoded, core_sess
+        )
         return cursor
 
     @property

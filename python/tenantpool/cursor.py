@@ -156,7 +156,7 @@ class Cursor(_BatchCursor):
                     f"find({name}=...) is not supported by tenantpool (the server ignores "
                     f"or rejects it since MongoDB 4.4)"
                 )
-        self._spec: Mapping[str, Any] = spec
+        self._filter: Mapping[str, Any] = spec
         self._has_filter = filter is not None
         self._projection = None if projection is None else fields_document(projection, "projection")
         self._skip = skip
@@ -327,9 +327,9 @@ class Cursor(_BatchCursor):
         if not isinstance(code, Code):
             code = Code(code)
         # Don't modify a filter the caller passed in.
-        spec = dict(self._spec) if self._has_filter else self._spec
+        spec = dict(self._filter) if self._has_filter else self._filter
         spec["$where"] = code  # type: ignore[index]
-        self._spec = spec
+        self._filter = spec
         return self
 
     def add_option(self, mask: int) -> Self:
@@ -367,7 +367,7 @@ class Cursor(_BatchCursor):
     def _clone(self, deepcopy: bool) -> Self:
         base = type(self)(self._collection, session=self._session)
         for key in (
-            "_spec",
+            "_filter",
             "_has_filter",
             "_projection",
             "_skip",
@@ -450,21 +450,21 @@ class Cursor(_BatchCursor):
         c = self._collection
         options = self._options()
         self._tailable = bool(self._flags & _TAILABLE)
-        doc = {"collection": c.name, "filter": self._spec, "options": options}
+        doc = {"collection": c.name, "filter": self._filter, "options": options}
         # The collection's read preference when the query runs (the transaction's inside one), as in pymongo.
         spec = encode(c._route(doc, self._session), False, self._codec)
         check_query_size(spec)
         if COMMAND_PATH or not find_options_fit_driver(options):
             return (yield from self._run_find_command(options))
-        raw = core_session(self._session, c._user_id)
-        cursor: RawCursor = yield OpenCursor(c._core, c._user_id, c._db_name, "find", spec, session=raw)
+        core_sess = core_session(self._session, c._user_id)
+        cursor: RawCursor = yield OpenCursor(c._core, c._user_id, c._db_name, "find", spec, session=core_sess)
         return cursor
 
     def _run_find_command(self, options: dict[str, Any]) -> Operation[RawCursor]:
         """Values pymongo sends but the driver's typed options cannot hold (a negative skip, a bool limit):
         pymongo's find command as is, so that the server judges it, continued with getMore by the core."""
         c = self._collection
-        cmd: dict[str, Any] = {"find": c.name, "filter": self._spec}
+        cmd: dict[str, Any] = {"find": c.name, "filter": self._filter}
         cmd.update(options)
         # A getMore option, as in pymongo.
         max_await_time_ms = cmd.pop("maxAwaitTimeMS", None)
@@ -501,8 +501,8 @@ class Cursor(_BatchCursor):
         """The distinct values of ``key`` among the documents this cursor matches (pymongo's
         ``Cursor.distinct``: the filter, max_time_ms, comment and collation apply)."""
         options: dict[str, Any] = {}
-        if self._spec:
-            options["query"] = self._spec
+        if self._filter:
+            options["query"] = self._filter
         set_if_given(options, "maxTimeMS", self._max_time_ms)
         set_if_given(options, "comment", self._comment or None)
         set_if_given(options, "collation", self._collation)
@@ -515,7 +515,7 @@ class Cursor(_BatchCursor):
         options = self._options()
         limit = options.pop("limit", 0)
         options.pop("maxAwaitTimeMS", None)  # a getMore option
-        cmd: dict[str, Any] = {"find": self._collection.name, "filter": self._spec}
+        cmd: dict[str, Any] = {"find": self._collection.name, "filter": self._filter}
         cmd.update(options)
         if limit:
             # As pymongo: an explain always uses a hard limit.
