@@ -71,7 +71,12 @@ def manager_read_preference(uri: str, options: dict[str, Any]) -> tuple[str, _Se
     merged: dict[str, Any] = {}
     if taken:
         # warn=True: pymongo's MongoClient warns about (and drops) an invalid URI option.
-        merged.update({k.lower(): v for k, v in split_uri_options(taken, True, True, True).items()})
+        merged.update(
+            {
+                k.lower(): v
+                for k, v in split_uri_options(taken, validate=True, warn=True, normalize=True).items()
+            }
+        )
     for key in list(options):
         lower = key.lower()
         if lower not in _KEYS:

@@ -302,7 +302,7 @@ class BulkWriter:
         return cmd
 
     def _send(
-        self, run: _Run, start: int, write_concern: WriteConcern | None, unacknowledged: bool
+        self, run: _Run, start: int, write_concern: WriteConcern | None, *, unacknowledged: bool
     ) -> Operation[tuple[dict[str, Any], int]]:
         """Sends as many of ``run``'s ops from ``start`` as fit in one command; returns the reply and how
         many were sent."""
@@ -349,7 +349,7 @@ class BulkWriter:
         for run in self._runs():
             offset = 0
             while offset < len(run.ops):
-                reply, sent = yield from self._send(run, offset, write_concern, False)
+                reply, sent = yield from self._send(run, offset, write_concern, unacknowledged=False)
                 _merge(run, full, offset, reply)
                 wce = reply.get("writeConcernError")
                 if wce and wce.get("code", 0) in _RETRYABLE_ERROR_CODES:
@@ -390,7 +390,7 @@ class BulkWriter:
             for run in self._runs():
                 offset = 0
                 while offset < len(run.ops):
-                    offset += (yield from self._send(run, offset, write_concern, True))[1]
+                    offset += (yield from self._send(run, offset, write_concern, unacknowledged=True))[1]
             return
         # As pymongo does: an ordered unacknowledged bulk is sent acknowledged (so that it stops at the first
         # error, which it then keeps to itself), but for a last batch of one op.
@@ -400,7 +400,9 @@ class BulkWriter:
                 offset = 0
                 while offset < len(run.ops):
                     final = n == len(runs) - 1 and len(run.ops) - offset == 1
-                    reply, sent = yield from self._send(run, offset, write_concern if final else None, final)
+                    reply, sent = yield from self._send(
+                        run, offset, write_concern if final else None, unacknowledged=final
+                    )
                     if "writeErrors" in reply:
                         return
                     offset += sent
