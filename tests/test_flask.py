@@ -15,7 +15,7 @@ from flask import Flask, g, jsonify
 from pymongo.errors import ConfigurationError, DuplicateKeyError
 
 from tenantpool import UserConnectionManager
-from tenantpool._resolve import metrics_text
+from tenantpool._web import metrics_text
 from tenantpool.flask import TenantPool, require_user_db
 from tenantpool.testing import free_port
 

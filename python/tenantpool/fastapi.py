@@ -51,7 +51,7 @@ from pymongo.errors import ConfigurationError, InvalidName, PyMongoError
 from starlette.concurrency import run_in_threadpool
 
 from . import AsyncUserConnectionManager, _admin_page
-from ._resolve import (
+from ._web import (
     PREFIX,
     AdminGuard,
     HTTPProblem,

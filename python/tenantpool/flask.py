@@ -62,7 +62,7 @@ from pymongo.errors import InvalidName, PyMongoError
 from werkzeug.exceptions import default_exceptions
 
 from . import _admin_page
-from ._resolve import (
+from ._web import (
     AdminGuard,
     HTTPProblem,
     TenantResolver,

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tenantpool import _admin_page as page
-from tenantpool._resolve import AdminGuard, HTTPProblem, basic_password
+from tenantpool._web import AdminGuard, HTTPProblem, basic_password
 
 EVIL = '<script>alert("x")</script>&amp;'
 

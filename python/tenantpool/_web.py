@@ -1,4 +1,4 @@
-"""Web-framework-neutral pieces of the Flask (and future FastAPI) integrations: settings, tenant-id
+"""What the Flask and FastAPI integrations share, with no web framework imported: settings, tenant-id
 resolution, admin authorisation, database-error statuses and the fallback Prometheus exposition.
 
 Nothing here imports a web framework: callers pass header and query lookups (anything with
