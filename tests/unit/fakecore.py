@@ -235,8 +235,8 @@ class FakeCore:
         return [c for c in self.calls if c.kind not in ("next_batch", "session") and kind in (None, c.kind)]
 
     def commands(self) -> list[dict[str, Any]]:
-        """The generic commands sent, in order."""
-        return [c.command for c in self.calls if c.kind == "execute" and "command" in c.spec]
+        """The generic commands sent, in order (run for a reply, or opened as a cursor)."""
+        return [c.command for c in self.sent() if "command" in c.spec]
 
     # -- the core's surface ---------------------------------------------------------------------------
 

@@ -175,8 +175,8 @@ def test_a_getmore_error_of_a_plain_cursor_is_raised(core, coll):
 def test_negative_limit_unfit_for_the_driver_goes_as_single_batch_find_command(core, coll):
     # maxTimeMS as a float cannot be the driver's; the limit then goes as pymongo sends it.
     coll.find({"x": 1}, limit=-2, max_time_ms=1.5).to_list()
-    assert core.last.op == "command"
-    assert core.last.command == {
+    assert core.sent()[-1].op == "command"
+    assert core.sent()[-1].command == {
         "find": "c",
         "filter": {"x": 1},
         "limit": 2,
@@ -185,21 +185,18 @@ def test_negative_limit_unfit_for_the_driver_goes_as_single_batch_find_command(c
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: Cursor._gen_refresh returns 0 after _run_find_command filled _data, so the command "
-    "path's first batch is never handed out",
-)
-def test_command_path_returns_the_first_batch(core, coll):
-    core.reply({"cursor": {"id": 0, "firstBatch": [{"a": 1}]}, "ok": 1})
-    assert coll.find(max_time_ms=1000.0).to_list() == [{"a": 1}]
+def test_command_path_returns_every_batch(core, coll):
+    # The core opens the command's cursor and continues it with getMore: nothing is cut at a batch.
+    core.reply([[{"a": 1}], [{"a": 2}], [{"a": 3}]])
+    assert coll.find(max_time_ms=1000.0).to_list() == [{"a": 1}, {"a": 2}, {"a": 3}]
+    assert [c.kind for c in core.calls] == ["open_cursor"] + ["next_batch"] * 4
+    assert core.sent()[-1].spec["retryable"] is True
 
 
-@pytest.mark.xfail(strict=True, reason="the same bug, seen through find_one (a find with limit -1)")
 def test_find_one_on_the_command_path_returns_the_document(core, coll):
-    core.reply({"cursor": {"id": 0, "firstBatch": [{"a": 1}]}, "ok": 1})
+    core.reply([[{"a": 1}]])
     assert coll.find_one({}, max_time_ms=1000.0) == {"a": 1}
-    assert core.last.command["singleBatch"] is True
+    assert core.sent()[-1].command["singleBatch"] is True
 
 
 @pytest.mark.parametrize(
@@ -212,26 +209,25 @@ def test_find_one_on_the_command_path_returns_the_document(core, coll):
 )
 def test_unfit_values_go_to_the_command_path(core, coll, chain, sent):
     chain(coll.find()).to_list()
-    assert [c.op for c in core.calls] == ["command"]
-    assert core.last.op == "command"
-    assert core.last.command == {"find": "c", "filter": {}, **sent}
+    assert [c.op for c in core.sent()] == ["command"]
+    assert core.sent()[-1].command == {"find": "c", "filter": {}, **sent}
 
 
 def test_negative_skip_goes_as_command(core, coll):
     coll.find(skip=-1).to_list()
-    assert core.last.command == {"find": "c", "filter": {}, "skip": -1}
+    assert core.sent()[-1].command == {"find": "c", "filter": {}, "skip": -1}
 
 
 def test_await_data_without_tailable_goes_as_command(core, coll):
     coll.find().add_option(32).to_list()
-    assert core.last.command == {"find": "c", "filter": {}, "awaitData": True}
+    assert core.sent()[-1].command == {"find": "c", "filter": {}, "awaitData": True}
 
 
-def test_command_path_result_needing_a_getmore_is_killed_and_refused(core, coll):
-    core.reply({"cursor": {"id": 77, "firstBatch": [{"a": 1}]}, "ok": 1})
-    with pytest.raises(InvalidOperation, match="cannot run this query as a cursor"):
-        coll.find(max_time_ms=-5).to_list()
-    assert core.commands()[-1] == {"killCursors": "c", "cursors": [77]}
+def test_command_path_getmore_options_go_with_the_cursor(core, coll):
+    coll.find(max_time_ms=-5, batch_size=3, comment="why").to_list()
+    (call,) = core.sent()
+    assert call.spec["options"] == {"batchSize": 3, "comment": "why"}
+    assert call.command["maxTimeMS"] == -5
 
 
 # -- find_one ----------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from pymongo import IndexModel
-from pymongo.errors import ConfigurationError, InvalidOperation, OperationFailure
+from pymongo.errors import ConfigurationError, OperationFailure
 from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import ReadPreference
 from pymongo.write_concern import WriteConcern
@@ -69,7 +69,7 @@ def test_database_aggregate_has_no_collection(core, db):
 
 
 def test_aggregate_unknown_option_goes_as_the_command(core, coll):
-    core.reply({"cursor": {"id": 0, "firstBatch": [{"a": 1}]}, "ok": 1})
+    core.reply([[{"a": 1}]])
     cursor = coll.aggregate([{"$match": {}}], batchSize=2, someServerOption=1, collation={"locale": "fr"})
     assert core.last.op == "command"
     assert core.last.command == {
@@ -101,11 +101,11 @@ def test_aggregate_command_with_a_write_stage_carries_the_concerns(core, db):
     }
 
 
-def test_aggregate_command_needing_a_getmore_is_killed_and_refused(core, coll):
-    core.reply({"cursor": {"id": 5, "ns": "alice_db.c", "firstBatch": [{"a": 1}]}, "ok": 1})
-    with pytest.raises(InvalidOperation, match="'other'"):
-        coll.aggregate([], other=1)
-    assert core.commands()[-1] == {"killCursors": "c", "cursors": [5]}
+def test_aggregate_command_is_continued_with_getmore(core, coll):
+    core.reply([[{"a": 1}], [{"a": 2}]])
+    assert coll.aggregate([], other=1, batchSize=1).to_list() == [{"a": 1}, {"a": 2}]
+    (call,) = core.sent()
+    assert call.spec["options"] == {"batchSize": 1} and call.spec["retryable"] is True
 
 
 @pytest.mark.parametrize(
