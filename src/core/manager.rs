@@ -2,7 +2,7 @@
 
 use std::cell::RefCell;
 use std::mem::ManuallyDrop;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -19,7 +19,7 @@ use super::credentials::{authentication_failed, check_strategy, is_authenticatio
 use super::credentials::{CredentialSource, Identity};
 use super::deadline;
 pub use super::error::CoreError;
-use super::forklock::ForkMutex;
+use super::forklock::{self, ForkMutex};
 use super::labels::Labelled;
 use super::metrics::CloseCause;
 use super::naming::{check_db_name, Template};
@@ -61,7 +61,7 @@ impl Pool for TenantPool {
     fn close(&self) {
         let reservation = self.reservation.lock().take();
         if let (true, Some(rt)) = (self.owned, runtime::live()) {
-            shut_down(&rt, Client::clone(&self.client), &self.stash, reservation);
+            shut_down(rt, Client::clone(&self.client), &self.stash, reservation);
         }
     }
 }
@@ -74,7 +74,7 @@ type SharedClient = (Client, Arc<Stash>, Reservation);
 /// `shutdown` waits until every session is dropped). Its reservation is given back only once
 /// `shutdown` has returned and the server has had `RELEASE_GRACE` to notice: sockets that are still
 /// closing count against the budget.
-fn shut_down(rt: &tokio::runtime::Runtime, client: Client, stash: &Stash, reservation: Option<Reservation>) {
+fn shut_down(rt: &tokio::runtime::Handle, client: Client, stash: &Stash, reservation: Option<Reservation>) {
     let sessions = stash.close();
     if let Some(r) = &reservation {
         r.closing();
@@ -207,8 +207,11 @@ pub struct Manager {
     shared: ForkMutex<Vec<Option<SharedClient>>>,
     uri: String,
     reaper_stop: Arc<Notify>,
-    /// The process that owns the clients; a forked child starts over with none.
-    owner_pid: ForkMutex<u32>,
+    /// The fork generation (see `forklock`) that owns the clients; a forked child starts over with
+    /// none. Taken while a child forgets the inherited ones.
+    owner: ForkMutex<u64>,
+    /// `owner`, once the clients are this process's: what every operation compares, without the lock.
+    owner_generation: AtomicU64,
     /// The connection budget every client of this manager reserves from.
     room: Room,
 }
@@ -266,7 +269,8 @@ impl Manager {
             shared: ForkMutex::new((0..config.strategy.shared_clients()).map(|_| None).collect()),
             uri: config.uri,
             reaper_stop: Arc::new(Notify::new()),
-            owner_pid: ForkMutex::new(std::process::id()),
+            owner: ForkMutex::new(forklock::generation()),
+            owner_generation: AtomicU64::new(forklock::generation()),
             room,
         });
         manager.spawn_reaper(Arc::clone(&manager.reaper_stop));
@@ -319,7 +323,7 @@ impl Manager {
         if let Err(e) = self.template.check_tenant(tenant) {
             return Some(Err(CoreError::InvalidName(e)));
         }
-        if *self.owner_pid.try_lock()? != std::process::id() {
+        if self.owner_generation.load(Ordering::Acquire) != forklock::generation() {
             return None;
         }
         Some(self.registry.try_lease_existing(tenant)?.map(drop).map_err(CoreError::from))
@@ -672,7 +676,7 @@ impl Manager {
         match runtime::live() {
             Some(rt) => {
                 for (client, stash, reservation) in shared {
-                    shut_down(&rt, client, &stash, Some(reservation));
+                    shut_down(rt, client, &stash, Some(reservation));
                 }
             }
             None => std::mem::forget(shared),
@@ -686,10 +690,13 @@ impl Manager {
     /// In a forked child the inherited clients' sockets are shared with the parent and their tasks
     /// are gone: forget them (never close them, that would disturb the parent) and start afresh.
     fn check_fork(&self) {
-        let pid = std::process::id();
-        let mut owner = self.owner_pid.lock();
-        if *owner != pid {
-            *owner = pid;
+        let generation = forklock::generation();
+        if self.owner_generation.load(Ordering::Acquire) == generation {
+            return;
+        }
+        let mut owner = self.owner.lock();
+        if *owner != generation {
+            *owner = generation;
             for entry in self.registry.abandon() {
                 std::mem::forget(entry);
             }
@@ -699,6 +706,8 @@ impl Manager {
             self.room.after_fork();
             self.spawn_reaper(Arc::clone(&self.reaper_stop));
         }
+        // Only once the inherited clients are forgotten: other threads skip the lock on seeing it.
+        self.owner_generation.store(generation, Ordering::Release);
     }
 
     fn spawn_reaper(&self, stop: Arc<Notify>) {
@@ -759,7 +768,7 @@ thread_local! {
 
 /// Called just before `fork()` (Python's `os.register_at_fork`): takes every lock a forked child could
 /// otherwise inherit held by a thread that does not exist in the child. In the order the other paths
-/// take them (budget eviction and probe, owner pid, registry, shared clients, budget, runtime), so this cannot deadlock with them. These
+/// take them (budget eviction and probe, owner, registry, shared clients, budget, runtime), so this cannot deadlock with them. These
 /// locks are `ForkMutex`es, not parking_lot's: see `forklock` for why that matters to the child.
 pub fn prepare_fork() {
     let mut all = MANAGERS.lock();
@@ -770,7 +779,7 @@ pub fn prepare_fork() {
         // SAFETY: `ForkHold` keeps the Arc, hence the manager, alive for longer than these guards.
         let m: &'static Manager = unsafe { &*Arc::as_ptr(m) };
         guards.push(Box::new(m.room.locks_for_fork()));
-        guards.push(Box::new(m.owner_pid.lock()));
+        guards.push(Box::new(m.owner.lock()));
         guards.push(Box::new(m.registry.lock_for_fork()));
         guards.push(Box::new(m.shared.lock()));
         guards.push(Box::new(m.provisioner.lock_for_fork()));

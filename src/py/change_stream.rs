@@ -18,7 +18,7 @@ use super::manager::error;
 use crate::core::change_stream::{Change, Watched};
 use crate::core::manager::{CoreError, Manager, TenantPool, TenantSession};
 use crate::core::registry::Lease;
-use crate::core::runtime;
+use crate::core::{forklock, runtime};
 
 struct Open {
     stream: Watched,
@@ -51,8 +51,8 @@ pub struct PyRawChangeStream {
     stop: Arc<Notify>,
     /// The resume token when the stream was opened (`{"_id": token}`), for `resume_token` before any round.
     initial_token: Option<Vec<u8>>,
-    /// The process that opened the stream: in a forked child its connection belongs to the parent.
-    pid: u32,
+    /// The fork generation (see `forklock`) that opened the stream: in a forked child its connection belongs to the parent.
+    generation: u64,
 }
 
 impl PyRawChangeStream {
@@ -69,7 +69,7 @@ impl PyRawChangeStream {
             state: Arc::new(Mutex::new(State::Ready(Box::new(open)))),
             stop: Arc::new(Notify::new()),
             initial_token,
-            pid: std::process::id(),
+            generation: forklock::generation(),
         }
     }
 }
@@ -172,7 +172,7 @@ impl PyRawChangeStream {
     /// A stream inherited through fork cannot continue: its server cursor lives on the parent's
     /// connection. Forget it (closing would disturb the parent) and say so.
     fn check_process(&self) -> PyResult<()> {
-        if self.pid == std::process::id() {
+        if self.generation == forklock::generation() {
             return Ok(());
         }
         if let State::Ready(open) = std::mem::replace(&mut *self.state.lock(), State::Done) {
@@ -256,7 +256,7 @@ impl PyRawChangeStream {
 
 impl Drop for PyRawChangeStream {
     fn drop(&mut self) {
-        if self.pid != std::process::id() {
+        if self.generation != forklock::generation() {
             return;
         }
         let mut slot = self.state.lock();

@@ -18,7 +18,7 @@ use super::manager::error;
 use crate::core::manager::{CoreError, Manager, TenantPool, TenantSession};
 use crate::core::ops::{Batch, Opened};
 use crate::core::registry::Lease;
-use crate::core::runtime;
+use crate::core::{forklock, runtime};
 
 struct Open {
     cursor: Opened,
@@ -53,8 +53,8 @@ pub struct PyRawCursor {
     batches: AtomicU32,
     in_session: bool,
     tailable: bool,
-    /// The process that opened the cursor: in a forked child its connection belongs to the parent.
-    pid: u32,
+    /// The fork generation (see `forklock`) that opened the cursor: in a forked child its connection belongs to the parent.
+    generation: u64,
 }
 
 impl PyRawCursor {
@@ -75,7 +75,7 @@ impl PyRawCursor {
             batches: AtomicU32::new(0),
             in_session,
             tailable,
-            pid: std::process::id(),
+            generation: forklock::generation(),
         }
     }
 
@@ -206,7 +206,7 @@ impl PyRawCursor {
     /// A cursor inherited through fork cannot continue: its server cursor lives on the parent's
     /// connection. Forget it (closing would disturb the parent) and say so.
     fn check_process(&self) -> PyResult<()> {
-        if self.pid == std::process::id() {
+        if self.generation == forklock::generation() {
             return Ok(());
         }
         if let State::Ready(open) = std::mem::replace(&mut *self.state.lock(), State::Done) {
@@ -296,7 +296,7 @@ impl PyRawCursor {
 
 impl Drop for PyRawCursor {
     fn drop(&mut self) {
-        if self.pid != std::process::id() {
+        if self.generation != forklock::generation() {
             std::mem::forget(self.ahead.lock().take());
             return;
         }
