@@ -2,11 +2,12 @@
 
 use std::cell::RefCell;
 use std::mem::ManuallyDrop;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use mongodb::bson::{RawDocument, RawDocumentBuf};
+use mongodb::event::{cmap::CmapEvent, EventHandler};
 use mongodb::options::{ClientOptions, Credential, ServerMonitoringMode};
 use mongodb::options::{SessionOptions, TransactionOptions};
 use mongodb::{Client, ClientSession, Database};
@@ -45,6 +46,10 @@ pub struct TenantPool {
     identity: Option<Identity>,
     /// An owned client's share of the connection budget, given back once it has shut down.
     reservation: parking_lot::Mutex<Option<Reservation>>,
+    /// An owned client's open pooled connections (its CMAP events count them), and the units of its
+    /// reservation that stay taken whatever that count (monitors, minPoolSize): on close, the units
+    /// of connections it never opened go back at once rather than after its shutdown.
+    open: Option<(Arc<AtomicU32>, u32)>,
 }
 
 impl TenantPool {
@@ -59,9 +64,23 @@ impl TenantPool {
 
 impl Pool for TenantPool {
     fn close(&self) {
-        let reservation = self.reservation.lock().take();
+        let mut reservation = self.reservation.lock().take();
+        if let (Some(r), Some((open, fixed))) = (&mut reservation, &self.open) {
+            // Drained (no lease, hence no operation) before it is closed: only a connection already
+            // being opened can still appear, and it is counted from the start of its handshake.
+            r.shrink_to(fixed.saturating_add(open.load(Ordering::Acquire)));
+        }
         if let (true, Some(rt)) = (self.owned, runtime::live()) {
             shut_down(rt, Client::clone(&self.client), &self.stash, reservation);
+        }
+    }
+
+    fn unused_units(&self) -> u32 {
+        match (&*self.reservation.lock(), &self.open) {
+            (Some(r), Some((open, fixed))) => {
+                r.units().saturating_sub(fixed.saturating_add(open.load(Ordering::Acquire)))
+            }
+            _ => 0,
         }
     }
 }
@@ -329,12 +348,25 @@ impl Manager {
         Some(self.registry.try_lease_existing(tenant)?.map(drop).map_err(CoreError::from))
     }
 
-    /// A driver client; `credential`, the tenant's own, replaces the connection string's.
-    fn new_client(&self, max_pool_size: u32, credential: Option<Credential>) -> Client {
+    /// A driver client; `credential`, the tenant's own, replaces the connection string's. `open`
+    /// counts its pooled connections.
+    fn new_client(
+        &self,
+        max_pool_size: u32,
+        credential: Option<Credential>,
+        open: Option<Arc<AtomicU32>>,
+    ) -> Client {
         let mut options = self.client_options.clone();
         options.max_pool_size = Some(max_pool_size);
         if credential.is_some() {
             options.credential = credential;
+        }
+        if let Some(open) = open {
+            options.cmap_event_handler = Some(EventHandler::callback(move |event| match event {
+                CmapEvent::ConnectionCreated(_) => drop(open.fetch_add(1, Ordering::AcqRel)),
+                CmapEvent::ConnectionClosed(_) => drop(open.fetch_sub(1, Ordering::AcqRel)),
+                _ => {}
+            }));
         }
         // The driver spawns its monitors on the ambient runtime.
         let rt = runtime::get();

@@ -2,6 +2,7 @@
 //! room in the connection budget (waiting for it if need be), and the budget's figures.
 
 use std::mem::ManuallyDrop;
+use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -137,12 +138,22 @@ impl Manager {
                 let cost = reservation.as_ref().map_or(0, Reservation::units);
                 let credential = tenant_credential(self.credentials.as_ref(), &self.template, tenant)?;
                 let identity = credential.as_ref().map(|(_, who)| who.clone());
+                let open = Arc::new(AtomicU32::new(0));
+                // Monitors, and the minPoolSize the driver keeps open, on every server.
+                let servers = self.room.cost(1) - self.room.cost(0);
+                let min_pool = self.client_options.min_pool_size.unwrap_or(0).min(size);
+                let fixed = self.room.cost(0) + min_pool * servers;
                 let pool = TenantPool {
-                    client: ManuallyDrop::new(self.new_client(size, credential.map(|(c, _)| c))),
+                    client: ManuallyDrop::new(self.new_client(
+                        size,
+                        credential.map(|(c, _)| c),
+                        Some(Arc::clone(&open)),
+                    )),
                     stash: Arc::default(),
                     owned: true,
                     identity,
                     reservation: parking_lot::Mutex::new(reservation),
+                    open: Some((open, fixed)),
                 };
                 return Ok(Made { pool, size, label, cost });
             }
@@ -154,7 +165,8 @@ impl Manager {
                     // Every shared client gets the same size, fitted so that all of them fit: taking
                     // the reservation cannot exceed the bound.
                     let reservation = self.room.budget.force_reserve(self.room.cost(max_pool_size));
-                    shared[slot] = Some((self.new_client(max_pool_size, None), Arc::default(), reservation));
+                    shared[slot] =
+                        Some((self.new_client(max_pool_size, None, None), Arc::default(), reservation));
                 }
                 let (client, stash, _) = shared[slot].as_ref().expect("just made");
                 TenantPool {
@@ -163,6 +175,7 @@ impl Manager {
                     owned: false,
                     identity: None,
                     reservation: parking_lot::Mutex::new(None),
+                    open: None,
                 }
             }
         };
