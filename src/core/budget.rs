@@ -248,13 +248,6 @@ impl Budget {
         (s.reserved + s.waiting_units).saturating_sub(s.limit + s.releasing)
     }
 
-    /// How many units the head of the queue lacks right now, not counting room on its way back (0
-    /// without waiters).
-    pub fn head_shortfall(&self) -> u32 {
-        let s = self.state.lock();
-        s.queue.front().map_or(0, |head| (s.reserved + head.need).saturating_sub(s.limit))
-    }
-
     /// Changes the bound. Lowering it below what is reserved takes nothing back: new reservations wait
     /// until enough is released.
     pub fn set_limit(&self, limit: u32) {

@@ -74,15 +74,6 @@ impl Pool for TenantPool {
             shut_down(rt, Client::clone(&self.client), &self.stash, reservation);
         }
     }
-
-    fn unused_units(&self) -> u32 {
-        match (&*self.reservation.lock(), &self.open) {
-            (Some(r), Some((open, fixed))) => {
-                r.units().saturating_sub(fixed.saturating_add(open.load(Ordering::Acquire)))
-            }
-            _ => 0,
-        }
-    }
 }
 
 /// A client of the grouped and shared strategies, with the sessions it keeps for retryable writes and

@@ -16,12 +16,6 @@ use super::quota::Quota;
 /// What the registry needs from a pool: a way to close it. Closing must not block (spawn the I/O).
 pub trait Pool: Send + Sync + 'static {
     fn close(&self);
-
-    /// Budget units that closing it would give back at once (room it reserved for connections it
-    /// never opened); the rest comes back only once it has shut down.
-    fn unused_units(&self) -> u32 {
-        0
-    }
 }
 
 /// What a registry's `make` produces for a new tenant.
@@ -376,25 +370,6 @@ impl<P: Pool> Registry<P> {
         freed
     }
 
-    /// Closes the least recently used idle pool whose closing gives back at least `units` at once (see
-    /// `Pool::unused_units`), if there is one: a waiter short of that gets its room now instead of after
-    /// the shutdowns under way. Returns whether one was closed.
-    pub fn evict_one_for_now(&self, units: u32) -> bool {
-        let victim = {
-            let mut inner = self.inner.lock();
-            let found = inner
-                .entries
-                .values()
-                .filter(|e| e.cost > 0 && e.in_use() == 0 && e.pool.unused_units() >= units)
-                .min_by_key(|e| e.last_used_us.load(Ordering::Relaxed))
-                .map(|e| e.tenant.clone());
-            found.and_then(|t| inner.entries.remove(&t))
-        };
-        let closed = victim.is_some();
-        self.retire_all(victim.into_iter().collect(), CloseCause::Budget);
-        closed
-    }
-
     /// Budget units held by pools with a lease: the part of the budget no eviction can free now.
     pub fn cost_in_use(&self) -> u32 {
         self.inner.lock().entries.values().filter(|e| e.in_use() > 0).map(|e| e.cost).sum()
@@ -548,15 +523,10 @@ mod tests {
     #[derive(Clone, Default)]
     struct FakePool {
         closes: Arc<AtomicUsize>,
-        unused: Arc<AtomicU32>,
     }
     impl Pool for FakePool {
         fn close(&self) {
             self.closes.fetch_add(1, Ordering::SeqCst);
-        }
-
-        fn unused_units(&self) -> u32 {
-            self.unused.load(Ordering::SeqCst)
         }
     }
 
@@ -765,28 +735,6 @@ mod tests {
         assert_eq!(r.evict_for_budget(100), 0);
         assert_eq!(pools[0].closes.load(Ordering::SeqCst), 0, "a leased pool was closed");
         assert_eq!(r.evict_for_budget(0), 0);
-        drop(busy);
-    }
-
-    #[test]
-    fn evicting_for_now_closes_the_least_recently_used_idle_pool_that_frees_enough_at_once() {
-        let r = registry(None, None);
-        let pools: Vec<FakePool> = (0..4).map(|_| FakePool::default()).collect();
-        for (i, (t, unused)) in [("a", 9), ("b", 2), ("c", 9), ("d", 9)].into_iter().enumerate() {
-            pools[i].unused.store(unused, Ordering::SeqCst);
-            drop(lease(&r, t, &pools[i]));
-            std::thread::sleep(Duration::from_millis(3));
-        }
-        let busy = lease(&r, "a", &pools[0]);
-        // a is leased, b frees too little now: c, the next least recently used.
-        assert!(r.evict_one_for_now(8));
-        let mut t = r.tenants();
-        t.sort();
-        assert_eq!(t, vec!["a", "b", "d"]);
-        assert_eq!(pools[2].closes.load(Ordering::SeqCst), 1);
-        assert_eq!(r.counters.snapshot().closed_budget, 1);
-        assert!(!r.evict_one_for_now(10), "none frees 10 at once: nothing is closed");
-        assert_eq!(r.len(), 3);
         drop(busy);
     }
 

@@ -312,13 +312,6 @@ impl Room {
         if missing > 0 {
             registry.evict_for_budget(missing);
         }
-        // The room on its way back comes after a client's shutdown and `RELEASE_GRACE` (tens of
-        // milliseconds); one more idle pool whose unopened connections cover what the head still lacks
-        // gives it room now. At most one per call, and only one that is enough: never a cascade.
-        let short = self.budget.head_shortfall();
-        if short > 0 {
-            registry.evict_one_for_now(short);
-        }
     }
 
     /// At the first pool creation of a manager with the default bound: reads `serverStatus` (with a
