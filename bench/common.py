@@ -73,6 +73,8 @@ class Settings:
     # 6. cursor
     cursor_docs: int
     cursor_runs: int
+    # 7. cold tenants (its async part reuses the async sizes)
+    cold_tenants: int
     # Fraction of find_one (the rest insert_one) in throughput and async.
     read_fraction: float = 0.75
 
@@ -104,6 +106,7 @@ FULL = Settings(
     async_ops_per_task=10,
     cursor_docs=100_000,
     cursor_runs=3,
+    cold_tenants=100,
 )
 
 QUICK = Settings(
@@ -128,6 +131,7 @@ QUICK = Settings(
     async_ops_per_task=10,
     cursor_docs=10_000,
     cursor_runs=1,
+    cold_tenants=30,
 )
 
 

@@ -16,7 +16,7 @@ use super::deadline;
 use super::labels::{self, Labelled};
 use super::manager::CoreError;
 use super::ops::{self, CursorOp, Op, Opened};
-use super::retry::Stash;
+use super::retry::RetrySessions;
 
 /// The client settings that decide how attempts run.
 #[derive(Clone, Copy, Debug)]
@@ -44,7 +44,7 @@ pub type InSession<'a> = Option<(&'a mut ClientSession, bool)>;
 /// Runs a one-reply operation (see the module's comment).
 pub async fn execute(
     db: &Database,
-    stash: &Stash,
+    retry_sessions: &RetrySessions,
     op: Op,
     spec: &RawDocument,
     docs: Vec<RawDocumentBuf>,
@@ -58,8 +58,12 @@ pub async fn execute(
             deadline::bounded(limit, context, ops::execute(db, op, spec, docs, Some(s))).await
         }
         // In a caller's session the write goes out as a plain command (see Op::RetryableWrite).
-        None if op == Op::RetryableWrite => ops::retryable_write(db, stash, spec, retry_writes, limit).await,
-        None if op == Op::InsertOne => ops::insert_one(db, stash, spec, docs, retry_writes, limit).await,
+        None if op == Op::RetryableWrite => {
+            ops::retryable_write(db, retry_sessions, spec, retry_writes, limit).await
+        }
+        None if op == Op::InsertOne => {
+            ops::insert_one(db, retry_sessions, spec, docs, retry_writes, limit).await
+        }
         None if deadline::is_retryable_read(op) => {
             let again = || ops::execute(db, op, spec, Vec::new(), None);
             deadline::bounded_read(limit, retry_reads, ops::execute(db, op, spec, docs, None), again).await

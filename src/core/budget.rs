@@ -73,6 +73,26 @@ impl Reservation {
         self.units
     }
 
+    /// Gives back at once the units beyond `keep`: a client about to shut down that never opened all
+    /// the connections it reserved room for. Its sockets that do exist keep their units until they are
+    /// closed; the rest was never anything but room.
+    pub fn shrink_to(&mut self, keep: u32) {
+        if keep >= self.units {
+            return;
+        }
+        let freed = self.units - keep;
+        self.units = keep;
+        let mut s = self.budget.state.lock();
+        if s.generation != self.generation {
+            return;
+        }
+        s.reserved -= freed;
+        if self.closing.load(Ordering::Acquire) {
+            s.releasing -= freed;
+        }
+        s.grant();
+    }
+
     /// The client is shutting down: its units will come back soon (see `Budget::deficit`).
     pub fn closing(&self) {
         if !self.closing.swap(true, Ordering::AcqRel) {
@@ -335,6 +355,23 @@ mod tests {
         drop(a);
         let s = b.snapshot();
         assert_eq!((s.reserved, s.releasing, s.waiting), (2, 0, 0), "the waiter got its units");
+    }
+
+    #[test]
+    fn shrinking_gives_back_the_unused_units_at_once_and_the_rest_on_drop() {
+        let b = Budget::new(10);
+        let mut a = b.try_reserve(8).unwrap();
+        let mut queued = b.enqueue(6);
+        a.closing();
+        a.shrink_to(3);
+        assert_eq!((b.snapshot().reserved, b.snapshot().releasing), (9, 3), "the waiter got its 6 at once");
+        let granted = rt().block_on(queued.granted());
+        a.shrink_to(5);
+        assert_eq!(a.units(), 3, "a reservation never grows back");
+        drop(a);
+        assert_eq!((b.snapshot().reserved, b.snapshot().releasing), (6, 0));
+        drop(granted);
+        assert_eq!(b.snapshot().reserved, 0);
     }
 
     #[test]

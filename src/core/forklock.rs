@@ -9,7 +9,33 @@
 //! child, and its unlock always releases: the forking thread holds the guards across the fork and drops
 //! them in the parent and in the child alike.
 
-use std::sync::{MutexGuard, PoisonError, TryLockError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{MutexGuard, Once, PoisonError, TryLockError};
+
+/// Bumped in the child of every `fork()` (a `pthread_atfork` child handler), so that state inherited
+/// from the parent is recognised by a load and a compare: the process id would cost a `getpid` system
+/// call per check (glibc no longer caches it), on every operation.
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+static HOOK: Once = Once::new();
+
+extern "C" fn forked_child() {
+    // The child's only thread runs this before `fork()` returns: no other thread can be reading.
+    GENERATION.fetch_add(1, Ordering::Release);
+}
+
+/// Which process this is, as a number that differs in a forked child from what its parent saw (and
+/// from what any of its ancestors saw); unlike a pid, it is never reused. Compare a value kept from
+/// earlier with it to tell whether the state that value belongs to was inherited across a fork.
+pub fn generation() -> u64 {
+    // Registered before the first value is handed out: a fork before it would go unnoticed.
+    HOOK.call_once(|| {
+        // SAFETY: `forked_child` only touches an atomic, which is async-signal-safe.
+        let failed = unsafe { libc::pthread_atfork(None, None, Some(forked_child)) };
+        // Only ENOMEM; without the hook a child would use its parent's dead runtime.
+        assert_eq!(failed, 0, "tenantpool: cannot register the fork handler (out of memory)");
+    });
+    GENERATION.load(Ordering::Acquire)
+}
 
 /// `std::sync::Mutex` with parking_lot's interface: a panic while the lock is held does not poison it.
 #[derive(Default)]
@@ -71,6 +97,35 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(10));
             }
         })
+    }
+
+    /// Runs `child` in a forked child (which exits 0 if it returns true); whether it did.
+    fn in_child(child: impl FnOnce() -> bool) -> bool {
+        // SAFETY: the child only runs `child` and leaves with _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            unsafe { libc::alarm(10) };
+            let ok = child();
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+        }
+        let mut status = 0;
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
+    }
+
+    #[test]
+    fn the_generation_changes_in_a_forked_child_only() {
+        let parent = generation();
+        assert_eq!(generation(), parent, "stable within a process");
+        assert!(in_child(|| {
+            let child = generation();
+            // And again in a grandchild: a generation is never seen by two processes of one lineage.
+            child != parent
+                && generation() == child
+                && in_child(|| generation() != child && generation() != parent)
+        }));
+        assert_eq!(generation(), parent, "the parent's is untouched by its children");
     }
 
     #[test]

@@ -2,24 +2,23 @@
 
 use std::cell::RefCell;
 use std::mem::ManuallyDrop;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use mongodb::bson::{RawDocument, RawDocumentBuf};
 use mongodb::options::{ClientOptions, ServerMonitoringMode};
 use mongodb::options::{SessionOptions, TransactionOptions};
-use mongodb::{Client, ClientSession, Database};
+use mongodb::Database;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 
 use super::attempt::{self, Settings};
-use super::budget::Reservation;
 use super::change_stream::{self, Change, Watched};
+use super::credentials::CredentialSource;
 use super::credentials::{authentication_failed, check_strategy, is_authentication_failure};
-use super::credentials::{CredentialSource, Identity};
 use super::deadline;
 pub use super::error::CoreError;
-use super::forklock::ForkMutex;
+use super::forklock::{self, ForkMutex};
 use super::labels::Labelled;
 use super::metrics::CloseCause;
 use super::monitor::{Monitor, Sink};
@@ -28,139 +27,17 @@ use super::ops::{self, CursorOp, Op, Opened};
 use super::options::{merge_uri_options, redact, scrub};
 use super::policy::Strategy;
 use super::provision::Provisioner;
-use super::registry::{Lease, Limits, Pool, Registry};
-use super::retry::Stash;
+use super::registry::{Lease, Limits, Registry};
 use super::room::Room;
 use super::runtime;
 
+mod driver_client;
 mod opening;
+mod session;
 
-/// The driver client serving one tenant: its own (per_user), or a handle on a shared one. Closing an
-/// owned client shuts it down in the background; the caller never waits on I/O.
-pub struct TenantPool {
-    client: ManuallyDrop<Client>,
-    /// The client's sessions for retryable generic writes; shared with the client's other tenants.
-    stash: Arc<Stash>,
-    owned: bool,
-    /// The MongoDB user the client authenticates as when the tenant has its own (`credentials`).
-    identity: Option<Identity>,
-    /// An owned client's share of the connection budget, given back once it has shut down.
-    reservation: parking_lot::Mutex<Option<Reservation>>,
-}
-
-impl TenantPool {
-    pub fn client(&self) -> &Client {
-        &self.client
-    }
-
-    pub fn stash(&self) -> &Stash {
-        &self.stash
-    }
-}
-
-impl Pool for TenantPool {
-    fn close(&self) {
-        let reservation = self.reservation.lock().take();
-        if let (true, Some(rt)) = (self.owned, runtime::live()) {
-            shut_down(&rt, Client::clone(&self.client), &self.stash, reservation);
-        }
-    }
-}
-
-/// A client of the grouped and shared strategies, with the sessions it keeps for retryable writes and
-/// its share of the connection budget.
-type SharedClient = (Client, Arc<Stash>, Reservation);
-
-/// Shuts a client down in the background, after handing back the sessions its stash kept (the driver's
-/// `shutdown` waits until every session is dropped). Its reservation is given back only once
-/// `shutdown` has returned and the server has had `RELEASE_GRACE` to notice: sockets that are still
-/// closing count against the budget.
-fn shut_down(rt: &tokio::runtime::Runtime, client: Client, stash: &Stash, reservation: Option<Reservation>) {
-    let sessions = stash.close();
-    if let Some(r) = &reservation {
-        r.closing();
-    }
-    rt.spawn(async move {
-        drop(sessions);
-        client.shutdown().await;
-        if reservation.is_some() {
-            tokio::time::sleep(RELEASE_GRACE).await;
-        }
-        drop(reservation);
-    });
-}
-
-/// How long a closed client's share of the budget stays taken after its sockets are closed. mongod
-/// counts (and holds the descriptors of) a connection until its session thread has read the close,
-/// which on a loaded machine lags by milliseconds: given back at once, the units let new sockets in
-/// while the server still holds the old ones, and its `connections.current` overshot the bound by a
-/// few (87 for a bound of 80 + 4, in the 10,000-tenant test on 2 cores).
-const RELEASE_GRACE: Duration = Duration::from_millis(25);
-
-impl Drop for TenantPool {
-    fn drop(&mut self) {
-        // The driver's Drop may spawn cleanup, which needs a runtime context on whatever thread the
-        // last reference happens to go away. At process exit there is none: leave it to the OS.
-        if let Some(rt) = runtime::live() {
-            let _guard = rt.enter();
-            // SAFETY: dropped exactly once, here, and never used after.
-            unsafe { ManuallyDrop::drop(&mut self.client) }
-        }
-    }
-}
-
-/// A client session of one tenant (for causal consistency and transactions).
-pub struct TenantSession {
-    pub tenant: String,
-    /// Operations of one session run one at a time, as the driver requires. A caller that is dropped
-    /// (a cancelled asyncio task) lets go of the lock with its future.
-    pub session: tokio::sync::Mutex<ManuallyDrop<ClientSession>>,
-    /// The session's `lsid` document, fixed for its life (read without the lock).
-    pub id: mongodb::bson::Document,
-    /// Whether a transaction is started and neither committed nor aborted. Changed only under the lock
-    /// and in the same poll as the driver's own state, so a dropped caller never leaves it stale.
-    in_transaction: AtomicBool,
-    lease: Lease<TenantPool>,
-}
-
-impl Drop for TenantSession {
-    fn drop(&mut self) {
-        // Ending a session with an open transaction spawns its abort: that needs the runtime.
-        if let Some(rt) = runtime::live() {
-            let _guard = rt.enter();
-            // SAFETY: dropped exactly once, here, and never used after.
-            unsafe { ManuallyDrop::drop(self.session.get_mut()) }
-        }
-    }
-}
-
-impl TenantSession {
-    pub fn in_transaction(&self) -> bool {
-        self.in_transaction.load(Ordering::Acquire)
-    }
-
-    async fn start_transaction(&self, options: TransactionOptions) -> Result<(), CoreError> {
-        let mut s = self.session.lock().await;
-        s.start_transaction().with_options(options).await.map_err(CoreError::Driver)?;
-        self.in_transaction.store(true, Ordering::Release);
-        Ok(())
-    }
-
-    /// The driver marks the transaction committed before it sends `commitTransaction` (a retried commit
-    /// is allowed from that state), so the session is out of the transaction once the commit starts.
-    async fn commit_transaction(&self, limit: Option<Duration>) -> Result<(), Labelled> {
-        let mut s = self.session.lock().await;
-        self.in_transaction.store(false, Ordering::Release);
-        attempt::commit(&mut s, limit).await
-    }
-
-    /// Likewise, the driver marks the transaction aborted before it sends `abortTransaction`.
-    async fn abort_transaction(&self, limit: Option<Duration>) -> Result<(), Labelled> {
-        let mut s = self.session.lock().await;
-        self.in_transaction.store(false, Ordering::Release);
-        attempt::abort(&mut s, limit).await
-    }
-}
+pub use driver_client::DriverClient;
+use driver_client::{shut_down, SharedClient};
+pub use session::TenantSession;
 
 /// Decides a tenant's share (pool size or quota) and its tier label when its pool is created.
 pub type Sizer = Box<dyn Fn(&str) -> Result<(u32, String), String> + Send + Sync>;
@@ -193,7 +70,7 @@ pub struct Config {
 
 pub struct Manager {
     me: Weak<Manager>,
-    registry: Registry<TenantPool>,
+    registry: Registry<DriverClient>,
     client_options: ClientOptions,
     template: Template,
     pool_size: u32,
@@ -210,8 +87,11 @@ pub struct Manager {
     shared: ForkMutex<Vec<Option<SharedClient>>>,
     uri: String,
     reaper_stop: Arc<Notify>,
-    /// The process that owns the clients; a forked child starts over with none.
-    owner_pid: ForkMutex<u32>,
+    /// The fork generation (see `forklock`) that owns the clients; a forked child starts over with
+    /// none. Taken while a child forgets the inherited ones.
+    owner: ForkMutex<u64>,
+    /// `owner`, once the clients are this process's: what every operation compares, without the lock.
+    owner_generation: AtomicU64,
     /// The connection budget every client of this manager reserves from.
     room: Room,
     monitor: Option<Arc<Monitor>>,
@@ -272,7 +152,8 @@ impl Manager {
             shared: ForkMutex::new((0..config.strategy.shared_clients()).map(|_| None).collect()),
             uri: config.uri,
             reaper_stop: Arc::new(Notify::new()),
-            owner_pid: ForkMutex::new(std::process::id()),
+            owner: ForkMutex::new(forklock::generation()),
+            owner_generation: AtomicU64::new(forklock::generation()),
             room,
             monitor,
         });
@@ -315,7 +196,7 @@ impl Manager {
     }
 
     /// The registry, as seen from this process (a forked child first forgets the parent's pools).
-    pub fn registry(&self) -> &Registry<TenantPool> {
+    pub fn registry(&self) -> &Registry<DriverClient> {
         self.check_fork();
         &self.registry
     }
@@ -331,7 +212,7 @@ impl Manager {
         if let Err(e) = self.template.check_tenant(tenant) {
             return Some(Err(CoreError::InvalidName(e)));
         }
-        if *self.owner_pid.try_lock()? != std::process::id() {
+        if self.owner_generation.load(Ordering::Acquire) != forklock::generation() {
             return None;
         }
         Some(self.registry.try_lease_existing(tenant)?.map(drop).map_err(CoreError::from))
@@ -340,7 +221,7 @@ impl Manager {
     /// A driver error of the tenant's operation. A failed authentication names the tenant and, when
     /// the tenant has its own credentials, retires its pool: the next operation opens a pool with the
     /// credentials looked up afresh (a fixed or rotated password) instead of failing on this one.
-    fn failed(&self, lease: &Lease<TenantPool>, e: impl Into<Labelled>) -> CoreError {
+    fn failed(&self, lease: &Lease<DriverClient>, e: impl Into<Labelled>) -> CoreError {
         let e: Labelled = e.into();
         if !is_authentication_failure(&e.error) {
             return CoreError::from(e);
@@ -366,7 +247,7 @@ impl Manager {
     }
 
     /// Waits for a slot in the tenant's quota; the slot is held until the permit drops.
-    pub async fn permit(&self, lease: &Lease<TenantPool>) -> Result<OwnedSemaphorePermit, CoreError> {
+    pub async fn permit(&self, lease: &Lease<DriverClient>) -> Result<OwnedSemaphorePermit, CoreError> {
         let started = Instant::now();
         let r = lease.entry().quota.acquire(self.wait_queue_timeout).await;
         let waited = started.elapsed();
@@ -388,7 +269,7 @@ impl Manager {
         &self,
         tenant: &str,
         db_name: Option<&str>,
-    ) -> Result<(Lease<TenantPool>, Database), CoreError> {
+    ) -> Result<(Lease<DriverClient>, Database), CoreError> {
         let name = match db_name {
             Some(n) => {
                 check_db_name(n).map_err(CoreError::InvalidName)?;
@@ -408,7 +289,7 @@ impl Manager {
         tenant: &str,
         db_name: &str,
         session: Option<&TenantSession>,
-    ) -> Result<(Lease<TenantPool>, Database), CoreError> {
+    ) -> Result<(Lease<DriverClient>, Database), CoreError> {
         match session {
             None => self.database(tenant, Some(db_name)).await,
             Some(s) if s.tenant != tenant => Err(CoreError::Misuse(format!(
@@ -437,14 +318,14 @@ impl Manager {
         let (lease, db) = self.target(tenant, db_name, session).await?;
         let _slot = self.permit(&lease).await?;
         let started = Instant::now();
-        let (stash, settings) = (lease.pool().stash(), self.attempts);
+        let (retry_sessions, settings) = (lease.pool().retry_sessions(), self.attempts);
         let r = match session {
             Some(s) => {
                 let mut guard = s.session.lock().await;
                 let in_session = Some((&mut **guard, s.in_transaction()));
-                attempt::execute(&db, stash, op, spec, docs, in_session, settings).await
+                attempt::execute(&db, retry_sessions, op, spec, docs, in_session, settings).await
             }
-            None => attempt::execute(&db, stash, op, spec, docs, None, settings).await,
+            None => attempt::execute(&db, retry_sessions, op, spec, docs, None, settings).await,
         };
         self.finished(started);
         if r.is_err() {
@@ -463,7 +344,7 @@ impl Manager {
         op: CursorOp,
         spec: &RawDocument,
         session: Option<&TenantSession>,
-    ) -> Result<(Opened, Lease<TenantPool>), CoreError> {
+    ) -> Result<(Opened, Lease<DriverClient>), CoreError> {
         let (lease, db) = self.target(tenant, db_name, session).await?;
         let r = {
             let _slot = self.permit(&lease).await?;
@@ -495,7 +376,7 @@ impl Manager {
         &self,
         cursor: &mut Opened,
         tailable: bool,
-        lease: &Lease<TenantPool>,
+        lease: &Lease<DriverClient>,
         session: Option<&TenantSession>,
     ) -> Result<Option<ops::Batch>, CoreError> {
         let _slot = self.permit(lease).await?;
@@ -527,7 +408,7 @@ impl Manager {
         db_name: &str,
         spec: &RawDocument,
         session: Option<&TenantSession>,
-    ) -> Result<(Watched, Lease<TenantPool>), CoreError> {
+    ) -> Result<(Watched, Lease<DriverClient>), CoreError> {
         let (lease, db) = self.target(tenant, db_name, session).await?;
         let (limit, retry) = (self.attempts.socket_timeout, self.attempts.retry_reads);
         let r = {
@@ -557,7 +438,7 @@ impl Manager {
     pub async fn next_change(
         &self,
         stream: &mut Watched,
-        lease: &Lease<TenantPool>,
+        lease: &Lease<DriverClient>,
         session: Option<&TenantSession>,
     ) -> Result<Change, CoreError> {
         let _slot = self.permit(lease).await?;
@@ -670,8 +551,8 @@ impl Manager {
         let shared: Vec<SharedClient> = self.shared.lock().iter_mut().filter_map(Option::take).collect();
         match runtime::live() {
             Some(rt) => {
-                for (client, stash, reservation) in shared {
-                    shut_down(&rt, client, &stash, Some(reservation));
+                for (client, retry_sessions, reservation) in shared {
+                    shut_down(rt, client, &retry_sessions, Some(reservation));
                 }
             }
             None => std::mem::forget(shared),
@@ -685,10 +566,13 @@ impl Manager {
     /// In a forked child the inherited clients' sockets are shared with the parent and their tasks
     /// are gone: forget them (never close them, that would disturb the parent) and start afresh.
     fn check_fork(&self) {
-        let pid = std::process::id();
-        let mut owner = self.owner_pid.lock();
-        if *owner != pid {
-            *owner = pid;
+        let generation = forklock::generation();
+        if self.owner_generation.load(Ordering::Acquire) == generation {
+            return;
+        }
+        let mut owner = self.owner.lock();
+        if *owner != generation {
+            *owner = generation;
             for entry in self.registry.abandon() {
                 std::mem::forget(entry);
             }
@@ -698,6 +582,8 @@ impl Manager {
             self.room.after_fork();
             self.spawn_reaper(Arc::clone(&self.reaper_stop));
         }
+        // Only once the inherited clients are forgotten: other threads skip the lock on seeing it.
+        self.owner_generation.store(generation, Ordering::Release);
     }
 
     fn spawn_reaper(&self, stop: Arc<Notify>) {
@@ -758,7 +644,7 @@ thread_local! {
 
 /// Called just before `fork()` (Python's `os.register_at_fork`): takes every lock a forked child could
 /// otherwise inherit held by a thread that does not exist in the child. In the order the other paths
-/// take them (budget eviction and probe, owner pid, registry, shared clients, budget, runtime), so this cannot deadlock with them. These
+/// take them (budget eviction and probe, owner, registry, shared clients, budget, runtime), so this cannot deadlock with them. These
 /// locks are `ForkMutex`es, not parking_lot's: see `forklock` for why that matters to the child.
 pub fn prepare_fork() {
     let mut all = MANAGERS.lock();
@@ -769,7 +655,7 @@ pub fn prepare_fork() {
         // SAFETY: `ForkHold` keeps the Arc, hence the manager, alive for longer than these guards.
         let m: &'static Manager = unsafe { &*Arc::as_ptr(m) };
         guards.push(Box::new(m.room.locks_for_fork()));
-        guards.push(Box::new(m.owner_pid.lock()));
+        guards.push(Box::new(m.owner.lock()));
         guards.push(Box::new(m.registry.lock_for_fork()));
         guards.push(Box::new(m.shared.lock()));
         guards.push(Box::new(m.provisioner.lock_for_fork()));

@@ -22,7 +22,7 @@ use mongodb::{ClientSession, Collection, Database, IndexModel};
 use serde::de::DeserializeOwned;
 
 use super::labels::Labelled;
-use super::retry::{self, Stash};
+use super::retry::{self, RetrySessions};
 
 pub mod command_cursor;
 
@@ -473,12 +473,13 @@ pub async fn execute(
 /// Runs the write command under `command` in `spec` as a retryable write (`retry::write`).
 pub async fn retryable_write(
     db: &Database,
-    stash: &Stash,
+    retry_sessions: &RetrySessions,
     spec: &RawDocument,
     retry_writes: bool,
     deadline: Option<Duration>,
 ) -> std::result::Result<Option<RawDocumentBuf>, Labelled> {
-    let reply = retry::write(db, stash, raw_doc_field(spec, "command")?, retry_writes, deadline).await?;
+    let reply =
+        retry::write(db, retry_sessions, raw_doc_field(spec, "command")?, retry_writes, deadline).await?;
     Ok(Some(to_raw(reply)?))
 }
 
@@ -489,7 +490,7 @@ pub async fn retryable_write(
 /// concern errors, for the caller to raise as pymongo does; otherwise nothing does.
 pub async fn insert_one(
     db: &Database,
-    stash: &Stash,
+    retry_sessions: &RetrySessions,
     spec: &RawDocument,
     docs: Vec<RawDocumentBuf>,
     retry_writes: bool,
@@ -512,7 +513,7 @@ pub async fn insert_one(
             }
         }
     }
-    let reply = retry::write(db, stash, command, retry_writes, deadline).await?;
+    let reply = retry::write(db, retry_sessions, command, retry_writes, deadline).await?;
     if reply.contains_key("writeErrors") || reply.contains_key("writeConcernError") {
         return Ok(Some(to_raw(reply)?));
     }

@@ -45,14 +45,14 @@ struct Numbered {
 
 /// The sessions one driver client lends to retryable commands, and whether its server takes them.
 #[derive(Default)]
-pub struct Stash {
+pub struct RetrySessions {
     idle: Mutex<Vec<Numbered>>,
     closed: AtomicBool,
     /// Set once a server refused `txnNumber` (a standalone): then writes run without retry, as in pymongo.
     unsupported: AtomicBool,
 }
 
-impl Stash {
+impl RetrySessions {
     /// Takes every idle session so the client can be shut down (the driver's `shutdown` waits for every
     /// session to be dropped); sessions still lent out are dropped when they come back.
     pub fn close(&self) -> Vec<ClientSession> {
@@ -78,7 +78,7 @@ impl Stash {
     }
 }
 
-impl Drop for Stash {
+impl Drop for RetrySessions {
     fn drop(&mut self) {
         let idle = std::mem::take(&mut *self.idle.lock());
         match runtime::live() {
@@ -92,16 +92,16 @@ impl Drop for Stash {
     }
 }
 
-/// A session lent out; goes back to its stash however the command ends, cancellation included.
+/// A session lent out; goes back to its retry_sessions however the command ends, cancellation included.
 struct Lent<'a> {
-    stash: &'a Stash,
+    retry_sessions: &'a RetrySessions,
     numbered: Option<Numbered>,
 }
 
 impl Drop for Lent<'_> {
     fn drop(&mut self) {
         if let Some(n) = self.numbered.take() {
-            self.stash.give(n);
+            self.retry_sessions.give(n);
         }
     }
 }
@@ -166,15 +166,15 @@ pub enum Reported {
 /// (socketTimeoutMS, see `deadline.rs`). Errors carry pymongo's labels (see `labels.rs`).
 pub async fn write(
     db: &Database,
-    stash: &Stash,
+    retry_sessions: &RetrySessions,
     command: RawDocumentBuf,
     retry_writes: bool,
     deadline: Option<Duration>,
 ) -> std::result::Result<Document, Labelled> {
-    if !retry_writes || stash.unsupported.load(Ordering::Relaxed) {
+    if !retry_writes || retry_sessions.unsupported.load(Ordering::Relaxed) {
         return deadline::within(deadline, db.run_raw_command(command)).await.map_err(Labelled::from);
     }
-    let mut lent = Lent { stash, numbered: Some(stash.take(db.client()).await?) };
+    let mut lent = Lent { retry_sessions, numbered: Some(retry_sessions.take(db.client()).await?) };
     let numbered = lent.numbered.as_mut().expect("lent until dropped");
     numbered.txn_number += 1;
     let mut numbered_command = command.clone();
@@ -189,7 +189,7 @@ pub async fn write(
         Ok(reply) if after_reply(&reply) == Verdict::Done => return Ok(reply),
         Ok(reply) => Ok(reply),
         Err(e) if refuses_txn_number(&e) => {
-            stash.unsupported.store(true, Ordering::Relaxed);
+            retry_sessions.unsupported.store(true, Ordering::Relaxed);
             drop(lent);
             return deadline::within(deadline, db.run_raw_command(command)).await.map_err(Labelled::from);
         }
@@ -290,9 +290,9 @@ mod tests {
     }
 
     #[test]
-    fn a_closed_stash_keeps_nothing() {
-        let stash = Stash::default();
-        assert!(stash.close().is_empty());
-        assert!(stash.closed.load(Ordering::SeqCst));
+    fn closed_retry_sessions_keep_nothing() {
+        let retry_sessions = RetrySessions::default();
+        assert!(retry_sessions.close().is_empty());
+        assert!(retry_sessions.closed.load(Ordering::SeqCst));
     }
 }

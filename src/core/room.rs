@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 
 use super::budget::{client_cost, fit_pool_size, server_bound, Budget, BudgetSnapshot, Reservation};
 use super::forklock::ForkMutex;
-use super::manager::{CoreError, TenantPool};
+use super::manager::{CoreError, DriverClient};
 use super::registry::Registry;
 use super::runtime;
 
@@ -230,7 +230,7 @@ impl Room {
     /// The error of an operation that found no room before its deadline.
     pub fn timed_out(
         &self,
-        registry: &Registry<TenantPool>,
+        registry: &Registry<DriverClient>,
         tenant: &str,
         pool_size: u32,
         started: Instant,
@@ -252,7 +252,7 @@ impl Room {
     /// while waiting; a dropped future (a cancelled task) leaves the queue.
     pub async fn reserve(
         &self,
-        registry: &Registry<TenantPool>,
+        registry: &Registry<DriverClient>,
         tenant: &str,
         pool_size: u32,
         started: Instant,
@@ -306,7 +306,7 @@ impl Room {
     }
 
     /// Closes as many least recently used idle pools as the waiters' shortfall needs.
-    fn make_room(&self, registry: &Registry<TenantPool>) {
+    fn make_room(&self, registry: &Registry<DriverClient>) {
         let _one_at_a_time = self.evict_lock.lock();
         let missing = self.budget.deficit();
         if missing > 0 {
@@ -318,7 +318,7 @@ impl Room {
     /// client of its own, inside the budget) and lowers the bound to two fifths of what the server
     /// says it can hold (`connections.current + available`), if that is lower. A refusal (no
     /// clusterMonitor role) keeps the default; an unreachable server is asked again later.
-    pub async fn first_contact(&self, registry: &Registry<TenantPool>, options: &ClientOptions) {
+    pub async fn first_contact(&self, registry: &Registry<DriverClient>, options: &ClientOptions) {
         loop {
             if self.is_probed() {
                 return;
@@ -382,7 +382,7 @@ impl Room {
         (self.evict_lock.lock(), self.probe.lock(), self.opening.lock())
     }
 
-    pub fn snapshot(&self, registry: &Registry<TenantPool>) -> RoomSnapshot {
+    pub fn snapshot(&self, registry: &Registry<DriverClient>) -> RoomSnapshot {
         let (probe, capacity) = {
             let p = self.probe.lock();
             (p.probe, p.capacity)

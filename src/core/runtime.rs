@@ -1,37 +1,61 @@
 //! The process's tokio runtime. A forked child inherits the parent's runtime as dead memory (its worker
-//! threads did not survive the fork), so the runtime is keyed by process id and rebuilt in a child.
+//! threads did not survive the fork), so the runtime is keyed by fork generation and rebuilt in a child.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use tokio::runtime::Runtime;
+use tokio::runtime::{Handle, Runtime};
 
-use super::forklock::ForkMutex;
+use super::forklock::{self, ForkMutex};
 
-static RUNTIME: ForkMutex<Option<(u32, Arc<Runtime>)>> = ForkMutex::new(None);
+/// The runtime, owned here until `shutdown`, with the fork generation that built it.
+static RUNTIME: ForkMutex<Option<(u64, Runtime)>> = ForkMutex::new(None);
+/// What `get` hands out without a lock: every operation asks for the runtime, and a process-wide lock
+/// (plus a `getpid` to tell a forked child) on that path cost every thread a turn at it. Never freed:
+/// a reader may still hold the pointer it loaded; there is one per runtime built (one per process, and
+/// one per forked child that uses tenantpool).
+static CURRENT: AtomicPtr<Current> = AtomicPtr::new(std::ptr::null_mut());
 /// Set by `shutdown`: the embedding process is exiting.
 static SHUT_DOWN: AtomicBool = AtomicBool::new(false);
 
-/// The runtime of this process, created on first use.
-pub fn get() -> Arc<Runtime> {
-    let pid = std::process::id();
+struct Current {
+    generation: u64,
+    handle: Handle,
+}
+
+/// The runtime of this process, created on first use. Once it has shut down, the handle's spawns fail
+/// (their tasks are cancelled at once) rather than run.
+pub fn get() -> &'static Handle {
+    let generation = forklock::generation();
+    // SAFETY: non-null pointers stored in CURRENT come from `Box::leak` and are never freed.
+    match unsafe { CURRENT.load(Ordering::Acquire).as_ref() } {
+        Some(current) if current.generation == generation => &current.handle,
+        _ => start(generation),
+    }
+}
+
+/// The slow path of `get`: first use, or first use in a forked child.
+#[cold]
+fn start(generation: u64) -> &'static Handle {
     let mut slot = RUNTIME.lock();
-    if let Some((owner, rt)) = slot.as_ref() {
-        if *owner == pid {
-            return Arc::clone(rt);
+    // SAFETY: as in `get`.
+    if let Some(current) = unsafe { CURRENT.load(Ordering::Acquire).as_ref() } {
+        if current.generation == generation && slot.is_some() {
+            return &current.handle;
         }
     }
-    if let Some((_, inherited)) = slot.take() {
+    if slot.as_ref().is_some_and(|(built, _)| *built != generation) {
         // Dropping it would try to join threads that do not exist in this process.
-        std::mem::forget(inherited);
+        std::mem::forget(slot.take());
     }
-    let rt = Arc::new(build());
-    *slot = Some((pid, Arc::clone(&rt)));
-    rt
+    let handle = slot.get_or_insert_with(|| (generation, build())).1.handle().clone();
+    let current: &'static Current = Box::leak(Box::new(Current { generation, handle }));
+    CURRENT.store(current as *const Current as *mut Current, Ordering::Release);
+    &current.handle
 }
 
 /// The runtime slot's lock, for `fork()` to hold (taken last: other locks are taken before it).
@@ -41,7 +65,7 @@ pub fn lock_for_fork() -> impl Sized {
 
 /// The runtime, unless the process is exiting. Cleanup paths (drops, background closes) use this: at
 /// exit they leave resources to the OS rather than start a runtime or touch a stopped one.
-pub fn live() -> Option<Arc<Runtime>> {
+pub fn live() -> Option<&'static Handle> {
     if SHUT_DOWN.load(Ordering::Acquire) {
         return None;
     }
@@ -66,37 +90,26 @@ pub fn drop_in_runtime<T>(value: T) {
 /// Call without the GIL.
 pub fn shutdown() {
     SHUT_DOWN.store(true, Ordering::SeqCst);
-    let taken = RUNTIME.lock().take();
-    if let Some((pid, rt)) = taken {
-        if pid != std::process::id() {
+    let taken = {
+        let mut slot = RUNTIME.lock();
+        CURRENT.store(std::ptr::null_mut(), Ordering::Release);
+        slot.take()
+    };
+    if let Some((generation, rt)) = taken {
+        if generation != forklock::generation() {
             std::mem::forget(rt);
         } else {
-            stop(rt);
+            // Waits for the workers to stop: returning while one still delivers a result to Python (an
+            // asyncio task) would let finalization race it. Dropping the runtime drops every task,
+            // which wakes their callers in `run`; a caller between `live()` and its spawn gets a task
+            // cancelled at once, with the same outcome.
+            rt.shutdown_timeout(Duration::from_secs(2));
         }
     }
     // The callers need the GIL to return, which the exiting thread has let go of while it waits here.
     let deadline = Instant::now() + Duration::from_secs(2);
     while BLOCKING.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
-fn stop(mut rt: Arc<Runtime>) {
-    // Other holders are calls between `live()` and their spawn; they let go at once.
-    let deadline = Instant::now() + Duration::from_millis(200);
-    loop {
-        match Arc::try_unwrap(rt) {
-            // Waits for the workers to stop: returning while one still delivers a result to Python
-            // (an asyncio task) would let finalization race it. Dropping the runtime drops every task,
-            // which wakes their callers in `run`.
-            Ok(owned) => return owned.shutdown_timeout(Duration::from_secs(2)),
-            Err(shared) if Instant::now() < deadline => {
-                rt = shared;
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            // Leave it rather than hang the exit.
-            Err(shared) => return std::mem::forget(shared),
-        }
     }
 }
 
@@ -119,9 +132,7 @@ pub fn run<'a, T: Send + 'static, E: From<Stopped> + Send + 'static>(
     // after the task's future is gone (finished, or cancelled by a runtime shutdown).
     let boxed: Pin<Box<dyn Future<Output = Result<T, E>> + Send + 'static>> =
         unsafe { std::mem::transmute(boxed) };
-    let handle = rt.spawn(boxed);
-    drop(rt);
-    match wait(handle) {
+    match wait(rt.spawn(boxed)) {
         Ok(out) => out,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         Err(_) => Err(Stopped.into()),

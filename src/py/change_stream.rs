@@ -17,17 +17,17 @@ use super::cursor::invalid_operation;
 use super::manager::error;
 use super::monitor;
 use crate::core::change_stream::{Change, Watched};
-use crate::core::manager::{CoreError, Manager, TenantPool, TenantSession};
+use crate::core::manager::{CoreError, DriverClient, Manager, TenantSession};
 use crate::core::monitor::{scoped, Scope};
 use crate::core::registry::Lease;
-use crate::core::runtime;
+use crate::core::{forklock, runtime};
 
 struct Open {
     stream: Watched,
     // A stream opened in a session runs its getMores in that session.
     session: Option<Arc<TenantSession>>,
     // Keeps the tenant's pool open (no idle reaping, no LRU eviction) for as long as the stream lives.
-    lease: Lease<TenantPool>,
+    lease: Lease<DriverClient>,
 }
 
 enum State {
@@ -53,8 +53,8 @@ pub struct PyRawChangeStream {
     stop: Arc<Notify>,
     /// The resume token when the stream was opened (`{"_id": token}`), for `resume_token` before any round.
     initial_token: Option<Vec<u8>>,
-    /// The process that opened the stream: in a forked child its connection belongs to the parent.
-    pid: u32,
+    /// The fork generation (see `forklock`) that opened the stream: in a forked child its connection belongs to the parent.
+    generation: u64,
     /// The tenant, for command events: None when the manager has no listeners.
     tenant: Option<String>,
 }
@@ -63,7 +63,7 @@ impl PyRawChangeStream {
     pub fn new(
         manager: Arc<Manager>,
         stream: Watched,
-        lease: Lease<TenantPool>,
+        lease: Lease<DriverClient>,
         session: Option<Arc<TenantSession>>,
     ) -> Self {
         let initial_token = stream.initial_token().map(|d| d.as_bytes().to_vec());
@@ -74,7 +74,7 @@ impl PyRawChangeStream {
             state: Arc::new(Mutex::new(State::Ready(Box::new(open)))),
             stop: Arc::new(Notify::new()),
             initial_token,
-            pid: std::process::id(),
+            generation: forklock::generation(),
             tenant,
         }
     }
@@ -183,7 +183,7 @@ impl PyRawChangeStream {
     /// A stream inherited through fork cannot continue: its server cursor lives on the parent's
     /// connection. Forget it (closing would disturb the parent) and say so.
     fn check_process(&self) -> PyResult<()> {
-        if self.pid == std::process::id() {
+        if self.generation == forklock::generation() {
             return Ok(());
         }
         if let State::Ready(open) = std::mem::replace(&mut *self.state.lock(), State::Done) {
@@ -269,7 +269,7 @@ impl PyRawChangeStream {
 
 impl Drop for PyRawChangeStream {
     fn drop(&mut self) {
-        if self.pid != std::process::id() {
+        if self.generation != forklock::generation() {
             return;
         }
         let mut slot = self.state.lock();

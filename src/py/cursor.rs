@@ -16,11 +16,11 @@ use super::aio;
 use super::blocking::{block_on, detached_or_here};
 use super::manager::error;
 use super::monitor;
-use crate::core::manager::{CoreError, Manager, TenantPool, TenantSession};
+use crate::core::manager::{CoreError, DriverClient, Manager, TenantSession};
 use crate::core::monitor::{scoped, Scope};
 use crate::core::ops::{Batch, Opened};
 use crate::core::registry::Lease;
-use crate::core::runtime;
+use crate::core::{forklock, runtime};
 
 struct Open {
     cursor: Opened,
@@ -29,7 +29,7 @@ struct Open {
     // A cursor opened in a session fetches its later batches in that session.
     session: Option<Arc<TenantSession>>,
     // Keeps the tenant's pool open for as long as the server cursor lives.
-    lease: Lease<TenantPool>,
+    lease: Lease<DriverClient>,
 }
 
 enum State {
@@ -55,8 +55,8 @@ pub struct PyRawCursor {
     batches: AtomicU32,
     in_session: bool,
     tailable: bool,
-    /// The process that opened the cursor: in a forked child its connection belongs to the parent.
-    pid: u32,
+    /// The fork generation (see `forklock`) that opened the cursor: in a forked child its connection belongs to the parent.
+    generation: u64,
     /// The tenant, for command events: None when the manager has no listeners.
     tenant: Option<String>,
 }
@@ -65,7 +65,7 @@ impl PyRawCursor {
     pub fn new(
         manager: Arc<Manager>,
         cursor: Opened,
-        lease: Lease<TenantPool>,
+        lease: Lease<DriverClient>,
         session: Option<Arc<TenantSession>>,
         tailable: bool,
     ) -> Self {
@@ -80,7 +80,7 @@ impl PyRawCursor {
             batches: AtomicU32::new(0),
             in_session,
             tailable,
-            pid: std::process::id(),
+            generation: forklock::generation(),
             tenant,
         }
     }
@@ -220,7 +220,7 @@ impl PyRawCursor {
     /// A cursor inherited through fork cannot continue: its server cursor lives on the parent's
     /// connection. Forget it (closing would disturb the parent) and say so.
     fn check_process(&self) -> PyResult<()> {
-        if self.pid == std::process::id() {
+        if self.generation == forklock::generation() {
             return Ok(());
         }
         if let State::Ready(open) = std::mem::replace(&mut *self.state.lock(), State::Done) {
@@ -312,7 +312,7 @@ impl PyRawCursor {
 
 impl Drop for PyRawCursor {
     fn drop(&mut self) {
-        if self.pid != std::process::id() {
+        if self.generation != forklock::generation() {
             std::mem::forget(self.ahead.lock().take());
             return;
         }

@@ -2,13 +2,15 @@
 //! room in the connection budget (waiting for it if need be), and the budget's figures.
 
 use std::mem::ManuallyDrop;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use mongodb::event::{cmap::CmapEvent, EventHandler};
 use mongodb::options::Credential;
 use mongodb::Client;
 
-use super::{CoreError, Manager, TenantPool};
+use super::{CoreError, DriverClient, Manager};
 use crate::core::budget::Reservation;
 use crate::core::credentials::tenant_credential;
 use crate::core::policy::Strategy;
@@ -20,7 +22,7 @@ impl Manager {
     /// A lease on the tenant's pool, creating the pool if needed: a new client first gets room in the
     /// connection budget, waiting for it if need be (see `Room::reserve`). The driver connects lazily
     /// and its monitor, not a ping per call, tracks the server's health.
-    pub async fn lease(&self, tenant: &str) -> Result<Lease<TenantPool>, CoreError> {
+    pub async fn lease(&self, tenant: &str) -> Result<Lease<DriverClient>, CoreError> {
         self.template.check_tenant(tenant).map_err(CoreError::InvalidName)?;
         self.check_fork();
         if let Some(lease) = self.registry.lease_existing(tenant)? {
@@ -66,7 +68,7 @@ impl Manager {
         &self,
         tenant: &str,
         wait_for_probe: bool,
-    ) -> Result<Option<Lease<TenantPool>>, CoreError> {
+    ) -> Result<Option<Lease<DriverClient>>, CoreError> {
         self.template.check_tenant(tenant).map_err(CoreError::InvalidName)?;
         self.check_fork();
         if let Some(lease) = self.registry.lease_existing(tenant)? {
@@ -134,22 +136,29 @@ impl Manager {
         size: u32,
         label: String,
         reservation: Option<Reservation>,
-    ) -> Result<Made<TenantPool>, String> {
+    ) -> Result<Made<DriverClient>, String> {
         let pool = match self.strategy.client_slot(tenant) {
             None => {
                 let cost = reservation.as_ref().map_or(0, Reservation::units);
                 let credential = tenant_credential(self.credentials.as_ref(), &self.template, tenant)?;
                 let identity = credential.as_ref().map(|(_, who)| who.clone());
-                let pool = TenantPool {
+                let open = Arc::new(AtomicU32::new(0));
+                // Monitors, and the minPoolSize the driver keeps open, on every server.
+                let servers = self.room.cost(1) - self.room.cost(0);
+                let min_pool = self.client_options.min_pool_size.unwrap_or(0).min(size);
+                let fixed = self.room.cost(0) + min_pool * servers;
+                let pool = DriverClient {
                     client: ManuallyDrop::new(self.new_client(
                         Some(tenant),
                         size,
                         credential.map(|(c, _)| c),
+                        Some(Arc::clone(&open)),
                     )),
-                    stash: Arc::default(),
+                    retry_sessions: Arc::default(),
                     owned: true,
                     identity,
                     reservation: parking_lot::Mutex::new(reservation),
+                    open: Some((open, fixed)),
                 };
                 return Ok(Made { pool, size, label, cost });
             }
@@ -162,15 +171,16 @@ impl Manager {
                     // the reservation cannot exceed the bound.
                     let reservation = self.room.budget.force_reserve(self.room.cost(max_pool_size));
                     shared[slot] =
-                        Some((self.new_client(None, max_pool_size, None), Arc::default(), reservation));
+                        Some((self.new_client(None, max_pool_size, None, None), Arc::default(), reservation));
                 }
-                let (client, stash, _) = shared[slot].as_ref().expect("just made");
-                TenantPool {
+                let (client, retry_sessions, _) = shared[slot].as_ref().expect("just made");
+                DriverClient {
                     client: ManuallyDrop::new(client.clone()),
-                    stash: Arc::clone(stash),
+                    retry_sessions: Arc::clone(retry_sessions),
                     owned: false,
                     identity: None,
                     reservation: parking_lot::Mutex::new(None),
+                    open: None,
                 }
             }
         };
@@ -179,12 +189,27 @@ impl Manager {
 
     /// A driver client (`tenant`'s own, or shared); `credential`, the tenant's own, replaces the
     /// connection string's.
-    fn new_client(&self, tenant: Option<&str>, max_pool_size: u32, credential: Option<Credential>) -> Client {
+    /// A driver client; `credential`, the tenant's own, replaces the connection string's; `open` counts its
+    /// pooled connections (so a closed pool gives back at once the room of those it never opened).
+    fn new_client(
+        &self,
+        tenant: Option<&str>,
+        max_pool_size: u32,
+        credential: Option<Credential>,
+        open: Option<Arc<AtomicU32>>,
+    ) -> Client {
         let mut options = self.client_options.clone();
         options.command_event_handler = self.monitor.as_ref().map(|m| m.handler(tenant.map(str::to_owned)));
         options.max_pool_size = Some(max_pool_size);
         if credential.is_some() {
             options.credential = credential;
+        }
+        if let Some(open) = open {
+            options.cmap_event_handler = Some(EventHandler::callback(move |event| match event {
+                CmapEvent::ConnectionCreated(_) => drop(open.fetch_add(1, Ordering::AcqRel)),
+                CmapEvent::ConnectionClosed(_) => drop(open.fetch_sub(1, Ordering::AcqRel)),
+                _ => {}
+            }));
         }
         // The driver spawns its monitors on the ambient runtime.
         let rt = runtime::get();
