@@ -92,7 +92,7 @@ impl Drop for RetrySessions {
     }
 }
 
-/// A session lent out; goes back to its retry_sessions however the command ends, cancellation included.
+/// A session lent out; goes back to its RetrySessions however the command ends, cancellation included.
 struct Lent<'a> {
     retry_sessions: &'a RetrySessions,
     numbered: Option<Numbered>,
