@@ -93,6 +93,19 @@ impl Reservation {
         s.grant();
     }
 
+    /// Adds `more`'s units to this reservation (a pool that grew: see `manager::growth`). Units of
+    /// another budget, or of a budget reset since (a forked child), stay with `more`.
+    pub fn absorb(&mut self, mut more: Reservation) {
+        if !Arc::ptr_eq(&self.budget, &more.budget) || self.generation != more.generation {
+            return;
+        }
+        let mut s = self.budget.state.lock();
+        if s.generation == self.generation && self.closing.load(Ordering::Acquire) {
+            s.releasing += more.units;
+        }
+        self.units += std::mem::take(&mut more.units);
+    }
+
     /// The client is shutting down: its units will come back soon (see `Budget::deficit`).
     pub fn closing(&self) {
         if !self.closing.swap(true, Ordering::AcqRel) {
@@ -339,6 +352,22 @@ mod tests {
         assert_eq!(b.snapshot().reserved, 4);
         drop(c);
         assert_eq!(b.snapshot(), BudgetSnapshot { limit: 10, peak_reserved: 10, ..Default::default() });
+    }
+
+    #[test]
+    fn an_absorbed_reservation_is_given_back_with_its_host() {
+        let b = Budget::new(10);
+        let mut host = b.try_reserve(3).unwrap();
+        host.absorb(b.try_reserve(2).unwrap());
+        assert_eq!((host.units(), b.snapshot().reserved), (5, 5));
+        host.shrink_to(4);
+        assert_eq!(b.snapshot().reserved, 4);
+        // A reservation of another budget is not taken: it is given back to its own.
+        let other = Budget::new(10);
+        host.absorb(other.try_reserve(2).unwrap());
+        assert_eq!((host.units(), other.snapshot().reserved), (4, 0));
+        drop(host);
+        assert_eq!(b.snapshot().reserved, 0);
     }
 
     #[test]

@@ -216,6 +216,7 @@ mod tests {
             pool_size: 5,
             in_use: 1,
             in_flight: 1,
+            slots: 5,
             waiting: 0,
             longest_wait: Duration::ZERO,
             waits: 0,

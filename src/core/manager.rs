@@ -32,6 +32,7 @@ use super::room::Room;
 use super::runtime;
 
 mod driver_client;
+mod growth;
 mod opening;
 mod session;
 
@@ -249,7 +250,7 @@ impl Manager {
     /// Waits for a slot in the tenant's quota; the slot is held until the permit drops.
     pub async fn permit(&self, lease: &Lease<DriverClient>) -> Result<OwnedSemaphorePermit, CoreError> {
         let started = Instant::now();
-        let r = lease.entry().quota.acquire(self.wait_queue_timeout).await;
+        let r = self.slot(lease).await;
         let waited = started.elapsed();
         if waited > Duration::from_micros(50) || r.is_err() {
             self.registry.counters.waited(waited.as_micros() as u64, r.is_err());

@@ -1,5 +1,11 @@
 //! A tenant's bulkhead: at most `size` operations in flight, the rest waiting in FIFO order up to a
 //! timeout. It is what keeps one tenant from taking a shared pool's every connection.
+//!
+//! A tenant's own pool (per_user) starts with fewer slots than its size and gains them one at a time
+//! as its concurrency asks for them and the connection budget has room (see `manager::growth`): the
+//! driver opens a connection only for an operation that finds none idle, so a pool never has more
+//! connections than the slots it was given, and the budget reserves room for those instead of for a
+//! full pool most tenants never use.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -11,6 +17,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub struct Quota {
     permits: Arc<Semaphore>,
     size: u32,
+    /// Slots given so far (`size` unless the quota grows).
+    granted: AtomicU32,
     waiting: AtomicU32,
     /// Start times of the waits in progress, to report the longest current wait.
     wait_starts: Mutex<Vec<(u64, Instant)>>,
@@ -29,9 +37,16 @@ pub struct QuotaTimeout {
 
 impl Quota {
     pub fn new(size: u32) -> Self {
+        Quota::growing(size, size)
+    }
+
+    /// A quota of `size` that starts with `slots` of them (at least one); `add_slot` gives the rest.
+    pub fn growing(size: u32, slots: u32) -> Self {
+        let slots = slots.clamp(1.min(size), size);
         Quota {
-            permits: Arc::new(Semaphore::new(size as usize)),
+            permits: Arc::new(Semaphore::new(slots as usize)),
             size,
+            granted: AtomicU32::new(slots),
             waiting: AtomicU32::new(0),
             wait_starts: Mutex::new(Vec::new()),
             next_wait_id: AtomicU64::new(0),
@@ -46,7 +61,31 @@ impl Quota {
     }
 
     pub fn in_flight(&self) -> u32 {
-        self.size - self.permits.available_permits() as u32
+        // Read in this order, a slot added in between shows as one more in flight, never one less.
+        let available = self.permits.available_permits() as u32;
+        self.granted().saturating_sub(available)
+    }
+
+    /// Slots given so far.
+    pub fn granted(&self) -> u32 {
+        self.granted.load(Ordering::Acquire)
+    }
+
+    /// Whether every slot is taken and another may still be given.
+    pub fn wants_slot(&self) -> bool {
+        self.granted() < self.size && self.permits.available_permits() == 0
+    }
+
+    /// Gives one more slot (to the first waiter, if any); false if the quota is already full size.
+    pub fn add_slot(&self) -> bool {
+        let added = self
+            .granted
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |g| (g < self.size).then_some(g + 1))
+            .is_ok();
+        if added {
+            self.permits.add_permits(1);
+        }
+        added
     }
 
     pub fn waiting(&self) -> u32 {
@@ -132,6 +171,26 @@ mod tests {
             assert_eq!(q.waiting(), 0);
             drop(a);
             assert!(q.acquire(Some(Duration::from_millis(20))).await.is_ok());
+        });
+    }
+
+    #[test]
+    fn a_growing_quota_gains_slots_up_to_its_size() {
+        rt().block_on(async {
+            let q = Quota::growing(3, 1);
+            let a = q.acquire(None).await.unwrap();
+            assert!(q.wants_slot());
+            assert!(q.acquire(Some(Duration::from_millis(5))).await.is_err());
+            assert!(q.add_slot());
+            let b = q.acquire(None).await.unwrap();
+            assert!(q.add_slot());
+            assert!(!q.add_slot(), "never more slots than the size");
+            let _c = q.acquire(None).await.unwrap();
+            assert_eq!((q.in_flight(), q.granted()), (3, 3));
+            assert!(!q.wants_slot());
+            drop((a, b));
+            assert_eq!(q.in_flight(), 1);
+            assert_eq!(Quota::growing(4, 0).granted(), 1, "at least one slot");
         });
     }
 

@@ -28,6 +28,8 @@ pub struct Made<P> {
     /// Units of the connection budget the pool holds (0: it shares a client). Closing it for the budget
     /// frees them.
     pub cost: u32,
+    /// Quota slots to start with: `size`, or fewer for a pool that grows (see `Quota::growing`).
+    pub slots: u32,
 }
 
 /// One tenant's pool and its bookkeeping.
@@ -36,7 +38,8 @@ pub struct Entry<P: Pool> {
     pub pool: P,
     pub pool_size: u32,
     pub label: String,
-    pub cost: u32,
+    /// Budget units the pool holds; grows with its quota (see `manager::growth`).
+    cost: AtomicU32,
     pub quota: Quota,
     pub created: Instant,
     epoch: Instant,
@@ -53,6 +56,15 @@ pub struct Entry<P: Pool> {
 }
 
 impl<P: Pool> Entry<P> {
+    pub fn cost(&self) -> u32 {
+        self.cost.load(Ordering::Acquire)
+    }
+
+    /// Records units the pool's reservation gained.
+    pub fn add_cost(&self, units: u32) {
+        self.cost.fetch_add(units, Ordering::AcqRel);
+    }
+
     fn new(tenant: String, made: Made<P>, epoch: Instant) -> Self {
         let now = Instant::now();
         Entry {
@@ -60,8 +72,8 @@ impl<P: Pool> Entry<P> {
             pool: made.pool,
             pool_size: made.size,
             label: made.label,
-            cost: made.cost,
-            quota: Quota::new(made.size),
+            cost: AtomicU32::new(made.cost),
+            quota: Quota::growing(made.size, made.slots),
             created: now,
             epoch,
             in_use: AtomicU32::new(0),
@@ -160,7 +172,7 @@ impl<P: Pool> Drop for Lease<P> {
         let was = self.entry.in_use.fetch_sub(1, Ordering::AcqRel);
         if self.entry.close_if_drained() {
             self.counters.closed();
-        } else if was == 1 && self.entry.cost > 0 && self.idle.wanted.load(Ordering::Acquire) > 0 {
+        } else if was == 1 && self.entry.cost() > 0 && self.idle.wanted.load(Ordering::Acquire) > 0 {
             self.idle.notify.notify_waiters();
         }
     }
@@ -208,6 +220,9 @@ pub struct EntryInfo {
     pub in_use: u32,
     /// Operations holding a quota slot right now.
     pub in_flight: u32,
+    /// Quota slots given so far: `pool_size` unless the pool grows (per_user), and then the most
+    /// connections it can have open.
+    pub slots: u32,
     pub waiting: u32,
     pub longest_wait: Duration,
     pub waits: u64,
@@ -349,7 +364,7 @@ impl<P: Pool> Registry<P> {
             let mut idle: Vec<(u64, &Arc<Entry<P>>)> = inner
                 .entries
                 .values()
-                .filter(|e| e.cost > 0 && e.in_use() == 0)
+                .filter(|e| e.cost() > 0 && e.in_use() == 0)
                 .map(|e| (e.last_used_us.load(Ordering::Relaxed), e))
                 .collect();
             idle.sort_unstable_by_key(|(t, _)| *t);
@@ -358,21 +373,21 @@ impl<P: Pool> Registry<P> {
                 .into_iter()
                 .take_while(|(_, e)| {
                     let more = freed < units;
-                    freed += e.cost;
+                    freed += e.cost();
                     more
                 })
                 .map(|(_, e)| e.tenant.clone())
                 .collect();
             chosen.iter().filter_map(|t| inner.entries.remove(t)).collect::<Vec<_>>()
         };
-        let freed = victims.iter().map(|e| e.cost).sum();
+        let freed = victims.iter().map(|e| e.cost()).sum();
         self.retire_all(victims, CloseCause::Budget);
         freed
     }
 
     /// Budget units held by pools with a lease: the part of the budget no eviction can free now.
     pub fn cost_in_use(&self) -> u32 {
-        self.inner.lock().entries.values().filter(|e| e.in_use() > 0).map(|e| e.cost).sum()
+        self.inner.lock().entries.values().filter(|e| e.in_use() > 0).map(|e| e.cost()).sum()
     }
 
     fn retire_all(&self, entries: Vec<Arc<Entry<P>>>, cause: CloseCause) {
@@ -502,6 +517,7 @@ impl<P: Pool> Registry<P> {
             pool_size: e.pool_size,
             in_use: e.in_use(),
             in_flight: e.quota.in_flight(),
+            slots: e.quota.granted(),
             waiting: e.quota.waiting(),
             longest_wait: e.quota.longest_wait(now),
             waits: e.quota.waits.load(Ordering::Relaxed),
@@ -535,7 +551,7 @@ mod tests {
     }
 
     fn made(pool: &FakePool) -> Result<Made<FakePool>, String> {
-        Ok(Made { pool: pool.clone(), size: 10, label: "free".into(), cost: 11 })
+        Ok(Made { pool: pool.clone(), size: 10, label: "free".into(), cost: 11, slots: 10 })
     }
 
     fn lease(r: &Registry<FakePool>, t: &str, pool: &FakePool) -> Lease<FakePool> {
@@ -743,7 +759,10 @@ mod tests {
         let r = registry(None, None);
         let p = FakePool::default();
         drop(
-            r.lease("shared", || Ok(Made { pool: p.clone(), size: 10, label: "g".into(), cost: 0 })).unwrap(),
+            r.lease("shared", || {
+                Ok(Made { pool: p.clone(), size: 10, label: "g".into(), cost: 0, slots: 10 })
+            })
+            .unwrap(),
         );
         assert_eq!(r.evict_for_budget(5), 0);
         assert_eq!(r.len(), 1);

@@ -257,7 +257,18 @@ impl Room {
         pool_size: u32,
         started: Instant,
     ) -> Result<Reservation, CoreError> {
-        let units = self.cost(pool_size);
+        self.reserve_units(registry, tenant, pool_size, self.cost(pool_size), started).await
+    }
+
+    /// As `reserve`, for `units` that may be less than a full pool of `pool_size` (a pool that grows).
+    pub async fn reserve_units(
+        &self,
+        registry: &Registry<DriverClient>,
+        tenant: &str,
+        pool_size: u32,
+        units: u32,
+        started: Instant,
+    ) -> Result<Reservation, CoreError> {
         let limit = self.budget.limit();
         if units > limit {
             return Err(CoreError::Configuration(format!(
@@ -303,6 +314,29 @@ impl Room {
             registry.counters.operation_error();
         }
         result
+    }
+
+    /// `units` more for a pool that grows: in the same FIFO queue as new pools, closing idle pools to
+    /// make room, with no deadline of its own (the caller races it against the tenant's own slots
+    /// coming free, which bounds the wait). Pending for ever once the manager is closed.
+    pub async fn more_room(&self, registry: &Registry<DriverClient>, units: u32) -> Reservation {
+        let signal = registry.idle_signal();
+        let _wanted = signal.want();
+        let mut ticket = self.budget.enqueue(units);
+        loop {
+            let idle = signal.notify.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if registry.is_closed() {
+                return std::future::pending().await;
+            }
+            self.make_room(registry);
+            tokio::select! {
+                biased;
+                r = ticket.granted() => return r,
+                _ = idle => {}
+            }
+        }
     }
 
     /// Closes as many least recently used idle pools as the waiters' shortfall needs.

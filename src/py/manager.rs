@@ -487,6 +487,7 @@ impl PyManager {
                 d.set_item("pool_size", i.pool_size)?;
                 d.set_item("in_use", i.in_use)?;
                 d.set_item("in_flight", i.in_flight)?;
+                d.set_item("slots", i.slots)?;
                 d.set_item("waiting", i.waiting)?;
                 d.set_item("longest_wait_seconds", i.longest_wait.as_secs_f64())?;
                 d.set_item("waits", i.waits)?;

@@ -18,6 +18,9 @@ use crate::core::registry::{Lease, Made};
 use crate::core::room::{RoomSnapshot, Turn};
 use crate::core::runtime;
 
+/// Quota slots a tenant's own pool starts with; it gains more as its concurrency needs them.
+pub(super) const FIRST_SLOTS: u32 = 1;
+
 impl Manager {
     /// A lease on the tenant's pool, creating the pool if needed: a new client first gets room in the
     /// connection budget, waiting for it if need be (see `Room::reserve`). The driver connects lazily
@@ -51,7 +54,9 @@ impl Manager {
                         return Ok(lease);
                     }
                     let (size, label) = self.share_of(tenant)?;
-                    let reservation = self.room.reserve(&self.registry, tenant, size, started).await?;
+                    let units = self.pool_cost(size, FIRST_SLOTS);
+                    let reservation =
+                        self.room.reserve_units(&self.registry, tenant, size, units, started).await?;
                     return Ok(self
                         .registry
                         .lease(tenant, || self.make(tenant, size, label, Some(reservation)))?);
@@ -88,7 +93,7 @@ impl Manager {
         let (size, label) = self.share_of(tenant)?;
         let reservation = match self.strategy.client_slot(tenant) {
             Some(_) => None,
-            None => match self.room.try_reserve(self.room.cost(size)) {
+            None => match self.room.try_reserve(self.pool_cost(size, FIRST_SLOTS)) {
                 Some(r) => Some(r),
                 None => return Ok(None),
             },
@@ -160,7 +165,7 @@ impl Manager {
                     reservation: parking_lot::Mutex::new(reservation),
                     open: Some((open, fixed)),
                 };
-                return Ok(Made { pool, size, label, cost });
+                return Ok(Made { pool, size, label, cost, slots: FIRST_SLOTS });
             }
             Some(slot) => {
                 let mut shared = self.shared.lock();
@@ -184,7 +189,7 @@ impl Manager {
                 }
             }
         };
-        Ok(Made { pool, size, label, cost: 0 })
+        Ok(Made { pool, size, label, cost: 0, slots: size })
     }
 
     /// A driver client (`tenant`'s own, or shared); `credential`, the tenant's own, replaces the
@@ -215,6 +220,15 @@ impl Manager {
         let rt = runtime::get();
         let _guard = rt.enter();
         Client::with_options(options).expect("options were validated at construction")
+    }
+
+    /// Budget units of a tenant's own pool of `size` that has `slots` quota slots: room for one
+    /// connection more than its slots, for the commands the driver sends outside any operation (a
+    /// dropped cursor's killCursors, a session's endSessions) while every slot is busy; and for the
+    /// minPoolSize it keeps open; never more than a full pool. See `manager::growth`.
+    pub(super) fn pool_cost(&self, size: u32, slots: u32) -> u32 {
+        let min_pool = self.client_options.min_pool_size.unwrap_or(0);
+        self.room.cost(size.min(slots.saturating_add(1).max(min_pool)))
     }
 
     /// Room in the budget for a client of the manager's own (provisioning), as a tenant's pool gets it.
