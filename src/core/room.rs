@@ -133,8 +133,10 @@ impl Room {
     fn explain(&self, pool_size: u32) -> String {
         let m = self.monitors;
         format!(
-            "{} server connections: maxPoolSize {pool_size} + {m} monitoring socket{} per server, on {} server{}",
+            "{} server connections: {pool_size} pooled connection{} + {m} monitoring socket{} per server, on {} \
+             server{}",
             self.cost(pool_size),
+            if pool_size == 1 { "" } else { "s" },
             if m == 1 { "" } else { "s" },
             self.servers,
             if self.servers == 1 { "" } else { "s" }
@@ -257,18 +259,7 @@ impl Room {
         pool_size: u32,
         started: Instant,
     ) -> Result<Reservation, CoreError> {
-        self.reserve_units(registry, tenant, pool_size, self.cost(pool_size), started).await
-    }
-
-    /// As `reserve`, for `units` that may be less than a full pool of `pool_size` (a pool that grows).
-    pub async fn reserve_units(
-        &self,
-        registry: &Registry<DriverClient>,
-        tenant: &str,
-        pool_size: u32,
-        units: u32,
-        started: Instant,
-    ) -> Result<Reservation, CoreError> {
+        let units = self.cost(pool_size);
         let limit = self.budget.limit();
         if units > limit {
             return Err(CoreError::Configuration(format!(

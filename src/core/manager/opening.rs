@@ -43,7 +43,8 @@ impl Manager {
                 Turn::Wait(done) => {
                     if self.room.wait_turn(tenant, &done, started).await.is_err() {
                         let (size, _) = self.share_of(tenant)?;
-                        return Err(self.room.timed_out(&self.registry, tenant, size, started));
+                        let first = self.pool_connections(size, FIRST_SLOTS);
+                        return Err(self.room.timed_out(&self.registry, tenant, first, started));
                     }
                     if let Some(lease) = self.registry.lease_existing(tenant)? {
                         return Ok(lease);
@@ -54,9 +55,8 @@ impl Manager {
                         return Ok(lease);
                     }
                     let (size, label) = self.share_of(tenant)?;
-                    let units = self.pool_cost(size, FIRST_SLOTS);
-                    let reservation =
-                        self.room.reserve_units(&self.registry, tenant, size, units, started).await?;
+                    let first = self.pool_connections(size, FIRST_SLOTS);
+                    let reservation = self.room.reserve(&self.registry, tenant, first, started).await?;
                     return Ok(self
                         .registry
                         .lease(tenant, || self.make(tenant, size, label, Some(reservation)))?);
@@ -227,8 +227,13 @@ impl Manager {
     /// dropped cursor's killCursors, a session's endSessions) while every slot is busy; and for the
     /// minPoolSize it keeps open; never more than a full pool. See `manager::growth`.
     pub(super) fn pool_cost(&self, size: u32, slots: u32) -> u32 {
+        self.room.cost(self.pool_connections(size, slots))
+    }
+
+    /// The pooled connections per server `pool_cost` makes room for.
+    fn pool_connections(&self, size: u32, slots: u32) -> u32 {
         let min_pool = self.client_options.min_pool_size.unwrap_or(0);
-        self.room.cost(size.min(slots.saturating_add(1).max(min_pool)))
+        size.min(slots.saturating_add(1).max(min_pool))
     }
 
     /// Room in the budget for a client of the manager's own (provisioning), as a tenant's pool gets it.
