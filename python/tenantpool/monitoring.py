@@ -39,58 +39,44 @@ __all__ = [
 ]
 
 
-class TenantCommandStartedEvent(monitoring.CommandStartedEvent):
+class _WithTenant:
+    """What the three tenant events add to pymongo's: the ``tenant`` (no slots of its own, so that it
+    can sit beside pymongo's slotted event classes)."""
+
+    __slots__ = ()
+    _tenant: str | None
+
+    def __init__(self, tenant: str | None, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Each concrete event class has the slot: a mixin with a slot of its own could not sit beside
+        # pymongo's slotted events (their layouts would conflict), which mypy cannot see.
+        self._tenant = tenant  # type: ignore[misc]
+
+    @property
+    def tenant(self) -> str | None:
+        """The tenant whose operation sent the command, or None."""
+        return self._tenant
+
+    def __repr__(self) -> str:
+        return f"{super().__repr__()[:-1]}, tenant: {self._tenant!r}>"
+
+
+class TenantCommandStartedEvent(_WithTenant, monitoring.CommandStartedEvent):
     """pymongo's ``CommandStartedEvent``, with the ``tenant`` that sent the command."""
 
-    __slots__ = ("__tenant",)
-
-    def __init__(self, tenant: str | None, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.__tenant = tenant
-
-    @property
-    def tenant(self) -> str | None:
-        """The tenant whose operation sent the command, or None."""
-        return self.__tenant
-
-    def __repr__(self) -> str:
-        return f"{super().__repr__()[:-1]}, tenant: {self.__tenant!r}>"
+    __slots__ = ("_tenant",)
 
 
-class TenantCommandSucceededEvent(monitoring.CommandSucceededEvent):
+class TenantCommandSucceededEvent(_WithTenant, monitoring.CommandSucceededEvent):
     """pymongo's ``CommandSucceededEvent``, with the ``tenant`` that sent the command."""
 
-    __slots__ = ("__tenant",)
-
-    def __init__(self, tenant: str | None, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.__tenant = tenant
-
-    @property
-    def tenant(self) -> str | None:
-        """The tenant whose operation sent the command, or None."""
-        return self.__tenant
-
-    def __repr__(self) -> str:
-        return f"{super().__repr__()[:-1]}, tenant: {self.__tenant!r}>"
+    __slots__ = ("_tenant",)
 
 
-class TenantCommandFailedEvent(monitoring.CommandFailedEvent):
+class TenantCommandFailedEvent(_WithTenant, monitoring.CommandFailedEvent):
     """pymongo's ``CommandFailedEvent``, with the ``tenant`` that sent the command."""
 
-    __slots__ = ("__tenant",)
-
-    def __init__(self, tenant: str | None, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.__tenant = tenant
-
-    @property
-    def tenant(self) -> str | None:
-        """The tenant whose operation sent the command, or None."""
-        return self.__tenant
-
-    def __repr__(self) -> str:
-        return f"{super().__repr__()[:-1]}, tenant: {self.__tenant!r}>"
+    __slots__ = ("_tenant",)
 
 
 class _Publisher:
