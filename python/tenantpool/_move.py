@@ -37,8 +37,10 @@ from pymongo.errors import (
     InvalidOperation,
     OperationFailure,
     PyMongoError,
+    WaitQueueTimeoutError,
 )
 
+from ._budgeted import BudgetedClient
 from .placement import TenantMoveError
 
 if TYPE_CHECKING:
@@ -51,11 +53,25 @@ _BATCH_DOCS = 2000
 _BATCH_BYTES = 8 * 1024 * 1024
 
 
-def _client(uri: str, options: dict[str, Any]) -> MongoClient[Any]:
-    return MongoClient(
-        uri,
-        **options, maxPoolSize=4, serverSelectionTimeoutMS=5000, appname="tenantpool-move"
-    )
+# Each move client's pool: the copy's reads or writes, a change stream per database, and the
+# verification hashing on both sides at once.
+_POOL_SIZE = 4
+
+
+def _client(core: Any, uri: str, options: dict[str, Any]) -> MongoClient[Any]:
+    """A move's client on one deployment, holding its room in that deployment's connection budget."""
+    return BudgetedClient(core, "(move)", uri, options, _POOL_SIZE, "tenantpool-move")
+
+
+def _clients(
+    router: Any, uris: dict[str, str], source: str, to: str, options: dict[str, Any]
+) -> tuple[Any, Any]:
+    src = _client(router.cores[source], uris[source], options)
+    try:
+        return src, _client(router.cores[to], uris[to], options)
+    except BaseException:
+        src.close()
+        raise
 
 
 def _token_time(token: Any) -> tuple[int, int] | None:
@@ -313,7 +329,19 @@ def move_tenant(
     deadline = time.monotonic() + timeout
     step = "checking the source and the target"
     options = platform_options(manager)
-    copy = _Copy(_client(uris[source], options), _client(uris[to], options), databases, report)
+    try:
+        src, dst = _clients(router, uris, source, to, options)
+    except WaitQueueTimeoutError as exc:
+        raise TenantMoveError(
+            f"moving tenant {user_id!r} from {source!r} to {to!r} did not begin: {exc}; the tenant stays "
+            f"on {source!r} and serves there"
+        ) from exc
+    try:
+        copy = _Copy(src, dst, databases, report)
+    except BaseException:
+        src.close()
+        dst.close()
+        raise
     r = None
     timings: dict[str, float] = {}
     report["steps"] = timings

@@ -604,7 +604,7 @@ def placement_router(
         }
         if catalog is not None:
             router.catalog = Catalog(
-                catalog, manager._deployment_uris[catalog], router, platform_options(manager)
+                catalog, cores[catalog], manager._deployment_uris[catalog], router, platform_options(manager)
             )
             weakref.finalize(manager, router.catalog.close)
     except BaseException:
@@ -630,6 +630,7 @@ _OWN_OPTIONS = frozenset(
     {
         "maxpoolsize",
         "minpoolsize",
+        "servermonitoringmode",
         "appname",
         "serverselectiontimeoutms",
         "maxidletimems",
