@@ -262,13 +262,17 @@ def test_a_forked_child_has_its_own_catalog_watcher_and_heartbeat(servers, clien
                         raise TimeoutError
                     time.sleep(0.01)
                 m.get_database("forked").c.insert_one({"by": "child"})
-                os.write(write, catalog.token.encode())
+                # The child's budget holds its own catalog client's room only (not its parent's too).
+                held = m._core.cores["main"].budget()["held"]
+                os.write(write, f"{catalog.token} {held.get('(catalog)')}".encode())
                 code = 0
             finally:
                 os._exit(code)
         os.close(write)
-        token = os.read(read, 100).decode()
+        token, child_held = os.read(read, 100).decode().split()
         os.close(read)
+        assert child_held == "5"
+        assert m._core.cores["main"].budget()["held"] == {"(catalog)": 5}
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
         assert token and token != parent_token
