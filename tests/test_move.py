@@ -614,3 +614,31 @@ def test_a_move_takes_its_clients_room_in_both_budgets(servers, clients):
             assert figures["held"] == ({"(catalog)": 5} if name == "main" else {})
             assert figures["peak_reserved"] <= 13
         cursors[1].close()
+
+
+def test_the_copys_pacing_options(servers, clients):
+    from pymongo.errors import ConfigurationError
+
+    from tenantpool._move import _Copy
+
+    a, b = servers
+    with UserConnectionManager(deployments={"main": a.uri, "eu": b.uri}, catalog="main") as m:
+        with pytest.raises(ConfigurationError, match=r"copy_share must be a number in \(0, 1\]"):
+            m.move_tenant("mv_pace", "main", copy_share=0)
+        with pytest.raises(ConfigurationError, match="copy_batch_docs must be a positive int"):
+            m.move_tenant("mv_pace", "main", copy_batch_docs=0)
+        m.place_tenant("mv_pace", "eu")
+        m.get_database("mv_pace").c.insert_many([{"i": i} for i in range(1234)])
+        report = m.move_tenant("mv_pace", "main", copy_batch_docs=100, copy_share=1.0)
+        assert report["documents"] == 1234
+        assert clients[0].user_mv_pace_db.c.count_documents({}) == 1234
+    # A paced batch rests in proportion to its work (share 0.25: three times as long), an unpaced one not.
+    copy = _Copy.__new__(_Copy)
+    copy.paced, copy.share = True, 0.25
+    t0 = time.monotonic()
+    copy._pace(t0 - 0.02)
+    assert time.monotonic() - t0 >= 0.055
+    copy.paced = False
+    t0 = time.monotonic()
+    copy._pace(t0 - 1.0)
+    assert time.monotonic() - t0 < 0.05
