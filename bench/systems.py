@@ -31,6 +31,9 @@ LABELS = {
     "tenantpool/per_user+listener": "tenantpool per_user + no-op listener",
     "tenantpool/shared+listener": "tenantpool shared + no-op listener",
     "pymongo/shared+listener": "pymongo MongoClient (shared) + no-op listener",
+    "tenantpool/single": "tenantpool, one deployment",
+    "tenantpool/placement-callable": "tenantpool, 2 deployments, placement callable",
+    "tenantpool/placement-catalog": "tenantpool, 2 deployments, tenant catalog",
 }
 
 #: A system name's suffix: the same system with one no-op command listener (monitoring's own cost).

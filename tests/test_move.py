@@ -565,3 +565,80 @@ def test_the_gate_releases_its_waiters_in_order_and_bounds_their_wait():
         assert await closed.wait_async(0.05) is False and not closed._waiters
 
     asyncio.run(main())
+
+
+def test_a_move_takes_its_clients_room_in_both_budgets(servers, clients):
+    """A move's two pymongo clients hold room in the source's and the target's connection budgets: with
+    none free it waits (FIFO, bounded), then fails clearly and leaves the tenant serving; with room given
+    back meanwhile, it goes ahead; the bound is never exceeded."""
+    a, b = servers
+    # Pools of 2 cost 3 (2 + the polling monitor); the catalog's client 5 (on main); each move client 5.
+    with UserConnectionManager(
+        deployments={"main": a.uri, "eu": b.uri},
+        catalog="main",
+        user_pool_size=2,
+        max_server_connections=13,
+        waitQueueTimeoutMS=1500,
+    ) as m:
+        m.place_tenant("mr_moved", "eu")
+        m.get_database("mr_moved").c.insert_many([{"i": i} for i in range(50)])
+        # Two tenants of main with a cursor open each: 5 + 3 + 3 = 11 of 13 held, none closable.
+        cursors = []
+        for t in ("mr_busy1", "mr_busy2"):
+            coll = m.get_database(t).c
+            coll.insert_many([{"i": i} for i in range(10)])
+            cursors.append(coll.find().batch_size(2))
+            next(cursors[-1])
+        budget = m._core.cores["main"].budget
+        assert budget()["reserved"] == 11
+        with pytest.raises(
+            TenantMoveError, match=r"did not begin: .*own client \(move\) waited .*stays on 'eu'"
+        ):
+            m.move_tenant("mr_moved", "main")
+        assert m.deployment_of("mr_moved") == "eu"
+        assert clients[0].tenantpool_catalog.tenants.find_one({"_id": "mr_moved"})["state"] == "active"
+        assert m.get_stats()["deployments"]["eu"]["budget"]["held"] == {}, "the source's room given back"
+        # Waiting: the room comes once a busy tenant's pool turns idle and is closed to make room (8 + 5).
+        outcome = []
+        mover = threading.Thread(target=lambda: outcome.append(m.move_tenant("mr_moved", "main")))
+        mover.start()
+        wait_until(lambda: budget()["waiting"] == 1, what="the move to wait for room")
+        assert m.get_stats()["deployments"]["eu"]["budget"]["held"] == {"(move)": 5}
+        cursors[0].close()
+        mover.join()
+        assert outcome and outcome[0]["documents"] == 50
+        assert m.deployment_of("mr_moved") == "main"
+        assert m.get_database("mr_moved").c.count_documents({}) == 50
+        for name in ("main", "eu"):
+            figures = m._core.cores[name].budget()
+            assert figures["held"] == ({"(catalog)": 5} if name == "main" else {})
+            assert figures["peak_reserved"] <= 13
+        cursors[1].close()
+
+
+def test_the_copys_pacing_options(servers, clients):
+    from pymongo.errors import ConfigurationError
+
+    from tenantpool._move import _Copy
+
+    a, b = servers
+    with UserConnectionManager(deployments={"main": a.uri, "eu": b.uri}, catalog="main") as m:
+        with pytest.raises(ConfigurationError, match=r"copy_share must be a number in \(0, 1\]"):
+            m.move_tenant("mv_pace", "main", copy_share=0)
+        with pytest.raises(ConfigurationError, match="copy_batch_docs must be a positive int"):
+            m.move_tenant("mv_pace", "main", copy_batch_docs=0)
+        m.place_tenant("mv_pace", "eu")
+        m.get_database("mv_pace").c.insert_many([{"i": i} for i in range(1234)])
+        report = m.move_tenant("mv_pace", "main", copy_batch_docs=100, copy_share=1.0)
+        assert report["documents"] == 1234
+        assert clients[0].user_mv_pace_db.c.count_documents({}) == 1234
+    # A paced batch rests in proportion to its work (share 0.25: three times as long), an unpaced one not.
+    copy = _Copy.__new__(_Copy)
+    copy.paced, copy.share = True, 0.25
+    t0 = time.monotonic()
+    copy._pace(t0 - 0.02)
+    assert time.monotonic() - t0 >= 0.055
+    copy.paced = False
+    t0 = time.monotonic()
+    copy._pace(t0 - 1.0)
+    assert time.monotonic() - t0 < 0.05

@@ -262,13 +262,17 @@ def test_a_forked_child_has_its_own_catalog_watcher_and_heartbeat(servers, clien
                         raise TimeoutError
                     time.sleep(0.01)
                 m.get_database("forked").c.insert_one({"by": "child"})
-                os.write(write, catalog.token.encode())
+                # The child's budget holds its own catalog client's room only (not its parent's too).
+                held = m._core.cores["main"].budget()["held"]
+                os.write(write, f"{catalog.token} {held.get('(catalog)')}".encode())
                 code = 0
             finally:
                 os._exit(code)
         os.close(write)
-        token = os.read(read, 100).decode()
+        token, child_held = os.read(read, 100).decode().split()
         os.close(read)
+        assert child_held == "5"
+        assert m._core.cores["main"].budget()["held"] == {"(catalog)": 5}
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
         assert token and token != parent_token
@@ -315,3 +319,60 @@ def test_a_tenants_client_describes_its_own_deployment(servers):
         assert {addr[1] for addr in eu.topology_description.server_descriptions()} == {port_of["b"]}
         assert {addr[1] for addr in main.topology_description.server_descriptions()} == {port_of["a"]}
         assert eu != m.get_client("topo_eu2") and eu == m.get_client("topo_eu")
+
+
+def test_the_platforms_own_clients_hold_room_in_the_budget(servers, clients):
+    """``hold_room``: counted as a tenant's pool, listed, waited for in the same FIFO queue, refused with
+    the same error, released once."""
+    from pymongo.errors import WaitQueueTimeoutError
+    from tests.helpers import app_connections
+
+    a, b = servers
+    # per_user pools of 2 cost 3 (2 + the polling monitor); the catalog's client costs 5 (4 + 1).
+    with UserConnectionManager(
+        deployments={"main": a.uri, "eu": b.uri},
+        catalog="main",
+        user_pool_size=2,
+        max_server_connections=10,
+        waitQueueTimeoutMS=1000,
+    ) as m:
+        main, eu = m._core.cores["main"], m._core.cores["eu"]
+        stats = m.get_stats()["deployments"]
+        assert stats["main"]["budget"]["held"] == {"(catalog)": 5}
+        assert stats["main"]["budget"]["reserved"] == 5
+        assert stats["eu"]["budget"]["held"] == {}
+        # What the catalog's client really opened is within what it holds.
+        assert 1 <= app_connections(clients[0], "tenantpool-catalog") <= 5
+        held = eu.hold_room("(move)", 4)
+        assert (held.what, held.units) == ("(move)", 5)
+        assert m.get_stats()["deployments"]["eu"]["budget"]["held"] == {"(move)": 5}
+        m.place_tenant("room_t", "eu")
+        coll = m.get_database("room_t").c
+        coll.insert_many([{"i": i} for i in range(10)])
+        cursor = coll.find().batch_size(2)
+        next(cursor)  # the tenant's pool is in use: it cannot be closed to make room
+        assert eu.budget()["reserved"] == 8
+        with pytest.raises(WaitQueueTimeoutError, match=r"own client \(move\) waited \d+ ms"):
+            eu.hold_room("(move)", 4)
+        # A waiting hold gets its room, in turn, once some is given back.
+        got = []
+        waiter = threading.Thread(target=lambda: got.append(eu.hold_room("(move)", 2)))
+        waiter.start()
+        wait_until(lambda: eu.budget()["waiting"] == 1, what="the hold to wait for room")
+        assert held.release() and not held.release()
+        assert held.units == 0
+        waiter.join()
+        assert got[0].units == 3
+        assert eu.budget()["held"] == {"(move)": 3}
+        cursor.close()
+        del got[0]  # dropped: released
+        assert eu.budget()["held"] == {}
+        for core in (main, eu):
+            assert core.budget()["peak_reserved"] <= 10
+        with pytest.raises(ConfigurationError, match=r"own client \(move\) needs 12 .* raise max_server"):
+            eu.hold_room("(move)", 11)
+    assert main.budget()["held"] == {}, "closing the manager released the catalog's room"
+    with pytest.raises(ConfigurationError, match=r"own client \(catalog\) needs 5 .* raise max_server"):
+        UserConnectionManager(
+            deployments={"main": a.uri}, catalog="main", user_pool_size=1, max_server_connections=4
+        )

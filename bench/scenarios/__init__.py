@@ -1,4 +1,4 @@
-"""The seven scenarios. Each module defines NAME, TITLE and:
+"""The eight scenarios. Each module defines NAME, TITLE and:
 
 - ``prepare(uri, settings)``: seeds the data it reads (in the driver, with pymongo; idempotent);
 - ``jobs(settings)``: the measurements of one round, one per table row (and size);
@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-ORDER = ("overhead", "throughput", "noisy", "scale", "async", "cursor", "cold")
+ORDER = ("overhead", "throughput", "noisy", "scale", "async", "cursor", "cold", "placement")
 _MODULES = {"async": "async_ops"}
 
 

@@ -13,7 +13,8 @@ entry's ``acks``. The mover copies once every live process has acknowledged, so 
 lands on the source after the copy started. When the entry turns "active" again, every process routes
 the tenant to the deployment it names and opens its gate.
 
-The catalog is reached with a small pymongo client of its own: it is the platform's, not a tenant's.
+The catalog is reached with a small pymongo client of its own: it is the platform's, not a tenant's,
+and takes its room in the catalog deployment's connection budget (listed as "(catalog)").
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ import uuid
 import weakref
 from typing import TYPE_CHECKING, Any
 
-from pymongo import MongoClient
 from pymongo.errors import AutoReconnect, DuplicateKeyError, InvalidOperation, PyMongoError
+
+from ._budgeted import BudgetedClient
 
 if TYPE_CHECKING:
     from .placement import Router
@@ -52,11 +54,15 @@ if hasattr(os, "register_at_fork"):
 # A manager's heartbeat period, and how old a heartbeat may be for the mover to wait for its process.
 HEARTBEAT_SECONDS = 2.0
 LIVE_SECONDS = 10.0
+# The catalog client's pool: the watcher's change stream, the heartbeat and the lookups of tenants not
+# resolved yet.
+POOL_SIZE = 4
 
 
 class Catalog:
-    def __init__(self, name: str, uri: str, router: Router, options: dict[str, Any]) -> None:
+    def __init__(self, name: str, core: Any, uri: str, router: Router, options: dict[str, Any]) -> None:
         self.name = name
+        self._core = core
         self._uri = uri
         self._options = options
         self._router = router
@@ -69,12 +75,8 @@ class Catalog:
     def _start(self) -> None:
         # A process of its own, with its own heartbeat: a forked child is one more manager to wait for.
         self.token = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
-        self._client: MongoClient[dict[str, Any]] = MongoClient(
-            self._uri,
-            **self._options,
-            maxPoolSize=4,
-            serverSelectionTimeoutMS=5000,
-            appname="tenantpool-catalog",
+        self._client = BudgetedClient(
+            self._core, "(catalog)", self._uri, self._options, POOL_SIZE, "tenantpool-catalog"
         )
         db = self._client[CATALOG_DB]
         self.tenants = db["tenants"]

@@ -26,6 +26,7 @@ from bson.codec_options import CodecOptions
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
+from . import _move
 from ._batch_cursor import _BatchCursor
 from ._calls import ASYNC_BOUND_SESSION, AsyncAPI, operations, run_async
 from .change_stream import ChangeStream, CollectionChangeStream, DatabaseChangeStream
@@ -351,12 +352,26 @@ class AsyncUserConnectionManager(AsyncAPI, UserConnectionManager):
         await asyncio.to_thread(UserConnectionManager.place_tenant, self, user_id, deployment)
 
     async def _async_move_tenant(
-        self, user_id: str, to: str, *, keep_source: bool = False, timeout: float = 60.0
+        self,
+        user_id: str,
+        to: str,
+        *,
+        keep_source: bool = False,
+        timeout: float = 60.0,
+        copy_batch_docs: int = _move.DEFAULT_COPY_BATCH_DOCS,
+        copy_share: float = _move.DEFAULT_COPY_SHARE,
     ) -> dict[str, Any]:
         """``UserConnectionManager.move_tenant``, awaited: the copy runs on a worker thread while the
         tenant's operations on this loop wait at its gate without blocking it."""
         return await asyncio.to_thread(
-            UserConnectionManager.move_tenant, self, user_id, to, keep_source=keep_source, timeout=timeout
+            UserConnectionManager.move_tenant,
+            self,
+            user_id,
+            to,
+            keep_source=keep_source,
+            timeout=timeout,
+            copy_batch_docs=copy_batch_docs,
+            copy_share=copy_share,
         )
 
     async def _async_close_all(self) -> None:

@@ -468,14 +468,25 @@ class UserConnectionManager:
 
     @twin
     def move_tenant(
-        self, user_id: str, to: str, *, keep_source: bool = False, timeout: float = 60.0
+        self,
+        user_id: str,
+        to: str,
+        *,
+        keep_source: bool = False,
+        timeout: float = 60.0,
+        copy_batch_docs: int = _move.DEFAULT_COPY_BATCH_DOCS,
+        copy_share: float = _move.DEFAULT_COPY_SHARE,
     ) -> dict[str, Any]:
         """Moves the tenant's databases to deployment ``to`` while it stays online (see ``_move``): they
         are copied while it serves, then its operations pause (bounded, in every process) while the last
         changes are replayed and the copy verified, and resume on ``to``. Returns a report (documents,
         bytes, ``replayed``, ``copy_seconds``, ``pause_seconds``, ``steps``). ``timeout`` bounds the whole
-        move. On failure the tenant stays where it was and ``TenantMoveError`` says what failed."""
-        return _move.move_tenant(self, user_id, to, keep_source, timeout)
+        move. On failure the tenant stays where it was and ``TenantMoveError`` says what failed.
+
+        ``copy_batch_docs`` (documents per batch) and ``copy_share`` (the share of the time, in (0, 1],
+        the copy may work while the tenant serves: it rests between batches) bound what the copy takes
+        from the other tenants; 1.0 copies flat out. Neither applies while the tenant is paused."""
+        return _move.move_tenant(self, user_id, to, keep_source, timeout, copy_batch_docs, copy_share)
 
     def recover_move(self, user_id: str) -> str:
         """Ends a move left unfinished by a process that died (its catalog entry still "moving", its

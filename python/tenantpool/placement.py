@@ -184,6 +184,8 @@ class Router:
         self.gate_timeouts = 0
         self._lock = threading.Lock()
         self._drained = threading.Condition(self._lock)
+        # The template is the same on every core: the default's method itself, called per request.
+        self.db_name: Callable[[str], str] = cores[placement.default].db_name
 
     # -- where a tenant lives ---------------------------------------------------------------------------
 
@@ -313,7 +315,9 @@ class Router:
         self, tenant: str, r: TenantRoute | None = None, epoch: int | None = None
     ) -> tuple[Any, TenantRoute]:
         if r is None:
-            r = self.route(tenant)
+            r = self._routes.get(tenant)
+            if r is None or r.stale:
+                r = self.route(tenant)
         deadline = None
         while True:
             with self._lock:
@@ -403,8 +407,9 @@ class Router:
         return session.epoch, session.raw
 
     def execute(self, tenant, db_name, op, spec, docs=None, session=None):  # type: ignore[no-untyped-def]
-        epoch, raw = self._session(tenant, session)
-        core, r = self.enter(tenant, epoch=epoch)
+        # Every request comes through here: the session's parts read inline.
+        raw = None if session is None else session.raw
+        core, r = self.enter(tenant, epoch=None if session is None else session.epoch)
         try:
             return core.execute(tenant, db_name, op, spec, docs, raw)
         finally:
@@ -465,14 +470,13 @@ class Router:
     def _core_for(self, tenant: str) -> Any:
         return self._core_of(tenant, self.route(tenant))
 
-    def db_name(self, tenant: str) -> str:
-        # The template is the same on every core.
-        return str(self.cores[self.placement.default].db_name(tenant))
-
     def ensure(self, tenant: str, wait: bool = True) -> None:
-        if not wait and self.catalog is not None and tenant not in self._routes:
-            return  # its first operation resolves it off the event loop, and opens its pool
-        self._core_for(tenant).ensure(tenant, wait)
+        r = self._routes.get(tenant)
+        if r is None or r.stale:
+            if not wait and self.catalog is not None:
+                return  # its first operation resolves it off the event loop, and opens its pool
+            r = self.route(tenant)
+        self._core_of(tenant, r).ensure(tenant, wait)
 
     def provision(self, tenant, username, password, roles, source=None):  # type: ignore[no-untyped-def]
         return self._core_for(tenant).provision(tenant, username, password, roles, source)
@@ -604,7 +608,7 @@ def placement_router(
         }
         if catalog is not None:
             router.catalog = Catalog(
-                catalog, manager._deployment_uris[catalog], router, platform_options(manager)
+                catalog, cores[catalog], manager._deployment_uris[catalog], router, platform_options(manager)
             )
             weakref.finalize(manager, router.catalog.close)
     except BaseException:
@@ -630,6 +634,7 @@ _OWN_OPTIONS = frozenset(
     {
         "maxpoolsize",
         "minpoolsize",
+        "servermonitoringmode",
         "appname",
         "serverselectiontimeoutms",
         "maxidletimems",

@@ -7,7 +7,7 @@
 //! FIFO queue (fair across tenants: only the head of the queue is ever granted) while the manager closes
 //! idle pools to make room; `deficit` tells it how much room the waiters lack.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +36,8 @@ struct State {
     waits: u64,
     wait_micros: u64,
     wait_timeouts: u64,
+    /// Units of the named holds (the platform's own clients), by name: part of `reserved`.
+    held: BTreeMap<String, u32>,
 }
 
 struct Waiter {
@@ -57,6 +59,9 @@ pub struct BudgetSnapshot {
     pub waits: u64,
     pub wait_micros: u64,
     pub wait_timeouts: u64,
+    /// The units of the named holds by name (clients opened outside the core: the tenant catalog's,
+    /// a move's), sorted by name.
+    pub held: Vec<(String, u32)>,
 }
 
 /// Units of the budget held by one driver client (or probe). Dropping it gives them back: so it is
@@ -106,6 +111,17 @@ impl Reservation {
         self.units += std::mem::take(&mut more.units);
     }
 
+    /// The reservation under a name the budget's figures list: for a client opened outside the core,
+    /// whose owner gives the units back with `Held::release`.
+    pub fn named(self, what: &str) -> Held {
+        let mut s = self.budget.state.lock();
+        if s.generation == self.generation {
+            *s.held.entry(what.to_owned()).or_default() += self.units;
+        }
+        drop(s);
+        Held { reservation: Some(self), what: what.to_owned() }
+    }
+
     /// The client is shutting down: its units will come back soon (see `Budget::deficit`).
     pub fn closing(&self) {
         if !self.closing.swap(true, Ordering::AcqRel) {
@@ -128,6 +144,51 @@ impl Drop for Reservation {
             s.releasing -= self.units;
         }
         s.grant();
+    }
+}
+
+/// A named reservation (see `Reservation::named`). Released once: by `release`, else when dropped. One
+/// inherited across a fork gives nothing back in the child (its budget was reset).
+pub struct Held {
+    reservation: Option<Reservation>,
+    what: String,
+}
+
+impl Held {
+    pub fn what(&self) -> &str {
+        &self.what
+    }
+
+    /// The units held; 0 once released.
+    pub fn units(&self) -> u32 {
+        self.reservation.as_ref().map_or(0, Reservation::units)
+    }
+
+    /// Gives the units back; false if they were given back already.
+    pub fn release(&mut self) -> bool {
+        let Some(r) = self.reservation.take() else {
+            return false;
+        };
+        {
+            let mut s = r.budget.state.lock();
+            if s.generation == r.generation {
+                if let Some(units) = s.held.get_mut(&self.what) {
+                    *units = units.saturating_sub(r.units);
+                    if *units == 0 {
+                        s.held.remove(&self.what);
+                    }
+                }
+            }
+        }
+        // Dropped once the lock above is released: it takes the lock itself.
+        drop(r);
+        true
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 
@@ -212,6 +273,7 @@ impl Budget {
                 waits: 0,
                 wait_micros: 0,
                 wait_timeouts: 0,
+                held: BTreeMap::new(),
             }),
         })
     }
@@ -288,6 +350,7 @@ impl Budget {
         s.releasing = 0;
         s.queue.clear();
         s.waiting_units = 0;
+        s.held.clear();
     }
 
     pub fn snapshot(&self) -> BudgetSnapshot {
@@ -302,6 +365,7 @@ impl Budget {
             waits: s.waits,
             wait_micros: s.wait_micros,
             wait_timeouts: s.wait_timeouts,
+            held: s.held.iter().map(|(k, v)| (k.clone(), *v)).collect(),
         }
     }
 
@@ -509,6 +573,51 @@ mod tests {
             }
             assert!(peak.load(Ordering::SeqCst) <= 7);
             assert!(b.snapshot().peak_reserved <= 7);
+            assert_eq!(b.snapshot().reserved, 0);
+        });
+    }
+
+    #[test]
+    fn named_holds_are_listed_counted_and_released_once() {
+        let b = Budget::new(20);
+        let mut catalog = b.try_reserve(5).unwrap().named("(catalog)");
+        let move_a = b.try_reserve(5).unwrap().named("(move)");
+        let move_b = b.try_reserve(5).unwrap().named("(move)");
+        let s = b.snapshot();
+        assert_eq!(s.reserved, 15, "a named hold is counted as any reservation");
+        assert_eq!(s.held, vec![("(catalog)".to_owned(), 5), ("(move)".to_owned(), 10)]);
+        assert!(b.try_reserve(6).is_none(), "15 + 6 > 20");
+        assert!(catalog.release());
+        assert!(!catalog.release(), "a second release gives nothing back");
+        assert_eq!((catalog.units(), catalog.what()), (0, "(catalog)"));
+        assert_eq!(b.snapshot().reserved, 10);
+        drop(catalog);
+        assert_eq!(b.snapshot().reserved, 10, "dropping a released hold gives nothing back again");
+        drop(move_a);
+        let s = b.snapshot();
+        assert_eq!((s.reserved, s.held), (5, vec![("(move)".to_owned(), 5)]));
+        drop(move_b);
+        assert_eq!(b.snapshot().held, vec![]);
+        assert_eq!(b.snapshot().reserved, 0);
+    }
+
+    #[test]
+    fn a_named_hold_waits_its_turn_and_an_inherited_one_gives_nothing_back() {
+        rt().block_on(async {
+            let b = Budget::new(6);
+            let tenant = b.try_reserve(4).unwrap();
+            let mut t = b.enqueue(5);
+            assert!(tokio::time::timeout(Duration::from_millis(5), t.granted()).await.is_err());
+            drop(tenant);
+            let mut held = t.granted().await.named("(move)");
+            assert_eq!(b.snapshot().held, vec![("(move)".to_owned(), 5)]);
+            b.reset(); // a forked child
+            assert_eq!(b.snapshot().held, vec![]);
+            let mine = b.try_reserve(6).unwrap().named("(catalog)");
+            assert!(held.release());
+            let s = b.snapshot();
+            assert_eq!((s.reserved, s.held), (6, vec![("(catalog)".to_owned(), 6)]));
+            drop(mine);
             assert_eq!(b.snapshot().reserved, 0);
         });
     }

@@ -67,6 +67,20 @@ impl fmt::Display for CoreError {
                  {} ms for a slot (waitQueueTimeoutMS); raise its pool size or tier, or retry later",
                 waited.as_millis()
             ),
+            CoreError::BudgetTimeout { tenant, need, limit, reserved, in_use, waited, timeout_option }
+                if tenant.starts_with('(') =>
+            {
+                // One of tenantpool's own clients ("(catalog)", "(move)", "(provisioning)"): no tenant's
+                // pool size to lower.
+                write!(
+                    f,
+                    "tenantpool's own client {tenant} waited {} ms ({timeout_option}) for room in the \
+                 connection budget ({need}): max_server_connections={limit}, {reserved} reserved, \
+                 {in_use} of them by pools in use, none idle to close. Retry once tenants' pools are idle, \
+                 or raise max_server_connections if the server can hold more",
+                    waited.as_millis()
+                )
+            }
             CoreError::BudgetTimeout { tenant, need, limit, reserved, in_use, waited, timeout_option } => {
                 write!(
                     f,

@@ -261,6 +261,13 @@ impl Room {
     ) -> Result<Reservation, CoreError> {
         let units = self.cost(pool_size);
         let limit = self.budget.limit();
+        if units > limit && tenant.starts_with('(') {
+            return Err(CoreError::Configuration(format!(
+                "tenantpool's own client {tenant} needs {} but the connection budget is {limit}: raise \
+                 max_server_connections",
+                self.explain(pool_size)
+            )));
+        }
         if units > limit {
             return Err(CoreError::Configuration(format!(
                 "tenant {tenant:?} needs a pool of {} but the connection budget is {limit}{}; lower its \

@@ -17,6 +17,7 @@ use super::credentials::python_credentials;
 use super::cursor::PyRawCursor;
 use super::errors::core_error;
 use super::monitor::{python_sink, scope};
+use super::reservation::PyReservation;
 use super::session::PySession;
 use crate::core::credentials::scrub_secret;
 use crate::core::exposition;
@@ -389,6 +390,17 @@ impl PyManager {
         })
     }
 
+    /// Room in the connection budget for a client of tenantpool's own opened outside the core (a
+    /// pymongo client of `pool_size`, polling its servers): counted, waited for (FIFO, bounded) and
+    /// refused as a tenant's pool is, listed as `what` in `budget()["held"]` until released.
+    fn hold_room(&self, py: Python<'_>, what: &str, pool_size: u32) -> PyResult<PyReservation> {
+        let inner = &self.inner;
+        match block_on(py, inner.hold_room(what, pool_size)) {
+            Ok(held) => Ok(PyReservation::new(held)),
+            Err(e) => Err(self.err(py, e)),
+        }
+    }
+
     fn close_tenant(&self, py: Python<'_>, tenant: &str) -> PyResult<bool> {
         self.inner.close_tenant(tenant).map_err(|e| self.err(py, e))
     }
@@ -473,6 +485,11 @@ impl PyManager {
         d.set_item("servers", r.servers)?;
         d.set_item("monitors_per_server", r.per_server_monitors)?;
         d.set_item("shared_pool_size", self.inner.effective_shared_pool_size())?;
+        let held = PyDict::new(py);
+        for (what, units) in &r.budget.held {
+            held.set_item(what, units)?;
+        }
+        d.set_item("held", held)?;
         Ok(d)
     }
 

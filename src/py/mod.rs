@@ -9,6 +9,7 @@ mod errors;
 mod manager;
 mod monitor;
 mod policy;
+mod reservation;
 mod session;
 
 use pyo3::prelude::*;
@@ -18,6 +19,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<cursor::PyRawCursor>()?;
     m.add_class::<change_stream::PyRawChangeStream>()?;
     m.add_class::<session::PySession>()?;
+    m.add_class::<reservation::PyReservation>()?;
     m.add_function(wrap_pyfunction!(policy::group_of, m)?)?;
     m.add_function(wrap_pyfunction!(policy::calculate_pool_size, m)?)?;
     m.add_function(wrap_pyfunction!(shutdown, m)?)?;

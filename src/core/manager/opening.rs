@@ -11,7 +11,7 @@ use mongodb::options::Credential;
 use mongodb::Client;
 
 use super::{CoreError, DriverClient, Manager};
-use crate::core::budget::Reservation;
+use crate::core::budget::{Held, Reservation};
 use crate::core::credentials::tenant_credential;
 use crate::core::policy::Strategy;
 use crate::core::registry::{Lease, Made};
@@ -239,6 +239,24 @@ impl Manager {
     /// Room in the budget for a client of the manager's own (provisioning), as a tenant's pool gets it.
     pub(crate) async fn reserve_room(&self, what: &str, pool_size: u32) -> Result<Reservation, CoreError> {
         self.room.reserve(&self.registry, what, pool_size, std::time::Instant::now()).await
+    }
+
+    /// Room for a client opened outside the core (the tenant catalog's and a move's pymongo clients):
+    /// counted as a tenant's pool of `pool_size` is (its pool plus the monitoring sockets, per server),
+    /// waited for in the same FIFO queue for at most the same timeout, listed in the budget's figures
+    /// as `what`, and held until released. After the first contact, like a pool: the bound may drop then.
+    pub async fn hold_room(&self, what: &str, pool_size: u32) -> Result<Held, CoreError> {
+        self.check_fork();
+        if self.is_closed() {
+            return Err(CoreError::Closed);
+        }
+        if pool_size == 0 {
+            return Err(CoreError::Configuration(format!(
+                "{what}: a client needs a pool size of at least 1"
+            )));
+        }
+        self.room.first_contact(&self.registry, &self.client_options).await;
+        Ok(self.reserve_room(what, pool_size).await?.named(what))
     }
 
     /// Server connections a client of this pool size reserves.
