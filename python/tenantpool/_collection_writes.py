@@ -22,7 +22,13 @@ from pymongo.errors import (
 from pymongo.results import BulkWriteResult, DeleteResult, InsertManyResult, InsertOneResult, UpdateResult
 
 from ._calls import Operation, operation
-from ._collection_base import CollectionBase, _bool_or_none, _mappings, _update_raw_result
+from ._collection_base import (
+    CollectionBase,
+    _bool_or_none,
+    _mappings,
+    _update_raw_result,
+    numbered_by_the_driver,
+)
 from ._common import (
     MAX_BSON_SIZE,
     as_int,
@@ -231,7 +237,9 @@ class CollectionWrites(CollectionBase):
         set_if_given(op, "hint", hint)
         set_if_given(op, "sort", sort)
         typed = (
-            wc.acknowledged
+            not multi
+            and numbered_by_the_driver(session)
+            and wc.acknowledged
             and sort is None
             and _bool_or_none(bypass_document_validation)
             and (array_filters is None or _mappings(array_filters))
@@ -412,7 +420,8 @@ class CollectionWrites(CollectionBase):
         op: dict[str, Any] = {"q": filter, "limit": int(not multi)}
         set_if_given(op, "collation", collation)
         set_if_given(op, "hint", hint)
-        if not wc.acknowledged or len(encode(op, False, self._codec)) > MAX_BSON_SIZE:
+        typed = not multi and numbered_by_the_driver(session) and wc.acknowledged
+        if not typed or len(encode(op, False, self._codec)) > MAX_BSON_SIZE:
             reply = yield from self._write_command(DELETE, op, None, let, comment, session)
             # pymongo's reply to an unacknowledged command is {"ok": 1}.
             return DeleteResult({"ok": 1} if reply is None else reply, wc.acknowledged)

@@ -322,7 +322,7 @@ impl Manager {
         let r = match session {
             Some(s) => {
                 let mut guard = s.session.lock().await;
-                let in_session = Some((&mut **guard, s.in_transaction()));
+                let in_session = Some(s.in_session(&mut guard));
                 attempt::execute(&db, retry_sessions, op, spec, docs, in_session, settings).await
             }
             None => attempt::execute(&db, retry_sessions, op, spec, docs, None, settings).await,
@@ -352,7 +352,7 @@ impl Manager {
             let r = match session {
                 Some(s) => {
                     let mut guard = s.session.lock().await;
-                    let in_session = Some((&mut **guard, s.in_transaction()));
+                    let in_session = Some(s.in_session(&mut guard));
                     attempt::open_cursor(&db, op, spec, in_session, self.attempts).await
                 }
                 None => attempt::open_cursor(&db, op, spec, None, self.attempts).await,
@@ -514,6 +514,8 @@ impl Manager {
             session: tokio::sync::Mutex::new(ManuallyDrop::new(session)),
             id,
             in_transaction: AtomicBool::new(false),
+            // The driver's default, which it keeps to itself: causal unless a snapshot session.
+            causal: causal_consistency.unwrap_or(!snapshot),
             lease,
         })
     }

@@ -24,6 +24,7 @@ use serde::de::DeserializeOwned;
 use super::labels::Labelled;
 use super::retry::{self, RetrySessions};
 
+pub mod command;
 pub mod command_cursor;
 
 /// Operations that return one reply document.
@@ -289,7 +290,7 @@ fn return_document(spec: &RawDocument) -> Option<ReturnDocument> {
     }
 }
 
-fn to_raw(doc: Document) -> Result<RawDocumentBuf> {
+pub fn to_raw(doc: Document) -> Result<RawDocumentBuf> {
     RawDocumentBuf::from_document(&doc).map_err(|e| invalid(e.to_string()))
 }
 
@@ -456,12 +457,11 @@ pub async fn execute(
             }
             rawdoc! { "names": arr }
         }
-        // Only in a caller's session: without one the manager runs it through `retryable_write`. The
-        // driver keeps a session's transaction number to itself, so in a session it is not retried.
-        Op::Command | Op::RetryableWrite => to_raw(run!(
-            db.run_raw_command(raw_doc_field(spec, "command")?).selection_criteria(selection_criteria(spec)?),
-            session
-        )?)?,
+        // `attempt::command` runs commands, and a write the caller asks to retry comes without a session
+        // (the driver keeps a session's transaction number to itself: only its typed writes can use it).
+        Op::Command | Op::RetryableWrite => {
+            return Err(invalid(format!("{op:?} is not run here; a retryable write takes no session")))
+        }
         Op::DropDatabase => {
             run!(db.drop(), session)?;
             RawDocumentBuf::new()
@@ -478,8 +478,8 @@ pub async fn retryable_write(
     retry_writes: bool,
     deadline: Option<Duration>,
 ) -> std::result::Result<Option<RawDocumentBuf>, Labelled> {
-    let reply =
-        retry::write(db, retry_sessions, raw_doc_field(spec, "command")?, retry_writes, deadline).await?;
+    let command = command::write_command(spec, db.write_concern(), false)?;
+    let reply = retry::write(db, retry_sessions, command, retry_writes, deadline).await?;
     Ok(Some(to_raw(reply)?))
 }
 
@@ -565,7 +565,7 @@ pub async fn open_cursor(
         // The driver runs these on the primary, as pymongo does (the Python layer sends no read preference).
         CursorOp::ListIndexes => open!(coll()?.list_indexes()),
         CursorOp::ListCollections => open!(db.list_collections().filter(doc_field(spec, "filter")?)),
-        CursorOp::Command => command_cursor::open(db, spec, session).await,
+        CursorOp::Command => command_cursor::open(db, spec, session, false).await,
     }
 }
 

@@ -40,7 +40,7 @@ class Call:
     """One call an operation made to the core."""
 
     kind: str  # execute, open_cursor, watch, next_batch, session
-    op: str | None = None  # the core op ("insert_one", "command", "find"...), or a session's method
+    op: str | None = None  # the core op ("insert_one", "command"...), or a session's method
     db: str | None = None
     tenant: str | None = None
     spec: dict[str, Any] = field(default_factory=dict)
@@ -267,6 +267,13 @@ class FakeCore:
             session,
         )
         self.calls.append(call)
+        if op == "command" and self.replies and isinstance(self.replies[0], list):
+            # Batches canned for a one-reply cursor command (find_one's find): its first, in the reply.
+            batches = self.replies.popleft()
+            first = batches[0] if batches else []
+            name = next(iter(decoded["command"]))
+            cursor = {"id": 0, "ns": f"{db_name}.{decoded['command'][name]}", "firstBatch": first}
+            self.replies.appendleft({"cursor": cursor, "ok": 1.0})
         if op in ("command", "retryable_write"):
             default = _command_default(decoded["command"])
         else:
@@ -276,6 +283,9 @@ class FakeCore:
     def open_cursor(self, tenant: str, db_name: str, op: str, spec: bytes, session: Any = None) -> Any:
         call = Call("open_cursor", op, db_name, tenant, bson.decode(spec), session=session)
         self.calls.append(call)
+        if self.replies and isinstance(self.replies[0], dict) and "cursor" in self.replies[0]:
+            # A server's reply canned for a cursor command: its first batch, the cursor's only one.
+            self.replies[0] = [self.replies[0]["cursor"]["firstBatch"]]
         reply = self._answer(call, FakeRawCursor(core=self))
         if isinstance(reply, list):
             reply = FakeRawCursor(*reply, core=self)

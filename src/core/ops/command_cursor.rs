@@ -4,8 +4,8 @@
 //! more kind of the cursors `open_cursor` opens: fetching, closing, tailing and timeouts are theirs.
 //!
 //! The spec: `command` (the command document, as the caller encoded it), `readPreference`, `retryable`
-//! (whether a first attempt cut short by socketTimeoutMS runs once more, as pymongo retries a find or
-//! an aggregate but not `cursor_command`), and under `options` what the getMores carry: `batchSize`,
+//! (a read pymongo retries: a find or an aggregate, not `cursor_command`), `causal` (a read ordered
+//! after the session's operation time, see `command.rs`), and under `options` what the getMores carry: `batchSize`,
 //! `maxAwaitTimeMS` (their `maxTimeMS`) and `comment`.
 
 use std::time::Duration;
@@ -15,6 +15,7 @@ use mongodb::error::{ErrorKind, Result};
 use mongodb::options::SelectionCriteria;
 use mongodb::{ClientSession, Database};
 
+use super::command::{after_cluster_time, flag};
 use super::{invalid, selection_criteria, Opened};
 
 /// A cursor command, read from its spec.
@@ -80,20 +81,27 @@ pub fn is_tailable(spec: &RawDocument) -> bool {
     command.is_ok_and(|c| c.get_bool("tailable").unwrap_or(false))
 }
 
-/// Whether a first attempt cut short may run once more (see the module's comment).
+/// Whether the command is a read pymongo retries (see the module's comment).
 pub fn is_retryable(spec: &RawDocument) -> bool {
     spec.get_bool("retryable").unwrap_or(false)
 }
 
 /// Runs the command; its reply's first batch is the cursor's first, later ones come from getMore.
-pub(super) async fn open(
+/// `causal`: the session is causally consistent and not in a transaction, so a read that takes a read
+/// concern is ordered after the session's operation time (see `command.rs`).
+pub async fn open(
     db: &Database,
     spec: &RawDocument,
     session: Option<&mut ClientSession>,
+    causal: bool,
 ) -> Result<Opened> {
     let c = CursorCommand::parse(spec)?;
+    let command = match session.as_deref().and_then(|s| s.operation_time()) {
+        Some(time) if causal && flag(spec, "causal") => after_cluster_time(&c.command, time)?,
+        _ => c.command,
+    };
     let action = db
-        .run_raw_cursor_command(c.command)
+        .run_raw_cursor_command(command)
         .selection_criteria(c.criteria)
         .optional(c.batch_size, |a, n| a.batch_size(n))
         .optional(c.max_await, |a, d| a.max_time(d))
