@@ -54,7 +54,7 @@ if TYPE_CHECKING:
 
 
 class CollectionWrites(CollectionBase):
-    """Collection's writes (see collection.py for the two ways they reach the server)."""
+    """Collection's writes (see collection.py for how they reach the server)."""
 
     # -- writes ---------------------------------------------------------------------------------------
 
@@ -269,7 +269,7 @@ class CollectionWrites(CollectionBase):
             reply = yield from self._execute("replace_one", spec, session=session)
         else:
             spec = {"filter": filter, "update": document, "options": options}
-            reply = yield from self._execute("update_many" if multi else "update_one", spec, session=session)
+            reply = yield from self._execute("update_one", spec, session=session)
         return UpdateResult(
             _update_raw_result(as_int(reply["n"]), as_int(reply["nModified"]), reply.get("upserted")), True
         )
@@ -432,7 +432,7 @@ class CollectionWrites(CollectionBase):
         set_if_given(options, "comment", comment)
         self._write_options(options, session)
         spec = {"filter": filter, "options": options}
-        reply = yield from self._execute("delete_many" if multi else "delete_one", spec, session=session)
+        reply = yield from self._execute("delete_one", spec, session=session)
         return DeleteResult({"n": as_int(reply["n"]), "ok": 1.0}, True)
 
     def _gen_delete_one(

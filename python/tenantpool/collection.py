@@ -1,16 +1,11 @@
 """Collection: pymongo's Collection API on one tenant's pool.
 
 Arguments are checked and shaped in Python as pymongo checks and shapes them, encoded once with pymongo's C
-encoder, and handed to the Rust core as bytes. Two ways to the server:
-
-* the Rust driver's typed operations (``update_many``, ``find``...), used whenever the arguments map onto
-  the driver's options: these are retryable reads and writes, as in pymongo;
-* the core's generic ``command`` op, carrying exactly the command pymongo would send, for everything else:
-  index and collection administration, ``bulk_write``, inserts outside a session (whose errors then keep
-  the server's whole writeErrors entry), unacknowledged writes, and server options passed through
-  ``**kwargs`` that the driver does not model. The server then judges (and words its errors about) the
-  very command it would have had from pymongo. Writes among these are retryable writes where pymongo's
-  are (the core's ``retryable_write`` op; see ``tenantpool/bulk.py``).
+encoder, and handed to the Rust core as bytes: exactly the command pymongo would send, so the server judges
+(and words its errors about) the very command it would have had from pymongo. The core runs it with the read
+retries, causal consistency and retryable writes pymongo gives it (docs/execution-paths.md). One case goes to
+the Rust driver's typed write instead: a single-document write in an explicit session outside a transaction,
+whose transaction number only the driver can give (``numbered_by_the_driver``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
-//! How one operation's attempts run, once the manager holds its lease and quota slot: writes outside a
-//! session on the core's retryable writes (`retry.rs`), everything else on the driver's typed operations;
-//! each attempt bounded by socketTimeoutMS (`deadline.rs`), a read cut short by it run once more, and
-//! errors labelled as pymongo labels them (`labels.rs`). A cursor's later batches and the end of a
+//! How one operation's attempts run, once the manager holds its lease and quota slot: commands with the
+//! read retries the caller asked for (`read!`), writes outside a session as the core's retryable writes
+//! (`retry.rs`), and the driver's typed writes for the one case left to them (`ops/typed.rs`); each
+//! attempt bounded by socketTimeoutMS (`deadline.rs`), and errors labelled as pymongo labels them
+//! (`labels.rs`). A cursor's later batches and the end of a
 //! transaction are bounded too (`next_batch`, `commit`, `abort`); a change stream's rounds in
 //! `change_stream.rs`.
 
@@ -17,7 +18,7 @@ use mongodb::{ClientSession, Database};
 use super::deadline;
 use super::labels::{self, Labelled};
 use super::manager::CoreError;
-use super::ops::{self, command, command_cursor, to_raw, CursorOp, Op, Opened};
+use super::ops::{self, command, cursor, invalid, to_raw, typed, write, Op, Opened};
 use super::retry::{self, Reported, RetrySessions};
 
 /// The client settings that decide how attempts run.
@@ -83,28 +84,18 @@ pub async fn execute(
     settings: Settings,
 ) -> Result<Option<RawDocumentBuf>, Labelled> {
     let Settings { socket_timeout: limit, retry_writes, retry_reads } = settings;
-    if op == Op::Command {
-        return command(db, spec, session, limit, retry_reads).await.map(Some);
-    }
-    match session {
-        Some(InSession { session: s, in_transaction, .. }) => {
+    match (op, session) {
+        (Op::Command, session) => command(db, spec, session, limit, retry_reads).await.map(Some),
+        (Op::RetryableWrite, None) => {
+            write::retryable_write(db, retry_sessions, spec, retry_writes, limit).await
+        }
+        (Op::InsertOne, None) => write::insert_one(db, retry_sessions, spec, docs, retry_writes, limit).await,
+        (op, Some(InSession { session, in_transaction, .. })) => {
             let context = labels::context(op, in_transaction, retry_writes);
-            deadline::bounded(limit, context, ops::execute(db, op, spec, docs, Some(s))).await
+            deadline::bounded(limit, context, typed::execute(db, op, spec, docs, session)).await.map(Some)
         }
-        // In a caller's session the write goes out as a plain command (see Op::RetryableWrite).
-        None if op == Op::RetryableWrite => {
-            ops::retryable_write(db, retry_sessions, spec, retry_writes, limit).await
-        }
-        None if op == Op::InsertOne => {
-            ops::insert_one(db, retry_sessions, spec, docs, retry_writes, limit).await
-        }
-        None if deadline::is_retryable_read(op) => {
-            let again = || ops::execute(db, op, spec, Vec::new(), None);
-            deadline::bounded_read(limit, retry_reads, ops::execute(db, op, spec, docs, None), again).await
-        }
-        None => {
-            let context = labels::context(op, false, retry_writes);
-            deadline::bounded(limit, context, ops::execute(db, op, spec, docs, None)).await
+        (op, None) => {
+            Err(invalid(format!("{op:?} runs in a session only; send its command outside one")).into())
         }
     }
 }
@@ -134,39 +125,26 @@ async fn command(
     Ok(to_raw(reply)?)
 }
 
-/// Opens a cursor (its first batch is the only attempt the deadline bounds). A cursor command the
-/// caller marked retryable is retried as a read is (`read!`), in a session too, outside a transaction.
+/// Opens a cursor (its first batch is the only attempt the deadline bounds), retried as a read
+/// (`read!`) when the caller marked it retryable, outside a transaction.
 #[allow(clippy::needless_option_as_deref)] // see `read!`
 pub async fn open_cursor(
     db: &Database,
-    op: CursorOp,
     spec: &RawDocument,
     session: Option<InSession<'_>>,
     settings: Settings,
 ) -> Result<Opened, Labelled> {
-    let limit = settings.socket_timeout;
-    match session {
-        Some(s) if op == CursorOp::Command => {
-            let retry = settings.retry_reads && !s.in_transaction && command_cursor::is_retryable(spec);
-            let causal = s.causal && !s.in_transaction;
-            let context = labels::context(Op::FindOne, s.in_transaction, false);
-            let mut session = Some(s.session);
-            read!(limit, context, retry, command_cursor::open(db, spec, session.as_deref_mut(), causal))
-        }
-        Some(InSession { session: s, in_transaction, .. }) => {
-            let context = labels::context(Op::FindOne, in_transaction, false);
-            deadline::bounded(limit, context, ops::open_cursor(db, op, spec, Some(s))).await
-        }
-        None if op == CursorOp::Command => {
-            let retry = settings.retry_reads && command_cursor::is_retryable(spec);
-            read!(limit, labels::Context::Other, retry, command_cursor::open(db, spec, None, false))
-        }
-        None => {
-            let retry = settings.retry_reads && deadline::is_retryable_cursor(op, spec);
-            let again = || ops::open_cursor(db, op, spec, None);
-            deadline::bounded_read(limit, retry, ops::open_cursor(db, op, spec, None), again).await
-        }
-    }
+    let in_transaction = session.as_ref().is_some_and(|s| s.in_transaction);
+    let causal = session.as_ref().is_some_and(|s| s.causal) && !in_transaction;
+    let retry = settings.retry_reads && !in_transaction && cursor::is_retryable(spec);
+    let context = labels::context(Op::Command, in_transaction, false);
+    let mut session = session.map(|s| s.session);
+    read!(
+        settings.socket_timeout,
+        context,
+        retry,
+        cursor::open_cursor(db, spec, session.as_deref_mut(), causal)
+    )
 }
 
 /// A cursor's next batch (a getMore), bounded by socketTimeoutMS as pymongo bounds its read, awaitData
@@ -184,7 +162,7 @@ pub async fn next_batch<S>(
 where
     S: futures_util::Stream<Item = mongodb::error::Result<mongodb::raw_batch_cursor::RawBatch>> + Unpin,
 {
-    let context = labels::context(Op::FindOne, in_transaction, false);
+    let context = labels::context(Op::Command, in_transaction, false);
     deadline::bounded(limit, context, ops::next_batch(batches, tailable)).await
 }
 

@@ -163,19 +163,13 @@ def _command_default(command: dict[str, Any]) -> dict[str, Any]:
     return {"ok": 1.0}
 
 
-# The reply of each typed op when a test cans none (shapes of src/core/ops.rs).
+# The reply of each typed write when a test cans none (shapes of src/core/ops/typed.rs).
 DEFAULTS: dict[str, Any] = {
     "insert_one": {},
     "insert_many": {},
-    "find_one": None,
     "update_one": {"n": 1, "nModified": 1},
-    "update_many": {"n": 1, "nModified": 1},
     "replace_one": {"n": 1, "nModified": 1},
     "delete_one": {"n": 1},
-    "delete_many": {"n": 1},
-    "count_documents": {"n": 0},
-    "estimated_document_count": {"n": 0},
-    "distinct": {"values": []},
     "find_one_and_update": {"value": None},
     "find_one_and_replace": {"value": None},
     "find_one_and_delete": {"value": None},
