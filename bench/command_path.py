@@ -1,8 +1,7 @@
-"""Spike measurement for issue 16 ("one execution path"): tenantpool's typed read path (the driver's
-find / find_one / aggregate) against its command-cursor path (pymongo's own command, run by the core
-and continued with getMore), and pymongo, in one process, interleaved round by round so that load on
-the machine hits all three alike. Test-only: it flips the ``COMMAND_PATH`` switch that
-``TENANTPOOL_COMMAND_PATH=1`` sets at import.
+"""Issue 16 ("one execution path"): tenantpool's reads, which all go as pymongo's own command run by
+the core (find_one in one call; find and aggregate continued with getMore), against pymongo, in one
+process, interleaved round by round so that load on the machine hits both alike. The typed path this
+was first compared with is gone; its last figures are in docs/execution-paths.md.
 
     .venv/bin/python bench/command_path.py [--rounds 7] [--docs 20000]
 """
@@ -15,15 +14,8 @@ import time
 
 from pymongo import MongoClient
 
-import tenantpool.collection
-import tenantpool.cursor
 from tenantpool import UserConnectionManager
 from tenantpool.testing.mongod import MongodProcess
-
-
-def set_command_path(on: bool) -> None:
-    tenantpool.cursor.COMMAND_PATH = on
-    tenantpool.collection.COMMAND_PATH = on
 
 
 def workloads(coll, docs: int) -> dict[str, float]:
@@ -66,31 +58,23 @@ def main() -> None:
         db.small.insert_many([{"_id": i, "n": i} for i in range(100)])
         with UserConnectionManager(server.uri, isolation="off") as manager:
             tp = manager.get_database("bench", "cp_bench")
-            systems = {
-                "tenantpool typed": (tp, False),
-                "tenantpool command": (tp, True),
-                "pymongo": (db, False),
-            }
-            for target, on in systems.values():  # warm-up
-                set_command_path(on)
+            systems = {"tenantpool": tp, "pymongo": db}
+            for target in systems.values():  # warm-up
                 workloads(target, args.docs)
             results: dict[str, list[dict[str, float]]] = {name: [] for name in systems}
             names = list(systems)
             for r in range(args.rounds):
-                for name in names[r % 3 :] + names[: r % 3]:
-                    target, on = systems[name]
-                    set_command_path(on)
-                    results[name].append(workloads(target, args.docs))
-            set_command_path(False)
+                for name in names[r % 2 :] + names[: r % 2]:
+                    results[name].append(workloads(systems[name], args.docs))
         pm.close()
     metrics = list(results["pymongo"][0])
     med = {n: {m: statistics.median(run[m] for run in runs) for m in metrics} for n, runs in results.items()}
     print(f"median of {args.rounds} interleaved rounds; lower is better; ratio = x / pymongo")
-    header = ("typed", "command", "pymongo", "typed/pm", "cmd/pm", "cmd/typed")
+    header = ("tenantpool", "pymongo", "tp/pm")
     print(f"{'workload':30}", *(f"{h:>10}" for h in header))
     for m in metrics:
-        t, c, p = med["tenantpool typed"][m], med["tenantpool command"][m], med["pymongo"][m]
-        print(f"{m:30} {t:10.1f} {c:10.1f} {p:10.1f} {t / p:10.2f} {c / p:10.2f} {c / t:10.2f}")
+        t, p = med["tenantpool"][m], med["pymongo"][m]
+        print(f"{m:30} {t:10.1f} {p:10.1f} {t / p:10.2f}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 import pytest
 from pymongo import DeleteOne, InsertOne, MongoClient, UpdateMany, UpdateOne
-from pymongo.errors import AutoReconnect
+from pymongo.errors import AutoReconnect, PyMongoError
 from tests.helpers import app_connections, wait_until
 
 from tenantpool import UserConnectionManager
@@ -181,3 +181,73 @@ def test_a_standalone_server_takes_bulk_writes_without_retries():
             result = db.c.bulk_write([InsertOne({"_id": i}), UpdateOne({"_id": i}, {"$set": {"x": i}})])
             assert (result.inserted_count, result.modified_count) == (1, 1)
         assert sorted(db.c.distinct("x")) == [0, 1, 2]
+
+
+# Every single-document write outside a session is pymongo's command, numbered and retried by the core:
+# name -> (server command, the write on a collection, the value of document 1's n after one application).
+SINGLE_WRITES = {
+    "update_one": ("update", lambda c: c.update_one({"_id": 1}, {"$inc": {"n": 1}}), 1),
+    "replace_one": ("update", lambda c: c.replace_one({"_id": 1}, {"n": 5}), 5),
+    "delete_one": ("delete", lambda c: c.delete_one({"_id": 1}), None),
+    "find_one_and_update": (
+        "findAndModify",
+        lambda c: c.find_one_and_update({"_id": 1}, {"$inc": {"n": 1}}),
+        1,
+    ),
+    "find_one_and_replace": ("findAndModify", lambda c: c.find_one_and_replace({"_id": 1}, {"n": 5}), 5),
+    "find_one_and_delete": ("findAndModify", lambda c: c.find_one_and_delete({"_id": 1}), None),
+}
+
+
+def _n_of_one(pymongo_coll):
+    doc = pymongo_coll.find_one({"_id": 1})
+    return None if doc is None else doc["n"]
+
+
+@pytest.mark.parametrize("name", sorted(SINGLE_WRITES))
+def test_single_writes_are_retried_once_and_applied_once(mongodb_uri, pymongo_client, name):
+    command, write, after = SINGLE_WRITES[name]
+    app = "tp-retry-single"
+    with UserConnectionManager(mongodb_uri, appName=app, serverMonitoringMode="poll") as manager:
+        coll = manager.get_database("single").c
+        theirs = pymongo_client[coll.database.name].c
+        theirs.drop()
+        theirs.insert_one({"_id": 1, "n": 0})
+        # The server applies the write, then the reply is lost with its connection: the retry, under the
+        # same txnNumber, is answered from the server's record instead of applied again.
+        with fail_point(pymongo_client, app, 1, failCommands=[command], closeConnection=True):
+            write(coll)
+        assert _n_of_one(theirs) == after
+        # Two failures: the retry's error is reported, labelled as pymongo labels it.
+        theirs.replace_one({"_id": 1}, {"n": 0}, upsert=True)
+        with fail_point(
+            pymongo_client, app, 2, failCommands=[command], errorCode=91, errorLabels=["RetryableWriteError"]
+        ):
+            with pytest.raises(PyMongoError) as raised:
+                write(coll)
+        assert raised.value.has_error_label("RetryableWriteError")
+        assert _n_of_one(theirs) == 0
+
+
+def test_multi_document_writes_are_not_retried(mongodb_uri, pymongo_client):
+    app = "tp-retry-multi"
+    with UserConnectionManager(mongodb_uri, appName=app, serverMonitoringMode="poll") as manager:
+        coll = manager.get_database("multi").c
+        coll.drop()
+        coll.insert_many([{"_id": i, "n": 0} for i in range(3)])
+        for command, write in [
+            ("update", lambda: coll.update_many({}, {"$inc": {"n": 1}})),
+            ("delete", lambda: coll.delete_many({"_id": 0})),
+        ]:
+            # A retry would succeed; pymongo does not retry a multi-document write, nor does tenantpool.
+            with fail_point(
+                pymongo_client,
+                app,
+                1,
+                failCommands=[command],
+                errorCode=91,
+                errorLabels=["RetryableWriteError"],
+            ):
+                with pytest.raises(PyMongoError):
+                    write()
+        assert sorted(d["n"] for d in coll.find()) == [0, 0, 0]

@@ -1,6 +1,6 @@
 """The aggregation builder Collection.aggregate and Database.aggregate share: pymongo's checks, the
-concerns of a transaction or snapshot session, then the driver's typed aggregate when every option maps
-onto it, else pymongo's own command as a cursor command the core continues."""
+concerns of a transaction or snapshot session, then pymongo's own command as a cursor command the core
+continues."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from pymongo.errors import (
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import DEFAULT_WRITE_CONCERN
 
-from . import _read_preference
 from ._calls import Operation
 from ._common import (
     check_mapping,
@@ -26,7 +25,7 @@ from ._common import (
     validate_collation_or_none,
     write_concern_document,
 )
-from .cursor import COMMAND_PATH, CommandCursor
+from .cursor import CommandCursor
 
 if TYPE_CHECKING:
     from .collection import Collection
@@ -78,34 +77,7 @@ def gen_aggregate(
     rc = ReadConcern() if in_transaction or snapshot else target.read_concern
     # As in pymongo, $out/$merge too: the driver sends those to the primary unless every server is 5.0+.
     read_preference = target._read_preference_for(session)
-    known = {"allowDiskUse", "bypassDocumentValidation", "comment", "hint", "let", "maxTimeMS"}
-    typed = (
-        set(kwargs) <= known
-        and (kwargs.get("hint") is None or isinstance(kwargs["hint"], (str, Mapping)))
-        and type(kwargs.get("maxTimeMS", 0)) is int
-        and all(
-            isinstance(v, bool)
-            for k, v in kwargs.items()
-            if k in ("allowDiskUse", "bypassDocumentValidation")
-        )
-    )
-    if typed and not COMMAND_PATH:
-        options = dict(kwargs)
-        if batch_size is not None and not performs_write:
-            options["batchSize"] = batch_size
-        set_if_given(options, "collation", collation)
-        if rc.level is not None:
-            options["readConcern"] = rc.document
-        if performs_write and not wc.is_server_default:
-            options["writeConcern"] = write_concern_document(wc)
-        spec: dict[str, Any] = {"pipeline": pipeline, "options": options}
-        if collection is not None:
-            spec["collection"] = collection.name
-        _read_preference.route(spec, read_preference, session)
-        raw = yield from CommandCursor._gen_open(database, "aggregate", spec, codec, session)
-        return database._command_cursor_class(database, raw, codec, session=session)
-    # Options the driver does not model: send pymongo's command, so the server judges them; the core
-    # continues its cursor with getMore.
+    # pymongo's command, so the server judges every option; the core continues its cursor with getMore.
     cmd: dict[str, Any] = {
         "aggregate": collection.name if collection is not None else 1,
         "pipeline": pipeline,
@@ -132,5 +104,6 @@ def gen_aggregate(
         batch_size=batch_size,
         comment=kwargs.get("comment"),
         retryable=not performs_write,
+        causal=True,
     )
     return database._command_cursor_class(database, raw, codec, session=session)

@@ -84,15 +84,25 @@ class BaseObject:
         *,
         db_name: str | None = None,
         retryable: bool = False,
+        read: bool = False,
+        write: bool = False,
     ) -> Operation[Any]:
         """Sends ``command`` as is (the core's generic op) to this database, or ``db_name``, and returns
         the server's reply; on the primary unless a ``read_preference`` is given. ``retryable``: the
-        command is a write pymongo would retry (outside a session, the core then does)."""
+        command is a write pymongo would retry (outside a session, the core then does). ``read``: a read
+        that takes a read concern, which the core retries as pymongo retries reads (retryReads) and, in a
+        causally consistent session, orders after the session's operation time. ``write``: a write
+        command, which the core gives the connection string's write concern if it carries none (outside a
+        transaction), as pymongo's client-level write concern reaches every write."""
         codec = codec or self._codec
         db_name = db_name or self._db_name
         if self._scope is not None:
             command = self._scope.check_command(self._user_id, db_name, command)
         doc: dict[str, Any] = {"command": command}
+        if read:
+            doc["retryable"] = doc["causal"] = True
+        if write:
+            doc["write"] = True
         if read_preference is not None:
             _read_preference.route(doc, read_preference, session)
         spec = encode(doc, False, codec)

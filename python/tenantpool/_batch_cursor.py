@@ -3,7 +3,6 @@ decoded by pymongo's C decoder in one call, so a large result streams in bounded
 
 from __future__ import annotations
 
-import os
 from collections import deque
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -42,13 +41,6 @@ _EXHAUST = 64
 # mean the capped collection rolled over its position (CappedPositionLost), and pymongo ends the cursor
 # quietly (alive False) instead of raising.
 _CURSOR_CLOSED_ERRORS = frozenset([43, 175, 237, 28617, 17406, 96, 136])
-
-
-# Test-only spike (issue 16, "one execution path"), not a supported setting: with TENANTPOOL_COMMAND_PATH=1
-# in the environment when tenantpool is imported, find, find_one and aggregate always go as pymongo's own
-# command through the command-cursor path (CommandCursor._gen_open_command) instead of the driver's typed
-# operations, so that the two paths can be measured and compared against pymongo side by side.
-COMMAND_PATH = os.environ.get("TENANTPOOL_COMMAND_PATH") == "1"
 
 
 def _refuse_exhaust(how: str) -> InvalidOperation:

@@ -81,6 +81,17 @@ def _update_raw_result(n: int, n_modified: int, upserted: Any) -> dict[str, Any]
     return result
 
 
+def numbered_by_the_driver(session: ClientSession | None) -> bool:
+    """Whether a single-document write must take the driver's typed operation: in an explicit session
+    outside a transaction, pymongo numbers such a write with the session's next ``txnNumber`` and retries
+    it once under that number. The driver keeps a session's number to itself, so a command sent in the
+    session could only go unnumbered (not retryable), or numbered by tenantpool, clashing with the
+    numbers the driver gives the session's other writes on the same ``lsid`` (the server refuses a number
+    lower than the last it saw). Every other write is pymongo's own command: outside a session the core
+    numbers it in a session of its own (``retry.rs``), in a transaction the driver numbers it."""
+    return session is not None and not session.in_transaction
+
+
 def _bool_or_none(value: Any) -> bool:
     """Whether the driver's options can hold ``value`` (pymongo sends any value; the server judges)."""
     return value is None or isinstance(value, bool)
@@ -291,10 +302,11 @@ class CollectionBase(BaseObject):
         session: ClientSession | None = None,
         read_preference: _ServerMode | None = None,
         retryable: bool = False,
+        read: bool = False,
     ) -> Operation[Any]:
         """A command as pymongo's ``Collection._command`` sends it: concerns and collation added, some
         errors tolerated (their reply returned instead). On the primary unless a ``read_preference`` is
-        given; ``retryable`` as in ``_run_command``."""
+        given; ``retryable`` and ``read`` as in ``_run_command``."""
         if write_concern is not None and not write_concern.is_server_default:
             command["writeConcern"] = write_concern_document(write_concern)
         if read_concern is not None and read_concern.level is not None:
@@ -303,7 +315,14 @@ class CollectionBase(BaseObject):
             command["collation"] = collation
         try:
             reply = yield from self._run_command(
-                command, codec, session, read_preference, db_name=db_name, retryable=retryable
+                command,
+                codec,
+                session,
+                read_preference,
+                db_name=db_name,
+                retryable=retryable,
+                read=read,
+                write=write_concern is not None,
             )
         except OperationFailure as exc:
             if allowed_error(exc, allowable_errors):
@@ -344,7 +363,11 @@ class CollectionBase(BaseObject):
         # pymongo's rule: a single-document write is retryable, a multi-document one is not.
         single = op_type == INSERT or (op.get("limit") == 1 if op_type == DELETE else not op.get("multi"))
         reply: dict[str, Any] = yield from self._run_command(
-            cmd, codec_for_replies(self._codec), session=session, retryable=wc.acknowledged and single
+            cmd,
+            codec_for_replies(self._codec),
+            session=session,
+            retryable=wc.acknowledged and single,
+            write=True,
         )
         if not wc.acknowledged:
             return None

@@ -22,7 +22,13 @@ from pymongo.errors import (
 from pymongo.results import BulkWriteResult, DeleteResult, InsertManyResult, InsertOneResult, UpdateResult
 
 from ._calls import Operation, operation
-from ._collection_base import CollectionBase, _bool_or_none, _mappings, _update_raw_result
+from ._collection_base import (
+    CollectionBase,
+    _bool_or_none,
+    _mappings,
+    _update_raw_result,
+    numbered_by_the_driver,
+)
 from ._common import (
     MAX_BSON_SIZE,
     as_int,
@@ -48,7 +54,7 @@ if TYPE_CHECKING:
 
 
 class CollectionWrites(CollectionBase):
-    """Collection's writes (see collection.py for the two ways they reach the server)."""
+    """Collection's writes (see collection.py for how they reach the server)."""
 
     # -- writes ---------------------------------------------------------------------------------------
 
@@ -231,7 +237,9 @@ class CollectionWrites(CollectionBase):
         set_if_given(op, "hint", hint)
         set_if_given(op, "sort", sort)
         typed = (
-            wc.acknowledged
+            not multi
+            and numbered_by_the_driver(session)
+            and wc.acknowledged
             and sort is None
             and _bool_or_none(bypass_document_validation)
             and (array_filters is None or _mappings(array_filters))
@@ -261,7 +269,7 @@ class CollectionWrites(CollectionBase):
             reply = yield from self._execute("replace_one", spec, session=session)
         else:
             spec = {"filter": filter, "update": document, "options": options}
-            reply = yield from self._execute("update_many" if multi else "update_one", spec, session=session)
+            reply = yield from self._execute("update_one", spec, session=session)
         return UpdateResult(
             _update_raw_result(as_int(reply["n"]), as_int(reply["nModified"]), reply.get("upserted")), True
         )
@@ -412,7 +420,8 @@ class CollectionWrites(CollectionBase):
         op: dict[str, Any] = {"q": filter, "limit": int(not multi)}
         set_if_given(op, "collation", collation)
         set_if_given(op, "hint", hint)
-        if not wc.acknowledged or len(encode(op, False, self._codec)) > MAX_BSON_SIZE:
+        typed = not multi and numbered_by_the_driver(session) and wc.acknowledged
+        if not typed or len(encode(op, False, self._codec)) > MAX_BSON_SIZE:
             reply = yield from self._write_command(DELETE, op, None, let, comment, session)
             # pymongo's reply to an unacknowledged command is {"ok": 1}.
             return DeleteResult({"ok": 1} if reply is None else reply, wc.acknowledged)
@@ -423,7 +432,7 @@ class CollectionWrites(CollectionBase):
         set_if_given(options, "comment", comment)
         self._write_options(options, session)
         spec = {"filter": filter, "options": options}
-        reply = yield from self._execute("delete_many" if multi else "delete_one", spec, session=session)
+        reply = yield from self._execute("delete_one", spec, session=session)
         return DeleteResult({"n": as_int(reply["n"]), "ok": 1.0}, True)
 
     def _gen_delete_one(

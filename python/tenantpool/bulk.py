@@ -328,7 +328,11 @@ class BulkWriter:
         body = header[4:-1] + b"\x04" + _FIELDS[run.op_type].encode() + b"\x00" + array_doc
         command = RawBSONDocument(_pack_int(len(body) + 5) + body + b"\x00")
         reply = yield from self._collection._run_command(
-            command, self._reply_codec, session=self._session, retryable=self.retryable and not unacknowledged
+            command,
+            self._reply_codec,
+            session=self._session,
+            retryable=self.retryable and not unacknowledged,
+            write=True,
         )
         return reply, len(elements)
 

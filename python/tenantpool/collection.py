@@ -1,16 +1,11 @@
 """Collection: pymongo's Collection API on one tenant's pool.
 
 Arguments are checked and shaped in Python as pymongo checks and shapes them, encoded once with pymongo's C
-encoder, and handed to the Rust core as bytes. Two ways to the server:
-
-* the Rust driver's typed operations (``update_many``, ``find``...), used whenever the arguments map onto
-  the driver's options: these are retryable reads and writes, as in pymongo;
-* the core's generic ``command`` op, carrying exactly the command pymongo would send, for everything else:
-  index and collection administration, ``bulk_write``, inserts outside a session (whose errors then keep
-  the server's whole writeErrors entry), unacknowledged writes, and server options passed through
-  ``**kwargs`` that the driver does not model. The server then judges (and words its errors about) the
-  very command it would have had from pymongo. Writes among these are retryable writes where pymongo's
-  are (the core's ``retryable_write`` op; see ``tenantpool/bulk.py``).
+encoder, and handed to the Rust core as bytes: exactly the command pymongo would send, so the server judges
+(and words its errors about) the very command it would have had from pymongo. The core runs it with the read
+retries, causal consistency and retryable writes pymongo gives it (docs/execution-paths.md). One case goes to
+the Rust driver's typed write instead: a single-document write in an explicit session outside a transaction,
+whose transaction number only the driver can give (``numbered_by_the_driver``).
 """
 
 from __future__ import annotations
@@ -37,17 +32,13 @@ from pymongo.write_concern import WriteConcern
 
 from . import _read_preference
 from ._aggregation import gen_aggregate
-from ._calls import Execute, Operation, operation, operations
-from ._collection_base import _NS_NOT_FOUND, _mappings
+from ._calls import Operation, operation, operations
+from ._collection_base import _NS_NOT_FOUND, _mappings, numbered_by_the_driver
 from ._collection_writes import CollectionWrites
 from ._common import (
     check_bool,
     check_mapping,
-    check_query_size,
     codec_for_replies,
-    core_session,
-    decode,
-    encode,
     fields_document,
     hint_value,
     index_document,
@@ -58,7 +49,7 @@ from .bulk import (
     check_write_response,
 )
 from .change_stream import CollectionChangeStream, gen_watch
-from .cursor import COMMAND_PATH, CommandCursor, Cursor, command_find_one, find_options_fit_driver
+from .cursor import CommandCursor, Cursor
 
 if TYPE_CHECKING:
     # Either session class: the async classes run these same operations with an AsyncClientSession.
@@ -81,43 +72,8 @@ class Collection(CollectionWrites):
         """The first matching document or None. A non-mapping filter matches on ``_id``, as in pymongo."""
         if filter is not None and not isinstance(filter, Mapping):
             filter = {"_id": filter}
-        if not args and not kwargs and self._database._cursor_class._bound_sessions.get() is None:
-            if COMMAND_PATH:
-                return (yield from command_find_one(self, filter))
-            # The common call: no Cursor to build, which was half of the Python work before the round
-            # trip (measured: 3.4 µs instead of 6.5 µs). A bound session (``bind()``) is taken by the
-            # Cursor, so then it goes the long way.
-            options: dict[str, Any] = {}
-            self._read_options(options, None)
-            if find_options_fit_driver(options):
-                query = filter or {}
-                doc = {"collection": self._name, "filter": query, "options": options}
-                spec = encode(self._route(doc, None), False, self._codec)
-                check_query_size(spec)
-                reply = yield Execute(self._core, self._user_id, self._db_name, "find_one", spec)
-                return None if reply is None else decode(reply, self._codec)
-        cursor = self.find(filter, *args, **kwargs)
-        options = cursor._options()
-        if (
-            COMMAND_PATH
-            or cursor._empty
-            or "allowDiskUse" in options
-            or "noCursorTimeout" in options
-            or "tailable" in options
-            or not find_options_fit_driver(options)
-        ):
-            # Options the driver's find_one drops: run it as pymongo does, a find with limit -1.
-            docs = yield from cursor.limit(-1)._gen_to_list(1)
-            return docs[0] if docs else None
-        # One round trip and no cursor: the document comes back in the reply.
-        options.pop("limit", None)
-        options.pop("batchSize", None)
-        doc = {"collection": self._name, "filter": cursor._filter, "options": options}
-        spec = encode(self._route(doc, cursor._session), False, self._codec)
-        check_query_size(spec)
-        core_sess = core_session(cursor._session, self._user_id)
-        reply = yield Execute(self._core, self._user_id, self._db_name, "find_one", spec, session=core_sess)
-        return None if reply is None else decode(reply, self._codec)
+        cursor = self.find(filter, *args, **kwargs).limit(-1)
+        return (yield from cursor._gen_find_one())
 
     find_one = operation(_gen_find_one)
 
@@ -134,21 +90,6 @@ class Collection(CollectionWrites):
         if "hint" in kwargs and not isinstance(kwargs["hint"], str):
             kwargs["hint"] = index_document(kwargs["hint"])
         collation = validate_collation_or_none(kwargs.pop("collation", None))
-        skip, limit = kwargs.get("skip"), kwargs.get("limit")
-        typed = (
-            isinstance(filter, Mapping)
-            and set(kwargs) <= {"skip", "limit", "hint", "maxTimeMS"}
-            and (skip is None or (type(skip) is int and skip >= 0))
-            and (limit is None or (type(limit) is int and limit > 0))
-            and (kwargs.get("maxTimeMS") is None or type(kwargs["maxTimeMS"]) is int)
-        )
-        if typed:
-            options: dict[str, Any] = dict(kwargs)
-            set_if_given(options, "collation", collation)
-            set_if_given(options, "comment", comment)
-            self._read_options(options, session)
-            spec = self._route({"filter": filter, "options": options}, session)
-            return int((yield from self._execute("count_documents", spec, session=session))["n"])
         pipeline: list[Any] = [{"$match": filter}]
         if "skip" in kwargs:
             pipeline.append({"$skip": kwargs.pop("skip")})
@@ -166,6 +107,7 @@ class Collection(CollectionWrites):
             collation=collation,
             session=session,
             read_preference=self._read_preference_for(session),
+            read=True,
         )
         batch = reply["cursor"]["firstBatch"]
         return batch[0]["n"] if batch else 0
@@ -177,12 +119,6 @@ class Collection(CollectionWrites):
         ``estimated_document_count``: 0 if the collection does not exist."""
         if "session" in kwargs:
             raise ConfigurationError("estimated_document_count does not support sessions")
-        if set(kwargs) <= {"maxTimeMS"} and type(kwargs.get("maxTimeMS", 0)) is int:
-            options: dict[str, Any] = dict(kwargs)
-            set_if_given(options, "comment", comment)
-            self._read_options(options, None)
-            spec = self._route({"options": options}, None)
-            return int((yield from self._execute("estimated_document_count", spec))["n"])
         cmd: dict[str, Any] = {"count": self._name}
         set_if_given(kwargs, "comment", comment)
         cmd.update(kwargs)
@@ -193,6 +129,7 @@ class Collection(CollectionWrites):
                     codec_for_replies(self._codec),
                     read_concern=self._read_concern,
                     read_preference=self._read_preference,
+                    read=True,
                 )
             )["n"]
         )
@@ -219,22 +156,6 @@ class Collection(CollectionWrites):
             kwargs["query"] = filter
         collation = validate_collation_or_none(kwargs.pop("collation", None))
         hint = hint_value(hint)
-        query = kwargs.get("query")
-        if (
-            set(kwargs) <= {"query", "maxTimeMS"}
-            and (query is None or isinstance(query, Mapping))
-            and type(kwargs.get("maxTimeMS", 0)) is int
-        ):
-            options: dict[str, Any] = {}
-            set_if_given(options, "maxTimeMS", kwargs.get("maxTimeMS"))
-            set_if_given(options, "collation", collation)
-            set_if_given(options, "comment", comment)
-            set_if_given(options, "hint", hint)
-            self._read_options(options, session)
-            spec = self._route({"key": key, "filter": query or {}, "options": options}, session)
-            reply = yield from self._execute("distinct", spec, session=session)
-            values: list[Any] = reply["values"]
-            return values
         cmd: dict[str, Any] = {"distinct": self._name, "key": key}
         cmd.update(kwargs)
         set_if_given(cmd, "comment", comment)
@@ -245,6 +166,7 @@ class Collection(CollectionWrites):
             collation=collation,
             session=session,
             read_preference=self._read_preference_for(session),
+            read=True,
         )
         distinct: list[Any] = reply["values"]
         return distinct
@@ -300,7 +222,8 @@ class Collection(CollectionWrites):
             raise ConfigurationError("arrayFilters is unsupported for unacknowledged writes.")
         body: dict[str, Any] = {k: kwargs.pop(k) for k in ("update", "remove") if k in kwargs}
         typed = (
-            wc.acknowledged
+            numbered_by_the_driver(session)
+            and wc.acknowledged
             and set(kwargs) <= {"maxTimeMS", "comment"}
             and type(kwargs.get("maxTimeMS", 0)) is int
             and (array_filters is None or _mappings(array_filters))
@@ -513,27 +436,24 @@ class Collection(CollectionWrites):
         codec = CodecOptions(SON)
         # On the primary, as in pymongo (inside a transaction, the transaction's read preference).
         read_preference = _read_preference.for_command(None, session)
-        if comment is None:
-            try:
-                spec: dict[str, Any] = {"collection": self._name}
-                _read_preference.route(spec, read_preference, session)
-                raw = yield from CommandCursor._gen_open(self._database, "list_indexes", spec, codec, session)
-                return self._database._command_cursor_class(self._database, raw, codec, session=session)
-            except OperationFailure as exc:
-                if exc.code != 26:
-                    raise
-                return self._database._command_cursor_class(self._database, None, codec, first_batch=[])
-        # The driver's listIndexes takes no comment: send the command (an index list fits one batch).
+        cmd: dict[str, Any] = {"listIndexes": self._name, "cursor": {}}
+        set_if_given(cmd, "comment", comment)
         try:
-            cmd = {"listIndexes": self._name, "cursor": {}, "comment": comment}
-            reply = yield from self._command(cmd, codec, session=session, read_preference=read_preference)
+            raw = yield from CommandCursor._gen_open_command(
+                self._database,
+                cmd,
+                codec,
+                session,
+                read_preference,
+                comment=comment,
+                retryable=True,
+                check=False,
+            )
         except OperationFailure as exc:
             if exc.code != 26:
                 raise
             return self._database._command_cursor_class(self._database, None, codec, first_batch=[])
-        return self._database._command_cursor_class(
-            self._database, None, codec, first_batch=reply["cursor"]["firstBatch"]
-        )
+        return self._database._command_cursor_class(self._database, raw, codec, session=session)
 
     list_indexes = operation(_gen_list_indexes)
 

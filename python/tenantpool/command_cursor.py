@@ -10,7 +10,6 @@ from bson.codec_options import CodecOptions
 
 from . import _read_preference
 from ._calls import (
-    NextBatch,
     OpenCursor,
     Operation,
     operation,
@@ -19,14 +18,12 @@ from ._calls import (
 from ._common import (
     check_query_size,
     core_session,
-    decode_all,
     encode,
     set_if_given,
 )
 
 if TYPE_CHECKING:
     from ._core import RawCursor
-    from .collection import Collection
     from .database import Database
 
     # Either session class: the async classes run these same operations with an AsyncClientSession.
@@ -60,24 +57,6 @@ class CommandCursor(_BatchCursor):
             self._killed = True
 
     @staticmethod
-    def _gen_open(
-        database: Database,
-        op: str,
-        spec: Mapping[str, Any],
-        codec: CodecOptions[Any],
-        session: ClientSession | None = None,
-    ) -> Operation[RawCursor]:
-        """Runs the cursor's command at once, as pymongo does, so its errors surface at the call."""
-        user_id = database._client.user_id
-        if database._scope is not None and "collection" not in spec:
-            database._scope.check_database_operation(user_id, database.name, op)
-        core_sess = core_session(session, user_id)
-        cursor: RawCursor = yield OpenCursor(
-            database._core, user_id, database.name, op, encode(spec, False, codec), core_sess
-        )
-        return cursor
-
-    @staticmethod
     def _gen_open_command(
         database: Database,
         command: Mapping[str, Any],
@@ -88,13 +67,15 @@ class CommandCursor(_BatchCursor):
         max_await_time_ms: int | None = None,
         comment: Any = None,
         retryable: bool = False,
+        causal: bool = False,
         check: bool = True,
     ) -> Operation[RawCursor]:
         """Runs a cursor command built here (pymongo's own find or aggregate command, or
         ``cursor_command``'s) as is, so the server judges every option; the core continues the cursor
         with getMore, in the session if any. ``batch_size``, ``max_await_time_ms`` (as ``maxTimeMS``)
-        and ``comment`` go with the getMores; ``retryable``: whether a first attempt cut short by
-        socketTimeoutMS runs once more (pymongo retries a find or an aggregate, not cursor_command);
+        and ``comment`` go with the getMores; ``retryable``: a read pymongo retries (a find or an
+        aggregate, not cursor_command), which the core retries after a retryable error; ``causal``: a read
+        that takes a read concern, ordered after a causally consistent session's operation time;
         ``check=False`` for a command tenantpool built on the database's own collection, whose pipeline
         (if any) was checked already."""
         user_id = database._client.user_id
@@ -105,7 +86,12 @@ class CommandCursor(_BatchCursor):
             getmore["batchSize"] = int(batch_size)
         set_if_given(getmore, "maxAwaitTimeMS", max_await_time_ms)
         set_if_given(getmore, "comment", comment)
-        spec: dict[str, Any] = {"command": command, "options": getmore, "retryable": retryable}
+        spec: dict[str, Any] = {
+            "command": command,
+            "options": getmore,
+            "retryable": retryable,
+            "causal": causal,
+        }
         _read_preference.route(spec, read_preference, session)
         core_sess = core_session(session, user_id)
         encoded = encode(spec, False, codec)
@@ -135,18 +121,3 @@ class CommandCursor(_BatchCursor):
 
     def __repr__(self) -> str:
         return f"<tenantpool.cursor.CommandCursor object on {self._database.name}>"
-
-
-def command_find_one(collection: Collection, filter: Any) -> Operation[Any]:
-    """``find_one(filter)`` through the command-cursor path (the TENANTPOOL_COMMAND_PATH spike, see
-    COMMAND_PATH): pymongo's find command with limit 1 and singleBatch, its one batch read at once."""
-    cmd: dict[str, Any] = {"find": collection.name, "filter": filter or {}, "limit": 1, "singleBatch": True}
-    collection._read_options(cmd, None)
-    codec = collection.codec_options
-    read_preference = collection._read_preference_for(None)
-    raw = yield from CommandCursor._gen_open_command(
-        collection._database, cmd, codec, None, read_preference, retryable=True, check=False
-    )
-    data = yield NextBatch(raw)
-    docs = decode_all(data, codec) if data else []
-    return docs[0] if docs else None

@@ -13,7 +13,7 @@ from pymongo.errors import InvalidOperation
 
 from ._calls import (
     BOUND_SESSION,
-    OpenCursor,
+    Execute,
     Operation,
     bound_session,
     operation,
@@ -25,6 +25,7 @@ from ._common import (
     check_mapping,
     check_query_size,
     core_session,
+    decode,
     encode,
     fields_document,
     hint_value,
@@ -49,30 +50,12 @@ from ._batch_cursor import (
     _PARTIAL,
     _SUPPORTED_FLAGS,
     _TAILABLE,
-    COMMAND_PATH,
     _BatchCursor,
-    _is_int,
     _refuse_exhaust,
 )
-from .command_cursor import CommandCursor, command_find_one
+from .command_cursor import CommandCursor
 
-__all__ = ["COMMAND_PATH", "CommandCursor", "Cursor", "command_find_one", "find_options_fit_driver"]
-
-
-def find_options_fit_driver(options: Mapping[str, Any]) -> bool:
-    """Whether the Rust driver's find options can hold these values (unsigned skip, integer limit...)."""
-    if options.get("awaitData") and not options.get("tailable"):
-        return False  # the driver has no such cursor type; the server refuses it
-    return all(
-        key not in options or _is_int(options[key], minimum)
-        for key, minimum in (
-            ("skip", 0),
-            ("limit", None),
-            ("batchSize", 0),
-            ("maxTimeMS", 0),
-            ("maxAwaitTimeMS", 0),
-        )
-    )
+__all__ = ["CommandCursor", "Cursor"]
 
 
 @operations
@@ -444,29 +427,10 @@ class Cursor(_BatchCursor):
         self._collection._read_options(o, self._session)
         return o
 
-    def _open(self) -> Operation[RawCursor | None]:
-        if self._empty:
-            return None
-        c = self._collection
-        options = self._options()
-        self._tailable = bool(self._flags & _TAILABLE)
-        doc = {"collection": c.name, "filter": self._filter, "options": options}
-        # The collection's read preference when the query runs (the transaction's inside one), as in pymongo.
-        spec = encode(c._route(doc, self._session), False, self._codec)
-        check_query_size(spec)
-        if COMMAND_PATH or not find_options_fit_driver(options):
-            return (yield from self._run_find_command(options))
-        core_sess = core_session(self._session, c._user_id)
-        cursor: RawCursor = yield OpenCursor(c._core, c._user_id, c._db_name, "find", spec, session=core_sess)
-        return cursor
-
-    def _run_find_command(self, options: dict[str, Any]) -> Operation[RawCursor]:
-        """Values pymongo sends but the driver's typed options cannot hold (a negative skip, a bool limit):
-        pymongo's find command as is, so that the server judges it, continued with getMore by the core."""
-        c = self._collection
-        cmd: dict[str, Any] = {"find": c.name, "filter": self._filter}
-        cmd.update(options)
-        # A getMore option, as in pymongo.
+    def _find_command(self) -> tuple[dict[str, Any], Any]:
+        """pymongo's find command for this cursor, and its maxAwaitTimeMS (a getMore option)."""
+        cmd: dict[str, Any] = {"find": self._collection.name, "filter": self._filter}
+        cmd.update(self._options())
         max_await_time_ms = cmd.pop("maxAwaitTimeMS", None)
         limit = cmd.get("limit")
         if isinstance(limit, int):
@@ -474,20 +438,45 @@ class Cursor(_BatchCursor):
             cmd["limit"] = abs(limit)
             if limit < 0:
                 cmd["singleBatch"] = True
-        return (
-            yield from CommandCursor._gen_open_command(
-                c._database,
-                cmd,
-                self._codec,
-                self._session,
-                c._read_preference_for(self._session),
-                batch_size=cmd.get("batchSize"),
-                max_await_time_ms=int(max_await_time_ms) if isinstance(max_await_time_ms, int) else None,
-                comment=cmd.get("comment"),
-                retryable=True,
-                check=False,
-            )
+        return cmd, max_await_time_ms
+
+    def _open(self) -> Operation[RawCursor | None]:
+        """pymongo's find command as is, so that the server judges every option, continued with getMore
+        by the core."""
+        if self._empty:
+            return None
+        c = self._collection
+        self._tailable = bool(self._flags & _TAILABLE)
+        cmd, max_await_time_ms = self._find_command()
+        cursor: RawCursor = yield from CommandCursor._gen_open_command(
+            c._database,
+            cmd,
+            self._codec,
+            self._session,
+            c._read_preference_for(self._session),
+            batch_size=cmd.get("batchSize"),
+            max_await_time_ms=int(max_await_time_ms) if isinstance(max_await_time_ms, int) else None,
+            comment=cmd.get("comment"),
+            retryable=True,
+            causal=True,
+            check=False,
         )
+        return cursor
+
+    def _gen_find_one(self) -> Operation[Any]:
+        """``find_one``: this cursor's find command (its limit -1 makes it ``singleBatch``) run as a
+        one-reply read, so the document comes back in the reply: one core call, no cursor to continue."""
+        if self._empty:
+            return None
+        c = self._collection
+        cmd, _ = self._find_command()
+        doc = {"command": cmd, "retryable": True, "causal": True}
+        spec = encode(c._route(doc, self._session), False, self._codec)
+        check_query_size(spec)
+        core_sess = core_session(self._session, c._user_id)
+        reply = yield Execute(c._core, c._user_id, c._db_name, "command", spec, session=core_sess)
+        batch = decode(reply, self._codec)["cursor"]["firstBatch"]
+        return batch[0] if batch else None
 
     def __next__(self) -> Any:
         """The next document (the query runs at the first); ``StopIteration`` once exhausted."""

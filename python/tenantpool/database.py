@@ -242,25 +242,14 @@ class Database(BaseObject):
         """A cursor over this database's collections (their ``listCollections`` documents), as pymongo's
         ``list_collections``."""
         read_preference = _read_preference.for_command(None, session)
-        # The driver's listCollections takes only a filter; anything else goes as pymongo's command (a
-        # database's collection list comes back in one batch).
-        if comment is None and set(kwargs) <= {"nameOnly"} and kwargs.get("nameOnly") in (None, True):
-            spec: dict[str, Any] = {}
-            set_if_given(spec, "filter", filter)
-            _read_preference.route(spec, read_preference, session)
-            raw = yield from CommandCursor._gen_open(self, "list_collections", spec, self._codec, session)
-            cursor = self._command_cursor_class(self, raw, self._codec, session=session)
-            docs = yield from cursor._gen_to_list()
-            if kwargs.get("nameOnly"):
-                # What the server answers to nameOnly: name and type.
-                docs = [{"name": d["name"], "type": d["type"]} for d in docs]
-            return self._command_cursor_class(self, None, self._codec, first_batch=docs)
         cmd: dict[str, Any] = {"listCollections": 1, "cursor": {}}
         set_if_given(kwargs, "filter", filter)
         set_if_given(kwargs, "comment", comment)
         cmd.update(kwargs)
-        reply = yield from self._run_command(cmd, session=session, read_preference=read_preference)
-        return self._command_cursor_class(self, None, self._codec, first_batch=reply["cursor"]["firstBatch"])
+        raw = yield from CommandCursor._gen_open_command(
+            self, cmd, self._codec, session, read_preference, comment=comment, retryable=True
+        )
+        return self._command_cursor_class(self, raw, self._codec, session=session)
 
     list_collections = operation(_gen_list_collections)
 

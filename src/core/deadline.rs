@@ -8,11 +8,9 @@
 use std::future::IntoFuture;
 use std::time::Duration;
 
-use mongodb::bson::RawDocument;
 use mongodb::error::{Error, ErrorKind, Result};
 
 use super::labels::{self, Context, Labelled};
-use super::ops::{CursorOp, Op};
 
 /// Runs `op`, failing it with a network timeout if it takes longer than `limit`.
 pub async fn within<T, F>(limit: Option<Duration>, op: F) -> Result<T>
@@ -43,50 +41,6 @@ where
             Ok(r) => r.map_err(Labelled::from),
             Err(_) => Err(labels::network_failure(timed_out(limit), context)),
         },
-    }
-}
-
-/// `bounded` for a read the driver runs itself, run once more (`again`) if `retry` and the first attempt
-/// was cut short: pymongo retries a read that timed out once, and a read changes nothing.
-pub async fn bounded_read<T, F, G>(
-    limit: Option<Duration>,
-    retry: bool,
-    first: F,
-    again: impl FnOnce() -> G,
-) -> std::result::Result<T, Labelled>
-where
-    F: IntoFuture<Output = Result<T>>,
-    G: IntoFuture<Output = Result<T>>,
-{
-    match bounded(limit, Context::Other, first).await {
-        Err(e) if retry && cut_short(&e) => bounded(limit, Context::Other, again()).await,
-        r => r,
-    }
-}
-
-/// The reads pymongo retries (retryReads): one-reply reads, and cursors that do not write (an aggregate
-/// ending in `$out` or `$merge` is a write).
-pub fn is_retryable_read(op: Op) -> bool {
-    matches!(
-        op,
-        Op::FindOne
-            | Op::CountDocuments
-            | Op::EstimatedDocumentCount
-            | Op::Distinct
-            | Op::ListCollectionNames
-    )
-}
-
-pub fn is_retryable_cursor(op: CursorOp, spec: &RawDocument) -> bool {
-    let writes = || {
-        let last = spec.get_array("pipeline").ok().and_then(|p| p.into_iter().last()?.ok());
-        let stage = last.and_then(|s| s.as_document().and_then(|d| d.into_iter().next()?.ok()));
-        stage.is_some_and(|(name, _)| name == "$out" || name == "$merge")
-    };
-    match op {
-        CursorOp::Aggregate => !writes(),
-        CursorOp::Command => super::ops::command_cursor::is_retryable(spec),
-        _ => true,
     }
 }
 
@@ -135,7 +89,6 @@ pub fn take_socket_timeout(uri: &str) -> std::result::Result<(String, Option<Dur
 
 #[cfg(test)]
 mod tests {
-    use mongodb::bson::rawdoc;
     use mongodb::error::RETRYABLE_WRITE_ERROR;
 
     use super::*;
@@ -169,37 +122,5 @@ mod tests {
         let quick = async { Ok(7) };
         assert_eq!(within(Some(Duration::from_secs(5)), quick).await.unwrap(), 7);
         assert_eq!(within(None, async { Ok(8) }).await.unwrap(), 8);
-    }
-
-    #[tokio::test]
-    async fn a_read_cut_short_runs_once_more() {
-        let limit = Some(Duration::from_millis(10));
-        let slow = async {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            Ok(1)
-        };
-        assert_eq!(bounded_read(limit, true, slow, || async { Ok(2) }).await.unwrap(), 2);
-        let slow = async {
-            tokio::time::sleep(Duration::from_secs(5)).await;
-            Ok(1)
-        };
-        assert!(cut_short(&bounded_read(limit, false, slow, || async { Ok(2) }).await.unwrap_err()));
-        // A driver error is not the deadline's: no second run.
-        let failed = async { Err(Error::custom("refused")) };
-        assert!(bounded_read(limit, true, failed, || async { Ok(2) }).await.is_err());
-    }
-
-    #[test]
-    fn reads_that_write_are_not_retried() {
-        assert!(is_retryable_read(Op::FindOne) && !is_retryable_read(Op::UpdateOne));
-        let plain = rawdoc! { "pipeline": [{ "$match": {} }] };
-        let out = rawdoc! { "pipeline": [{ "$match": {} }, { "$out": "o" }] };
-        assert!(is_retryable_cursor(CursorOp::Aggregate, &plain));
-        // A command cursor says itself (pymongo retries its find and aggregate, not cursor_command).
-        assert!(!is_retryable_cursor(CursorOp::Command, &rawdoc! { "command": { "find": "c" } }));
-        let retryable = rawdoc! { "command": { "find": "c" }, "retryable": true };
-        assert!(is_retryable_cursor(CursorOp::Command, &retryable));
-        assert!(!is_retryable_cursor(CursorOp::Aggregate, &out));
-        assert!(is_retryable_cursor(CursorOp::Find, &out));
     }
 }

@@ -74,22 +74,10 @@ pub enum Context {
     Other,
 }
 
-/// The context of operation `op`: pymongo retries (and labels) `insert_one`, `insert_many`, `update_one`,
-/// `replace_one`, `delete_one` and `find_one_and_*` as retryable writes, never the multi-document ones.
+/// The context of operation `op`: pymongo retries (and labels) the single-document writes as
+/// retryable writes (`Op::is_retryable_write`), never the multi-document ones, which are commands.
 pub fn context(op: Op, in_transaction: bool, retry_writes: bool) -> Context {
-    let retryable = matches!(
-        op,
-        Op::InsertOne
-            | Op::InsertMany
-            | Op::UpdateOne
-            | Op::ReplaceOne
-            | Op::DeleteOne
-            | Op::FindOneAndUpdate
-            | Op::FindOneAndReplace
-            | Op::FindOneAndDelete
-            | Op::RetryableWrite
-    );
-    match (in_transaction, retryable && retry_writes) {
+    match (in_transaction, op.is_retryable_write() && retry_writes) {
         (true, _) => Context::Transaction,
         (false, true) => Context::RetryableWrite,
         (false, false) => Context::Other,
@@ -160,9 +148,8 @@ mod tests {
     #[test]
     fn only_single_document_writes_are_retryable() {
         assert_eq!(context(Op::UpdateOne, false, true), Context::RetryableWrite);
-        assert_eq!(context(Op::UpdateMany, false, true), Context::Other);
-        assert_eq!(context(Op::FindOne, false, true), Context::Other);
+        assert_eq!(context(Op::Command, false, true), Context::Other);
         assert_eq!(context(Op::InsertOne, false, false), Context::Other);
-        assert_eq!(context(Op::FindOne, true, true), Context::Transaction);
+        assert_eq!(context(Op::Command, true, true), Context::Transaction);
     }
 }

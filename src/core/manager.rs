@@ -23,7 +23,7 @@ use super::labels::Labelled;
 use super::metrics::CloseCause;
 use super::monitor::{Monitor, Sink};
 use super::naming::{check_db_name, Template};
-use super::ops::{self, CursorOp, Op, Opened};
+use super::ops::{self, Op, Opened};
 use super::options::{merge_uri_options, redact, scrub};
 use super::policy::Strategy;
 use super::provision::Provisioner;
@@ -306,7 +306,30 @@ impl Manager {
         }
     }
 
-    /// Runs a one-reply operation for the tenant: lease, quota slot, operation, accounting.
+    /// Runs one operation on the tenant's pool with the bookkeeping every operation shares: a slot of the
+    /// tenant's quota held while it runs, the slow-operation count (`timed`; not for a getMore or a change
+    /// stream round, which wait on the server by design), and on failure the lease's error count, the
+    /// operation error counter and the check for a failed authentication (`failed`).
+    async fn accounted<T, E: Into<Labelled>>(
+        &self,
+        lease: &Lease<DriverClient>,
+        timed: bool,
+        op: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, CoreError> {
+        let _slot = self.permit(lease).await?;
+        let started = Instant::now();
+        let r = op.await;
+        if timed {
+            self.finished(started);
+        }
+        r.map_err(|e| {
+            lease.record_error();
+            self.registry.counters.operation_error();
+            self.failed(lease, e)
+        })
+    }
+
+    /// Runs a one-reply operation for the tenant.
     pub async fn execute(
         &self,
         tenant: &str,
@@ -317,58 +340,43 @@ impl Manager {
         session: Option<&TenantSession>,
     ) -> Result<Option<RawDocumentBuf>, CoreError> {
         let (lease, db) = self.target(tenant, db_name, session).await?;
-        let _slot = self.permit(&lease).await?;
-        let started = Instant::now();
         let (retry_sessions, settings) = (lease.pool().retry_sessions(), self.attempts);
-        let r = match session {
-            Some(s) => {
-                let mut guard = s.session.lock().await;
-                let in_session = Some((&mut **guard, s.in_transaction()));
-                attempt::execute(&db, retry_sessions, op, spec, docs, in_session, settings).await
+        self.accounted(&lease, true, async {
+            match session {
+                Some(s) => {
+                    let mut guard = s.session.lock().await;
+                    let in_session = Some(s.in_session(&mut guard));
+                    attempt::execute(&db, retry_sessions, op, spec, docs, in_session, settings).await
+                }
+                None => attempt::execute(&db, retry_sessions, op, spec, docs, None, settings).await,
             }
-            None => attempt::execute(&db, retry_sessions, op, spec, docs, None, settings).await,
-        };
-        self.finished(started);
-        if r.is_err() {
-            lease.record_error();
-            self.registry.counters.operation_error();
-        }
-        r.map_err(|e| self.failed(&lease, e))
+        })
+        .await
     }
 
-    /// Opens a cursor for the tenant. The lease returned with it keeps the tenant's pool open for as
-    /// long as the cursor lives, so the reaper never closes a pool under a live cursor.
+    /// Opens a cursor for the tenant (a cursor command, see `ops/cursor.rs`). The lease returned with
+    /// it keeps the tenant's pool open for as long as the cursor lives, so the reaper never closes a
+    /// pool under a live cursor.
     pub async fn open_cursor(
         &self,
         tenant: &str,
         db_name: &str,
-        op: CursorOp,
         spec: &RawDocument,
         session: Option<&TenantSession>,
     ) -> Result<(Opened, Lease<DriverClient>), CoreError> {
         let (lease, db) = self.target(tenant, db_name, session).await?;
-        let r = {
-            let _slot = self.permit(&lease).await?;
-            let started = Instant::now();
-            let r = match session {
-                Some(s) => {
-                    let mut guard = s.session.lock().await;
-                    let in_session = Some((&mut **guard, s.in_transaction()));
-                    attempt::open_cursor(&db, op, spec, in_session, self.attempts).await
+        let opened = self
+            .accounted(&lease, true, async {
+                match session {
+                    Some(s) => {
+                        let mut guard = s.session.lock().await;
+                        attempt::open_cursor(&db, spec, Some(s.in_session(&mut guard)), self.attempts).await
+                    }
+                    None => attempt::open_cursor(&db, spec, None, self.attempts).await,
                 }
-                None => attempt::open_cursor(&db, op, spec, None, self.attempts).await,
-            };
-            self.finished(started);
-            r
-        };
-        match r {
-            Ok(cursor) => Ok((cursor, lease)),
-            Err(e) => {
-                lease.record_error();
-                self.registry.counters.operation_error();
-                Err(self.failed(&lease, e))
-            }
-        }
+            })
+            .await?;
+        Ok((opened, lease))
     }
 
     /// The next server batch of a cursor; a getMore takes a slot of the tenant's quota like any operation
@@ -380,25 +388,22 @@ impl Manager {
         lease: &Lease<DriverClient>,
         session: Option<&TenantSession>,
     ) -> Result<Option<ops::Batch>, CoreError> {
-        let _slot = self.permit(lease).await?;
         let limit = self.attempts.socket_timeout;
-        let r = match (cursor, session) {
-            (Opened::Plain(c), _) => attempt::next_batch(c, tailable, false, limit).await,
-            (Opened::InSession(c), Some(s)) => {
-                let mut guard = s.session.lock().await;
-                let mut batches = c.stream(&mut guard);
-                let r = attempt::next_batch(&mut batches, tailable, s.in_transaction(), limit).await;
-                r
-            }
-            (Opened::InSession(_), None) => {
-                return Err(CoreError::Misuse("a cursor opened in a session needs that session".into()))
-            }
-        };
-        if r.is_err() {
-            lease.record_error();
-            self.registry.counters.operation_error();
+        if let (Opened::InSession(_), None) = (&cursor, session) {
+            return Err(CoreError::Misuse("a cursor opened in a session needs that session".into()));
         }
-        r.map_err(|e| self.failed(lease, e))
+        self.accounted(lease, false, async {
+            match (cursor, session) {
+                (Opened::InSession(c), Some(s)) => {
+                    let mut guard = s.session.lock().await;
+                    let mut batches = c.stream(&mut guard);
+                    attempt::next_batch(&mut batches, tailable, s.in_transaction(), limit).await
+                }
+                (Opened::Plain(c), _) => attempt::next_batch(c, tailable, false, limit).await,
+                (Opened::InSession(_), None) => unreachable!("refused above"),
+            }
+        })
+        .await
     }
 
     /// Opens a change stream for the tenant (on `spec.collection`, or on the database). Like a cursor's,
@@ -412,26 +417,18 @@ impl Manager {
     ) -> Result<(Watched, Lease<DriverClient>), CoreError> {
         let (lease, db) = self.target(tenant, db_name, session).await?;
         let (limit, retry) = (self.attempts.socket_timeout, self.attempts.retry_reads);
-        let r = {
-            let _slot = self.permit(&lease).await?;
-            let started = Instant::now();
-            let r = match session {
-                Some(s) => {
-                    change_stream::watch(&db, spec, Some(&mut **s.session.lock().await), limit, retry).await
+        let stream = self
+            .accounted(&lease, true, async {
+                match session {
+                    Some(s) => {
+                        change_stream::watch(&db, spec, Some(&mut **s.session.lock().await), limit, retry)
+                            .await
+                    }
+                    None => change_stream::watch(&db, spec, None, limit, retry).await,
                 }
-                None => change_stream::watch(&db, spec, None, limit, retry).await,
-            };
-            self.finished(started);
-            r
-        };
-        match r {
-            Ok(stream) => Ok((stream, lease)),
-            Err(e) => {
-                lease.record_error();
-                self.registry.counters.operation_error();
-                Err(self.failed(&lease, e))
-            }
-        }
+            })
+            .await?;
+        Ok((stream, lease))
     }
 
     /// One round of a change stream: a buffered event, or one getMore (which waits on the server up to
@@ -442,17 +439,14 @@ impl Manager {
         lease: &Lease<DriverClient>,
         session: Option<&TenantSession>,
     ) -> Result<Change, CoreError> {
-        let _slot = self.permit(lease).await?;
         let limit = self.attempts.socket_timeout;
-        let r = match session {
-            Some(s) => stream.next_change(Some(&mut **s.session.lock().await), limit).await,
-            None => stream.next_change(None, limit).await,
-        };
-        if r.is_err() {
-            lease.record_error();
-            self.registry.counters.operation_error();
-        }
-        r.map_err(|e| self.failed(lease, e))
+        self.accounted(lease, false, async {
+            match session {
+                Some(s) => stream.next_change(Some(&mut **s.session.lock().await), limit).await,
+                None => stream.next_change(None, limit).await,
+            }
+        })
+        .await
     }
 
     /// Starts a transaction in the session. No slot of the quota: no command is sent (the driver may
@@ -477,19 +471,14 @@ impl Manager {
     }
 
     async fn end_transaction(&self, session: &TenantSession, commit: bool) -> Result<(), CoreError> {
-        let _slot = self.permit(&session.lease).await?;
-        let started = Instant::now();
         let limit = self.attempts.socket_timeout;
-        let r = match commit {
-            true => session.commit_transaction(limit).await,
-            false => session.abort_transaction(limit).await,
-        };
-        self.finished(started);
-        if r.is_err() {
-            session.lease.record_error();
-            self.registry.counters.operation_error();
-        }
-        r.map_err(|e| self.failed(&session.lease, e))
+        self.accounted(&session.lease, true, async {
+            match commit {
+                true => session.commit_transaction(limit).await,
+                false => session.abort_transaction(limit).await,
+            }
+        })
+        .await
     }
 
     /// Starts a session on the tenant's client; it keeps the tenant's pool open until it ends. No
@@ -515,6 +504,8 @@ impl Manager {
             session: tokio::sync::Mutex::new(ManuallyDrop::new(session)),
             id,
             in_transaction: AtomicBool::new(false),
+            // The driver's default, which it keeps to itself: causal unless a snapshot session.
+            causal: causal_consistency.unwrap_or(!snapshot),
             lease,
         })
     }

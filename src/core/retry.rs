@@ -228,6 +228,30 @@ pub async fn write(
     }
 }
 
+/// The server codes after which pymongo retries a read (`helpers_shared._RETRYABLE_ERROR_CODES`): the
+/// "not primary" and "node is recovering" codes, and the network and time-limit ones.
+const RETRYABLE_READ_CODES: [i32; 14] =
+    [10058, 10107, 13435, 11602, 13436, 189, 11600, 91, 7, 6, 89, 9001, 262, 134];
+
+/// Whether a read that failed with `e` is retried (retryReads): after a connection failure (a deadline's
+/// cut included) or a server error with one of pymongo's retryable codes. Each attempt selects its
+/// server afresh, and the driver has marked a server that failed this way unknown, so the retry goes
+/// to a server known to be fit (the new primary, for a read on the primary).
+pub fn is_retryable_read_error(e: &Error) -> bool {
+    labels::is_network(e)
+        || matches!(&*e.kind, ErrorKind::Command(c) if RETRYABLE_READ_CODES.contains(&c.code))
+}
+
+/// Which error a read that failed twice reports, as pymongo decides it: the first when the retry found
+/// no server (a persistent outage, which would hide the error that caused it), else the retry's.
+pub fn after_failed_read_retry(retry_found_no_server: bool) -> Reported {
+    if retry_found_no_server {
+        Reported::First
+    } else {
+        Reported::Retry
+    }
+}
+
 /// SDAM's "not writable primary" and "node is recovering" codes: the server is not, or no longer, the
 /// primary, and the driver marks it unknown when a command fails with one.
 fn is_state_change(code: i32) -> bool {
@@ -287,6 +311,28 @@ mod tests {
         assert!(!sent_to_a_stale_primary(&timed_out, &io));
         assert!(!sent_to_a_stale_primary(&doc! {"ok": 1, "n": 1}, &io));
         assert!(is_state_change(10107) && is_state_change(91) && !is_state_change(64));
+    }
+
+    #[test]
+    fn reads_are_retried_after_network_errors_and_pymongos_codes_only() {
+        use mongodb::error::CommandError;
+        let command = |code: i32| {
+            let c: CommandError =
+                mongodb::bson::from_document(doc! {"code": code, "codeName": "X", "errmsg": "failed"})
+                    .unwrap();
+            Error::from(ErrorKind::Command(c))
+        };
+        let io = Error::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(is_retryable_read_error(&io));
+        for code in [91, 189, 10107, 11600, 262, 134, 9001] {
+            assert!(is_retryable_read_error(&command(code)), "{code}");
+        }
+        // A query error, a duplicate key, an interrupted operation, MaxTimeMSExpired: not retried.
+        for code in [2, 11000, 11601, 50, 8000] {
+            assert!(!is_retryable_read_error(&command(code)), "{code}");
+        }
+        assert_eq!(after_failed_read_retry(false), Reported::Retry);
+        assert_eq!(after_failed_read_retry(true), Reported::First);
     }
 
     #[test]

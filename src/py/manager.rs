@@ -23,7 +23,7 @@ use crate::core::credentials::scrub_secret;
 use crate::core::exposition;
 use crate::core::manager::{Config, CoreError, Manager, Sizer};
 use crate::core::monitor::scoped;
-use crate::core::ops::{self, CursorOp, Op};
+use crate::core::ops::{cursor, Op};
 use crate::core::policy::Strategy;
 use crate::core::provision::{Provisioned, TenantUser};
 
@@ -50,8 +50,12 @@ fn parse_op(op: &str) -> PyResult<Op> {
     Op::parse(op).ok_or_else(|| PyValueError::new_err(format!("unknown op {op}")))
 }
 
-fn parse_cursor_op(op: &str) -> PyResult<CursorOp> {
-    CursorOp::parse(op).ok_or_else(|| PyValueError::new_err(format!("unknown cursor op {op}")))
+/// Cursors are opened by their command (`ops/cursor.rs`): "command" is the only cursor op.
+fn check_cursor_op(op: &str) -> PyResult<()> {
+    match op {
+        "command" => Ok(()),
+        _ => Err(PyValueError::new_err(format!("unknown cursor op {op}: a cursor is opened by its command"))),
+    }
 }
 
 /// A core error as the pymongo exception, with the connection string's password scrubbed.
@@ -207,13 +211,14 @@ impl PyManager {
         spec: &[u8],
         session: Option<PyRef<'_, PySession>>,
     ) -> PyResult<PyRawCursor> {
-        let (op, spec) = (parse_cursor_op(op)?, raw(spec)?);
+        check_cursor_op(op)?;
+        let spec = raw(spec)?;
         let inner = &self.inner;
         let session = session.map(|s| s.handle(py)).transpose()?;
         let scope = scope(py, inner, tenant);
         let opened =
-            block_on(py, scoped(scope, inner.open_cursor(tenant, db_name, op, &spec, session.as_deref())));
-        let tailable = ops::is_tailable(op, &spec);
+            block_on(py, scoped(scope, inner.open_cursor(tenant, db_name, &spec, session.as_deref())));
+        let tailable = cursor::is_tailable(&spec);
         match opened {
             Ok((cursor, lease)) => Ok(PyRawCursor::new(Arc::clone(inner), cursor, lease, session, tailable)),
             Err(e) => Err(self.err(py, e)),
@@ -231,14 +236,14 @@ impl PyManager {
         spec: &[u8],
         session: Option<PyRef<'_, PySession>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let (op, spec) = (parse_cursor_op(op)?, raw(spec)?);
+        check_cursor_op(op)?;
+        let spec = raw(spec)?;
         let inner = Arc::clone(&self.inner);
         let session = session.map(|s| s.handle(py)).transpose()?;
         let scope = scope(py, &inner, &tenant);
         aio::awaitable(py, move || async move {
-            let result =
-                scoped(scope, inner.open_cursor(&tenant, &db_name, op, &spec, session.as_deref())).await;
-            let tailable = ops::is_tailable(op, &spec);
+            let result = scoped(scope, inner.open_cursor(&tenant, &db_name, &spec, session.as_deref())).await;
+            let tailable = cursor::is_tailable(&spec);
             aio::deliver(move |py| match result {
                 Ok((cursor, lease)) => {
                     Py::new(py, PyRawCursor::new(Arc::clone(&inner), cursor, lease, session, tailable))

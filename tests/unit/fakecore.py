@@ -40,7 +40,7 @@ class Call:
     """One call an operation made to the core."""
 
     kind: str  # execute, open_cursor, watch, next_batch, session
-    op: str | None = None  # the core op ("insert_one", "command", "find"...), or a session's method
+    op: str | None = None  # the core op ("insert_one", "command"...), or a session's method
     db: str | None = None
     tenant: str | None = None
     spec: dict[str, Any] = field(default_factory=dict)
@@ -163,19 +163,13 @@ def _command_default(command: dict[str, Any]) -> dict[str, Any]:
     return {"ok": 1.0}
 
 
-# The reply of each typed op when a test cans none (shapes of src/core/ops.rs).
+# The reply of each typed write when a test cans none (shapes of src/core/ops/typed.rs).
 DEFAULTS: dict[str, Any] = {
     "insert_one": {},
     "insert_many": {},
-    "find_one": None,
     "update_one": {"n": 1, "nModified": 1},
-    "update_many": {"n": 1, "nModified": 1},
     "replace_one": {"n": 1, "nModified": 1},
     "delete_one": {"n": 1},
-    "delete_many": {"n": 1},
-    "count_documents": {"n": 0},
-    "estimated_document_count": {"n": 0},
-    "distinct": {"values": []},
     "find_one_and_update": {"value": None},
     "find_one_and_replace": {"value": None},
     "find_one_and_delete": {"value": None},
@@ -267,6 +261,13 @@ class FakeCore:
             session,
         )
         self.calls.append(call)
+        if op == "command" and self.replies and isinstance(self.replies[0], list):
+            # Batches canned for a one-reply cursor command (find_one's find): its first, in the reply.
+            batches = self.replies.popleft()
+            first = batches[0] if batches else []
+            name = next(iter(decoded["command"]))
+            cursor = {"id": 0, "ns": f"{db_name}.{decoded['command'][name]}", "firstBatch": first}
+            self.replies.appendleft({"cursor": cursor, "ok": 1.0})
         if op in ("command", "retryable_write"):
             default = _command_default(decoded["command"])
         else:
@@ -276,6 +277,9 @@ class FakeCore:
     def open_cursor(self, tenant: str, db_name: str, op: str, spec: bytes, session: Any = None) -> Any:
         call = Call("open_cursor", op, db_name, tenant, bson.decode(spec), session=session)
         self.calls.append(call)
+        if self.replies and isinstance(self.replies[0], dict) and "cursor" in self.replies[0]:
+            # A server's reply canned for a cursor command: its first batch, the cursor's only one.
+            self.replies[0] = [self.replies[0]["cursor"]["firstBatch"]]
         reply = self._answer(call, FakeRawCursor(core=self))
         if isinstance(reply, list):
             reply = FakeRawCursor(*reply, core=self)

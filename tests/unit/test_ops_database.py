@@ -14,7 +14,9 @@ def test_create_collection_refuses_an_existing_one(core, db):
     core.reply([[{"name": "c", "type": "collection"}]])
     with pytest.raises(CollectionInvalid, match="collection c already exists"):
         db.create_collection("c")
-    assert [c.op for c in core.calls if c.kind != "next_batch"] == ["list_collections"]
+    assert [c.command for c in core.sent()] == [
+        {"listCollections": 1, "cursor": {}, "filter": {"name": "c"}, "nameOnly": True}
+    ]
 
 
 def test_create_collection_in_a_transaction_skips_the_check(core, db):
@@ -47,10 +49,15 @@ def test_collection_drop_uses_the_collections_write_concern(core, db):
 def test_list_collection_names_with_a_filter(core, db):
     core.reply([[{"name": "a", "type": "collection", "options": {}, "info": {}}]])
     assert db.list_collection_names(filter={"name": "a"}) == ["a"]
-    assert core.calls[0].spec == {"filter": {"name": "a"}}
+    assert core.calls[0].command == {
+        "listCollections": 1,
+        "cursor": {},
+        "filter": {"name": "a"},
+        "nameOnly": True,
+    }
 
 
-def test_list_collections_typed_keeps_whole_documents(core, db):
+def test_list_collections_keeps_whole_documents(core, db):
     doc = {"name": "a", "type": "collection", "options": {"capped": True}}
     core.reply([[doc]])
     assert db.list_collections().to_list() == [doc]
@@ -58,13 +65,13 @@ def test_list_collections_typed_keeps_whole_documents(core, db):
 
 def test_list_collections_with_server_options_is_the_command(core, db):
     db.list_collections(authorizedCollections=True).to_list()
-    assert core.last.command == {"listCollections": 1, "cursor": {}, "authorizedCollections": True}
+    assert core.sent()[-1].command == {"listCollections": 1, "cursor": {}, "authorizedCollections": True}
 
 
 def test_collection_options(core, coll):
     core.reply([[{"name": "c", "type": "collection", "options": {"capped": True, "size": 4096}}]])
     assert coll.options() == {"capped": True, "size": 4096}
-    assert core.calls[0].spec == {"filter": {"name": "c"}}
+    assert core.calls[0].command == {"listCollections": 1, "cursor": {}, "filter": {"name": "c"}}
     assert coll.options() == {}
 
 
@@ -78,9 +85,9 @@ def test_validate_collection(core, db):
 
 
 def test_dereference(core, db):
-    core.reply({"_id": 1, "a": 2})
+    core.reply([[{"_id": 1, "a": 2}]])
     assert db.dereference(DBRef("c", 1)) == {"_id": 1, "a": 2}
-    assert core.last.op == "find_one" and core.last.spec["filter"] == {"_id": 1}
+    assert core.last.op == "command" and core.last.command["filter"] == {"_id": 1}
     with pytest.raises(ValueError, match="points to another database"):
         db.dereference(DBRef("c", 1, "other"))
     with pytest.raises(TypeError, match="cannot dereference"):
@@ -91,7 +98,7 @@ def test_the_tenants_default_database_is_the_cores(core):
     assert core.client().get_database().name == "alice_db"
 
 
-def test_index_information_from_the_typed_listing(core, coll):
+def test_index_information_from_the_listing(core, coll):
     core.reply(
         FakeRawCursor(
             [{"v": 2, "key": {"_id": 1}, "name": "_id_"}, {"v": 2, "key": {"a": -1}, "name": "a_-1"}]

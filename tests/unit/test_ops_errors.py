@@ -88,7 +88,7 @@ def test_unacknowledged_writes_raise_nothing_from_a_reply(core, db):
     assert not coll.insert_one({"_id": 1}).acknowledged
 
 
-# -- errors of typed operations ----------------------------------------------------------------------
+# -- errors of typed operations (single-document writes in a session outside a transaction) ----------
 
 
 @pytest.mark.parametrize(
@@ -98,7 +98,8 @@ def test_unacknowledged_writes_raise_nothing_from_a_reply(core, db):
 def test_write_concern_error_of_a_typed_write(core, coll, details, cls):
     core.reply(WriteConcernError(details["errmsg"], details["code"], details))
     with pytest.raises(WriteConcernError) as info:
-        coll.update_one({}, {"$set": {"a": 1}})
+        coll.update_one({}, {"$set": {"a": 1}}, session=coll.database.client.start_session())
+    assert core.last.op == "update_one"
     assert type(info.value) is cls
     assert info.value.code == details["code"] and info.value.details == details
 

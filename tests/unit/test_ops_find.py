@@ -1,5 +1,5 @@
-"""What find, find_one and the cursor send (no server): option mapping, and the values the driver's typed
-find cannot hold going as pymongo's find command."""
+"""What find, find_one and the cursor send (no server): pymongo's find command, whatever the options, a
+cursor the core continues; find_one as that command with a limit of -1, in one call."""
 
 from __future__ import annotations
 
@@ -18,11 +18,16 @@ def opened(core):
     return calls[0]
 
 
-def test_plain_find_opens_a_typed_cursor(core, coll):
+def test_plain_find_opens_a_command_cursor(core, coll):
     assert coll.find().to_list() == []
     call = opened(core)
-    assert (call.op, call.db, call.tenant) == ("find", "alice_db", "alice")
-    assert call.spec == {"collection": "c", "filter": {}, "options": {}}
+    assert (call.op, call.db, call.tenant) == ("command", "alice_db", "alice")
+    assert call.spec == {
+        "command": {"find": "c", "filter": {}},
+        "options": {},
+        "retryable": True,
+        "causal": True,
+    }
 
 
 @pytest.mark.parametrize(
@@ -30,7 +35,7 @@ def test_plain_find_opens_a_typed_cursor(core, coll):
     [
         ({"skip": 3}, {"skip": 3}),
         ({"limit": 5}, {"limit": 5}),
-        ({"limit": -5}, {"limit": -5}),
+        ({"limit": -5}, {"limit": 5, "singleBatch": True}),
         ({"batch_size": 7}, {"batchSize": 7}),
         ({"max_time_ms": 90}, {"maxTimeMS": 90}),
         ({"projection": ["a", "b"]}, {"projection": {"a": 1, "b": 1}}),
@@ -54,30 +59,30 @@ def test_plain_find_opens_a_typed_cursor(core, coll):
         ),
     ],
 )
-def test_find_arguments_become_driver_options(core, coll, kwargs, options):
+def test_find_arguments_become_command_fields(core, coll, kwargs, options):
     coll.find({"x": 1}, **kwargs).to_list()
-    assert opened(core).spec == {"collection": "c", "filter": {"x": 1}, "options": options}
+    assert opened(core).command == {"find": "c", "filter": {"x": 1}, **options}
 
 
 def test_chained_options_are_the_same_as_arguments(core, coll):
     cursor = coll.find().sort("a", -1).skip(2).limit(4).batch_size(3).max_time_ms(50)
     cursor.hint("a_1").comment("c").allow_disk_use(False).collation({"locale": "en"})
     cursor.where("this.a > 1").to_list()
-    assert opened(core).spec == {
-        "collection": "c",
+    assert opened(core).command == {
+        "find": "c",
         "filter": {"$where": Code("this.a > 1")},
-        "options": {
-            "skip": 2,
-            "limit": 4,
-            "batchSize": 3,
-            "sort": {"a": -1},
-            "collation": {"locale": "en"},
-            "hint": "a_1",
-            "maxTimeMS": 50,
-            "comment": "c",
-            "allowDiskUse": False,
-        },
+        "skip": 2,
+        "limit": 4,
+        "batchSize": 3,
+        "sort": {"a": -1},
+        "collation": {"locale": "en"},
+        "hint": "a_1",
+        "maxTimeMS": 50,
+        "comment": "c",
+        "allowDiskUse": False,
     }
+    # The getMores' options.
+    assert opened(core).options == {"batchSize": 3, "comment": "c"}
 
 
 def test_max_await_time_ms_only_on_a_tailable_await_cursor(core, coll):
@@ -85,13 +90,15 @@ def test_max_await_time_ms_only_on_a_tailable_await_cursor(core, coll):
     assert "maxAwaitTimeMS" not in opened(core).options
     core.calls.clear()
     coll.find(cursor_type=CursorType.TAILABLE_AWAIT).max_await_time_ms(100).to_list()
+    # A getMore option, not the find command's.
     assert opened(core).options["maxAwaitTimeMS"] == 100
+    assert "maxAwaitTimeMS" not in opened(core).command
 
 
 def test_collection_read_concern_goes_with_the_find(core, db):
     c = db.get_collection("c", read_concern=ReadConcern("majority"))
     c.find().to_list()
-    assert opened(core).options == {"readConcern": {"level": "majority"}}
+    assert opened(core).command == {"find": "c", "filter": {}, "readConcern": {"level": "majority"}}
 
 
 def test_min_without_hint_is_refused_before_sending(core, coll):
@@ -151,7 +158,7 @@ def test_slice_with_zero_length_sends_nothing(core, coll):
 def test_index_is_a_clone_with_skip_and_hard_limit(core, coll):
     core.reply([[{"a": 5}]])
     assert coll.find().skip(1)[2] == {"a": 5}
-    assert opened(core).options == {"skip": 3, "limit": -1}
+    assert opened(core).command == {"find": "c", "filter": {}, "skip": 3, "limit": 1, "singleBatch": True}
 
 
 def test_tailable_cursor_ends_quietly_when_its_position_is_lost(core, coll):
@@ -169,11 +176,10 @@ def test_a_getmore_error_of_a_plain_cursor_is_raised(core, coll):
     assert info.value.code == 43
 
 
-# -- values the driver's options cannot hold: pymongo's find command ----------------------------------
+# -- values the driver's typed options could not hold: the server judges them ---------------------------
 
 
-def test_negative_limit_unfit_for_the_driver_goes_as_single_batch_find_command(core, coll):
-    # maxTimeMS as a float cannot be the driver's; the limit then goes as pymongo sends it.
+def test_negative_limit_goes_as_single_batch_find_command(core, coll):
     coll.find({"x": 1}, limit=-2, max_time_ms=1.5).to_list()
     assert core.sent()[-1].op == "command"
     assert core.sent()[-1].command == {
@@ -193,7 +199,7 @@ def test_command_path_returns_every_batch(core, coll):
     assert core.sent()[-1].spec["retryable"] is True
 
 
-def test_find_one_on_the_command_path_returns_the_document(core, coll):
+def test_find_one_with_any_option_returns_the_document(core, coll):
     core.reply([[{"a": 1}]])
     assert coll.find_one({}, max_time_ms=1000.0) == {"a": 1}
     assert core.sent()[-1].command["singleBatch"] is True
@@ -233,29 +239,34 @@ def test_command_path_getmore_options_go_with_the_cursor(core, coll):
 # -- find_one ----------------------------------------------------------------------------------------
 
 
-def test_find_one_without_options_is_one_typed_call(core, coll):
-    core.reply({"_id": 1, "a": 2})
+def test_find_one_is_one_call_returning_the_document(core, coll):
+    core.reply([[{"_id": 1, "a": 2}]])
     assert coll.find_one({"a": 2}) == {"_id": 1, "a": 2}
-    assert (core.last.kind, core.last.op) == ("execute", "find_one")
-    assert core.last.spec == {"collection": "c", "filter": {"a": 2}, "options": {}}
+    assert [(c.kind, c.op) for c in core.calls] == [("execute", "command")]
+    assert core.last.spec == {
+        "command": {"find": "c", "filter": {"a": 2}, "limit": 1, "singleBatch": True},
+        "retryable": True,
+        "causal": True,
+    }
 
 
 def test_find_one_by_id_value(core, coll):
     coll.find_one(5)
-    assert core.last.spec["filter"] == {"_id": 5}
+    assert core.last.command["filter"] == {"_id": 5}
 
 
-def test_find_one_drops_limit_and_batch_size(core, coll):
-    coll.find_one({}, sort=[("a", 1)], batch_size=3, projection={"a": 1})
-    assert core.last.op == "find_one"
-    assert core.last.options == {"projection": {"a": 1}, "sort": {"a": 1}}
-
-
-@pytest.mark.parametrize("kwargs", [{"allow_disk_use": True}, {"no_cursor_timeout": True}])
-def test_find_one_with_options_the_driver_drops_is_a_find_with_limit_minus_one(core, coll, kwargs):
-    core.reply([[{"a": 1}]])
-    assert coll.find_one({}, **kwargs) == {"a": 1}
-    assert opened(core).options["limit"] == -1
+def test_find_one_keeps_pymongos_options(core, coll):
+    coll.find_one({}, sort=[("a", 1)], batch_size=3, projection={"a": 1}, allow_disk_use=True)
+    assert core.last.command == {
+        "find": "c",
+        "filter": {},
+        "projection": {"a": 1},
+        "limit": 1,
+        "batchSize": 3,
+        "sort": {"a": 1},
+        "allowDiskUse": True,
+        "singleBatch": True,
+    }
 
 
 def test_find_one_returns_none_when_nothing_matches(core, coll):
@@ -265,12 +276,11 @@ def test_find_one_returns_none_when_nothing_matches(core, coll):
 def test_cursor_distinct_passes_filter_and_options(core, coll):
     core.reply({"values": [1, 2]})
     assert coll.find({"a": {"$gt": 0}}, max_time_ms=10, comment="x").distinct("b") == [1, 2]
-    assert core.last.op == "distinct"
+    assert core.last.op == "command"
     assert core.last.spec == {
-        "key": "b",
-        "filter": {"a": {"$gt": 0}},
-        "options": {"maxTimeMS": 10, "comment": "x"},
-        "collection": "c",
+        "command": {"distinct": "c", "key": "b", "query": {"a": {"$gt": 0}}, "maxTimeMS": 10, "comment": "x"},
+        "retryable": True,
+        "causal": True,
     }
 
 
@@ -282,5 +292,7 @@ def test_explain_uses_a_hard_limit(core, coll):
 
 
 def test_a_reply_can_be_computed_from_the_call(core, coll):
-    core.reply(lambda call: {"_id": call.spec["filter"]["_id"], "seen": True})
+    core.reply(
+        lambda call: {"cursor": {"firstBatch": [{"_id": call.command["filter"]["_id"], "seen": True}]}}
+    )
     assert coll.find_one({"_id": 3}) == {"_id": 3, "seen": True}

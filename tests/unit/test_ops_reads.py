@@ -1,5 +1,5 @@
-"""aggregate, counts, distinct, index and database commands without a server: the driver's typed op when
-the arguments fit it, pymongo's command otherwise."""
+"""aggregate, counts, distinct, index and database commands without a server: pymongo's own commands, the
+reads marked for the core's read retries and causal consistency."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ MAJORITY = WriteConcern(w="majority")
 # -- aggregate ---------------------------------------------------------------------------------------
 
 
-def test_aggregate_typed_with_options(core, coll):
+def test_aggregate_with_options_is_pymongos_command(core, coll):
     core.reply([[{"n": 1}]])
     cursor = coll.aggregate(
         [{"$match": {}}],
@@ -29,19 +29,22 @@ def test_aggregate_typed_with_options(core, coll):
         let={"x": 1},
         comment="c",
     )
-    assert core.last.kind == "open_cursor" and core.last.op == "aggregate"
+    assert core.last.kind == "open_cursor" and core.last.op == "command"
     assert core.last.spec == {
-        "collection": "c",
-        "pipeline": [{"$match": {}}],
-        "options": {
+        "command": {
+            "aggregate": "c",
+            "pipeline": [{"$match": {}}],
             "allowDiskUse": True,
             "maxTimeMS": 10,
             "hint": "a_1",
             "let": {"x": 1},
             "comment": "c",
-            "batchSize": 5,
+            "cursor": {"batchSize": 5},
             "collation": {"locale": "fr"},
         },
+        "options": {"batchSize": 5, "comment": "c"},
+        "retryable": True,
+        "causal": True,
     }
     assert cursor.to_list() == [{"n": 1}]
 
@@ -49,12 +52,14 @@ def test_aggregate_typed_with_options(core, coll):
 def test_aggregate_read_concern_and_write_concern(core, db):
     c = db.get_collection("c", read_concern=ReadConcern("majority"), write_concern=MAJORITY)
     c.aggregate([{"$match": {}}], batchSize=3)
-    assert core.last.options == {"batchSize": 3, "readConcern": {"level": "majority"}}
+    assert core.last.command["readConcern"] == {"level": "majority"}
+    assert core.last.command["cursor"] == {"batchSize": 3} and "writeConcern" not in core.last.command
     c.aggregate([{"$match": {}}, {"$out": "other"}], batchSize=3)
-    # A writing aggregation takes the write concern and no batch size.
-    assert core.last.options == {"readConcern": {"level": "majority"}, "writeConcern": {"w": "majority"}}
+    # A writing aggregation takes the write concern and no batch size, and is not retried.
+    assert core.last.command["cursor"] == {} and core.last.command["writeConcern"] == {"w": "majority"}
+    assert core.last.spec["retryable"] is False
     c.aggregate([{"$merge": {"into": "other"}}])
-    assert core.last.options["writeConcern"] == {"w": "majority"}
+    assert core.last.command["writeConcern"] == {"w": "majority"}
 
 
 def test_writing_aggregation_keeps_the_read_preference(core, db):
@@ -65,7 +70,7 @@ def test_writing_aggregation_keeps_the_read_preference(core, db):
 
 def test_database_aggregate_has_no_collection(core, db):
     db.aggregate([{"$currentOp": {}}])
-    assert core.last.op == "aggregate" and "collection" not in core.last.spec
+    assert core.last.command["aggregate"] == 1
 
 
 def test_aggregate_unknown_option_goes_as_the_command(core, coll):
@@ -129,14 +134,26 @@ def test_aggregate_pipeline_must_be_a_list(coll):
 # -- counts and distinct -----------------------------------------------------------------------------
 
 
-def test_count_documents_typed(core, coll):
-    core.reply({"n": 4})
+def test_count_documents_is_pymongos_aggregation(core, coll):
+    core.reply({"cursor": {"id": 0, "firstBatch": [{"_id": 1, "n": 4}]}, "ok": 1})
     assert coll.count_documents({"a": 1}, skip=1, limit=2, hint=[("a", 1)], maxTimeMS=9, comment="c") == 4
-    assert core.last.op == "count_documents"
+    assert core.last.op == "command"
     assert core.last.spec == {
-        "collection": "c",
-        "filter": {"a": 1},
-        "options": {"skip": 1, "limit": 2, "hint": {"a": 1}, "maxTimeMS": 9, "comment": "c"},
+        "command": {
+            "aggregate": "c",
+            "pipeline": [
+                {"$match": {"a": 1}},
+                {"$skip": 1},
+                {"$limit": 2},
+                {"$group": {"_id": 1, "n": {"$sum": 1}}},
+            ],
+            "cursor": {},
+            "hint": {"a": 1},
+            "maxTimeMS": 9,
+            "comment": "c",
+        },
+        "retryable": True,
+        "causal": True,
     }
 
 
@@ -159,11 +176,11 @@ def test_count_documents_command_stages(core, coll):
 
 
 def test_estimated_document_count(core, coll):
-    core.reply({"n": 12})
+    core.reply({"n": 12, "ok": 1})
     assert coll.estimated_document_count(maxTimeMS=3) == 12
     assert (core.last.op, core.last.spec) == (
-        "estimated_document_count",
-        {"collection": "c", "options": {"maxTimeMS": 3}},
+        "command",
+        {"command": {"count": "c", "maxTimeMS": 3}, "retryable": True, "causal": True},
     )
     core.reply({"n": 2, "ok": 1})
     assert coll.estimated_document_count(query={"a": 1}) == 2
@@ -172,15 +189,21 @@ def test_estimated_document_count(core, coll):
         coll.estimated_document_count(session=None)
 
 
-def test_distinct_typed_and_command(core, coll):
-    core.reply({"values": [1, 2]})
+def test_distinct_is_pymongos_command(core, coll):
+    core.reply({"values": [1, 2], "ok": 1})
     assert coll.distinct("a", {"b": 1}, maxTimeMS=4, hint="b_1", collation={"locale": "en"}) == [1, 2]
-    assert core.last.op == "distinct"
+    assert core.last.op == "command"
     assert core.last.spec == {
-        "collection": "c",
-        "key": "a",
-        "filter": {"b": 1},
-        "options": {"maxTimeMS": 4, "collation": {"locale": "en"}, "hint": "b_1"},
+        "command": {
+            "distinct": "c",
+            "key": "a",
+            "query": {"b": 1},
+            "maxTimeMS": 4,
+            "hint": "b_1",
+            "collation": {"locale": "en"},
+        },
+        "retryable": True,
+        "causal": True,
     }
     coll.distinct("a", other=True)
     assert core.last.command == {"distinct": "c", "key": "a", "other": True}
@@ -232,15 +255,21 @@ def test_drop_index_tolerates_ns_not_found(core, coll):
         coll.drop_index("a_1")
 
 
-def test_list_indexes_typed_and_with_a_comment(core, coll):
+def test_list_indexes_with_and_without_a_comment(core, coll):
     core.reply(FakeRawCursor([{"v": 2, "key": {"_id": 1}, "name": "_id_"}]))
     assert [i["name"] for i in coll.list_indexes()] == ["_id_"]
     assert core.last.kind == "next_batch"
-    assert core.calls[0].op == "list_indexes" and core.calls[0].spec == {"collection": "c"}
+    assert core.calls[0].op == "command"
+    assert core.calls[0].spec == {
+        "command": {"listIndexes": "c", "cursor": {}},
+        "options": {},
+        "retryable": True,
+        "causal": False,
+    }
     core.calls.clear()
     core.reply({"cursor": {"id": 0, "firstBatch": [{"v": 2, "key": {"a": 1}, "name": "a_1"}]}, "ok": 1})
     assert coll.index_information(comment="x") == {"a_1": {"v": 2, "key": [("a", 1)]}}
-    assert core.last.command == {"listIndexes": "c", "cursor": {}, "comment": "x"}
+    assert core.sent()[-1].command == {"listIndexes": "c", "cursor": {}, "comment": "x"}
 
 
 def test_list_indexes_of_a_missing_collection_is_empty(core, coll):
@@ -272,7 +301,12 @@ def test_create_collection_checks_it_does_not_exist(core, db):
     core.reply([[{"name": "other", "type": "collection"}]])
     coll = db.create_collection("new", capped=True, size=1024)
     list_call, create = core.calls[0], core.calls[-1]
-    assert list_call.op == "list_collections" and list_call.spec == {"filter": {"name": "new"}}
+    assert list_call.command == {
+        "listCollections": 1,
+        "cursor": {},
+        "filter": {"name": "new"},
+        "nameOnly": True,
+    }
     assert create.command == {"create": "new", "capped": True, "size": 1024.0}
     assert coll.name == "new"
 
@@ -286,10 +320,10 @@ def test_drop_collection_tolerates_a_missing_one(core, db):
 def test_list_collection_names(core, db):
     core.reply([[{"name": "a", "type": "collection", "options": {}}]])
     assert db.list_collection_names() == ["a"]
-    assert core.calls[0].spec == {}
+    assert core.calls[0].command == {"listCollections": 1, "cursor": {}, "nameOnly": True}
     core.reply({"cursor": {"id": 0, "firstBatch": [{"name": "b"}]}, "ok": 1})
     assert db.list_collection_names(comment="x") == ["b"]
-    assert core.last.command == {"listCollections": 1, "cursor": {}, "nameOnly": True, "comment": "x"}
+    assert core.sent()[-1].command == {"listCollections": 1, "cursor": {}, "nameOnly": True, "comment": "x"}
 
 
 def test_rename_runs_on_admin_with_both_full_names(core, db):

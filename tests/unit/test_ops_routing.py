@@ -41,11 +41,11 @@ def test_every_read_carries_the_collections_read_preference(core, secondary):
     secondary.distinct("a")
     secondary.aggregate([])
     reads = [c for c in core.sent() if c.kind != "session"]
-    assert [c.op for c in reads] == [
-        "find_one",
+    assert [next(iter(c.command)) for c in reads] == [
         "find",
-        "count_documents",
-        "estimated_document_count",
+        "find",
+        "aggregate",
+        "count",
         "distinct",
         "aggregate",
     ]
@@ -114,11 +114,13 @@ def test_transaction_steps_and_options(core, db, coll):
         read_concern=ReadConcern("snapshot"), write_concern=WriteConcern(w="majority"), max_commit_time_ms=50
     ):
         coll.update_one({}, {"$set": {"a": 1}}, session=session)
+    # In a transaction, pymongo's update command: the driver numbers it with the transaction's txnNumber.
     assert [(c.kind, c.op) for c in core.calls] == [
         ("session", "start_transaction"),
-        ("execute", "update_one"),
+        ("execute", "command"),
         ("session", "commit_transaction"),
     ]
+    assert "update" in core.calls[1].command and core.calls[1].session is session._raw
     assert core.calls[0].spec == {
         "readConcern": {"level": "snapshot"},
         "writeConcern": {"w": "majority"},
@@ -143,9 +145,9 @@ def test_no_concerns_of_their_own_inside_a_transaction(core, db):
         coll.delete_one({}, session=session)
         coll.aggregate([{"$out": "x"}], session=session)
     outside, count, find, delete, aggregate = [c for c in core.calls if c.kind in ("execute", "open_cursor")]
-    assert outside.options == {"readConcern": {"level": "majority"}}
-    assert count.options == {} and find.options == {} and delete.options == {}
-    assert aggregate.options == {}
+    assert outside.command["readConcern"] == {"level": "majority"}
+    for call in (count, find, delete, aggregate):
+        assert "readConcern" not in call.command and "writeConcern" not in call.command, call
 
 
 def test_snapshot_sessions_leave_the_read_concern_to_the_driver(core, db):
@@ -153,7 +155,7 @@ def test_snapshot_sessions_leave_the_read_concern_to_the_driver(core, db):
     session = db.client.start_session(snapshot=True)
     coll.find(session=session).to_list()
     coll.distinct("a", session=session)
-    assert [c.options for c in core.sent()] == [{}, {}]
+    assert [c.command.get("readConcern") for c in core.sent()] == [None, None]
     with pytest.raises(InvalidOperation, match="snapshot sessions"):
         session.start_transaction()
 

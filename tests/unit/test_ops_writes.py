@@ -1,6 +1,7 @@
-"""What the single-document and multi-document writes send (no server): the driver's typed ops when
-their options fit, pymongo's write commands otherwise (unacknowledged, in a transaction, values the
-driver cannot hold)."""
+"""What the single-document and multi-document writes send (no server): pymongo's write commands, the
+single-document ones outside a session as the core's retryable writes; the driver's typed ops only for a
+single-document write in an explicit session outside a transaction, which only the driver can number
+(see ``numbered_by_the_driver``)."""
 
 from __future__ import annotations
 
@@ -126,7 +127,7 @@ def test_insert_many_refuses_what_pymongo_refuses(coll):
 # -- update and replace ------------------------------------------------------------------------------
 
 
-def test_update_one_typed_with_every_option(core, coll):
+def test_update_one_in_a_session_is_typed_with_every_option(core, db, coll):
     core.reply({"n": Int64(1), "nModified": Int64(0), "upserted": 7})
     result = coll.update_one(
         {"a": 1},
@@ -138,6 +139,7 @@ def test_update_one_typed_with_every_option(core, coll):
         let={"v": 1},
         comment="c",
         bypass_document_validation=True,
+        session=db.client.start_session(),
     )
     assert core.last.op == "update_one"
     assert core.last.spec == {
@@ -158,10 +160,30 @@ def test_update_one_typed_with_every_option(core, coll):
     assert result.raw_result == {"n": 1, "upserted": 7, "nModified": 0, "ok": 1.0, "updatedExisting": False}
 
 
-def test_update_many_and_replace_one_ops(core, coll):
+def test_update_one_outside_a_session_is_a_retryable_update_command(core, coll):
+    core.reply({"n": 1, "nModified": 0, "upserted": [{"index": 0, "_id": 7}], "ok": 1.0})
+    result = coll.update_one({"a": 1}, {"$set": {"b": 2}}, upsert=True, hint=[("a", 1)], comment="c")
+    assert core.last.op == "retryable_write"
+    assert core.last.command == {
+        "update": "c",
+        "ordered": True,
+        "updates": [
+            {"q": {"a": 1}, "u": {"$set": {"b": 2}}, "multi": False, "upsert": True, "hint": {"a": 1}}
+        ],
+        "comment": "c",
+    }
+    # The server's reply, as pymongo reshapes it.
+    assert result.upserted_id == 7 and result.matched_count == 0 and result.modified_count == 0
+    assert result.raw_result == {"n": 1, "nModified": 0, "upserted": 7, "ok": 1.0, "updatedExisting": False}
+
+
+def test_update_many_and_replace_one_ops(core, db, coll):
     coll.update_many({}, [{"$set": {"a": 1}}])
-    assert core.last.op == "update_many" and core.last.spec["update"] == [{"$set": {"a": 1}}]
+    # A multi-document write is not retryable (pymongo's rule): a plain command.
+    assert core.last.op == "command" and core.last.command["updates"][0]["u"] == [{"$set": {"a": 1}}]
     coll.replace_one({"a": 1}, {"b": 2})
+    assert core.last.op == "retryable_write" and core.last.command["updates"][0]["u"] == {"b": 2}
+    coll.replace_one({"a": 1}, {"b": 2}, session=db.client.start_session())
     assert core.last.op == "replace_one"
     assert core.last.spec == {
         "collection": "c",
@@ -233,18 +255,24 @@ def test_update_argument_checks(coll):
 # -- delete ------------------------------------------------------------------------------------------
 
 
-def test_delete_one_and_many_typed(core, coll):
-    core.reply({"n": Int64(3)})
+def test_delete_many_and_one_are_delete_commands(core, db, coll):
+    core.reply({"n": 3, "ok": 1.0})
     result = coll.delete_many({"a": 1}, hint="a_1", let={"x": 1}, comment="c", collation={"locale": "en"})
     assert result.deleted_count == 3 and result.raw_result == {"n": 3, "ok": 1.0}
-    assert core.last.op == "delete_many"
-    assert core.last.spec == {
-        "collection": "c",
-        "filter": {"a": 1},
-        "options": {"collation": {"locale": "en"}, "hint": "a_1", "let": {"x": 1}, "comment": "c"},
+    assert core.last.op == "command"
+    assert core.last.command == {
+        "delete": "c",
+        "ordered": True,
+        "deletes": [{"q": {"a": 1}, "limit": 0, "collation": {"locale": "en"}, "hint": "a_1"}],
+        "let": {"x": 1},
+        "comment": "c",
     }
     coll.delete_one({})
+    assert core.last.op == "retryable_write" and core.last.command["deletes"] == [{"q": {}, "limit": 1}]
+    core.reply({"n": Int64(1)})
+    result = coll.delete_one({}, session=db.client.start_session())
     assert core.last.op == "delete_one" and core.last.options == {}
+    assert result.raw_result == {"n": 1, "ok": 1.0}
 
 
 def test_unacknowledged_delete(core, unack):
@@ -265,7 +293,7 @@ def test_unacknowledged_delete(core, unack):
 # -- find_one_and_* ----------------------------------------------------------------------------------
 
 
-def test_find_one_and_update_typed(core, coll):
+def test_find_one_and_update_in_a_session_is_typed(core, db, coll):
     core.reply({"value": {"_id": 1, "a": 2}})
     doc = coll.find_one_and_update(
         {"a": 1},
@@ -279,6 +307,7 @@ def test_find_one_and_update_typed(core, coll):
         let={"v": 2},
         maxTimeMS=5,
         comment="c",
+        session=db.client.start_session(),
     )
     assert doc == {"_id": 1, "a": 2}
     assert core.last.op == "find_one_and_update"
@@ -300,9 +329,35 @@ def test_find_one_and_update_typed(core, coll):
     }
 
 
-def test_find_one_and_replace_and_delete_typed(core, db):
+def test_find_one_and_replace_and_delete_outside_a_session_are_retryable_commands(core, db):
     coll = db.get_collection("c", write_concern=MAJORITY)
-    coll.find_one_and_replace({"a": 1}, {"b": 1})
+    core.reply({"value": {"_id": 1, "b": 1}, "ok": 1.0})
+    assert coll.find_one_and_replace({"a": 1}, {"b": 1}) == {"_id": 1, "b": 1}
+    assert core.last.op == "retryable_write"
+    assert core.last.command == {
+        "findAndModify": "c",
+        "query": {"a": 1},
+        "new": False,
+        "update": {"b": 1},
+        "upsert": False,
+        "writeConcern": {"w": "majority", "wtimeout": 1000},
+    }
+    coll.find_one_and_delete({"a": 1}, sort={"a": 1})
+    assert core.last.op == "retryable_write"
+    assert core.last.command == {
+        "findAndModify": "c",
+        "query": {"a": 1},
+        "new": False,
+        "remove": True,
+        "sort": {"a": 1},
+        "writeConcern": {"w": "majority", "wtimeout": 1000},
+    }
+
+
+def test_find_one_and_replace_and_delete_in_a_session_are_typed(core, db):
+    coll = db.get_collection("c", write_concern=MAJORITY)
+    session = db.client.start_session()
+    coll.find_one_and_replace({"a": 1}, {"b": 1}, session=session)
     assert core.last.op == "find_one_and_replace"
     assert core.last.spec == {
         "collection": "c",
@@ -311,7 +366,7 @@ def test_find_one_and_replace_and_delete_typed(core, db):
         "replacement": {"b": 1},
         "options": {"upsert": False, "writeConcern": {"w": "majority", "wtimeout": 1000}},
     }
-    coll.find_one_and_delete({"a": 1}, sort={"a": 1})
+    coll.find_one_and_delete({"a": 1}, sort={"a": 1}, session=session)
     assert core.last.op == "find_one_and_delete"
     assert core.last.spec == {
         "collection": "c",

@@ -24,6 +24,9 @@ pub struct TenantSession {
     /// Whether a transaction is started and neither committed nor aborted. Changed only under the lock
     /// and in the same poll as the driver's own state, so a dropped caller never leaves it stale.
     pub(super) in_transaction: AtomicBool,
+    /// Whether the session is causally consistent: its reads on the generic command are then ordered
+    /// after its operation time by the core (see `ops/command.rs`).
+    pub(super) causal: bool,
     pub(super) lease: Lease<DriverClient>,
 }
 
@@ -41,6 +44,11 @@ impl Drop for TenantSession {
 impl TenantSession {
     pub fn in_transaction(&self) -> bool {
         self.in_transaction.load(Ordering::Acquire)
+    }
+
+    /// The driver session held under `guard` (this session's lock), as an attempt takes it.
+    pub fn in_session<'a>(&self, guard: &'a mut ClientSession) -> attempt::InSession<'a> {
+        attempt::InSession { session: guard, in_transaction: self.in_transaction(), causal: self.causal }
     }
 
     pub(super) async fn start_transaction(&self, options: TransactionOptions) -> Result<(), CoreError> {

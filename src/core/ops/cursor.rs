@@ -1,11 +1,11 @@
-//! A cursor opened by a command the caller built: pymongo's own `find` or `aggregate` command when its
-//! options do not fit the driver's typed ones, and `Database.cursor_command`. The driver runs the
-//! command and continues the cursor with getMore itself (in the caller's session, if any), so it is one
-//! more kind of the cursors `open_cursor` opens: fetching, closing, tailing and timeouts are theirs.
+//! Cursors: a command the caller built that opens one (pymongo's own `find`, `aggregate`,
+//! `listIndexes`, `listCollections`, and `Database.cursor_command`'s), run on the driver's cursor
+//! command, which continues the cursor with getMore itself (in the caller's session, if any); and its
+//! batches, handed on as the server sent them.
 //!
 //! The spec: `command` (the command document, as the caller encoded it), `readPreference`, `retryable`
-//! (whether a first attempt cut short by socketTimeoutMS runs once more, as pymongo retries a find or
-//! an aggregate but not `cursor_command`), and under `options` what the getMores carry: `batchSize`,
+//! (a read pymongo retries: a find or an aggregate, not `cursor_command`), `causal` (a read ordered
+//! after the session's operation time, see `command.rs`), and under `options` what the getMores carry: `batchSize`,
 //! `maxAwaitTimeMS` (their `maxTimeMS`) and `comment`.
 
 use std::time::Duration;
@@ -13,9 +13,17 @@ use std::time::Duration;
 use mongodb::bson::{Bson, RawDocument, RawDocumentBuf};
 use mongodb::error::{ErrorKind, Result};
 use mongodb::options::SelectionCriteria;
+use mongodb::raw_batch_cursor::{RawBatch, RawBatchCursor, SessionRawBatchCursor};
 use mongodb::{ClientSession, Database};
 
-use super::{invalid, selection_criteria, Opened};
+use super::command::{after_cluster_time, flag};
+use super::{invalid, selection_criteria};
+
+/// A server cursor, opened inside a session or not (the driver gives the two different types).
+pub enum Opened {
+    Plain(RawBatchCursor),
+    InSession(SessionRawBatchCursor),
+}
 
 /// A cursor command, read from its spec.
 #[derive(Debug)]
@@ -80,20 +88,27 @@ pub fn is_tailable(spec: &RawDocument) -> bool {
     command.is_ok_and(|c| c.get_bool("tailable").unwrap_or(false))
 }
 
-/// Whether a first attempt cut short may run once more (see the module's comment).
+/// Whether the command is a read pymongo retries (see the module's comment).
 pub fn is_retryable(spec: &RawDocument) -> bool {
     spec.get_bool("retryable").unwrap_or(false)
 }
 
-/// Runs the command; its reply's first batch is the cursor's first, later ones come from getMore.
-pub(super) async fn open(
+/// Opens the cursor: runs the command; its reply's first batch is the cursor's first, later ones come
+/// from getMore. `causal`: the session is causally consistent and not in a transaction, so a read that takes a read
+/// concern is ordered after the session's operation time (see `command.rs`).
+pub async fn open_cursor(
     db: &Database,
     spec: &RawDocument,
     session: Option<&mut ClientSession>,
+    causal: bool,
 ) -> Result<Opened> {
     let c = CursorCommand::parse(spec)?;
+    let command = match session.as_deref().and_then(|s| s.operation_time()) {
+        Some(time) if causal && flag(spec, "causal") => after_cluster_time(&c.command, time)?,
+        _ => c.command,
+    };
     let action = db
-        .run_raw_cursor_command(c.command)
+        .run_raw_cursor_command(command)
         .selection_criteria(c.criteria)
         .optional(c.batch_size, |a, n| a.batch_size(n))
         .optional(c.max_await, |a, d| a.max_time(d))
@@ -120,6 +135,71 @@ trait Optional: Sized {
 }
 
 impl<T> Optional for T {}
+
+/// One server batch, left in the reply it arrived in: the caller copies its documents once, straight
+/// into the buffer it hands on (a 16 MiB batch is not worth a second copy on the way).
+pub struct Batch {
+    reply: RawBatch,
+    len: usize,
+}
+
+impl Batch {
+    /// Checks that every item is a document and totals their sizes.
+    fn new(reply: RawBatch) -> Result<Batch> {
+        let mut len = 0;
+        for item in reply.doc_slices()? {
+            let item = item.map_err(|e| invalid(e.to_string()))?;
+            len +=
+                item.as_document().ok_or_else(|| invalid("cursor returned a non-document"))?.as_bytes().len();
+        }
+        Ok(Batch { reply, len })
+    }
+
+    /// The documents' total size in bytes: the length `copy_to` needs.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Writes the documents back to back into `out`, which is `len()` bytes long.
+    pub fn copy_to(&self, out: &mut [u8]) {
+        let mut at = 0;
+        // Validated by `new`: every item is there and is a document.
+        for d in self.reply.doc_slices().into_iter().flatten().flatten().filter_map(|i| i.as_document()) {
+            let bytes = d.as_bytes();
+            out[at..at + bytes.len()].copy_from_slice(bytes);
+            at += bytes.len();
+        }
+        debug_assert_eq!(at, out.len());
+    }
+
+    /// The cursor id the server gave with this batch: 0 once it closed the cursor.
+    fn cursor_id(&self) -> i64 {
+        let cursor = self.reply.as_raw_document().get_document("cursor");
+        cursor.ok().and_then(|c| c.get_i64("id").ok()).unwrap_or(0)
+    }
+}
+
+/// A cursor's next non-empty server batch, or None once it is exhausted. A tailable cursor's next
+/// batch, empty or not: an empty one means nothing new yet, and asking again is the caller's choice
+/// (pymongo's iteration stops there while the cursor stays alive).
+pub async fn next_batch<S>(batches: &mut S, tailable: bool) -> Result<Option<Batch>>
+where
+    S: futures_util::Stream<Item = Result<RawBatch>> + Unpin,
+{
+    use futures_util::StreamExt;
+    while let Some(batch) = batches.next().await {
+        let batch = Batch::new(batch?)?;
+        // An empty batch of a live cursor is not the end (the server may still be producing).
+        if !batch.is_empty() || (tailable && batch.cursor_id() != 0) {
+            return Ok(Some(batch));
+        }
+    }
+    Ok(None)
+}
 
 #[cfg(test)]
 mod tests {
