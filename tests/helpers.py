@@ -9,7 +9,8 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -161,3 +162,16 @@ class ServerProcess:
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode
+
+
+@contextmanager
+def profiled(client: MongoClient, db_name: str) -> Iterator[Any]:
+    """Profiles every command on ``db_name`` (level 2) while the block runs; yields ``system.profile``."""
+    db = client[db_name]
+    db.command("profile", 0)
+    db.system.profile.drop()
+    db.command("profile", 2)
+    try:
+        yield db.system.profile
+    finally:
+        db.command("profile", 0)

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from pymongo import MongoClient
 from pymongo.errors import AutoReconnect, PyMongoError
+from tests.helpers import profiled
 
 from tenantpool import UserConnectionManager
 
@@ -125,18 +126,6 @@ def test_reads_in_a_session_are_retried_but_not_in_a_transaction(colls, pymongo_
                 with failing(pymongo_client, APP, "find", 1, closeConnection=True):
                     tp.find_one({"_id": 1}, session=s)
         assert raised.value.has_error_label("TransientTransactionError")
-
-
-@contextmanager
-def profiled(client: MongoClient, db_name: str) -> Iterator[Any]:
-    db = client[db_name]
-    db.command("profile", 0)
-    db.system.profile.drop()
-    db.command("profile", 2)
-    try:
-        yield db.system.profile
-    finally:
-        db.command("profile", 0)
 
 
 def test_reads_in_a_causal_session_come_after_its_operation_time(colls, pymongo_client):

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 import pytest
 from pymongo import DeleteOne, InsertOne, MongoClient, UpdateMany, UpdateOne
 from pymongo.errors import AutoReconnect, PyMongoError
-from tests.helpers import app_connections, wait_until
+from tests.helpers import app_connections, profiled, wait_until
 
 from tenantpool import UserConnectionManager
 from tenantpool.testing.mongod import MongodProcess
@@ -27,18 +27,6 @@ def fail_point(client: MongoClient, app_name: str, times: int, **data):
         yield
     finally:
         client.admin.command("configureFailPoint", "failCommand", mode="off")
-
-
-@contextmanager
-def profiled(client: MongoClient, db_name: str):
-    db = client[db_name]
-    db.command("profile", 0)
-    db.system.profile.drop()
-    db.command("profile", 2)
-    try:
-        yield db.system.profile
-    finally:
-        db.command("profile", 0)
 
 
 def test_batches_carry_a_session_and_increasing_transaction_numbers(mongodb_uri, pymongo_client):

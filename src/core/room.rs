@@ -284,27 +284,10 @@ impl Room {
             return Ok(r);
         }
         let deadline = tokio::time::Instant::from_std(started + self.timeout);
-        let signal = registry.idle_signal();
-        let _wanted = signal.want();
-        let mut ticket = self.budget.enqueue(units);
-        let result = loop {
-            // Enabled before looking for idle pools: a pool that becomes idle after the look still
-            // wakes this loop.
-            let idle = signal.notify.notified();
-            tokio::pin!(idle);
-            idle.as_mut().enable();
-            if registry.is_closed() {
-                break Err(CoreError::Closed);
-            }
-            self.make_room(registry);
-            tokio::select! {
-                biased;
-                r = ticket.granted() => break Ok(r),
-                _ = idle => {}
-                _ = tokio::time::sleep_until(deadline) => {
-                    break Err(self.timed_out(registry, tenant, pool_size, started));
-                }
-            }
+        let result = match tokio::time::timeout_at(deadline, self.queued(registry, units)).await {
+            Ok(Some(r)) => Ok(r),
+            Ok(None) => Err(CoreError::Closed),
+            Err(_) => Err(self.timed_out(registry, tenant, pool_size, started)),
         };
         let timed_out = matches!(result, Err(CoreError::BudgetTimeout { .. }));
         self.budget.waited(started.elapsed(), timed_out);
@@ -314,24 +297,35 @@ impl Room {
         result
     }
 
-    /// `units` more for a pool that grows: in the same FIFO queue as new pools, closing idle pools to
-    /// make room, with no deadline of its own (the caller races it against the tenant's own slots
-    /// coming free, which bounds the wait). Pending for ever once the manager is closed.
+    /// `units` more for a pool that grows: in the same FIFO queue as new pools (see `queued`), with no
+    /// deadline of its own (the caller races it against the tenant's own slots coming free, which
+    /// bounds the wait). Pending for ever once the manager is closed.
     pub async fn more_room(&self, registry: &Registry<DriverClient>, units: u32) -> Reservation {
+        match self.queued(registry, units).await {
+            Some(r) => r,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Waits in the FIFO queue for `units` while idle pools are closed to make room; None once the
+    /// manager is closed. Dropped (a deadline, a cancelled task), it leaves the queue.
+    async fn queued(&self, registry: &Registry<DriverClient>, units: u32) -> Option<Reservation> {
         let signal = registry.idle_signal();
         let _wanted = signal.want();
         let mut ticket = self.budget.enqueue(units);
         loop {
+            // Enabled before looking for idle pools: a pool that becomes idle after the look still
+            // wakes this loop.
             let idle = signal.notify.notified();
             tokio::pin!(idle);
             idle.as_mut().enable();
             if registry.is_closed() {
-                return std::future::pending().await;
+                return None;
             }
             self.make_room(registry);
             tokio::select! {
                 biased;
-                r = ticket.granted() => return r,
+                r = ticket.granted() => return Some(r),
                 _ = idle => {}
             }
         }
