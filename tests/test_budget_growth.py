@@ -47,7 +47,8 @@ def run_concurrently(manager: UserConnectionManager, tenant: str, n: int) -> lis
 
 
 def test_a_new_pool_reserves_room_for_two_connections_not_its_full_size(mongodb_uri):
-    with UserConnectionManager(mongodb_uri, user_pool_size=10, max_server_connections=30) as m:
+    # spare_pools=0: the figures of the tenants' own pools alone (spares: tests/test_spare_pools.py).
+    with UserConnectionManager(mongodb_uri, user_pool_size=10, max_server_connections=30, spare_pools=0) as m:
         for i in range(9):
             m.get_database(f"grow_few{i}").c.find_one()
         # 1 monitor + 2 connections each: nine pools where a full pool (11) would let two in.
@@ -63,7 +64,12 @@ def test_a_busy_tenant_gains_slots_and_the_server_never_sees_more_than_the_budge
     block(pymongo_client, app, 400)
     try:
         with UserConnectionManager(
-            mongodb_uri, appName=app, user_pool_size=5, max_server_connections=20, waitQueueTimeoutMS=20_000
+            mongodb_uri,
+            appName=app,
+            user_pool_size=5,
+            max_server_connections=20,
+            waitQueueTimeoutMS=20_000,
+            spare_pools=0,
         ) as m:
             peak = []
             stop = threading.Event()

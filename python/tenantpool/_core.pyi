@@ -69,6 +69,7 @@ class Manager:
         admin_idle_ms: int = 10_000,
         max_server_connections: int | None = None,
         publisher: Callable[..., None] | None = None,
+        spare_pools: int | None = None,
     ) -> Self: ...
     @property
     def closed(self) -> bool: ...

@@ -72,6 +72,12 @@ class UserConnectionManager:
     what the server says it can hold. A new pool reserves its worst case; at the bound the least recently
     used idle pools are closed, and when none is idle the operation waits (FIFO) for at most
     ``waitQueueTimeoutMS`` (else ``serverSelectionTimeoutMS``), then gets ``WaitQueueTimeoutError``.
+
+    ``spare_pools`` (``per_user`` without ``credentials`` or tiers): how many warm clients (connected,
+    their server checked) are kept for the next new tenants, so a tenant's first operation does not wait
+    for two handshakes. Default 2, made once the first tenant's pool is; each holds room in the budget
+    (``budget()["spare_pools"]``), gives it back when someone waits for room, and is closed after
+    ``idle_timeout`` unused. ``0`` keeps none.
     """
 
     tier_pool_sizes: dict[str, int] | None = None
@@ -101,6 +107,7 @@ class UserConnectionManager:
         tenant_databases: TenantDatabases = None,
         credentials: Callable[[str], CredentialsLike] | None = None,
         max_server_connections: int | None = None,
+        spare_pools: int | None = None,
         deployments: dict[str, str] | None = None,
         placement: Callable[[str], str | None] | None = None,
         tier_deployments: dict[str, str] | None = None,
@@ -142,6 +149,10 @@ class UserConnectionManager:
             _positive_int("slow_query_ms", slow_query_ms)
         if max_server_connections is not None:
             _positive_int("max_server_connections", max_server_connections)
+        if spare_pools is not None and (
+            not isinstance(spare_pools, int) or isinstance(spare_pools, bool) or spare_pools < 0
+        ):
+            raise ConfigurationError(f"spare_pools must be an int >= 0 or None, got {spare_pools!r}")
         if tier_pool_sizes is not None:
             if not isinstance(tier_pool_sizes, dict):
                 raise ConfigurationError("tier_pool_sizes must be a dict of tier name -> pool size")
@@ -218,6 +229,7 @@ class UserConnectionManager:
                 admin_idle_ms=int(self._admin_idle_timeout * 1000),
                 max_server_connections=max_server_connections,
                 publisher=publisher,
+                spare_pools=spare_pools,
             )
 
         self._core: Any = make_core(connection_string)

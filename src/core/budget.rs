@@ -299,6 +299,22 @@ impl Budget {
         (s.queue.is_empty() && s.reserved + units <= s.limit).then(|| self.reservation(&mut s, units))
     }
 
+    /// The units for an optional client (a spare, see `manager::spare`): only out of room nobody is
+    /// near needing (nobody queued, and a quarter of the bound still free after them), so that holding
+    /// them never makes a tenant's pool close or wait for room.
+    pub fn try_reserve_spare(self: &Arc<Self>, units: u32) -> Option<Reservation> {
+        let mut s = self.state.lock();
+        (s.queue.is_empty() && s.reserved + units <= s.limit - s.limit / 4)
+            .then(|| self.reservation(&mut s, units))
+    }
+
+    /// Whether the budget is near its bound (someone queued, or less than a quarter of it free): the
+    /// optional clients give their room back.
+    pub fn is_pressed(&self) -> bool {
+        let s = self.state.lock();
+        !s.queue.is_empty() || s.reserved > s.limit - s.limit / 4
+    }
+
     /// The units without checking the limit: for clients whose sizes the caller has already fitted
     /// into it (the grouped and shared strategies' fixed set of clients).
     pub fn force_reserve(self: &Arc<Self>, units: u32) -> Reservation {
@@ -403,6 +419,18 @@ mod tests {
 
     fn rt() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap()
+    }
+
+    #[test]
+    fn spares_take_only_room_far_from_the_bound() {
+        let b = Budget::new(12);
+        let tenant = b.try_reserve(3).unwrap();
+        let spare = b.try_reserve_spare(6).expect("3 + 6 leaves a quarter of 12 free");
+        assert!(!b.is_pressed());
+        assert!(b.try_reserve_spare(1).is_none(), "10 would leave less than a quarter");
+        let another = b.try_reserve(2).unwrap();
+        assert!(b.is_pressed(), "the spares should give their room back");
+        drop((tenant, spare, another));
     }
 
     #[test]

@@ -35,10 +35,13 @@ mod driver_client;
 mod growth;
 mod opening;
 mod session;
+mod spare;
+mod warming;
 
 pub use driver_client::DriverClient;
 use driver_client::{shut_down, SharedClient};
 pub use session::TenantSession;
+pub use spare::SPARES as SPARE_POOLS;
 
 /// Decides a tenant's share (pool size or quota) and its tier label when its pool is created.
 pub type Sizer = Box<dyn Fn(&str) -> Result<(u32, String), String> + Send + Sync>;
@@ -65,6 +68,8 @@ pub struct Config {
     pub admin_idle: Duration,
     /// The bound on server connections; None: the default, lowered to the server's figure.
     pub max_server_connections: Option<u32>,
+    /// Warm clients kept for new tenants (per_user without per-tenant credentials or a sizer only).
+    pub spare_pools: usize,
     /// Receives every command's events (see `monitor`); None: no handler at all.
     pub monitor: Option<Sink>,
 }
@@ -96,6 +101,8 @@ pub struct Manager {
     /// The connection budget every client of this manager reserves from.
     room: Room,
     monitor: Option<Arc<Monitor>>,
+    /// Warm clients for the next new tenants (see `warming`).
+    spares: ForkMutex<spare::Store<warming::Spare>>,
 }
 
 impl Manager {
@@ -133,6 +140,12 @@ impl Manager {
         let pool_size = if config.sizer.is_some() { 1 } else { config.pool_size };
         room.check(config.strategy.shared_clients(), pool_size).map_err(CoreError::Configuration)?;
         let attempts = Settings::new(socket_timeout, &client_options);
+        let spares = warming::spares_for(
+            config.spare_pools,
+            config.strategy,
+            config.credentials.is_some(),
+            config.sizer.is_some(),
+        );
         let manager = Arc::new_cyclic(|me| Manager {
             me: me.clone(),
             registry: Registry::new(Limits {
@@ -157,6 +170,7 @@ impl Manager {
             owner_generation: AtomicU64::new(forklock::generation()),
             room,
             monitor,
+            spares: ForkMutex::new(spare::Store::new(spares)),
         });
         manager.spawn_reaper(Arc::clone(&manager.reaper_stop));
         // Asked now, so the bound is known by the time the first tenant needs a pool.
@@ -522,6 +536,7 @@ impl Manager {
         self.reaper_stop.notify_one();
         self.provisioner.close();
         let n = self.registry.close();
+        self.close_spares(true);
         // Operations waiting for room in the budget give up now, rather than at their timeout.
         self.registry.idle_signal().notify.notify_waiters();
         self.close_shared_clients();
@@ -533,6 +548,7 @@ impl Manager {
     pub fn close_pools(&self) -> usize {
         self.check_fork();
         let n = self.registry.clear(CloseCause::Manual);
+        self.close_spares(false);
         self.close_shared_clients();
         n
     }
@@ -571,6 +587,7 @@ impl Manager {
             for client in self.shared.lock().iter_mut().filter_map(Option::take) {
                 std::mem::forget(client);
             }
+            self.forget_spares();
             self.room.after_fork();
             self.spawn_reaper(Arc::clone(&self.reaper_stop));
         }
@@ -609,6 +626,7 @@ impl Manager {
                     return;
                 }
                 manager.registry.reap(Instant::now());
+                manager.reap_spares(Instant::now());
             }
         });
     }
@@ -636,7 +654,7 @@ thread_local! {
 
 /// Called just before `fork()` (Python's `os.register_at_fork`): takes every lock a forked child could
 /// otherwise inherit held by a thread that does not exist in the child. In the order the other paths
-/// take them (budget eviction and probe, owner, registry, shared clients, budget, runtime), so this cannot deadlock with them. These
+/// take them (budget eviction and probe, owner, registry, shared clients, spares, budget, runtime), so this cannot deadlock with them. These
 /// locks are `ForkMutex`es, not parking_lot's: see `forklock` for why that matters to the child.
 pub fn prepare_fork() {
     let mut all = MANAGERS.lock();
@@ -650,6 +668,7 @@ pub fn prepare_fork() {
         guards.push(Box::new(m.owner.lock()));
         guards.push(Box::new(m.registry.lock_for_fork()));
         guards.push(Box::new(m.shared.lock()));
+        guards.push(Box::new(m.spares.lock()));
         guards.push(Box::new(m.provisioner.lock_for_fork()));
         guards.push(Box::new(m.room.budget.lock_for_fork()));
     }

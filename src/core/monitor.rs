@@ -13,7 +13,7 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use mongodb::bson::{doc, Document};
@@ -101,6 +101,17 @@ impl Monitor {
     pub fn handler(self: &Arc<Self>, tenant: Option<String>) -> EventHandler<CommandEvent> {
         let me = Arc::clone(self);
         EventHandler::callback(move |event| me.handle(event, tenant.as_deref()))
+    }
+
+    /// The handler of a spare client (see `manager::spare`), whose tenant is known only once it is handed
+    /// out: until then its events are its own warm-up's, nobody's operation, and are not reported.
+    pub fn handler_later(self: &Arc<Self>, tenant: Arc<OnceLock<String>>) -> EventHandler<CommandEvent> {
+        let me = Arc::clone(self);
+        EventHandler::callback(move |event| {
+            if let Some(tenant) = tenant.get() {
+                me.handle(event, Some(tenant));
+            }
+        })
     }
 
     fn handle(&self, event: CommandEvent, client_tenant: Option<&str>) {

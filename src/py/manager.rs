@@ -21,7 +21,7 @@ use super::reservation::PyReservation;
 use super::session::PySession;
 use crate::core::credentials::scrub_secret;
 use crate::core::exposition;
-use crate::core::manager::{Config, CoreError, Manager, Sizer};
+use crate::core::manager::{Config, CoreError, Manager, Sizer, SPARE_POOLS};
 use crate::core::monitor::scoped;
 use crate::core::ops::{cursor, Op};
 use crate::core::policy::Strategy;
@@ -82,7 +82,7 @@ impl PyManager {
     #[pyo3(signature = (uri, user_pool_size, idle_timeout, max_connections, db_name_template, options,
                         strategy="per_user", groups=10, shared_pool_size=100, wait_queue_timeout_ms=None,
                         pool_size_of=None, slow_query_ms=None, credentials=None, admin_idle_ms=10_000,
-                        max_server_connections=None, publisher=None))]
+                        max_server_connections=None, publisher=None, spare_pools=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -102,6 +102,7 @@ impl PyManager {
         admin_idle_ms: u64,
         max_server_connections: Option<u32>,
         publisher: Option<Py<PyAny>>,
+        spare_pools: Option<usize>,
     ) -> PyResult<Self> {
         let strategy = Strategy::parse(strategy, groups)
             .map_err(|m| core_error(py, CoreError::Configuration(m), &|s: &str| s.to_owned()))?;
@@ -121,6 +122,7 @@ impl PyManager {
             admin_idle: Duration::from_millis(admin_idle_ms),
             max_server_connections,
             monitor: publisher.map(python_sink),
+            spare_pools: spare_pools.unwrap_or(SPARE_POOLS),
         };
         let scrub_uri = config.uri.clone();
         let inner = detached(py, || Manager::new(config))
@@ -490,6 +492,10 @@ impl PyManager {
         d.set_item("servers", r.servers)?;
         d.set_item("monitors_per_server", r.per_server_monitors)?;
         d.set_item("shared_pool_size", self.inner.effective_shared_pool_size())?;
+        let (ready, warming, used) = self.inner.spare_counts();
+        d.set_item("spare_pools", ready)?;
+        d.set_item("spare_pools_warming", warming)?;
+        d.set_item("spare_pools_used", used)?;
         let held = PyDict::new(py);
         for (what, units) in &r.budget.held {
             held.set_item(what, units)?;

@@ -3,13 +3,14 @@
 
 use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use mongodb::event::{cmap::CmapEvent, EventHandler};
 use mongodb::options::Credential;
 use mongodb::Client;
 
+use super::warming::Spare;
 use super::{CoreError, DriverClient, Manager};
 use crate::core::budget::{Held, Reservation};
 use crate::core::credentials::tenant_credential;
@@ -17,6 +18,23 @@ use crate::core::policy::Strategy;
 use crate::core::registry::{Lease, Made};
 use crate::core::room::{RoomSnapshot, Turn};
 use crate::core::runtime;
+
+/// How a tenant's own pool gets its room in the budget.
+pub(super) enum Opening {
+    /// Reserved for a new client.
+    Reserved(Reservation),
+    /// A spare's, already warm (see `manager::warming`).
+    Spare(Spare),
+}
+
+/// Whose operations a client's command events are counted for.
+pub(super) enum Label<'a> {
+    /// A shared client's: the operation's scope says.
+    Shared,
+    Tenant(&'a str),
+    /// A spare's: the tenant it is handed to, once it is.
+    Later(Arc<OnceLock<String>>),
+}
 
 /// Quota slots a tenant's own pool starts with; it gains more as its concurrency needs them.
 pub(super) const FIRST_SLOTS: u32 = 1;
@@ -36,7 +54,7 @@ impl Manager {
         if self.strategy.client_slot(tenant).is_some() {
             // A handle on a shared client: nothing to reserve per tenant.
             let (size, label) = self.share_of(tenant)?;
-            return Ok(self.registry.lease(tenant, || self.make(tenant, size, label, None))?);
+            return self.lease_new(tenant, size, label, None);
         }
         loop {
             match self.room.turn(tenant) {
@@ -55,11 +73,16 @@ impl Manager {
                         return Ok(lease);
                     }
                     let (size, label) = self.share_of(tenant)?;
-                    let first = self.pool_connections(size, FIRST_SLOTS);
-                    let reservation = self.room.reserve(&self.registry, tenant, first, started).await?;
-                    return Ok(self
-                        .registry
-                        .lease(tenant, || self.make(tenant, size, label, Some(reservation)))?);
+                    let opening = match self.take_spare() {
+                        Some(spare) => Opening::Spare(spare),
+                        None => {
+                            let first = self.pool_connections(size, FIRST_SLOTS);
+                            Opening::Reserved(
+                                self.room.reserve(&self.registry, tenant, first, started).await?,
+                            )
+                        }
+                    };
+                    return self.lease_new(tenant, size, label, Some(opening));
                 }
             }
         }
@@ -91,14 +114,34 @@ impl Manager {
             }
         }
         let (size, label) = self.share_of(tenant)?;
-        let reservation = match self.strategy.client_slot(tenant) {
+        let opening = match self.strategy.client_slot(tenant) {
             Some(_) => None,
-            None => match self.room.try_reserve(self.pool_cost(size, FIRST_SLOTS)) {
-                Some(r) => Some(r),
-                None => return Ok(None),
+            None => match self.take_spare() {
+                Some(spare) => Some(Opening::Spare(spare)),
+                None => match self.room.try_reserve(self.pool_cost(size, FIRST_SLOTS)) {
+                    Some(r) => Some(Opening::Reserved(r)),
+                    None => return Ok(None),
+                },
             },
         };
-        Ok(Some(self.registry.lease(tenant, || self.make(tenant, size, label, reservation))?))
+        self.lease_new(tenant, size, label, opening).map(Some)
+    }
+
+    /// A lease on the tenant's pool, made from `opening` unless another thread made it first; a new
+    /// pool of the tenant's own starts the refill of the spares (see `manager::warming`).
+    fn lease_new(
+        &self,
+        tenant: &str,
+        size: u32,
+        label: String,
+        opening: Option<Opening>,
+    ) -> Result<Lease<DriverClient>, CoreError> {
+        let own = opening.is_some();
+        let lease = self.registry.lease(tenant, || self.make(tenant, size, label, opening))?;
+        if own {
+            self.refill_spares(true);
+        }
+        Ok(lease)
     }
 
     /// Reads the server's figures for the budget in the background (see `Room::first_contact`); the
@@ -133,38 +176,32 @@ impl Manager {
         Ok((size, label))
     }
 
-    /// The tenant's pool: a new client holding `reservation` (per_user), or a handle on its shared
-    /// client, which is made (and takes its room in the budget) on first use.
+    /// The tenant's pool: a spare, or a new client holding its reservation (per_user); or a handle on
+    /// its shared client, which is made (and takes its room in the budget) on first use.
     fn make(
         &self,
         tenant: &str,
         size: u32,
         label: String,
-        reservation: Option<Reservation>,
+        opening: Option<Opening>,
     ) -> Result<Made<DriverClient>, String> {
         let pool = match self.strategy.client_slot(tenant) {
             None => {
+                let reservation = match opening {
+                    Some(Opening::Spare(spare)) => {
+                        let pool = spare.hand_to(tenant);
+                        let cost = pool.reservation.lock().as_ref().map_or(0, Reservation::units);
+                        return Ok(Made { pool, size, label, cost, slots: FIRST_SLOTS });
+                    }
+                    Some(Opening::Reserved(r)) => Some(r),
+                    None => None,
+                };
                 let cost = reservation.as_ref().map_or(0, Reservation::units);
                 let credential = tenant_credential(self.credentials.as_ref(), &self.template, tenant)?;
                 let identity = credential.as_ref().map(|(_, who)| who.clone());
-                let open = Arc::new(AtomicU32::new(0));
-                // Monitors, and the minPoolSize the driver keeps open, on every server.
-                let servers = self.room.cost(1) - self.room.cost(0);
-                let min_pool = self.client_options.min_pool_size.unwrap_or(0).min(size);
-                let fixed = self.room.cost(0) + min_pool * servers;
-                let pool = DriverClient {
-                    client: ManuallyDrop::new(self.new_client(
-                        Some(tenant),
-                        size,
-                        credential.map(|(c, _)| c),
-                        Some(Arc::clone(&open)),
-                    )),
-                    retry_sessions: Arc::default(),
-                    owned: true,
-                    identity,
-                    reservation: parking_lot::Mutex::new(reservation),
-                    open: Some((open, fixed)),
-                };
+                let mut pool =
+                    self.own_client(Label::Tenant(tenant), size, credential.map(|(c, _)| c), reservation);
+                pool.identity = identity;
                 return Ok(Made { pool, size, label, cost, slots: FIRST_SLOTS });
             }
             Some(slot) => {
@@ -175,8 +212,11 @@ impl Manager {
                     // Every shared client gets the same size, fitted so that all of them fit: taking
                     // the reservation cannot exceed the bound.
                     let reservation = self.room.budget.force_reserve(self.room.cost(max_pool_size));
-                    shared[slot] =
-                        Some((self.new_client(None, max_pool_size, None, None), Arc::default(), reservation));
+                    shared[slot] = Some((
+                        self.new_client(Label::Shared, max_pool_size, None, None),
+                        Arc::default(),
+                        reservation,
+                    ));
                 }
                 let (client, retry_sessions, _) = shared[slot].as_ref().expect("just made");
                 DriverClient {
@@ -192,19 +232,45 @@ impl Manager {
         Ok(Made { pool, size, label, cost: 0, slots: size })
     }
 
-    /// A driver client (`tenant`'s own, or shared); `credential`, the tenant's own, replaces the
-    /// connection string's.
+    /// A client of a tenant's own (or a spare's) holding `reservation`, with the count of its open
+    /// connections the budget needs when it closes.
+    pub(super) fn own_client(
+        &self,
+        label: Label,
+        size: u32,
+        credential: Option<Credential>,
+        reservation: Option<Reservation>,
+    ) -> DriverClient {
+        let open = Arc::new(AtomicU32::new(0));
+        // Monitors, and the minPoolSize the driver keeps open, on every server.
+        let servers = self.room.cost(1) - self.room.cost(0);
+        let min_pool = self.client_options.min_pool_size.unwrap_or(0).min(size);
+        let fixed = self.room.cost(0) + min_pool * servers;
+        DriverClient {
+            client: ManuallyDrop::new(self.new_client(label, size, credential, Some(Arc::clone(&open)))),
+            retry_sessions: Arc::default(),
+            owned: true,
+            identity: None,
+            reservation: parking_lot::Mutex::new(reservation),
+            open: Some((open, fixed)),
+        }
+    }
+
     /// A driver client; `credential`, the tenant's own, replaces the connection string's; `open` counts its
     /// pooled connections (so a closed pool gives back at once the room of those it never opened).
     fn new_client(
         &self,
-        tenant: Option<&str>,
+        label: Label,
         max_pool_size: u32,
         credential: Option<Credential>,
         open: Option<Arc<AtomicU32>>,
     ) -> Client {
         let mut options = self.client_options.clone();
-        options.command_event_handler = self.monitor.as_ref().map(|m| m.handler(tenant.map(str::to_owned)));
+        options.command_event_handler = self.monitor.as_ref().map(|m| match label {
+            Label::Shared => m.handler(None),
+            Label::Tenant(tenant) => m.handler(Some(tenant.to_owned())),
+            Label::Later(cell) => m.handler_later(cell),
+        });
         options.max_pool_size = Some(max_pool_size);
         if credential.is_some() {
             options.credential = credential;
