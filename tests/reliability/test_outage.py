@@ -87,9 +87,16 @@ def run_during_outage(manager: UserConnectionManager, tenants: list[str]) -> lis
 def test_outage_fails_fast_recovers_and_leaks_nothing(server, how, record_property):
     app = f"tp-outage-{how}"
     # heartbeatFrequencyMS: the driver's RTT monitors reconnect on this period after an outage; 1 s instead
-    # of 10 s lets the test wait for the exact baseline connection count quickly.
+    # of 10 s lets the test wait for the exact baseline connection count quickly. spare_pools=0: this test
+    # counts connections exactly and asserts how never-seen tenants fail; spares under an outage are
+    # test_spares_through_an_outage's.
     manager = UserConnectionManager(
-        server.uri, user_pool_size=3, serverSelectionTimeoutMS=SST_MS, appName=app, heartbeatFrequencyMS=1000
+        server.uri,
+        user_pool_size=3,
+        serverSelectionTimeoutMS=SST_MS,
+        appName=app,
+        heartbeatFrequencyMS=1000,
+        spare_pools=0,
     )
     try:
         for t in TENANTS:
@@ -160,3 +167,52 @@ def test_outage_fails_fast_recovers_and_leaks_nothing(server, how, record_proper
     if server.running:
         with observer(server) as c:
             wait_app_connections(c, app, lambda n: n == 0, 15, "close_all() to close every connection")
+
+
+def test_spares_through_an_outage(server):
+    """Warm spares taken during an outage fail as fast as any pool (a spare holds a pooled connection, so
+    its tenant may get AutoReconnect where a never-seen one gets ServerSelectionTimeoutError); a failed
+    refill is not handed out, and once the server is back new tenants get spares again."""
+    app = "tp-outage-spares"
+    manager = UserConnectionManager(
+        server.uri, user_pool_size=2, serverSelectionTimeoutMS=SST_MS, appName=app, heartbeatFrequencyMS=1000
+    )
+    try:
+        manager.get_database("sp0").items.insert_one({"before": True})
+        wait_until(lambda: manager.get_stats()["budget"]["spare_pools"] == 2, 10, "two warm spares")
+        server.kill()
+
+        results = run_during_outage(manager, ["sp-new1", "sp-new2", "sp-new3"])
+        assert {o for _, o, _ in results} <= {"ServerSelectionTimeoutError", "AutoReconnect"}, results
+        slowest = max(s for _, _, s in results)
+        assert slowest < SST_MS / 1000 + SLACK_S, f"slowest failure took {slowest:.2f}s: {results}"
+        budget = manager.get_stats()["budget"]
+        assert budget["spare_pools_used"] == 2, budget
+        # Refills started during the outage fail their warm-up and are closed, never handed out.
+        wait_until(
+            lambda: manager.get_stats()["budget"]["spare_pools_warming"] == 0, 30, "the refills to give up"
+        )
+        assert manager.get_stats()["budget"]["spare_pools"] == 0
+
+        server.start()
+
+        def works() -> bool:
+            try:
+                manager.get_database("sp-new1").items.insert_one({"after": True})
+                return True
+            except PyMongoError:
+                return False
+
+        wait_until(works, 20, "requests to succeed again", every=0.2)
+
+        # After the refill back-off, new tenants bring the spares back: one warmed after the outage is
+        # handed to a new tenant.
+        def served_warm() -> bool:
+            manager.get_database(f"sp-late{time.monotonic_ns()}").command("ping")
+            return bool(manager.get_stats()["budget"]["spare_pools_used"] > 2)
+
+        wait_until(served_warm, 30, "a spare warmed after the outage to serve a new tenant", every=0.5)
+    finally:
+        manager.close_all()
+    with observer(server) as c:
+        wait_app_connections(c, app, lambda n: n == 0, 15, "close_all() to close every spare too")
