@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import threading
 
 import pytest
 from pymongo import monitoring
@@ -95,7 +96,7 @@ def test_a_spares_command_events_are_its_tenants_and_its_warm_up_is_nobodys(mong
 
 
 def test_spares_never_make_a_tenants_pool_close_for_room(mongodb_uri):
-    # 4 pools of 3 units: the spares take room only while a quarter of it stays free.
+    # 4 pools of 3 units: a spare takes room only while as much again stays free.
     with UserConnectionManager(mongodb_uri, max_server_connections=12) as m:
         tenants = [tenant("spb") for _ in range(4)]
         m.get_database(tenants[0]).c.find_one()
@@ -155,3 +156,43 @@ def test_no_spares_where_a_spare_cannot_stand_for_any_new_tenant(mongodb_uri, op
 def test_a_bad_spare_pools_is_refused(mongodb_uri, bad):
     with pytest.raises(ConfigurationError, match="spare_pools"):
         UserConnectionManager(mongodb_uri, spare_pools=bad)
+
+
+def test_whoever_waits_for_room_gets_the_spares_room_before_any_pool_is_closed(mongodb_uri, pymongo_client):
+    # 12 units: the tenant's pool (3) and two spares (3 each) leave 3 free. Seven blocked finds grow the
+    # tenant's pool by those 3, then wait for more: the spares give theirs back, no pool is closed.
+    app = "tp-spare-yield"
+    pymongo_client.admin.command(
+        "configureFailPoint",
+        "failCommand",
+        mode="alwaysOn",
+        data={"failCommands": ["find"], "blockConnection": True, "blockTimeMS": 400, "appName": app},
+    )
+    try:
+        with UserConnectionManager(
+            mongodb_uri, appName=app, max_server_connections=12, waitQueueTimeoutMS=20_000
+        ) as m:
+            busy = tenant("spy")
+            m.get_database(busy).c.find_one()
+            spares_ready(m, 2)
+            assert budget(m)["reserved"] == 9
+            errors: list[BaseException] = []
+
+            def op() -> None:
+                try:
+                    m.get_database(busy).c.find_one()
+                except BaseException as exc:  # reported below
+                    errors.append(exc)
+
+            threads = [threading.Thread(target=op) for _ in range(7)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(30)
+            assert errors == []
+            b = budget(m)
+            assert m.get_user_stats(busy)["slots"] == 7, "grew into the spares' room"
+            assert (b["spare_pools"], b["closed_for_budget"]) == (0, 0), b
+            assert b["reserved"] <= 12, b
+    finally:
+        pymongo_client.admin.command("configureFailPoint", "failCommand", mode="off")

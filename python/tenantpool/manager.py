@@ -76,7 +76,7 @@ class UserConnectionManager:
     ``spare_pools`` (``per_user`` without ``credentials`` or tiers): how many warm clients (connected,
     their server checked) are kept for the next new tenants, so a tenant's first operation does not wait
     for two handshakes. Default 2, made once the first tenant's pool is; each holds room in the budget
-    (``budget()["spare_pools"]``), gives it back when someone waits for room, and is closed after
+    (``get_stats()["budget"]["spare_pools"]``), gives it back when someone waits for room, and is closed after
     ``idle_timeout`` unused. ``0`` keeps none.
     """
 

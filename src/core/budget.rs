@@ -299,20 +299,20 @@ impl Budget {
         (s.queue.is_empty() && s.reserved + units <= s.limit).then(|| self.reservation(&mut s, units))
     }
 
-    /// The units for an optional client (a spare, see `manager::spare`): only out of room nobody is
-    /// near needing (nobody queued, and a quarter of the bound still free after them), so that holding
-    /// them never makes a tenant's pool close or wait for room.
+    /// The units for an optional client (a spare, see `manager::spare`): only while nobody waits for
+    /// room and as much again stays free after them (a tenant's pool that grows, or the next new tenant
+    /// once the spares are taken, finds its room at once). Whoever starts waiting has the spares' room
+    /// given back first (`Room::set_on_wait`).
     pub fn try_reserve_spare(self: &Arc<Self>, units: u32) -> Option<Reservation> {
         let mut s = self.state.lock();
-        (s.queue.is_empty() && s.reserved + units <= s.limit - s.limit / 4)
-            .then(|| self.reservation(&mut s, units))
+        (s.queue.is_empty() && s.reserved + 2 * units <= s.limit).then(|| self.reservation(&mut s, units))
     }
 
-    /// Whether the budget is near its bound (someone queued, or less than a quarter of it free): the
-    /// optional clients give their room back.
+    /// Whether someone waits for room (or the bound fell below what is reserved): the optional
+    /// clients give their room back.
     pub fn is_pressed(&self) -> bool {
         let s = self.state.lock();
-        !s.queue.is_empty() || s.reserved > s.limit - s.limit / 4
+        !s.queue.is_empty() || s.reserved > s.limit
     }
 
     /// The units without checking the limit: for clients whose sizes the caller has already fitted
@@ -422,15 +422,23 @@ mod tests {
     }
 
     #[test]
-    fn spares_take_only_room_far_from_the_bound() {
+    fn spares_leave_as_much_again_free_and_yield_to_waiters() {
+        let rt = rt();
         let b = Budget::new(12);
         let tenant = b.try_reserve(3).unwrap();
-        let spare = b.try_reserve_spare(6).expect("3 + 6 leaves a quarter of 12 free");
+        let spares = b.try_reserve_spare(3).expect("3 + 3 leaves 6 free");
+        let spare = b.try_reserve_spare(3).expect("9 leaves 3 free");
+        assert!(b.try_reserve_spare(2).is_none(), "11 would leave less than 2 free");
         assert!(!b.is_pressed());
-        assert!(b.try_reserve_spare(1).is_none(), "10 would leave less than a quarter");
-        let another = b.try_reserve(2).unwrap();
-        assert!(b.is_pressed(), "the spares should give their room back");
-        drop((tenant, spare, another));
+        let growth = b.try_reserve(3).expect("the room left free");
+        assert!(!b.is_pressed(), "full, but nobody waits");
+        let mut ticket = b.enqueue(3);
+        assert!(b.is_pressed(), "someone waits: the spares give their room back");
+        assert!(b.try_reserve_spare(1).is_none(), "no spare while someone waits");
+        drop(spare);
+        let granted = rt.block_on(ticket.granted());
+        assert!(!b.is_pressed());
+        drop((tenant, spares, growth, granted));
     }
 
     #[test]

@@ -172,6 +172,12 @@ impl Manager {
             monitor,
             spares: ForkMutex::new(spare::Store::new(spares)),
         });
+        let me = Arc::downgrade(&manager);
+        manager.room.set_on_wait(move || {
+            if let Some(manager) = me.upgrade() {
+                manager.close_spares(false);
+            }
+        });
         manager.spawn_reaper(Arc::clone(&manager.reaper_stop));
         // Asked now, so the bound is known by the time the first tenant needs a pool.
         manager.spawn_first_contact();

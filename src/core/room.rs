@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use mongodb::bson::{doc, Bson, Document};
@@ -77,6 +77,9 @@ pub struct Room {
     opening: ForkMutex<HashMap<String, Arc<Notify>>>,
     /// maxPoolSize of the shared clients once the first one is made (0: none made yet).
     shared_size: AtomicU32,
+    /// Called when someone starts waiting for room: the manager's spare clients give theirs back
+    /// first, before any tenant's idle pool is closed for it (see `manager::spare`).
+    on_wait: OnceLock<Box<dyn Fn() + Send + Sync>>,
 }
 
 /// Monitoring sockets a client keeps per server: none behind a load balancer, one when polling, two
@@ -122,7 +125,13 @@ impl Room {
             probed: AtomicBool::new(max.is_some()),
             opening: ForkMutex::new(HashMap::new()),
             shared_size: AtomicU32::new(0),
+            on_wait: OnceLock::new(),
         }
+    }
+
+    /// Sets what gives room back when someone starts waiting for it (once, when the manager is made).
+    pub fn set_on_wait(&self, give_back: impl Fn() + Send + Sync + 'static) {
+        let _ = self.on_wait.set(Box::new(give_back));
     }
 
     /// Server sockets a client of this pool size may open.
@@ -313,6 +322,11 @@ impl Room {
         let signal = registry.idle_signal();
         let _wanted = signal.want();
         let mut ticket = self.budget.enqueue(units);
+        // Before make_room counts the shortfall: the spares' room, moved to releasing, is not taken
+        // from a tenant's idle pool as well.
+        if let Some(give_back) = self.on_wait.get() {
+            give_back();
+        }
         loop {
             // Enabled before looking for idle pools: a pool that becomes idle after the look still
             // wakes this loop.

@@ -1,6 +1,6 @@
 //! Spare clients for new per_user tenants: made and warmed in the background, handed to the next new
-//! tenants, closed when idle, under budget pressure, on close and forgotten after a fork. Why spares,
-//! and the bookkeeping, are in `spare`.
+//! tenants, closed when idle, when someone waits for room and on close, forgotten after a fork. Why
+//! spares, and the bookkeeping, are in `spare`.
 //!
 //! Only for per_user managers without per-tenant credentials or a sizer: a spare is made before its
 //! tenant is known, so it must be the client any new tenant would get (the same options, user and pool
@@ -62,8 +62,9 @@ impl Manager {
     }
 
     /// Starts warm-ups until the spares reach their number, each with room the budget can spare now
-    /// (`Budget::try_reserve_spare`): a spare never waits for room, nor makes anyone wait. `new_pool`: a tenant's own pool
-    /// was just made (an idle manager, or one whose spares were drained, starts none before that).
+    /// (`Budget::try_reserve_spare`): a spare never waits for room, and gives its room back to whoever
+    /// does (`Room::set_on_wait`). `new_pool`: a tenant's own pool was just made (an idle manager, or
+    /// one whose spares were drained, starts none before that).
     pub(super) fn refill_spares(&self, new_pool: bool) {
         let (Some(me), Some(rt)) = (self.me.upgrade(), runtime::live()) else {
             return;
@@ -101,8 +102,8 @@ impl Manager {
         let (late, pressed) = {
             let mut store = self.spares.lock();
             let late = store.finish(epoch, if warmed { Ok(spare) } else { Err(spare) }, Instant::now());
-            // The budget nears its bound: the spares give their room back rather than have a tenant's
-            // pool closed or a tenant wait for it (no more are made until a new pool finds room).
+            // Someone started waiting for room while this one warmed: the spares give their room back
+            // rather than have a tenant's pool closed for it (no more are made until a new pool is).
             let pressed = if self.room.budget.is_pressed() { store.drain() } else { Vec::new() };
             (late, pressed)
         };
