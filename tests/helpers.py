@@ -8,6 +8,7 @@ import asyncio
 import os
 import re
 import subprocess
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -175,3 +176,30 @@ def profiled(client: MongoClient, db_name: str) -> Iterator[Any]:
         yield db.system.profile
     finally:
         db.command("profile", 0)
+
+
+def block(client: MongoClient, app: str, ms: int) -> None:
+    """Holds every `find` of `app` for `ms` on the server (failCommand blockConnection)."""
+    client.admin.command(
+        "configureFailPoint",
+        "failCommand",
+        mode="alwaysOn",
+        data={"failCommands": ["find"], "blockConnection": True, "blockTimeMS": ms, "appName": app},
+    )
+
+
+def run_concurrently(manager: Any, tenant: str, n: int) -> list[BaseException]:
+    errors: list[BaseException] = []
+
+    def op() -> None:
+        try:
+            manager.get_database(tenant).c.find_one()
+        except BaseException as exc:  # reported by the caller
+            errors.append(exc)
+
+    threads = [threading.Thread(target=op) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return errors

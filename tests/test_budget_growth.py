@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 
-from tests.helpers import app_connections, wait_until
+from tests.helpers import app_connections, block, run_concurrently, wait_until
 
 from tenantpool import UserConnectionManager
 
@@ -18,32 +18,6 @@ def budget(manager: UserConnectionManager) -> dict:
 
 def slots(manager: UserConnectionManager, tenant: str) -> int:
     return manager.get_user_stats(tenant)["slots"]
-
-
-def block(client, app: str, ms: int) -> None:
-    client.admin.command(
-        "configureFailPoint",
-        "failCommand",
-        mode="alwaysOn",
-        data={"failCommands": ["find"], "blockConnection": True, "blockTimeMS": ms, "appName": app},
-    )
-
-
-def run_concurrently(manager: UserConnectionManager, tenant: str, n: int) -> list[BaseException]:
-    errors: list[BaseException] = []
-
-    def op() -> None:
-        try:
-            manager.get_database(tenant).c.find_one()
-        except BaseException as exc:  # reported by the caller
-            errors.append(exc)
-
-    threads = [threading.Thread(target=op) for _ in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    return errors
 
 
 def test_a_new_pool_reserves_room_for_two_connections_not_its_full_size(mongodb_uri):

@@ -8,12 +8,19 @@ from __future__ import annotations
 
 import itertools
 import os
-import threading
 
 import pytest
 from pymongo import monitoring
 from pymongo.errors import ConfigurationError
-from tests.helpers import app_connections, eventually, run, wait_app_connections, wait_until
+from tests.helpers import (
+    app_connections,
+    block,
+    eventually,
+    run,
+    run_concurrently,
+    wait_app_connections,
+    wait_until,
+)
 
 from tenantpool import AsyncUserConnectionManager, UserConnectionManager
 
@@ -162,12 +169,7 @@ def test_whoever_waits_for_room_gets_the_spares_room_before_any_pool_is_closed(m
     # 12 units: the tenant's pool (3) and two spares (3 each) leave 3 free. Seven blocked finds grow the
     # tenant's pool by those 3, then wait for more: the spares give theirs back, no pool is closed.
     app = "tp-spare-yield"
-    pymongo_client.admin.command(
-        "configureFailPoint",
-        "failCommand",
-        mode="alwaysOn",
-        data={"failCommands": ["find"], "blockConnection": True, "blockTimeMS": 400, "appName": app},
-    )
+    block(pymongo_client, app, 400)
     try:
         with UserConnectionManager(
             mongodb_uri, appName=app, max_server_connections=12, waitQueueTimeoutMS=20_000
@@ -176,20 +178,7 @@ def test_whoever_waits_for_room_gets_the_spares_room_before_any_pool_is_closed(m
             m.get_database(busy).c.find_one()
             spares_ready(m, 2)
             assert budget(m)["reserved"] == 9
-            errors: list[BaseException] = []
-
-            def op() -> None:
-                try:
-                    m.get_database(busy).c.find_one()
-                except BaseException as exc:  # reported below
-                    errors.append(exc)
-
-            threads = [threading.Thread(target=op) for _ in range(7)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join(30)
-            assert errors == []
+            assert run_concurrently(m, busy, 7) == []
             b = budget(m)
             assert m.get_user_stats(busy)["slots"] == 7, "grew into the spares' room"
             assert (b["spare_pools"], b["closed_for_budget"]) == (0, 0), b

@@ -101,4 +101,3 @@ def differ(mongodb_uri: str, pymongo_client: MongoClient) -> Iterator[Differ]:
     d = Differ(mongodb_uri, pymongo_client)
     yield d
     d.close()
-
